@@ -1,0 +1,215 @@
+"""Data-quality rules for candle frames: pure functions, one per rule, each saying what, how much, where.
+
+Each rule returns a :class:`QualityResult`. ``blocking`` rules stop bad data from flowing on (the asset
+check is blocking in Dagster); the outlier rule only warns, since crypto does have violent bars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from alphapulse_assets.market_data.schema import NUMERIC_COLUMNS, PRICE_COLUMNS, schema_problems, timeframe_to_timedelta
+
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    rule: str
+    passed: bool
+    blocking: bool
+    description: str
+    violations: int = 0
+    fraction: float = 0.0
+    # First offending places, e.g. "BTCUSDT 2024-03-01T00:15:00+00:00: high 10.0 < close 11.0".
+    examples: list[str] = field(default_factory=list)
+    details: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def _examples(frame: pd.DataFrame, mask: np.ndarray | pd.Series, explain: Callable[[pd.Series], str]) -> list[str]:
+    rows = frame.loc[np.asarray(mask)].head(MAX_EXAMPLES)
+    return [f"{r.symbol} {pd.Timestamp(r.timestamp).isoformat()}: {explain(r)}" for r in rows.itertuples()]
+
+
+def _result(rule: str, blocking: bool, mask: np.ndarray, frame: pd.DataFrame, what: str, explain) -> QualityResult:
+    n = int(np.count_nonzero(mask))
+    total = max(len(frame), 1)
+    passed = n == 0
+    desc = f"no {what}" if passed else f"{n} row(s) with {what} ({n / total:.2%})"
+    return QualityResult(rule, passed, blocking, desc, n, n / total, _examples(frame, mask, explain) if n else [])
+
+
+def check_schema(frame: pd.DataFrame) -> QualityResult:
+    problems = schema_problems(frame)
+    return QualityResult(
+        "schema_and_dtypes",
+        not problems,
+        True,
+        "columns and dtypes match the candle schema" if not problems else "; ".join(problems),
+        len(problems),
+        examples=problems[:MAX_EXAMPLES],
+    )
+
+
+def check_no_nan(frame: pd.DataFrame) -> QualityResult:
+    cols = [c for c in NUMERIC_COLUMNS if c in frame.columns]
+    isna = frame[cols].isna()
+    mask = isna.any(axis=1).to_numpy() | frame["timestamp"].isna().to_numpy()
+    res = _result("no_nan", True, mask, frame, "missing values",
+                  lambda r: "NaN in " + ", ".join(c for c in cols if pd.isna(getattr(r, c))))
+    res.details.update({f"nan_{c}": int(isna[c].sum()) for c in cols})
+    return res
+
+
+def check_ohlc_consistency(frame: pd.DataFrame) -> QualityResult:
+    o, h, l, c = (frame[k].to_numpy() for k in PRICE_COLUMNS)
+    with np.errstate(invalid="ignore"):
+        mask = (h < np.maximum(o, c)) | (l > np.minimum(o, c)) | (h < l)
+    return _result("ohlc_consistency", True, mask, frame, "high below max(open, close) or low above min(open, close)",
+                   lambda r: f"open {r.open:g} high {r.high:g} low {r.low:g} close {r.close:g}")
+
+
+def check_positive_prices(frame: pd.DataFrame) -> QualityResult:
+    with np.errstate(invalid="ignore"):
+        mask = (frame[list(PRICE_COLUMNS)].to_numpy() <= 0).any(axis=1)
+    return _result("positive_prices", True, mask, frame, "zero or negative prices",
+                   lambda r: f"open {r.open:g} high {r.high:g} low {r.low:g} close {r.close:g}")
+
+
+def check_non_negative_volume(frame: pd.DataFrame) -> QualityResult:
+    with np.errstate(invalid="ignore"):
+        mask = frame["volume"].to_numpy() < 0
+    return _result("non_negative_volume", True, mask, frame, "negative volume", lambda r: f"volume {r.volume:g}")
+
+
+def check_timestamps(frame: pd.DataFrame, timeframe: str) -> QualityResult:
+    """Unique and strictly increasing per symbol, and on the bar grid (a shifted time zone shows here)."""
+    bar_ns = timeframe_to_timedelta(timeframe).value
+    ts = frame["timestamp"].to_numpy().astype("datetime64[ns]").astype("int64")
+    sym = frame["symbol"].to_numpy()
+    same_symbol = np.concatenate([[False], sym[1:] == sym[:-1]])
+    not_increasing = same_symbol & np.concatenate([[False], ts[1:] <= ts[:-1]])
+    duplicated = frame.duplicated(["symbol", "timestamp"], keep="first").to_numpy()
+    off_grid = (ts % bar_ns) != 0 if bar_ns < 86_400 * 10**9 else np.zeros(len(ts), bool)
+    mask = not_increasing | duplicated | off_grid
+    res = _result(
+        "unique_increasing_timestamps", True, mask, frame,
+        f"duplicated, out-of-order or off-grid ({timeframe}) timestamps",
+        lambda r: "off the bar grid (wrong time zone or bar size?)"
+        if pd.Timestamp(r.timestamp).value % bar_ns and bar_ns < 86_400 * 10**9 else "duplicated or out of order",
+    )
+    res.details.update(
+        {"duplicated": int(duplicated.sum()), "out_of_order": int((not_increasing & ~duplicated).sum()),
+         "off_grid": int(off_grid.sum())}
+    )
+    return res
+
+
+def expected_bars(start: pd.Timestamp, end: pd.Timestamp, timeframe: str, weekdays_only: bool = False) -> pd.DatetimeIndex:
+    grid = pd.date_range(start, end, freq=timeframe_to_timedelta(timeframe), inclusive="left")
+    return grid[grid.dayofweek < 5] if weekdays_only else grid
+
+
+def check_coverage(
+    frame: pd.DataFrame,
+    symbols: list[str],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    timeframe: str,
+    max_missing_fraction: float,
+    weekdays_only: bool = False,
+) -> QualityResult:
+    """Each symbol must have at least (1 - max_missing_fraction) of the bars the window should hold."""
+    grid = expected_bars(start, end, timeframe, weekdays_only)
+    if len(grid) == 0:
+        return QualityResult("bar_coverage", True, True, "no bars expected in this window (market closed)")
+    worst_fraction, examples, total_missing = 0.0, [], 0
+    details: dict[str, float | int | str] = {}
+    for symbol in symbols:
+        have = pd.DatetimeIndex(frame.loc[frame["symbol"] == symbol, "timestamp"])
+        missing = grid.difference(have)
+        fraction = len(missing) / len(grid)
+        details[f"missing_{symbol}"] = len(missing)
+        total_missing += len(missing)
+        worst_fraction = max(worst_fraction, fraction)
+        if fraction > max_missing_fraction:
+            first = ", ".join(t.isoformat() for t in missing[:3])
+            examples.append(f"{symbol}: {len(missing)}/{len(grid)} bars missing ({fraction:.1%}), first {first}")
+    passed = not examples
+    desc = (
+        f"every symbol has at least {1 - max_missing_fraction:.0%} of its {len(grid)} expected {timeframe} bars"
+        if passed
+        else f"{len(examples)} symbol(s) miss more than {max_missing_fraction:.0%} of their bars"
+    )
+    return QualityResult("bar_coverage", passed, True, desc, total_missing, worst_fraction, examples[:MAX_EXAMPLES], details)
+
+
+def check_outlier_returns(frame: pd.DataFrame, zscore: float, max_fraction: float) -> QualityResult:
+    """Warn on close-to-close log returns beyond ``zscore`` robust (MAD) standard deviations per symbol."""
+    close = frame["close"].to_numpy(dtype="float64")
+    sym = frame["symbol"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.diff(np.log(close), prepend=np.nan)
+    r[np.concatenate([[True], sym[1:] != sym[:-1]])] = np.nan
+    z = np.zeros(len(frame))
+    for s in pd.unique(sym):
+        idx = sym == s
+        rs = r[idx]
+        med = np.nanmedian(rs) if np.isfinite(rs).any() else 0.0
+        mad = np.nanmedian(np.abs(rs - med)) * 1.4826 if np.isfinite(rs).any() else 0.0
+        z[idx] = np.abs(rs - med) / mad if mad > 0 else 0.0
+    mask = np.nan_to_num(z, nan=0.0) > zscore
+    res = _result("outlier_returns", False, mask, frame, f"returns beyond {zscore:g} robust sigmas",
+                  lambda r_: f"close {r_.close:g}")
+    n = res.violations
+    passed = n / max(len(frame), 1) <= max_fraction
+    return QualityResult(res.rule, passed, False, res.description, n, res.fraction, res.examples,
+                         {"max_abs_robust_z": float(np.nanmax(z)) if len(z) else 0.0})
+
+
+def run_all(
+    frame: pd.DataFrame,
+    *,
+    symbols: list[str],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    timeframe: str,
+    max_missing_fraction: float,
+    outlier_zscore: float,
+    max_outlier_fraction: float,
+    weekdays_only: bool = False,
+) -> list[QualityResult]:
+    """Every rule, in a fixed order. If the schema is wrong, the content rules report it instead of crashing."""
+    schema = check_schema(frame)
+    rules = ["no_nan", "ohlc_consistency", "positive_prices", "non_negative_volume",
+             "unique_increasing_timestamps", "bar_coverage", "outlier_returns"]
+    if not schema.passed:
+        skipped = [QualityResult(r, False, r != "outlier_returns", "not evaluated: the schema check failed")
+                   for r in rules]
+        return [schema, *skipped]
+    return [
+        schema,
+        check_no_nan(frame),
+        check_ohlc_consistency(frame),
+        check_positive_prices(frame),
+        check_non_negative_volume(frame),
+        check_timestamps(frame, timeframe),
+        check_coverage(frame, symbols, start, end, timeframe, max_missing_fraction, weekdays_only),
+        check_outlier_returns(frame, outlier_zscore, max_outlier_fraction),
+    ]
+
+
+RULE_DESCRIPTIONS = {
+    "schema_and_dtypes": "Columns are timestamp (UTC), symbol, open, high, low, close, volume as float64.",
+    "no_nan": "No missing value in any price, volume or timestamp.",
+    "ohlc_consistency": "high >= max(open, close) and low <= min(open, close) on every bar.",
+    "positive_prices": "Every price is strictly positive.",
+    "non_negative_volume": "Volume is never negative.",
+    "unique_increasing_timestamps": "Per symbol, timestamps are unique, strictly increasing and on the bar grid.",
+    "bar_coverage": "Per symbol, missing bars stay within the configured fraction of the window.",
+    "outlier_returns": "Warns when too many bar returns lie beyond the robust z-score limit.",
+}

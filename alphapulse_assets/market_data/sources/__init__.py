@@ -1,0 +1,48 @@
+"""Market-data sources behind one interface (``CandleSource``), chosen by name from configuration.
+
+- ``sample``: the bundled SYNTHETIC market (the default);
+- ``files``: a folder of CSV or Parquet files (see ``files.py`` for the layout);
+- ``postgres``: an AlphaPulse ``ohlcv`` table, URL from an environment variable;
+- ``exchange``: a crypto exchange through ccxt (``pip install alphapulse-assets[exchange]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alphapulse_assets.market_data.sources.base import CandleSource, FetchResult
+from alphapulse_assets.market_data.sources.fallback import FallbackChain
+from alphapulse_assets.recovery.errors import PermanentError
+from alphapulse_assets.settings import AlphaPulseSettings
+
+SOURCE_NAMES = ("sample", "files", "postgres", "exchange")
+
+
+def build_source(name: str, settings: AlphaPulseSettings) -> CandleSource:
+    """One source by name, configured from settings. Raises PermanentError for an unknown name."""
+    if name == "sample":
+        from alphapulse_assets.market_data.sources.sample import SampleSource
+
+        return SampleSource(settings.base_timeframe)
+    if name == "files":
+        from alphapulse_assets.market_data.sources.files import FileSource
+
+        if settings.files_dir is None:
+            raise PermanentError("the files source needs ALPHAPULSE_FILES_DIR (a folder of CSV/Parquet files)", where="settings")
+        return FileSource(settings.files_dir, timeframe=settings.base_timeframe)
+    if name == "postgres":
+        from alphapulse_assets.market_data.sources.postgres import PostgresSource
+
+        return PostgresSource.from_env(settings.postgres_url_env, timeout_seconds=settings.source_timeout_seconds)
+    if name == "exchange":
+        from alphapulse_assets.market_data.sources.exchange import ExchangeSource
+
+        return ExchangeSource.from_settings(settings)
+    raise PermanentError(f"unknown market-data source {name!r}; choose from {', '.join(SOURCE_NAMES)}", where="settings")
+
+
+def build_chain(names: Sequence[str], settings: AlphaPulseSettings) -> FallbackChain:
+    return FallbackChain([build_source(n, settings) for n in names])
+
+
+__all__ = ["CandleSource", "FetchResult", "FallbackChain", "SOURCE_NAMES", "build_source", "build_chain"]

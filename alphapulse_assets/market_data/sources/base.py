@@ -1,0 +1,45 @@
+"""The interface every market-data source implements, and the result it returns."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass
+class FetchResult:
+    """Candles for a window, and which source produced each symbol's rows."""
+
+    candles: pd.DataFrame
+    source_by_symbol: dict[str, str]
+    # (source, symbol, one-line error) for every source that was tried and failed before one succeeded.
+    fallbacks: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.fallbacks)
+
+
+class CandleSource(ABC):
+    """A market-data source. ``fetch`` returns canonical candles (see ``schema``) for [start, end)."""
+
+    name: str = "source"
+    #: True for sources that invent their data; shown wherever the data is shown.
+    synthetic: bool = False
+
+    @abstractmethod
+    def fetch(self, symbols: Sequence[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """Canonical candles for ``symbols`` with bar open time in [start, end), sorted by symbol, time.
+
+        Raises a classified error (``alphapulse_assets.recovery.errors``) when it cannot.
+        """
+
+    def check_reachable(self) -> None:  # pragma: no cover - default is "nothing to reach"
+        """Raise a classified error if the source cannot be reached now; used by health checks."""
+
+    def describe(self) -> str:
+        """A description safe to show in logs and the UI (never credentials)."""
+        return self.name

@@ -1,0 +1,59 @@
+"""Retry policies per kind of work, in one place, and the bridge from error classes to Dagster.
+
+- ingestion: exponential backoff with jitter (transient source faults are common and short);
+- training: one retry (expensive; a second failure is rarely transient);
+- checks: none (a check re-reads stored data: retrying cannot change its answer).
+
+Run retries (``dagster.yaml``) cover crashed run workers only (``retry_on_asset_or_op_failure: false``),
+so they never multiply with these step retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+
+from alphapulse_assets.recovery.errors import ErrorClass, classify
+from alphapulse_assets.settings import RetrySettings, get_settings
+
+
+def ingestion_retry_policy(settings: RetrySettings | None = None) -> dg.RetryPolicy:
+    s = settings or get_settings().retry
+    return dg.RetryPolicy(
+        max_retries=s.max_retries,
+        delay=s.base_delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
+
+
+def training_retry_policy() -> dg.RetryPolicy:
+    return dg.RetryPolicy(max_retries=1, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+@contextmanager
+def classified_failures(what: str) -> Iterator[None]:
+    """Turn permanent and system errors into a Dagster ``Failure`` that is not retried.
+
+    Transient errors pass through unchanged so that the step's ``RetryPolicy`` retries them.
+    The failure's metadata carries the class and severity, which the breaker and alerting read.
+    """
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except Exception as exc:
+        c = classify(exc)
+        if c.error_class is ErrorClass.TRANSIENT:
+            raise
+        raise dg.Failure(
+            description=f"{what} failed, {c.error_class.value} error ({c.reason}): {exc}",
+            metadata={
+                "error_class": c.error_class.value,
+                "severity": c.severity.value,
+                "reason": c.reason,
+            },
+            allow_retries=False,
+        ) from exc

@@ -54,7 +54,9 @@ class AlphaPulseSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ALPHAPULSE_", env_nested_delimiter="__", extra="ignore")
 
-    home: Path = Field(default_factory=lambda: Path(os.environ.get("DAGSTER_HOME", ".")) / ".alphapulse")
+    # Project state (candles, models, the platform database) sits beside the local Dagster instance,
+    # whose dagster.yaml keeps its SQLite files under DAGSTER_HOME/.alphapulse too.
+    home: Path = Field(default_factory=lambda: (Path(os.environ.get("DAGSTER_HOME") or ".") / ".alphapulse").absolute())
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     timezone: str = "UTC"
     base_timeframe: str = "15m"

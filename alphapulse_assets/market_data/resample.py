@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from alphapulse_assets.market_data.schema import CANDLE_COLUMNS, empty_candles, timeframe_to_timedelta
+from alphapulse_assets.market_data.schema import epoch_ns, CANDLE_COLUMNS, empty_candles, timeframe_to_timedelta
 
 
 def resample_candles(frame: pd.DataFrame, base_timeframe: str, target_timeframe: str, *, complete_only: bool = True) -> pd.DataFrame:
@@ -23,7 +23,7 @@ def resample_candles(frame: pd.DataFrame, base_timeframe: str, target_timeframe:
     if frame.empty:
         return empty_candles()
     per_bar = int(target / base)
-    ts = frame["timestamp"].to_numpy().astype("datetime64[ns]").astype("int64")
+    ts = epoch_ns(frame["timestamp"])
     bucket = ts - ts % target.value
     keys = pd.DataFrame({"symbol": frame["symbol"].to_numpy(), "bucket": bucket})
     grouped = frame[["open", "high", "low", "close", "volume"]].groupby(

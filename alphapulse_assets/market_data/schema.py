@@ -85,6 +85,11 @@ def days_between(start: date, end_inclusive: date) -> list[date]:
     return [start + timedelta(days=i) for i in range(max(n, 0))]
 
 
+def epoch_ns(timestamps: pd.Series) -> np.ndarray:
+    """UTC timestamps as int64 nanoseconds since the epoch (no copy, no warning for tz-aware data)."""
+    return pd.DatetimeIndex(timestamps).asi8
+
+
 def empty_candles() -> pd.DataFrame:
     return ARROW_SCHEMA.empty_table().to_pandas()
 

@@ -74,7 +74,7 @@ class ParquetPartitionStore:
         raise, since they would be silently lost. Returns rows written per day.
         """
         days = list(days)
-        ts = table.column("timestamp").to_numpy().astype("datetime64[ns]").astype("int64")
+        ts = table.column("timestamp").cast(pa.int64()).to_numpy()
         day_index = ts // NS_PER_DAY
         wanted = {np.datetime64(d, "D").astype("int64"): d for d in days}
         unknown = np.setdiff1d(np.unique(day_index), np.fromiter(wanted, dtype="int64", count=len(wanted)))

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from alphapulse_assets.market_data.sources.base import CandleSource, FetchResult
 from alphapulse_assets.market_data.sources.fallback import FallbackChain
@@ -17,9 +17,19 @@ from alphapulse_assets.settings import AlphaPulseSettings
 
 SOURCE_NAMES = ("sample", "files", "postgres", "exchange")
 
+# Sources added by name at run time: a user's own feed, or a test's fault-injecting source.
+_REGISTERED: dict[str, Callable[[AlphaPulseSettings], CandleSource]] = {}
+
+
+def register_source(name: str, factory: Callable[[AlphaPulseSettings], CandleSource]) -> None:
+    """Make ``name`` usable in ``ALPHAPULSE_SOURCES`` / the resource's ``sources`` list."""
+    _REGISTERED[name] = factory
+
 
 def build_source(name: str, settings: AlphaPulseSettings) -> CandleSource:
     """One source by name, configured from settings. Raises PermanentError for an unknown name."""
+    if name in _REGISTERED:
+        return _REGISTERED[name](settings)
     if name == "sample":
         from alphapulse_assets.market_data.sources.sample import SampleSource
 
@@ -38,11 +48,11 @@ def build_source(name: str, settings: AlphaPulseSettings) -> CandleSource:
         from alphapulse_assets.market_data.sources.exchange import ExchangeSource
 
         return ExchangeSource.from_settings(settings)
-    raise PermanentError(f"unknown market-data source {name!r}; choose from {', '.join(SOURCE_NAMES)}", where="settings")
+    raise PermanentError(f"unknown market-data source {name!r}; choose from {', '.join((*SOURCE_NAMES, *_REGISTERED))}", where="settings")
 
 
 def build_chain(names: Sequence[str], settings: AlphaPulseSettings) -> FallbackChain:
     return FallbackChain([build_source(n, settings) for n in names])
 
 
-__all__ = ["CandleSource", "FetchResult", "FallbackChain", "SOURCE_NAMES", "build_source", "build_chain"]
+__all__ = ["CandleSource", "FetchResult", "FallbackChain", "SOURCE_NAMES", "build_source", "build_chain", "register_source"]

@@ -61,7 +61,7 @@ def test_unwritten_and_corrupt_partitions_give_clear_errors(tmp_path):
     store = ParquetPartitionStore(str(tmp_path))
     with pytest.raises(DataValidationError, match="partition 2024-05-09 of market_candles has not been written"):
         store.read_days("market_candles", ["2024-05-09"])
-    path = tmp_path / "market_candles" / "2024-05-01.parquet"
+    path = tmp_path / "market_candles" / "2024-05-01__2024-05-01__0001.parquet"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(DataValidationError, match="unreadable") as err:
@@ -74,18 +74,18 @@ def test_write_failing_midway_leaves_the_previous_file(tmp_path, monkeypatch):
     old = sample(days=1, symbols=("BTCUSDT",))
     store.write_days("c", to_arrow(old), ["2024-05-01"])
 
-    def explode(table, where, **kw):
-        where.write(b"PAR1" + b"\0" * 1000)  # half a file, then the disk "fills"
-        raise OSError(28, "No space left on device")
+    def explode(self, table, *a, **kw):
+        self.where.write(b"PAR1" + b"\0" * 1000) if hasattr(self, "where") else None  # half a file
+        raise OSError(28, "No space left on device")  # then the disk "fills"
 
-    monkeypatch.setattr(pq, "write_table", explode)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", explode)
     new = sample(days=1, symbols=("ETHUSDT",))
     with pytest.raises(Exception) as err:
         store.write_days("c", to_arrow(new), ["2024-05-01"])
     assert "No space left" in str(err.value) and type(err.value).__name__ == "SystemResourceError"
     monkeypatch.undo()
     pd.testing.assert_frame_equal(store.read_days("c", ["2024-05-01"]), old, check_dtype=False)
-    assert sorted(os.listdir(tmp_path / "c")) == ["2024-05-01.parquet"]  # no temporary file left behind
+    assert len(os.listdir(tmp_path / "c")) == 1  # the old segment only: no temporary file left behind
 
 
 def test_writer_killed_with_sigkill_never_leaves_a_half_partition(tmp_path):
@@ -102,7 +102,7 @@ def test_writer_killed_with_sigkill_never_leaves_a_half_partition(tmp_path):
         table = to_arrow(pd.concat([SampleSource().fetch(["BTCUSDT", "ETHUSDT"], day, day + pd.Timedelta(days=1))] * 1, ignore_index=True))
         print("ready", flush=True)
         for _ in range(2000):
-            store.write_table("c", "2024-05-01", table)
+            store.write_days("c", table, ["2024-05-01"])
     """)
     for delay in (0.05, 0.11, 0.17, 0.23, 0.31):
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -113,3 +113,28 @@ def test_writer_killed_with_sigkill_never_leaves_a_half_partition(tmp_path):
         frame = store.read_days("c", ["2024-05-01"])  # must parse: the old file or a complete new one
         assert len(frame) == 192
     assert list(store.list_partitions("c")) == ["2024-05-01"]  # leftover temp files are hidden
+    assert len([n for n in os.listdir(tmp_path / "c") if not n.startswith(".")]) == 1  # shadowed ones collected
+
+
+def test_rerunning_one_day_shadows_it_and_collects_fully_shadowed_segments(tmp_path):
+    store = ParquetPartitionStore(str(tmp_path))
+    three = sample(days=3)
+    store.write_days("c", to_arrow(three), ["2024-05-01", "2024-05-02", "2024-05-03"])
+    day2 = three[three.timestamp.dt.day == 2].assign(volume=1.0)
+    store.write_days("c", to_arrow(day2), ["2024-05-02"])
+    assert (store.read_days("c", ["2024-05-02"])["volume"] == 1.0).all()
+    pd.testing.assert_frame_equal(store.read_days("c", ["2024-05-01"]), three[three.timestamp.dt.day == 1].reset_index(drop=True), check_dtype=False)
+    assert len(os.listdir(tmp_path / "c")) == 2  # the 3-day segment still serves days 1 and 3
+    store.write_days("c", to_arrow(three[three.timestamp.dt.day != 2]), ["2024-05-01", "2024-05-03"])
+    names = os.listdir(tmp_path / "c")  # days 1 and 3 are not consecutive: two new segments
+    assert len(names) == 3 and not any(n.startswith("2024-05-01__2024-05-03") for n in names)  # old one gone
+    assert len(store.read_days("c", ["2024-05-01", "2024-05-02", "2024-05-03"])) == len(three)
+
+
+def test_one_segment_per_run_of_consecutive_days(tmp_path):
+    store = ParquetPartitionStore(str(tmp_path))
+    frame = sample(days=3)
+    frame = frame[frame.timestamp.dt.day != 2]
+    store.write_days("c", to_arrow(frame), ["2024-05-01", "2024-05-03"])
+    assert sorted(n.split("__")[0] for n in os.listdir(tmp_path / "c")) == ["2024-05-01", "2024-05-03"]
+    assert not store.exists("c", "2024-05-02")

@@ -13,9 +13,9 @@ with what the sample day holds. Prices and volumes go on the wire as Binance wri
 
 Fault injection, per path and per request number (1-based, counted per path): ``fail`` (status + body),
 ``hang`` (stall before answering, to trigger a client timeout), ``garbage`` (HTML, truncated JSON or
-rows of the wrong arity with status 200). ``counts`` and ``log`` show what the server received; with an
-injected ``clock`` each logged request carries that clock's time, so rate limiting can be checked without
-wall-clock assertions.
+rows of the wrong arity with status 200), ``duplicate`` (every row sent twice). ``counts`` and ``log``
+show what the server received; with an injected ``clock`` each logged request carries that clock's
+time, so rate limiting can be checked without wall-clock assertions.
 
 It binds 127.0.0.1 on a free port only. Use it as a context manager; leaving it stops the server, wakes
 any stalled handler and joins the serving thread.
@@ -62,6 +62,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay_seconds: float = 0.0  # stall this long first (woken early when the server stops)
     garbage: str | None = None  # "html", "truncated" or "arity": a 200 answer that is not valid klines
+    duplicate_rows: bool = False  # send every kline row twice (valid JSON, overlapping data)
 
 
 def _split_pair(symbol: str) -> tuple[str, str]:
@@ -150,6 +151,10 @@ class FakeBinance:
         if kind not in ("html", "truncated", "arity"):
             raise ValueError(f"unknown garbage kind {kind!r}: use html, truncated or arity")
         self._faults[(path, nth)] = Fault(garbage=kind)
+
+    def duplicate(self, nth: int, *, path: str = KLINES) -> None:
+        """Answer the ``nth`` request normally but with every row repeated (an overlap to de-duplicate)."""
+        self._faults[(path, nth)] = Fault(duplicate_rows=True)
 
     def requests_to(self, path: str) -> list[dict[str, str]]:
         """Query parameters of every request received on ``path``, in order."""
@@ -324,6 +329,8 @@ def _make_handler(fake: FakeBinance) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, "<html><body><h1>404 Not Found</h1></body></html>", "text/html")
                 return
+            if fault is not None and fault.duplicate_rows and isinstance(payload, list):
+                payload = [row for row in payload for _ in (0, 1)]
             if fault is not None and fault.garbage and status == 200:
                 if fault.garbage == "html":
                     self._send(200, HTML_BODY, "text/html")

@@ -297,6 +297,7 @@ def test_email_subject_cannot_inject_headers(smtp):
 
 
 def test_email_with_starttls_and_login_from_env(tmp_path, monkeypatch):
+    pytest.importorskip("cryptography")  # to make the test certificate; installed with the dev tools
     cert, key = self_signed_cert(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)

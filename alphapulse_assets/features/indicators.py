@@ -26,6 +26,7 @@ BOLLINGER_WINDOW, BOLLINGER_K = 20, 2.0
 ATR_PERIOD = 14
 VOLUME_WINDOW = 96
 PERSISTENCE_WINDOW = 32
+AUTOCORR_WINDOW = 96
 EMA_TRUNCATION = 3  # an EMA of span s uses the last 3*s bars
 
 
@@ -37,6 +38,7 @@ def _ema_window(span: float) -> int:
 FEATURE_LOOKBACK: dict[str, int] = {
     **{f"log_ret_{h}": h for h in RETURN_HORIZONS},
     **{f"realized_vol_{w}": w for w in VOL_WINDOWS},
+    **{f"ret_z_{h}": max(h, max(VOL_WINDOWS)) for h in RETURN_HORIZONS},
     "rsi_14": _ema_window(2 * RSI_PERIOD - 1),  # Wilder smoothing = EMA of span 2n-1, over diffs
     "macd_line": _ema_window(MACD_SLOW) - 1,
     "macd_signal": _ema_window(MACD_SLOW) - 1 + _ema_window(MACD_SIGNAL) - 1,
@@ -45,8 +47,8 @@ FEATURE_LOOKBACK: dict[str, int] = {
     "atr_14": _ema_window(2 * ATR_PERIOD - 1),  # true range reads the previous close
     "volume_z": VOLUME_WINDOW - 1,
     "range_hl": 0,
-    "momentum_persistence": PERSISTENCE_WINDOW,
-    "return_autocorr": PERSISTENCE_WINDOW + 1,
+    "momentum_persistence": PERSISTENCE_WINDOW + 1,  # each pair reads two returns, i.e. three closes
+    "return_autocorr": AUTOCORR_WINDOW + 1,
 }
 MAX_LOOKBACK: int = max(FEATURE_LOOKBACK.values())
 
@@ -58,6 +60,10 @@ FEATURE_DOCS: dict[str, str] = {
     **{
         f"realized_vol_{w}": f"standard deviation (ddof=1) of the last {w} one-bar log returns"
         for w in VOL_WINDOWS
+    },
+    **{
+        f"ret_z_{h}": f"log_ret_{h} / (realized_vol_{max(VOL_WINDOWS)} * sqrt({h})): the return in units of recent volatility"
+        for h in RETURN_HORIZONS
     },
     "rsi_14": "RSI(14) with Wilder smoothing, rescaled to [-1, 1] ((RSI - 50) / 50)",
     "macd_line": "(EMA12 - EMA26) of close, divided by close_t",
@@ -71,7 +77,10 @@ FEATURE_DOCS: dict[str, str] = {
         "share of the last 32 bars whose return has the sign of the bar before it, minus 0.5: "
         "positive when moves continue (momentum), negative when they reverse"
     ),
-    "return_autocorr": "lag-1 autocorrelation of one-bar log returns over the last 32 pairs",
+    "return_autocorr": (
+        "lag-1 autocorrelation of one-bar log returns over the last 96 pairs: "
+        "how strongly moves have continued lately (a trend/momentum regime detector)"
+    ),
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURE_LOOKBACK)
 assert set(FEATURE_DOCS) == set(FEATURE_NAMES)
@@ -94,7 +103,7 @@ def _truncated_ema(x: np.ndarray, span: float) -> np.ndarray:
     return out
 
 
-def _rolling(x: np.ndarray, window: int) -> np.lib.stride_tricks.sliding_window_view | None:
+def _rolling(x: np.ndarray, window: int) -> np.ndarray | None:
     return np.lib.stride_tricks.sliding_window_view(x, window) if len(x) >= window else None
 
 
@@ -123,6 +132,7 @@ def _lag(x: np.ndarray, k: int) -> np.ndarray:
 
 def _symbol_features(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray) -> dict[str, np.ndarray]:
     """All features of one symbol's bars (arrays in time order)."""
+    # Idiom below: ``np.where(cond, a, b) + 0 * x`` keeps NaN where x is NaN (np.where alone would not).
     n = len(close)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_close = np.log(close)
@@ -132,6 +142,9 @@ def _symbol_features(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close
             out[f"log_ret_{h}"] = log_close - _lag(log_close, h)
         for w in VOL_WINDOWS:
             out[f"realized_vol_{w}"] = _rolling_std(r1, w)
+        long_vol = out[f"realized_vol_{max(VOL_WINDOWS)}"]
+        for h in RETURN_HORIZONS:
+            out[f"ret_z_{h}"] = np.where(long_vol > 0, out[f"log_ret_{h}"] / (long_vol * np.sqrt(h)), 0.0) + 0 * long_vol
 
         # RSI: Wilder's smoothing is an EMA with alpha = 1/n, i.e. span 2n - 1.
         diff = close - _lag(close, 1)
@@ -169,10 +182,11 @@ def _symbol_features(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close
         same_sign = np.where(np.isnan(r1) | np.isnan(_lag(r1, 1)), np.nan, (np.sign(r1) * np.sign(_lag(r1, 1)) > 0).astype(float))
         out["momentum_persistence"] = _rolling_mean(same_sign, PERSISTENCE_WINDOW) - 0.5
         x, y = _lag(r1, 1), r1
-        mx, my = _rolling_mean(x, PERSISTENCE_WINDOW), _rolling_mean(y, PERSISTENCE_WINDOW)
-        cov = _rolling_mean(x * y, PERSISTENCE_WINDOW) - mx * my
-        vx = _rolling_mean(x * x, PERSISTENCE_WINDOW) - mx * mx
-        vy = _rolling_mean(y * y, PERSISTENCE_WINDOW) - my * my
+        w = AUTOCORR_WINDOW
+        mx, my = _rolling_mean(x, w), _rolling_mean(y, w)
+        cov = _rolling_mean(x * y, w) - mx * my
+        vx = _rolling_mean(x * x, w) - mx * mx
+        vy = _rolling_mean(y * y, w) - my * my
         denom = np.sqrt(np.maximum(vx, 0) * np.maximum(vy, 0))
         out["return_autocorr"] = np.where(denom > 0, cov / denom, 0.0) + 0 * denom
     return out

@@ -38,3 +38,9 @@ def test_coarser_base_passes_through_and_bad_ratio_is_refused(base):
     assert len(resample_candles(daily, "1d", "4h")) == len(daily)
     with pytest.raises(ValueError, match="cannot be built"):
         resample_candles(base, "15m", "25m")
+
+
+def test_a_filtered_frame_with_a_shifted_index_resamples(base):
+    eth_only = base[base.symbol == "BTCUSDT"].iloc[8:]  # index no longer starts at 0
+    hourly = resample_candles(eth_only, "15m", "1h")
+    assert len(hourly) == 22 and hourly.timestamp.iloc[0] == DAY + pd.Timedelta(hours=2)

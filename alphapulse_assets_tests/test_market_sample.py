@@ -8,7 +8,7 @@ import pytest
 
 from alphapulse_assets.market_data.quality import run_all
 from alphapulse_assets.market_data.schema import schema_problems
-from alphapulse_assets.market_data.sources.sample import MOMENTUM_PHI, SampleSource, _daily_path, generate_day
+from alphapulse_assets.market_data.sources.sample import SampleSource, _daily_path, generate_day
 from alphapulse_assets.recovery.errors import NoDataError, UnknownSymbolError, classify, ErrorClass
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT"]
@@ -51,16 +51,27 @@ def test_stylised_facts(year):
     assert volume_vs_move > 0.1, "volume rises with the size of the move"
 
 
+def test_momentum_shows_on_hourly_bars_too(year):
+    from alphapulse_assets.market_data.resample import resample_candles
+
+    regimes, *_ = _daily_path("ETHUSDT")
+    hourly = resample_candles(year[year.symbol == "ETHUSDT"], "15m", "1h")
+    r = pd.Series(np.diff(np.log(hourly["close"].to_numpy()), prepend=np.nan))
+    day_index = ((hourly["timestamp"] - pd.Timestamp("2020-01-01", tz="UTC")).dt.days).to_numpy()
+    trend = np.isin(regimes[day_index], (1, 2))
+    assert pd.concat([r, r.shift()], axis=1)[trend].corr().iloc[0, 1] > 0.05
+
+
 def test_momentum_exists_only_inside_trending_regimes(year):
     regimes, *_ = _daily_path("BTCUSDT")
     btc = year[year.symbol == "BTCUSDT"]
-    day_index = (btc["timestamp"].dt.date - date(2020, 1, 1)).map(lambda d: d.days).to_numpy()
+    day_index = ((btc["timestamp"] - pd.Timestamp("2020-01-01", tz="UTC")).dt.days).to_numpy()
     r = np.diff(np.log(btc["close"].to_numpy()), prepend=np.nan)
     frame = pd.DataFrame({"r": r, "trend": np.isin(regimes[day_index], (1, 2))})
     frame["prev"] = frame["r"].shift()
     trending = frame[frame.trend].dropna()
     quiet = frame[~frame.trend].dropna()
-    assert trending[["r", "prev"]].corr().iloc[0, 1] > MOMENTUM_PHI / 3
+    assert trending[["r", "prev"]].corr().iloc[0, 1] > 0.05
     assert abs(quiet[["r", "prev"]].corr().iloc[0, 1]) < 0.05
 
 

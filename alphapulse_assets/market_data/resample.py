@@ -25,15 +25,17 @@ def resample_candles(frame: pd.DataFrame, base_timeframe: str, target_timeframe:
     per_bar = int(target / base)
     ts = epoch_ns(frame["timestamp"])
     bucket = ts - ts % target.value
-    keys = pd.DataFrame({"symbol": frame["symbol"].to_numpy(), "bucket": bucket})
+    # Group by arrays, not Series: a frame filtered from a larger one keeps its index, and Series keys
+    # would be aligned on it (and silently match nothing).
     grouped = frame[["open", "high", "low", "close", "volume"]].groupby(
-        [keys["symbol"], keys["bucket"]], sort=True
+        [frame["symbol"].to_numpy(), bucket], sort=True
     )
     out = grouped.agg(open=("open", "first"), high=("high", "max"), low=("low", "min"),
                       close=("close", "last"), volume=("volume", "sum"))
     counts = grouped.size()
     if complete_only:
         out = out[counts.to_numpy() == per_bar]
+    out.index.names = ["symbol", "bucket"]
     out = out.reset_index()
     out["timestamp"] = pd.to_datetime(out["bucket"].astype(np.int64), utc=True).astype("datetime64[ns, UTC]")
     out["symbol"] = out["symbol"].astype(object)

@@ -11,8 +11,11 @@ at the previous day's close), and it has the stylised facts a model meets on a r
 - plausible volume: log-normal, higher on volatile bars and at the day's open and close hours.
 
 The weak, DOCUMENTED predictable component, so that the demo can show models beating naive baselines:
-inside trending regimes, 15-minute returns carry short-horizon momentum (AR(1) coefficient
-``MOMENTUM_PHI``) and a small drift in the trend's direction. Outside trends, returns are unpredictable.
+inside trending regimes, returns follow their own recent average (an ARMA(1,1) trend-following term,
+``MOMENTUM_DECAY`` and ``MOMENTUM_STRENGTH``, whose autocorrelation fades over a few hours, so it shows on
+15m, 1h and 4h bars) plus a small drift in the trend's direction. Outside trends, returns are
+unpredictable. Each year of bars comes from one generator seeded by (symbol, year, bar size), and each
+day opens at the previous day's close.
 A model trained on shuffled labels still finds nothing, which is what the promotion gate must see.
 """
 
@@ -34,7 +37,9 @@ from alphapulse_assets.recovery.errors import NoDataError, PermanentError, Unkno
 
 EPOCH = date(2020, 1, 1)
 HORIZON_DAYS = 365 * 15  # the synthetic market exists from EPOCH for this many days
-MOMENTUM_PHI = 0.15  # AR(1) coefficient of 15m returns inside trending regimes
+# Trend-following component inside trending regimes (see _momentum_filter): memory and strength.
+MOMENTUM_DECAY = 0.9  # per 15 minutes: the trend signal fades over a few hours
+MOMENTUM_STRENGTH = 0.6
 TREND_DRIFT_PER_DAY = 0.004  # log drift per day in the trend's direction
 
 # Hand-set start prices and daily volatilities for the default universe; other symbols get derived ones.
@@ -78,30 +83,76 @@ def symbol_parameters(symbol: str) -> tuple[float, float, float]:
 
 
 @lru_cache(maxsize=256)
-def _daily_path(symbol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-day regime, volatility, log return and opening log price over the whole horizon."""
-    price0, vol0, _ = symbol_parameters(symbol)
+def _daily_path(symbol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-day regime, volatility and drift over the whole horizon (cheap: a few ms per symbol)."""
+    _, vol0, _ = symbol_parameters(symbol)
     rng = np.random.default_rng(_seed("daily", symbol))
     u = rng.random(HORIZON_DAYS)
     regimes = np.empty(HORIZON_DAYS, dtype=np.int8)
     cumulative = np.cumsum(_REGIME_TRANSITIONS, axis=1)
     state = 0
-    for i in range(HORIZON_DAYS):  # 5,475 steps once per symbol: a few ms
+    for i in range(HORIZON_DAYS):
         regimes[i] = state
         state = int(np.searchsorted(cumulative[state], u[i]))
     log_vol_shock = lfilter([1.0], [1.0, -0.85], rng.normal(0, 0.18, HORIZON_DAYS))
     vol = vol0 * _REGIME_VOL[regimes] * np.exp(log_vol_shock)
     drift = np.where(regimes == 1, TREND_DRIFT_PER_DAY, np.where(regimes == 2, -TREND_DRIFT_PER_DAY, 0.0))
-    shocks = rng.standard_t(3.5, HORIZON_DAYS) / np.sqrt(3.5 / 1.5)
-    returns = drift + vol * shocks
-    log_open = np.log(price0) + np.concatenate([[0.0], np.cumsum(returns)[:-1]])
-    return regimes, vol, returns, log_open
+    return regimes, vol, drift
 
 
 def _intraday_profile(n: int) -> np.ndarray:
     x = np.linspace(0, 1, n, endpoint=False)
     profile = 1.0 + 0.6 * (np.cos(2 * np.pi * x) ** 2)
     return profile / np.sqrt(np.mean(profile**2))
+
+
+def _momentum_filter(n: int) -> tuple[list[float], list[float], float]:
+    """ARMA(1,1) of the trend-following component, and the noise scale that keeps daily volatility.
+
+    r_t = e_t + b * m_(t-1), with m an exponential average (decay a) of past returns: positive
+    autocorrelation that decays slowly, so it shows on 15m, 1h and 4h bars alike.
+    """
+    a = MOMENTUM_DECAY ** (96 / n)  # the same memory in hours whatever the bar size
+    rho = a + MOMENTUM_STRENGTH * (1 - a)
+    impulse = lfilter([1.0, -a], [1.0, -rho], np.r_[1.0, np.zeros(n - 1)])
+    tail = np.cumsum(impulse)[::-1]  # effect of a shock at bar j on the day's total return
+    variance_ratio = float(np.mean(tail**2))
+    return [1.0, -a], [1.0, -rho], 1.0 / np.sqrt(variance_ratio)
+
+
+def _year_index(year: int) -> np.ndarray:
+    first = (date(year, 1, 1) - EPOCH).days
+    return np.arange(first, (date(year + 1, 1, 1) - EPOCH).days)
+
+
+@lru_cache(maxsize=1024)
+def _year_bars(symbol: str, year: int, n: int) -> dict[str, np.ndarray]:
+    """Log returns and noise for every bar of one year (days x bars), from one seeded generator."""
+    regimes, vol, drift = _daily_path(symbol)
+    idx = _year_index(year)
+    rng = np.random.default_rng(_seed("bars", symbol, year, n))
+    sigma = vol[idx, None] / np.sqrt(n) * _intraday_profile(n)[None, :]
+    eps = rng.standard_t(4.5, (len(idx), n)) / np.sqrt(4.5 / 2.5) * sigma
+    trending = np.isin(regimes[idx], (1, 2))
+    r = eps.copy()
+    if trending.any():
+        num, den, scale = _momentum_filter(n)
+        r[trending] = lfilter(num, den, eps[trending] * scale, axis=1)
+    r += drift[idx, None] / n
+    return {
+        "r": r,
+        "sigma": sigma,
+        "wick": np.abs(rng.normal(0, 0.5, (2, len(idx), n))),
+        "volume_noise": rng.lognormal(0, 0.35, (len(idx), n)),
+    }
+
+
+@lru_cache(maxsize=1024)
+def _year_open(symbol: str, year: int, n: int) -> float:
+    """Log price at the first bar of ``year``: the start price plus every earlier bar's return."""
+    if year == EPOCH.year:
+        return float(np.log(symbol_parameters(symbol)[0]))
+    return _year_open(symbol, year - 1, n) + float(_year_bars(symbol, year - 1, n)["r"].sum())
 
 
 def generate_day(symbol: str, day: date, timeframe: str = "15m") -> pd.DataFrame:
@@ -116,23 +167,18 @@ def generate_day(symbol: str, day: date, timeframe: str = "15m") -> pd.DataFrame
             where="sample source",
         )
     _, _, base_volume = symbol_parameters(symbol)
-    regimes, vol, returns, log_open = _daily_path(symbol)
     n = int(pd.Timedelta(days=1) / bar)
-    rng = np.random.default_rng(_seed("intraday", symbol, day.isoformat(), timeframe))
-    sigma = vol[index] / np.sqrt(n) * _intraday_profile(n)
-    eps = rng.standard_t(4.5, n) / np.sqrt(4.5 / 2.5) * sigma
-    trending = regimes[index] in (1, 2)
-    phi = MOMENTUM_PHI * np.sqrt(n / 96) if trending else 0.0
-    r = lfilter([1.0], [1.0, -min(phi, 0.6)], eps) if phi else eps
-    r = r + (returns[index] - r.sum()) / n  # the day ends where the daily path says it does
-    log_close = log_open[index] + np.cumsum(r)
+    bars = _year_bars(symbol, day.year, n)
+    row = (day - date(day.year, 1, 1)).days
+    r, sigma = bars["r"][row], bars["sigma"][row]
+    day_open = _year_open(symbol, day.year, n) + float(bars["r"][:row].sum())
+    log_close = day_open + np.cumsum(r)
     close = np.exp(log_close)
-    open_ = np.exp(np.concatenate([[log_open[index]], log_close[:-1]]))
-    wick = np.abs(rng.normal(0, 0.5, (2, n))) * sigma
-    high = np.maximum(open_, close) * np.exp(wick[0])
-    low = np.minimum(open_, close) * np.exp(-wick[1])
+    open_ = np.exp(np.concatenate([[day_open], log_close[:-1]]))
+    high = np.maximum(open_, close) * np.exp(bars["wick"][0, row] * sigma)
+    low = np.minimum(open_, close) * np.exp(-bars["wick"][1, row] * sigma)
     activity = 1.0 + 1.5 * np.abs(r) / sigma.mean()
-    volume = base_volume * (96 / n) * _intraday_profile(n) * activity * rng.lognormal(0, 0.35, n)
+    volume = base_volume * (96 / n) * _intraday_profile(n) * activity * bars["volume_noise"][row]
     start = pd.Timestamp(day, tz="UTC")
     return pd.DataFrame(
         {

@@ -75,13 +75,109 @@ def ingest(start: date, end: date, *, days_per_run: int = 92, out=sys.stdout) ->
     return totals
 
 
+def run_cadence(name: str, partition_key: str | None = None, *, out=sys.stdout):
+    """Run one cadence through the same definitions and instance as the daemon (no daemon needed)."""
+    import dagster as dg
+
+    from alphapulse_assets.definitions import defs
+    from alphapulse_assets.training.schedules import latest_partition_key
+
+    key = partition_key or latest_partition_key(name, datetime.now(timezone.utc))
+    if key is None:
+        raise SystemExit(f"alphapulse: no complete {name} partition yet")
+    t0 = time.perf_counter()
+    print(f"{name} cadence, partition {key} ...", end=" ", flush=True, file=out)
+    result = defs.resolve_job_def(f"{name}_cadence").execute_in_process(
+        instance=dg.DagsterInstance.get(), partition_key=key, run_config=QUIET_LOGS, raise_on_error=False,
+        tags={"alphapulse/trigger": "cli"},
+    )
+    failures = unexpected_failures(result)
+    status = "done" if not failures else "FAILED: " + "; ".join(failures)
+    print(f"{status} in {time.perf_counter() - t0:.1f}s (run {result.run_id[:8]})", file=out)
+    return result, key
+
+
+def unexpected_failures(result) -> list[str]:
+    """Step failures other than a promotion gate's blocking checks (a rejected challenger is not a fault)."""
+    out = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            if error is None or error.cls_name != "DagsterAssetCheckFailedError":
+                out.append(f"{event.step_key}: {error.message.strip().splitlines()[0] if error else 'failed'}")
+    return out
+
+
+def champion_table(out=sys.stdout) -> None:
+    """Per symbol and cadence: champion, latest challenger's metrics next to the baselines, and the verdict."""
+    from alphapulse_assets.platform_db import platform_db_url
+    from alphapulse_assets.settings import get_settings
+    from alphapulse_assets.training.assets import ModelRegistryResource
+    from alphapulse_assets.training.schedules import CADENCES
+
+    registry = ModelRegistryResource().get()
+    settings = get_settings()
+    header = f"{'symbol':<9} {'cadence':<8} {'champion':>8} {'latest':>6} {'logloss':>8} {'base':>7} {'persist':>7} {'auc':>6} {'sharpe':>7}  verdict"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for symbol in settings.symbols:
+        for cadence in CADENCES:
+            versions = registry.versions(symbol, cadence)
+            champion = registry.champion(symbol, cadence)
+            if not versions:
+                print(f"{symbol:<9} {cadence:<8} {'-':>8} {'-':>6}  not trained yet", file=out)
+                continue
+            latest = versions[-1]
+            m, b = latest.info.get("metrics", {}), latest.info.get("baselines", {})
+            verdict = "promoted" if latest.info.get("gate_passed") else f"rejected: {latest.info.get('gate_reason', '')}"
+            if champion and champion.version != latest.version and latest.info.get("gate_passed"):
+                verdict = f"passed, champion is v{champion.version}"
+            print(
+                f"{symbol:<9} {cadence:<8} {('v%d' % champion.version) if champion else 'none':>8} {'v%d' % latest.version:>6} "
+                f"{m.get('log_loss', float('nan')):>8.4f} {b.get('base_rate', {}).get('log_loss', float('nan')):>7.4f} "
+                f"{b.get('persistence_calibrated', {}).get('log_loss', float('nan')):>7.4f} {m.get('auc', float('nan')):>6.3f} "
+                f"{m.get('sharpe', float('nan')):>7.2f}  {verdict[:110]}",
+                file=out,
+            )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _prepare_home()
+    from alphapulse_assets.training.schedules import CADENCES
+
+    names = CADENCES if args.cadence == "all" else (args.cadence,)
+    failures = []
+    for name in names:
+        result, _ = run_cadence(name, args.partition)
+        failures += unexpected_failures(result)
+    champion_table()
+    return 1 if failures else 0
+
+
+def demo_window(end: date) -> date:
+    """The first candle day that the newest partition of every cadence needs."""
+    import pandas as pd
+
+    from alphapulse_assets.training.assets import _training_window, partitions_for, spec_for
+    from alphapulse_assets.training.schedules import CADENCES, latest_partition_key
+
+    now = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    starts = []
+    for name in CADENCES:
+        key = latest_partition_key(name, now)
+        window = partitions_for(name).time_window_for_partition_key(key)
+        starts.append(_training_window(spec_for(name), pd.Timestamp(window.end))[0].date())
+    return min(starts)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     home = _prepare_home()
     from alphapulse_assets.settings import get_settings
+    from alphapulse_assets.training.schedules import CADENCES
 
     settings = get_settings()
     end = args.end or (datetime.now(timezone.utc).date() - timedelta(days=1))
-    start = max(settings.start_date, end - timedelta(days=args.days - 1))
+    start = max(settings.start_date, demo_window(end) if args.days is None else end - timedelta(days=args.days - 1))
     print(f"AlphaPulse demo: {len(settings.symbols)} symbols ({', '.join(settings.symbols)}), "
           f"source chain {' -> '.join(settings.sources)}, {start}..{end}")
     if "sample" in settings.sources:
@@ -96,6 +192,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  runs              : {totals['runs']} in {time.perf_counter() - t0:.1f}s")
     print(f"  candle store      : {settings.candle_store_url}")
     print(f"  checks not passed : {', '.join(totals['failed_checks']) or 'none'}")
+    print()
+    print("Retraining cadences (the newest partition of each, as their schedules would run them):")
+    now = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    from alphapulse_assets.training.schedules import latest_partition_key
+
+    for name in reversed(CADENCES):  # monthly first: the slowest, and the others do not depend on it
+        run_cadence(name, latest_partition_key(name, now))
+    print()
+    champion_table()
     print()
     print("Open the web UI on this instance:")
     print(f"  cd {home} && DAGSTER_HOME=$PWD .venv/bin/dagster dev -h 127.0.0.1 -p 3000")
@@ -121,10 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the main job on the local instance and print a summary")
-    demo.add_argument("--days", type=int, default=560, help="days of market data to ingest (default 560)")
+    demo.add_argument("--days", type=int, default=None,
+                      help="days of market data to ingest (default: what the newest monthly partition needs)")
     demo.add_argument("--end", type=_date, default=None, help="last day (default: yesterday, UTC)")
     demo.add_argument("--days-per-run", type=int, default=92)
     demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="run a retraining cadence now, without the daemon (for cron or CI)")
+    run.add_argument("cadence", choices=["nightly", "weekly", "monthly", "all"])
+    run.add_argument("--partition", default=None, help="partition key (default: the newest complete one)")
+    run.set_defaults(func=cmd_run)
 
     ing = sub.add_parser("ingest", help="materialize market data for a range of days")
     ing.add_argument("--start", type=_date, required=True)

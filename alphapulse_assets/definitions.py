@@ -10,7 +10,11 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from alphapulse_assets.market_data.assets import DAILY, candle_assets
-from alphapulse_assets.market_data.resources import MarketDataResource, PartitionedParquetIOManager
+from alphapulse_assets.market_data.resources import CandleStoreResource, MarketDataResource, PartitionedParquetIOManager
+from alphapulse_assets.settings import get_settings
+from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
+from alphapulse_assets.training.schedules import JOBS as CADENCE_JOBS
+from alphapulse_assets.training.schedules import SCHEDULES as CADENCE_SCHEDULES
 
 ingest_market_data_job = dg.define_asset_job(
     "ingest_market_data",
@@ -20,11 +24,16 @@ ingest_market_data_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*candle_assets],
-    jobs=[ingest_market_data_job],
+    assets=[*candle_assets, *(a for assets in cadence_assets.values() for a in assets)],
+    jobs=[ingest_market_data_job, *CADENCE_JOBS.values()],
+    schedules=[*CADENCE_SCHEDULES],
     resources={
         "market_data": MarketDataResource(),
         "candle_io_manager": PartitionedParquetIOManager(),
+        "candle_store": CandleStoreResource(),
+        "training_set_io_manager": PartitionedParquetIOManager(
+            base_url=str(get_settings().home / "training_sets"), layout="keys"),
+        "model_registry": ModelRegistryResource(),
     },
     # Steps are small: spawning a process per step (about 2 s here) would cost more than the work.
     executor=dg.in_process_executor,

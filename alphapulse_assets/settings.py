@@ -29,6 +29,8 @@ class CadenceSettings(BaseModel):
     window_days: int
     budget_seconds: int
     min_rows: int
+    # Out-of-sample rows a challenger needs before the promotion gate will judge it.
+    min_validation_samples: int = 1000
 
 
 class QualitySettings(BaseModel):
@@ -75,7 +77,8 @@ class AlphaPulseSettings(BaseSettings):
     retry: RetrySettings = RetrySettings()
 
     nightly: CadenceSettings = CadenceSettings(
-        cron="0 2 * * *", timeframe="15m", window_days=1, budget_seconds=15 * 60, min_rows=100
+        cron="0 2 * * *", timeframe="15m", window_days=16, budget_seconds=15 * 60, min_rows=100,
+        min_validation_samples=150,
     )
     weekly: CadenceSettings = CadenceSettings(
         cron="0 3 * * 0", timeframe="1h", window_days=70, budget_seconds=3600, min_rows=1000

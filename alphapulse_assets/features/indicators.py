@@ -27,6 +27,7 @@ ATR_PERIOD = 14
 VOLUME_WINDOW = 96
 PERSISTENCE_WINDOW = 32
 AUTOCORR_WINDOW = 96
+SHORT_AUTOCORR_WINDOW = 32
 EMA_TRUNCATION = 3  # an EMA of span s uses the last 3*s bars
 
 
@@ -49,6 +50,8 @@ FEATURE_LOOKBACK: dict[str, int] = {
     "range_hl": 0,
     "momentum_persistence": PERSISTENCE_WINDOW + 1,  # each pair reads two returns, i.e. three closes
     "return_autocorr": AUTOCORR_WINDOW + 1,
+    "return_autocorr_short": SHORT_AUTOCORR_WINDOW + 1,
+    "regime_weighted_move": max(AUTOCORR_WINDOW + 1, max(VOL_WINDOWS)),
 }
 MAX_LOOKBACK: int = max(FEATURE_LOOKBACK.values())
 
@@ -80,6 +83,11 @@ FEATURE_DOCS: dict[str, str] = {
     "return_autocorr": (
         "lag-1 autocorrelation of one-bar log returns over the last 96 pairs: "
         "how strongly moves have continued lately (a trend/momentum regime detector)"
+    ),
+    "return_autocorr_short": "the same over the last 32 pairs: reacts faster to a change of regime",
+    "regime_weighted_move": (
+        "ret_z_1 * return_autocorr: the last move, signed by whether moves have lately continued "
+        "(positive) or reversed (negative); the interaction a tree would otherwise need many splits for"
     ),
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURE_LOOKBACK)
@@ -182,13 +190,14 @@ def _symbol_features(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close
         same_sign = np.where(np.isnan(r1) | np.isnan(_lag(r1, 1)), np.nan, (np.sign(r1) * np.sign(_lag(r1, 1)) > 0).astype(float))
         out["momentum_persistence"] = _rolling_mean(same_sign, PERSISTENCE_WINDOW) - 0.5
         x, y = _lag(r1, 1), r1
-        w = AUTOCORR_WINDOW
-        mx, my = _rolling_mean(x, w), _rolling_mean(y, w)
-        cov = _rolling_mean(x * y, w) - mx * my
-        vx = _rolling_mean(x * x, w) - mx * mx
-        vy = _rolling_mean(y * y, w) - my * my
-        denom = np.sqrt(np.maximum(vx, 0) * np.maximum(vy, 0))
-        out["return_autocorr"] = np.where(denom > 0, cov / denom, 0.0) + 0 * denom
+        for name, w in (("return_autocorr", AUTOCORR_WINDOW), ("return_autocorr_short", SHORT_AUTOCORR_WINDOW)):
+            mx, my = _rolling_mean(x, w), _rolling_mean(y, w)
+            cov = _rolling_mean(x * y, w) - mx * my
+            vx = _rolling_mean(x * x, w) - mx * mx
+            vy = _rolling_mean(y * y, w) - my * my
+            denom = np.sqrt(np.maximum(vx, 0) * np.maximum(vy, 0))
+            out[name] = np.where(denom > 0, cov / denom, 0.0) + 0 * denom
+        out["regime_weighted_move"] = out["ret_z_1"] * out["return_autocorr"]
     return out
 
 

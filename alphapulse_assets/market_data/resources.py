@@ -34,6 +34,16 @@ class MarketDataResource(dg.ConfigurableResource):
         return build_chain(settings.sources, settings).fetch(list(settings.symbols), start, end)
 
 
+class CandleStoreResource(dg.ConfigurableResource):
+    """Read access to the candle store for assets that need a window other than their own partition."""
+
+    base_url: str = get_settings().candle_store_url
+
+    @property
+    def store(self) -> ParquetPartitionStore:
+        return ParquetPartitionStore(self.base_url)
+
+
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """Stores day-partitioned frames as one Parquet file per day under ``base_url`` (path or fsspec URL).
 
@@ -42,6 +52,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """
 
     base_url: str = get_settings().candle_store_url
+    # "days": day partitions as segments (candles; a backfill run writes many days at once);
+    # "keys": one file per partition key (training sets, weekly and monthly partitions).
+    layout: str = "days"
 
     @property
     def store(self) -> ParquetPartitionStore:
@@ -51,10 +64,21 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def _dataset(context: dg.OutputContext | dg.InputContext) -> str:
         return "/".join(context.asset_key.path)
 
+    def _is_daily(self, context: dg.OutputContext | dg.InputContext) -> bool:
+        pdef = context.asset_partitions_def
+        return (self.layout == "days" and isinstance(pdef, dg.TimeWindowPartitionsDefinition)
+                and pdef.cron_schedule.startswith("0 0 * * *"))
+
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not context.has_asset_partitions:
-            raise dg.DagsterInvariantViolationError("PartitionedParquetIOManager stores day-partitioned assets only")
+            raise dg.DagsterInvariantViolationError("PartitionedParquetIOManager stores partitioned assets only")
         started = time.perf_counter()
+        if not self._is_daily(context):  # weekly / monthly partitions: one file per partition key
+            path = self.store.write_key(self._dataset(context), context.asset_partition_key,
+                                        pa.Table.from_pandas(obj, preserve_index=False))
+            context.add_output_metadata({"storage": dg.MetadataValue.path(path),
+                                         "write_seconds": round(time.perf_counter() - started, 4)})
+            return
         # Candle frames are held to the exact canonical schema; other frames keep their own.
         table = to_arrow(obj) if set(obj.columns) == set(CANDLE_COLUMNS) else pa.Table.from_pandas(obj, preserve_index=False)
         counts = self.store.write_days(self._dataset(context), table, context.asset_partition_keys)
@@ -68,5 +92,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        if not self._is_daily(context):
+            return self.store.read_key(self._dataset(context), context.asset_partition_key)
         keys = context.asset_partition_keys
         return self.store.read_days(self._dataset(context), keys)

@@ -180,6 +180,44 @@ class ParquetPartitionStore:
             raise
         return Segment(generation, first, last, name)
 
+    # -- one file per key (weekly / monthly partitions, training sets) -------------------------------
+    def write_key(self, dataset: str, key: str, table: pa.Table) -> str:
+        """Write ``table`` as the whole content of partition ``key``, atomically; returns its path."""
+        safe = key.replace("/", "_")
+        target = f"{self._dir(dataset)}/by_key/{safe}.parquet"
+        try:
+            if self.is_local:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                tmp = f"{os.path.dirname(target)}/.{safe}.{uuid.uuid4().hex[:8]}.tmp"
+                try:
+                    with open(tmp, "wb") as fh:
+                        pq.write_table(table, fh, compression=self.compression)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, target)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            else:
+                self.fs.makedirs(os.path.dirname(target), exist_ok=True)
+                with self.fs.open(target, "wb") as fh:
+                    pq.write_table(table, fh, compression=self.compression)
+        except OSError as exc:
+            if classify(exc).error_class is ErrorClass.SYSTEM:
+                raise SystemResourceError(f"cannot write {dataset} {key}: {exc}", where=target) from exc
+            raise
+        return target
+
+    def read_key(self, dataset: str, key: str) -> pd.DataFrame:
+        path = f"{self._dir(dataset)}/by_key/{key.replace('/', '_')}.parquet"
+        try:
+            with self.fs.open(path, "rb") as fh:
+                return pq.read_table(fh).to_pandas()
+        except FileNotFoundError as exc:
+            raise DataValidationError(f"partition {key} of {dataset} has not been written", where=path) from exc
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataValidationError(f"partition {key} of {dataset} is unreadable: {exc}", where=path) from exc
+
     def _write_row_groups(self, fh, schema: pa.Schema, table: pa.Table, nonempty) -> None:
         with pq.ParquetWriter(fh, schema, compression=self.compression) as writer:
             for _, lo, n in nonempty:  # one row group per day, so a one-day read touches one group

@@ -4,7 +4,7 @@ The data is invented. It is deterministic per (symbol, day) and continuous acros
 at the previous day's close), and it has the stylised facts a model meets on a real market:
 
 - regime changes: a hidden Markov chain per symbol moves between calm, up-trend, down-trend and
-  turbulent days (mean stay 5-12 days);
+  turbulent days (mean stay 6-17 days);
 - volatility clustering: daily volatility follows a log-AR(1) process on top of the regime's level, and
   within a day it follows the usual U-shaped intraday profile;
 - fat tails: bar returns are Student-t with 4.5 degrees of freedom;
@@ -14,7 +14,8 @@ The weak, DOCUMENTED predictable component, so that the demo can show models bea
 inside trending regimes, returns follow their own recent average (an ARMA(1,1) trend-following term,
 ``MOMENTUM_DECAY`` and ``MOMENTUM_STRENGTH``, whose autocorrelation fades over a few hours, so it shows on
 15m, 1h and 4h bars) plus a small drift in the trend's direction. Outside trends, returns are
-unpredictable. Each year of bars comes from one generator seeded by (symbol, year, bar size), and each
+unpredictable, except that calm regimes mean-revert (the same term with the opposite sign), so that
+"the last move continues" is right in trends and wrong in calm markets. Each year of bars comes from one generator seeded by (symbol, year, bar size), and each
 day opens at the previous day's close.
 A model trained on shuffled labels still finds nothing, which is what the promotion gate must see.
 """
@@ -39,7 +40,10 @@ EPOCH = date(2020, 1, 1)
 HORIZON_DAYS = 365 * 15  # the synthetic market exists from EPOCH for this many days
 # Trend-following component inside trending regimes (see _momentum_filter): memory and strength.
 MOMENTUM_DECAY = 0.9  # per 15 minutes: the trend signal fades over a few hours
-MOMENTUM_STRENGTH = 0.6
+MOMENTUM_STRENGTH = 0.8
+# Calm regimes mean-revert: pooled over all regimes, "the last move continues" is nearly a coin flip, so
+# only a model that recognises the regime (e.g. from recent return autocorrelation) has an edge.
+REVERSION_STRENGTH = 0.8
 TREND_DRIFT_PER_DAY = 0.004  # log drift per day in the trend's direction
 
 # Hand-set start prices and daily volatilities for the default universe; other symbols get derived ones.
@@ -56,10 +60,10 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,12}(USDT|USDC|USD|BTC|ETH|EUR)$")
 _REGIME_VOL = np.array([0.7, 1.0, 1.1, 1.9])
 _REGIME_TRANSITIONS = np.array(
     [
-        [0.90, 0.04, 0.04, 0.02],
-        [0.07, 0.90, 0.01, 0.02],
-        [0.07, 0.01, 0.88, 0.04],
-        [0.12, 0.03, 0.05, 0.80],
+        [0.94, 0.025, 0.025, 0.01],
+        [0.04, 0.94, 0.005, 0.015],
+        [0.04, 0.005, 0.93, 0.025],
+        [0.10, 0.03, 0.04, 0.83],
     ]
 )
 
@@ -106,14 +110,16 @@ def _intraday_profile(n: int) -> np.ndarray:
     return profile / np.sqrt(np.mean(profile**2))
 
 
-def _momentum_filter(n: int) -> tuple[list[float], list[float], float]:
-    """ARMA(1,1) of the trend-following component, and the noise scale that keeps daily volatility.
+@lru_cache(maxsize=32)
+def _momentum_filter(n: int, strength: float) -> tuple[list[float], list[float], float]:
+    """ARMA(1,1) of the trend-following (strength > 0) or mean-reverting (< 0) component, and the noise
+    scale that keeps the day's volatility what the regime says.
 
-    r_t = e_t + b * m_(t-1), with m an exponential average (decay a) of past returns: positive
-    autocorrelation that decays slowly, so it shows on 15m, 1h and 4h bars alike.
+    r_t = e_t + b * m_(t-1), with m an exponential average (decay a) of past returns: autocorrelation
+    that decays slowly, so it shows on 15m, 1h and 4h bars alike.
     """
     a = MOMENTUM_DECAY ** (96 / n)  # the same memory in hours whatever the bar size
-    rho = a + MOMENTUM_STRENGTH * (1 - a)
+    rho = a + strength * (1 - a)
     impulse = lfilter([1.0, -a], [1.0, -rho], np.r_[1.0, np.zeros(n - 1)])
     tail = np.cumsum(impulse)[::-1]  # effect of a shock at bar j on the day's total return
     variance_ratio = float(np.mean(tail**2))
@@ -133,11 +139,11 @@ def _year_bars(symbol: str, year: int, n: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(_seed("bars", symbol, year, n))
     sigma = vol[idx, None] / np.sqrt(n) * _intraday_profile(n)[None, :]
     eps = rng.standard_t(4.5, (len(idx), n)) / np.sqrt(4.5 / 2.5) * sigma
-    trending = np.isin(regimes[idx], (1, 2))
     r = eps.copy()
-    if trending.any():
-        num, den, scale = _momentum_filter(n)
-        r[trending] = lfilter(num, den, eps[trending] * scale, axis=1)
+    for mask, strength in ((np.isin(regimes[idx], (1, 2)), MOMENTUM_STRENGTH), (regimes[idx] == 0, -REVERSION_STRENGTH)):
+        if mask.any() and strength:
+            num, den, scale = _momentum_filter(n, strength)
+            r[mask] = lfilter(num, den, eps[mask] * scale, axis=1)
     r += drift[idx, None] / n
     return {
         "r": r,

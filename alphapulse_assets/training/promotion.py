@@ -1,0 +1,170 @@
+"""The promotion gate: the rules a challenger must pass to replace the champion, and automatic rollback.
+
+Each rule is one blocking asset check on the challenger's model asset:
+
+- ``enough_validation_samples``: at least ``min_validation_samples`` out-of-sample rows;
+- ``beats_baselines``: lower out-of-sample log loss than every calibrated naive baseline (base rate, and
+  persistence of the last direction with its conditional rate), by a margin a paired moving-block bootstrap
+  finds significant at ``alpha``. We use the bootstrap rather than Diebold-Mariano because it makes no
+  normality assumption on the loss differential, and losses of overlapping labels are strongly
+  autocorrelated, which the block resampling keeps; Diebold-Mariano with Newey-West variance is available
+  in ``significance.py`` as a cross-check;
+- ``not_worse_than_champion``: on the newest rows that neither model trained on, the challenger's log loss
+  is at most the champion's times (1 + tolerance). The first model for a symbol has no champion;
+- ``feature_drift``: the PSI and KS of the features that are stationary by construction (returns and volume
+  as z-scores of their own recent history) between the training window and its newest tenth stay below
+  their thresholds. Features that follow the market's regime (volatility levels, RSI, %B, momentum and
+  autocorrelation measures) are left out of the gate on purpose: they move whenever the regime changes,
+  which is when a freshly trained model is most needed, so gating on them would keep a stale champion.
+  They are still monitored (the daily drift assets), and their drift requests a retrain. When the
+  stationary features move, the inputs themselves have changed (a broken feed, another instrument's
+  data), which is what this rule exists to catch.
+
+This module does not import Dagster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from alphapulse_assets.training.evaluation import classification_metrics, per_sample_log_loss
+from alphapulse_assets.training.significance import SignificanceResult
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    min_validation_samples: int = 1000
+    alpha: float = 0.05
+    champion_tolerance: float = 0.01
+    min_champion_overlap: int = 50
+    psi_threshold: float = 0.25
+    ks_threshold: float = 0.15
+    rollback_metric: str = "accuracy"
+    rollback_drop: float = 0.15
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GateResult:
+    rules: list[RuleResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rules)
+
+    @property
+    def reason(self) -> str:
+        failed = [f"{r.rule}: {r.description}" for r in self.rules if not r.passed]
+        return "; ".join(failed) if failed else "passed every rule"
+
+
+@dataclass
+class ChampionComparison:
+    champion_version: int
+    n: int
+    challenger_log_loss: float
+    champion_log_loss: float
+    champion_metrics: dict[str, Any]
+
+
+DRIFT_GATE_FEATURES = ("ret_z_1", "ret_z_4", "volume_z")
+
+GATE_RULES = ("enough_validation_samples", "beats_baselines", "not_worse_than_champion", "feature_drift")
+
+
+def compare_with_champion(oos_y: np.ndarray, challenger_proba: np.ndarray, champion_proba: np.ndarray,
+                          champion_version: int) -> ChampionComparison:
+    """Both models' log loss on the same rows (rows neither has trained on)."""
+    return ChampionComparison(
+        champion_version=champion_version,
+        n=len(oos_y),
+        challenger_log_loss=float(per_sample_log_loss(oos_y, challenger_proba).mean()) if len(oos_y) else float("nan"),
+        champion_log_loss=float(per_sample_log_loss(oos_y, champion_proba).mean()) if len(oos_y) else float("nan"),
+        champion_metrics=classification_metrics(oos_y, champion_proba) if len(oos_y) else {},
+    )
+
+
+def evaluate_gate(
+    *,
+    n_validation: int,
+    model_log_loss: float,
+    baseline_log_loss: dict[str, float],
+    significance: dict[str, SignificanceResult],
+    champion: ChampionComparison | None,
+    drift: Any | None,
+    cfg: GateConfig,
+) -> GateResult:
+    rules = []
+    rules.append(RuleResult(
+        "enough_validation_samples", n_validation >= cfg.min_validation_samples,
+        f"{n_validation} out-of-sample rows (need {cfg.min_validation_samples})",
+        {"n_validation": n_validation, "required": cfg.min_validation_samples},
+    ))
+
+    beaten, lost = [], []
+    meta: dict[str, Any] = {"model_log_loss": model_log_loss}
+    for name, sig in significance.items():
+        meta[f"{name}_log_loss"] = baseline_log_loss.get(name, float("nan"))
+        meta[f"{name}_mean_diff"] = sig.mean_diff
+        meta[f"{name}_p_value"] = sig.p_value
+        (beaten if sig.significant(cfg.alpha) else lost).append(f"{name} (diff {sig.mean_diff:+.4f}, p={sig.p_value:.3f})")
+    rules.append(RuleResult(
+        "beats_baselines", not lost and bool(beaten),
+        f"significantly better than {', '.join(beaten)}" if not lost else
+        f"not significantly better (alpha {cfg.alpha}) than {', '.join(lost)}",
+        meta,
+    ))
+
+    if champion is None:
+        rules.append(RuleResult("not_worse_than_champion", True, "first model for this symbol: no champion to beat",
+                                {"champion_version": -1}))
+    elif champion.n < cfg.min_champion_overlap:
+        rules.append(RuleResult(
+            "not_worse_than_champion", False,
+            f"only {champion.n} rows unseen by both v{champion.champion_version} and the challenger "
+            f"(need {cfg.min_champion_overlap}): cannot compare fairly",
+            {"champion_version": champion.champion_version, "overlap": champion.n},
+        ))
+    else:
+        limit = champion.champion_log_loss * (1 + cfg.champion_tolerance)
+        ok = champion.challenger_log_loss <= limit
+        rules.append(RuleResult(
+            "not_worse_than_champion", ok,
+            f"log loss {champion.challenger_log_loss:.4f} vs champion v{champion.champion_version} "
+            f"{champion.champion_log_loss:.4f} on {champion.n} new rows (limit {limit:.4f})",
+            {"champion_version": champion.champion_version, "overlap": champion.n,
+             "challenger_log_loss": champion.challenger_log_loss, "champion_log_loss": champion.champion_log_loss},
+        ))
+
+    if drift is None:
+        rules.append(RuleResult("feature_drift", True, "no drift reference (too few recent rows)", {}))
+    else:
+        drifted = list(getattr(drift, "drifted", []))
+        rules.append(RuleResult(
+            "feature_drift", not drifted,
+            f"max PSI {drift.max_psi:.3f}, max KS {drift.max_ks:.3f}"
+            + (f"; drifted: {', '.join(drifted)}" if drifted else ""),
+            {"max_psi": drift.max_psi, "max_ks": drift.max_ks, "drifted": ", ".join(drifted)},
+        ))
+    return GateResult(rules)
+
+
+def rollback_needed(recorded: dict[str, Any], realized: dict[str, Any], cfg: GateConfig) -> tuple[bool, str]:
+    """Whether the champion's realized performance on newly labelled data dropped beyond the threshold."""
+    metric = cfg.rollback_metric
+    before, after = recorded.get(metric), realized.get(metric)
+    if not isinstance(before, (int, float)) or not isinstance(after, (int, float)) or not before > 0 or np.isnan(after):
+        return False, f"{metric} not available to compare"
+    drop = (before - after) / before
+    text = f"{metric} {after:.4f} on new data vs {before:.4f} at validation ({drop:+.1%} drop, limit {cfg.rollback_drop:.0%})"
+    return drop > cfg.rollback_drop, text

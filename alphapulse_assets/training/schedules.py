@@ -1,0 +1,55 @@
+"""Cadence jobs and schedules: nightly 02:00, weekly Sunday 03:00, monthly on the 1st at 03:00 (UTC default).
+
+Each schedule asks for the newest complete partition of its cadence. When the daemon was down over one or
+more scheduled times, it evaluates only the newest of them when it returns, so a cadence catches up once
+rather than once per missed tick: a missed nightly run is superseded by the next night's anyway.
+"""
+
+import dagster as dg
+
+from alphapulse_assets.settings import get_settings
+from alphapulse_assets.training.assets import CADENCES, cadence_assets, partitions_for
+
+SETTINGS = get_settings()
+
+
+def cadence_job(name: str):
+    return dg.define_asset_job(
+        f"{name}_cadence",
+        selection=dg.AssetSelection.assets(*cadence_assets[name]),
+        partitions_def=partitions_for(name),
+        tags={"alphapulse/cadence": name},
+        description=f"The {name} retraining cadence: training set, challengers, gate, champions, for every symbol.",
+    )
+
+
+JOBS = {name: cadence_job(name) for name in CADENCES}
+
+
+def latest_partition_key(name: str, now) -> str | None:
+    """The newest partition whose window has ended at ``now``."""
+    with dg.partition_loading_context(effective_dt=now):
+        return partitions_for(name).get_last_partition_key()
+
+
+def cadence_schedule(name: str) -> dg.ScheduleDefinition:
+    settings = getattr(SETTINGS, name)
+
+    @dg.schedule(
+        name=f"{name}_schedule",
+        job=JOBS[name],
+        cron_schedule=settings.cron,
+        execution_timezone=SETTINGS.timezone,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=f"Runs the {name} cadence for its newest complete partition ({settings.cron}, {SETTINGS.timezone}).",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        key = latest_partition_key(name, context.scheduled_execution_time)
+        if key is None:
+            return dg.SkipReason(f"no complete {name} partition yet")
+        return dg.RunRequest(run_key=f"{name}:{key}", partition_key=key, tags={"alphapulse/trigger": "schedule"})
+
+    return _schedule
+
+
+SCHEDULES = [cadence_schedule(name) for name in CADENCES]

@@ -23,10 +23,24 @@ ingest_market_data_job = dg.define_asset_job(
     description="Fetch, validate and resample candles for every configured symbol over the selected days.",
 )
 
+@dg.schedule(
+    name="ingest_market_data_schedule",
+    job=ingest_market_data_job,
+    cron_schedule="30 1 * * *",
+    execution_timezone=get_settings().timezone,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Ingests yesterday's candles at 01:30, ahead of the nightly cadence at 02:00.",
+)
+def ingest_market_data_schedule(context: dg.ScheduleEvaluationContext):
+    with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
+        key = DAILY.get_last_partition_key()
+    return dg.RunRequest(run_key=f"ingest:{key}", partition_key=key, tags={"alphapulse/trigger": "schedule"})
+
+
 defs = dg.Definitions(
     assets=[*candle_assets, *(a for assets in cadence_assets.values() for a in assets)],
     jobs=[ingest_market_data_job, *CADENCE_JOBS.values()],
-    schedules=[*CADENCE_SCHEDULES],
+    schedules=[ingest_market_data_schedule, *CADENCE_SCHEDULES],
     resources={
         "market_data": MarketDataResource(),
         "candle_io_manager": PartitionedParquetIOManager(),

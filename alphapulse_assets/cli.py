@@ -154,6 +154,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """Champions, versions and the promotion history; roll a symbol back."""
+    _prepare_home()
+    import getpass
+
+    from alphapulse_assets.training.assets import ModelRegistryResource
+
+    registry = ModelRegistryResource().get()
+    symbol = args.symbol.upper() if getattr(args, "symbol", None) else None
+    if args.models_command == "rollback":
+        decision = registry.rollback(symbol, args.cadence, args.to, reason=args.reason,
+                                     by=os.environ.get("USER") or getpass.getuser())
+        print(f"{symbol} {args.cadence}: champion is now v{decision.version} (was v{decision.previous_champion}); "
+              f"reason: {decision.reason}")
+        return 0
+    if args.models_command == "history":
+        rows = registry.history(symbol, args.cadence)
+        print(f"{'when (UTC)':<20} {'symbol':<9} {'cadence':<8} {'action':<12} {'version':>7} {'prev':>5}  reason (by)")
+        for d in rows:
+            print(f"{d.at:%Y-%m-%d %H:%M:%S}  {d.symbol:<9} {d.cadence:<8} {d.action:<12} "
+                  f"{('v%d' % d.version) if d.version else '-':>7} {('v%d' % d.previous_champion) if d.previous_champion else '-':>5}"
+                  f"  {d.reason} ({d.by})")
+        if not rows:
+            print("no decisions recorded yet")
+        return 0
+    champion_table()
+    return 0
+
+
 def demo_window(end: date) -> date:
     """The first candle day that the newest partition of every cadence needs."""
     import pandas as pd
@@ -237,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--partition", default=None, help="partition key (default: the newest complete one)")
     run.set_defaults(func=cmd_run)
 
+    models = sub.add_parser("models", help="champions, promotion history and rollback")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list", help="champion and latest challenger per symbol and cadence")
+    hist = models_sub.add_parser("history", help="every promotion, rejection, rollback and fallback")
+    hist.add_argument("symbol", nargs="?")
+    hist.add_argument("--cadence", choices=["nightly", "weekly", "monthly"])
+    rb = models_sub.add_parser("rollback", help="make an earlier version champion again")
+    rb.add_argument("symbol")
+    rb.add_argument("--cadence", required=True, choices=["nightly", "weekly", "monthly"])
+    rb.add_argument("--to", type=int, default=None, help="version (default: the champion before the current one)")
+    rb.add_argument("--reason", required=True)
+    models.set_defaults(func=cmd_models)
+
     ing = sub.add_parser("ingest", help="materialize market data for a range of days")
     ing.add_argument("--start", type=_date, required=True)
     ing.add_argument("--end", type=_date, default=None)
@@ -247,7 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as exc:  # an operator gets the classified message, not a traceback
+        from alphapulse_assets.recovery.errors import describe
+
+        print(f"alphapulse: {describe(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ from alphapulse_assets.market_data.assets import DAILY, candle_assets
 from alphapulse_assets.market_data.resources import CandleStoreResource, MarketDataResource, PartitionedParquetIOManager
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
+from alphapulse_assets.training.drift_assets import (
+    drift_assets,
+    drift_monitoring_job,
+    drift_monitoring_schedule,
+    drift_retrain_sensor,
+)
 from alphapulse_assets.training.schedules import JOBS as CADENCE_JOBS
 from alphapulse_assets.training.schedules import SCHEDULES as CADENCE_SCHEDULES
 
@@ -38,9 +44,10 @@ def ingest_market_data_schedule(context: dg.ScheduleEvaluationContext):
 
 
 defs = dg.Definitions(
-    assets=[*candle_assets, *(a for assets in cadence_assets.values() for a in assets)],
-    jobs=[ingest_market_data_job, *CADENCE_JOBS.values()],
-    schedules=[ingest_market_data_schedule, *CADENCE_SCHEDULES],
+    assets=[*candle_assets, *(a for assets in cadence_assets.values() for a in assets), *drift_assets],
+    jobs=[ingest_market_data_job, *CADENCE_JOBS.values(), drift_monitoring_job],
+    schedules=[ingest_market_data_schedule, *CADENCE_SCHEDULES, drift_monitoring_schedule],
+    sensors=[drift_retrain_sensor],
     resources={
         "market_data": MarketDataResource(),
         "candle_io_manager": PartitionedParquetIOManager(),

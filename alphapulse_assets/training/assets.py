@@ -128,6 +128,27 @@ def _candle_asset_for(timeframe: str) -> str:
     return {"1h": "candles_1h", "4h": "candles_4h"}.get(timeframe, "market_candles")
 
 
+def _build_training_set(context, candle_store: CandleStoreResource, name: str, spec: CadenceSpec,
+                        candle_asset: str) -> tuple[Dataset, list[str]]:
+    window = context.partition_time_window
+    start, end = _training_window(spec, pd.Timestamp(window.end))
+    days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
+    store = candle_store.store
+    missing = [d for d in days if not store.exists(candle_asset, d)]
+    if missing:
+        raise dg.Failure(
+            description=f"{len(missing)} day(s) of {candle_asset} are missing for the {name} window "
+                        f"{days[0]}..{days[-1]} (first {missing[0]}, last {missing[-1]}); "
+                        f"run: alphapulse ingest --start {missing[0]} --end {missing[-1]}",
+            metadata={"error_class": "permanent", "missing_days": len(missing)},
+            allow_retries=False,
+        )
+    with classified_failures(f"building the {name} training set"):
+        candles = store.read_days(candle_asset, days)
+        candles = candles[candles["symbol"].isin(SETTINGS.symbols)]
+        return make_dataset(candles, spec), days
+
+
 def build_cadence_assets(name: str) -> list:
     spec = spec_for(name)
     partitions = partitions_for(name)
@@ -148,24 +169,16 @@ def build_cadence_assets(name: str) -> list:
         description=f"Features and '{spec.label['name']}' labels for every symbol over the {name} window "
                     f"({spec.window_days} days of {spec.timeframe} bars, plus feature warm-up).",
     )
-    def training_set(context: dg.AssetExecutionContext, candle_store: CandleStoreResource) -> dg.Output:
-        window = context.partition_time_window
-        start, end = _training_window(spec, pd.Timestamp(window.end))
-        days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
-        store = candle_store.store
-        missing = [d for d in days if not store.exists(candle_asset, d)]
-        if missing:
-            raise dg.Failure(
-                description=f"{len(missing)} day(s) of {candle_asset} are missing for the {name} window "
-                            f"{days[0]}..{days[-1]} (first {missing[0]}, last {missing[-1]}); "
-                            f"run: alphapulse ingest --start {missing[0]} --end {missing[-1]}",
-                metadata={"error_class": "permanent", "missing_days": len(missing)},
-                allow_retries=False,
-            )
-        with classified_failures(f"building the {name} training set"):
-            candles = store.read_days(candle_asset, days)
-            candles = candles[candles["symbol"].isin(SETTINGS.symbols)]
-            ds = make_dataset(candles, spec)
+    def training_set(context: dg.AssetExecutionContext, candle_store: CandleStoreResource,
+                     model_registry: ModelRegistryResource) -> dg.Output:
+        try:
+            ds, days = _build_training_set(context, candle_store, name, spec, candle_asset)
+        except Exception as exc:
+            # The whole cadence fails for every symbol: each champion keeps serving, and that is recorded.
+            registry = model_registry.get()
+            for symbol in SETTINGS.symbols:
+                registry.keep_champion(symbol, name, reason=f"{name} training set failed: {exc}")
+            raise
         frame = ds.to_frame()
         per_symbol = frame.groupby("symbol")["label"].agg(["size", "mean"])
         return dg.Output(frame, metadata={
@@ -255,9 +268,9 @@ def _model_asset(name, spec, partitions, gate_cfg, symbol, group, tags):
                         rollback = f"rollback wanted but not possible ({exc}): {text}"
                         context.log.warning(f"{symbol} {name}: {rollback}")
 
-        # Drift: the window's newest tenth against the rest of it.
+        # Drift: the window's newest quarter against the rest of it (large enough that KS is not noise).
         gated = list(DRIFT_GATE_FEATURES)
-        recent_start = ds.timestamps.min() + 0.9 * (ds.timestamps.max() - ds.timestamps.min())
+        recent_start = ds.timestamps.min() + 0.75 * (ds.timestamps.max() - ds.timestamps.min())
         is_recent = (ds.timestamps >= recent_start).to_numpy()
         drift = None
         if (~is_recent).sum() >= 50 and is_recent.sum() >= 50:

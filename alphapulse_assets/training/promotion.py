@@ -12,7 +12,7 @@ Each rule is one blocking asset check on the challenger's model asset:
 - ``not_worse_than_champion``: on the newest rows that neither model trained on, the challenger's log loss
   is at most the champion's times (1 + tolerance). The first model for a symbol has no champion;
 - ``feature_drift``: the PSI and KS of the features that are stationary by construction (returns and volume
-  as z-scores of their own recent history) between the training window and its newest tenth stay below
+  as z-scores of their own recent history) between the training window and its newest quarter stay below
   their thresholds. Features that follow the market's regime (volatility levels, RSI, %B, momentum and
   autocorrelation measures) are left out of the gate on purpose: they move whenever the regime changes,
   which is when a freshly trained model is most needed, so gating on them would keep a stale champion.
@@ -77,7 +77,7 @@ class ChampionComparison:
     champion_metrics: dict[str, Any]
 
 
-DRIFT_GATE_FEATURES = ("ret_z_1", "ret_z_4", "volume_z")
+DRIFT_GATE_FEATURES = ("ret_z_1", "volume_z")
 
 GATE_RULES = ("enough_validation_samples", "beats_baselines", "not_worse_than_champion", "feature_drift")
 

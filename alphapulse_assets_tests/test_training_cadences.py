@@ -1,0 +1,168 @@
+"""The retraining cadences through Dagster, and the promotion gate's statistical honesty."""
+
+import dataclasses
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from alphapulse_assets.market_data.resample import resample_candles
+from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
+from alphapulse_assets.market_data.schema import to_arrow
+from alphapulse_assets.market_data.sources.sample import SampleSource
+from alphapulse_assets.market_data.storage import ParquetPartitionStore
+from alphapulse_assets.settings import get_settings
+from alphapulse_assets.training import drift_assets
+from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
+from alphapulse_assets.training.pipeline import DEFAULT_SPECS, make_dataset, train_challenger
+from alphapulse_assets.training.promotion import GateConfig, evaluate_gate
+from alphapulse_assets.training.schedules import SCHEDULES, latest_partition_key
+
+SYMBOLS = list(get_settings().symbols)
+WEEKLY = DEFAULT_SPECS["weekly"]
+
+
+def gate_for(ch, cfg=GateConfig()):
+    return evaluate_gate(
+        n_validation=ch.n_validation, model_log_loss=float(ch.report.model["log_loss"]),
+        baseline_log_loss={k: float(v["log_loss"]) for k, v in ch.report.baselines.items()},
+        significance=ch.significance, champion=None, drift=None, cfg=cfg,
+    )
+
+
+@pytest.fixture(scope="module")
+def hourly():
+    end = pd.Timestamp("2024-06-30", tz="UTC")
+    base = SampleSource().fetch(["ADAUSDT", "ETHUSDT", "LINKUSDT"], end - pd.Timedelta(days=80), end)
+    return resample_candles(base, "15m", "1h")
+
+
+def test_models_trained_on_shuffled_labels_are_never_promoted(hourly):
+    """Repeat over seeds and symbols: the gate must reject every model trained on labels with no signal."""
+    promoted, trials = 0, 0
+    for symbol in ["ADAUSDT", "ETHUSDT", "LINKUSDT"]:
+        ds = make_dataset(hourly[hourly.symbol == symbol], WEEKLY)
+        for seed in range(4):
+            shuffled = dataclasses.replace(ds, y=np.random.default_rng(seed).permutation(ds.y))
+            ch = train_challenger(shuffled, dataclasses.replace(WEEKLY, seed=seed), symbol=symbol, n_boot=300)
+            promoted += gate_for(ch).passed
+            trials += 1
+    print(f"false promotion rate on shuffled labels: {promoted}/{trials}")
+    assert promoted == 0
+
+
+def test_a_planted_informative_feature_leads_to_promotion(hourly):
+    ds = make_dataset(hourly[hourly.symbol == "ETHUSDT"], WEEKLY)
+    signal = ds.X["ret_z_4"].to_numpy()  # plant: the label follows a feature, with noise
+    planted = (signal + np.random.default_rng(1).normal(0, 1.0, len(signal)) > 0).astype(float)
+    ch = train_challenger(dataclasses.replace(ds, y=planted), WEEKLY, symbol="ETHUSDT", n_boot=300)
+    gate = gate_for(ch)
+    assert gate.passed, gate.reason
+    assert ch.report.model["auc"] > 0.65
+
+
+def test_schedules_have_the_documented_crons_and_ask_for_the_newest_complete_partition():
+    crons = {s.name: s.cron_schedule for s in SCHEDULES}
+    assert crons == {"nightly_schedule": "0 2 * * *", "weekly_schedule": "0 3 * * 0", "monthly_schedule": "0 3 1 * *"}
+    sunday = datetime(2026, 11, 1, 3, 0, tzinfo=timezone.utc)
+    assert latest_partition_key("nightly", sunday) == "2026-10-31"
+    assert latest_partition_key("weekly", sunday) == "2026-10-25"
+    assert latest_partition_key("monthly", sunday) == "2026-10-01"
+    with dg.instance_for_test() as instance:
+        by_name = {s.name: s for s in SCHEDULES}
+        request = by_name["weekly_schedule"](dg.build_schedule_context(instance=instance, scheduled_execution_time=sunday))
+        assert request.partition_key == "2026-10-25" and request.run_key == "weekly:2026-10-25"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Candles for every symbol written straight to a store, and resources pointing at temp folders."""
+    root = tmp_path_factory.mktemp("project")
+    store = ParquetPartitionStore(str(root / "candles"))
+    start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-06-10", tz="UTC")
+    base = SampleSource().fetch(SYMBOLS, start, end)
+    days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
+    store.write_days("market_candles", to_arrow(base), days)
+    store.write_days("candles_1h", to_arrow(resample_candles(base, "15m", "1h")), days)
+    resources = {
+        "candle_store": CandleStoreResource(base_url=str(root / "candles")),
+        "training_set_io_manager": PartitionedParquetIOManager(base_url=str(root / "ts"), layout="keys"),
+        "model_registry": ModelRegistryResource(artifact_root=str(root / "models"), db_url=f"sqlite:///{root}/p.db"),
+    }
+    return {"root": root, "resources": resources, "instance": dg.DagsterInstance.ephemeral()}
+
+
+def run_weekly(project, key):
+    return dg.materialize(cadence_assets["weekly"], partition_key=key, instance=project["instance"],
+                          resources=project["resources"], raise_on_error=False)
+
+
+def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the_champion(project):
+    registry = project["resources"]["model_registry"].get()
+    first = run_weekly(project, "2024-05-26")
+    champions = {m.asset_key.path[-1] for m in first.get_asset_materialization_events() if m.asset_key.path[0] == "champions"}
+    assert champions == {"ETHUSDT"}  # the sample market at this week: one symbol's model clears the gate
+    failed = {(e.asset_key.path[-1], e.check_name) for e in first.get_asset_check_evaluations() if not e.passed}
+    assert ("BTCUSDT", "beats_baselines") in failed and not any(s == "ETHUSDT" for s, _ in failed)
+    assert registry.champion("ETHUSDT", "weekly").version == 1
+    assert registry.champion("BTCUSDT", "weekly") is None  # nothing promoted, nothing serving
+
+    meta = next(m for m in first.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "ETHUSDT"]).materialization.metadata
+    for key in ("model_log_loss", "base_rate_log_loss", "model_auc", "version", "sha256", "data_window", "features", "code_version"):
+        assert key in meta, key
+
+    second = run_weekly(project, "2024-06-02")  # ETH's next challenger fails the gate
+    assert not any(m.asset_key.path[0] == "champions" for m in second.get_asset_materialization_events())
+    assert registry.champion("ETHUSDT", "weekly").version == 1  # the champion keeps serving
+    history = registry.history("ETHUSDT", "weekly")
+    assert [d.action for d in history] == ["promoted", "rejected"]
+    assert history[-1].version == 2 and "beats_baselines" in history[-1].reason and history[-1].previous_champion == 1
+    second_meta = next(m for m in second.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "ETHUSDT"]).materialization.metadata
+    assert second_meta["champion_before"].value == 1 and second_meta["gate"].value.startswith("rejected")
+
+
+def test_a_failed_cadence_keeps_every_champion_and_records_it(project, tmp_path):
+    resources = dict(project["resources"], candle_store=CandleStoreResource(base_url=str(tmp_path / "empty")))
+    result = dg.materialize(cadence_assets["weekly"], partition_key="2024-06-09", instance=project["instance"],
+                            resources=resources, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "missing" in failure.step_failure_data.error.message and "alphapulse ingest" in failure.step_failure_data.error.message
+    registry = project["resources"]["model_registry"].get()
+    kept = [d for d in registry.history("ETHUSDT", "weekly") if d.action == "kept"]
+    assert kept and kept[-1].version == 1 and "training set failed" in kept[-1].reason
+    assert registry.champion("ETHUSDT", "weekly").version == 1
+
+
+def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project, monkeypatch):
+    instance = dg.DagsterInstance.ephemeral()
+
+    def fail_drift_check(symbol):
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(["drift", symbol]), check_name="feature_drift", passed=False,
+            metadata={"max_psi": 0.9}))
+
+    t0 = 1_800_000_000.0
+    clock = [t0]
+    monkeypatch.setattr(drift_assets, "clock", lambda: clock[0])
+    fail_drift_check("ETHUSDT")
+    ctx = dg.build_sensor_context(instance=instance, cursor=None)
+    requests = drift_assets.drift_retrain_sensor(ctx)
+    assert len(requests) == 1 and requests[0].tags["alphapulse/symbol"] == "ETHUSDT"
+    assert [k.to_user_string() for k in requests[0].asset_selection] == [
+        "training_sets/weekly", "models/weekly/ETHUSDT", "champions/weekly/ETHUSDT"]
+
+    for hours in (1, 6, 23):  # drift persists: the check keeps failing, but the cooldown holds
+        clock[0] = t0 + 3600 * hours
+        fail_drift_check("ETHUSDT")
+        ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
+        assert isinstance(drift_assets.drift_retrain_sensor(ctx), dg.SkipReason)
+    assert json.loads(ctx.cursor)["last_request"]["ETHUSDT"] == t0
+
+    clock[0] = t0 + 24 * 3600 + 1
+    fail_drift_check("ETHUSDT")
+    ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
+    assert len(drift_assets.drift_retrain_sensor(ctx)) == 1  # a day later, one more

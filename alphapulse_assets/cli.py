@@ -110,7 +110,6 @@ def unexpected_failures(result) -> list[str]:
 
 def champion_table(out=sys.stdout) -> None:
     """Per symbol and cadence: champion, latest challenger's metrics next to the baselines, and the verdict."""
-    from alphapulse_assets.platform_db import platform_db_url
     from alphapulse_assets.settings import get_settings
     from alphapulse_assets.training.assets import ModelRegistryResource
     from alphapulse_assets.training.schedules import CADENCES

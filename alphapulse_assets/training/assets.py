@@ -21,36 +21,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
-from alphapulse_assets.features.indicators import FEATURE_NAMES, MAX_LOOKBACK
+from alphapulse_assets.features.indicators import FEATURE_NAMES
 from alphapulse_assets.market_data.resources import CandleStoreResource
-from alphapulse_assets.market_data.resample import resample_candles
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
 from alphapulse_assets.platform_db import platform_db_url
-from alphapulse_assets.recovery.errors import DataValidationError
 from alphapulse_assets.recovery.policies import classified_failures, training_retry_policy
 from alphapulse_assets.settings import get_settings
-from alphapulse_assets.training import drift as drift_lib
-from alphapulse_assets.training.evaluation import classification_metrics
-from alphapulse_assets.training.pipeline import (
-    DEFAULT_SPECS,
-    CadenceSpec,
-    Dataset,
-    make_dataset,
-    naive_utc,
-    predict_dataset,
-    train_challenger,
-)
-from alphapulse_assets.training.promotion import (
-    DRIFT_GATE_FEATURES,
-    GATE_RULES,
-    GateConfig,
-    compare_with_champion,
-    evaluate_gate,
-    rollback_needed,
-)
+from alphapulse_assets.training.cadence import promote, train_symbol
+from alphapulse_assets.training.pipeline import DEFAULT_SPECS, CadenceSpec, Dataset, make_dataset
+from alphapulse_assets.training.promotion import GATE_RULES, GateConfig
 from alphapulse_assets.training.registry import ModelRegistry
 
 SETTINGS = get_settings()
@@ -196,19 +177,6 @@ def build_cadence_assets(name: str) -> list:
     return [training_set, *model_assets, *champion_assets]
 
 
-def _flat_metrics(report) -> dict[str, float]:
-    out = {}
-    for key in ("log_loss", "brier", "auc", "accuracy", "precision", "recall", "f1", "sharpe"):
-        value = report.model.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            out[f"model_{key}"] = float(value)
-    for baseline, metrics in report.baselines.items():
-        value = metrics.get("log_loss")
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            out[f"{baseline}_log_loss"] = float(value)
-    return out
-
-
 def _model_asset(name, spec, partitions, gate_cfg, symbol, group, tags):
     @dg.asset(
         key=["models", name, symbol],
@@ -226,108 +194,17 @@ def _model_asset(name, spec, partitions, gate_cfg, symbol, group, tags):
                     "champion, registered in the model registry, and gated by blocking checks.",
     )
     def model(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistryResource):
-        registry = model_registry.get()
-        champion = registry.champion(symbol, name)
-        try:
-            with classified_failures(f"training the {name} model for {symbol}"):
-                ds = Dataset.from_frame(training_set).for_symbol(symbol)
-                warm = registry.load(champion) if (champion and spec.estimator == "sgd") else None
-                warm_end = pd.Timestamp(champion.info["data_end"]) if warm is not None else None
-                challenger = train_challenger(ds, spec, symbol=symbol, warm_model=warm,
-                                              warm_version=champion.version if warm is not None else None,
-                                              warm_data_end=warm_end)
-        except Exception as exc:
-            # Graceful degradation: the champion keeps serving, and that is recorded.
-            registry.keep_champion(symbol, name, reason=f"{name} training failed: {exc}")
-            raise
-
-        oos_start = pd.Timestamp(challenger.oos["timestamp"].min(), tz="UTC")
-        newest = ds.since(oos_start)  # the last out-of-sample rows: recent data for drift
-        comparison, realized, rollback = None, None, None
-        if champion is not None:
-            champion_model = registry.load(champion)
-            unseen = ds.since(pd.Timestamp(champion.info["data_end"]) + pd.Timedelta(1)) if "data_end" in champion.info else newest
-            unseen_ts = naive_utc(unseen.timestamps)
-            mask = np.isin(unseen_ts, challenger.oos["timestamp"].to_numpy())
-            oos_by_ts = challenger.oos.set_index("timestamp")["proba"]
-            if mask.any():
-                ts = unseen_ts[mask]
-                comparison = compare_with_champion(unseen.y[mask], oos_by_ts.loc[ts].to_numpy(),
-                                                   champion_model.predict_proba(unseen.X.to_numpy()[mask])[:, 1],
-                                                   champion.version)
-            if len(unseen):
-                realized = classification_metrics(unseen.y, predict_dataset(champion_model, unseen))
-                needed, text = rollback_needed(champion.info.get("metrics", {}), realized, gate_cfg)
-                if needed:
-                    try:
-                        decision = registry.rollback(symbol, name, reason=f"automatic: {text}", by="auto-rollback")
-                        rollback = f"rolled back v{champion.version} -> v{decision.version}: {text}"
-                        context.log.warning(f"{symbol} {name}: {rollback}")
-                        champion = registry.champion(symbol, name)
-                    except Exception as exc:  # no earlier champion: keep serving and say so
-                        rollback = f"rollback wanted but not possible ({exc}): {text}"
-                        context.log.warning(f"{symbol} {name}: {rollback}")
-
-        # Drift: the window's newest quarter against the rest of it (large enough that KS is not noise).
-        gated = list(DRIFT_GATE_FEATURES)
-        recent_start = ds.timestamps.min() + 0.75 * (ds.timestamps.max() - ds.timestamps.min())
-        is_recent = (ds.timestamps >= recent_start).to_numpy()
-        drift = None
-        if (~is_recent).sum() >= 50 and is_recent.sum() >= 50:
-            profile = drift_lib.reference_profile(ds.X.loc[~is_recent, gated])
-            drift = drift_lib.drift_report(profile, ds.X.loc[is_recent, gated], psi_threshold=gate_cfg.psi_threshold,
-                                           ks_threshold=gate_cfg.ks_threshold)
-        reference = drift_lib.reference_profile(ds.X)
-
-        report = challenger.report
-        gate = evaluate_gate(
-            n_validation=challenger.n_validation,
-            model_log_loss=float(report.model["log_loss"]),
-            baseline_log_loss={k: float(v["log_loss"]) for k, v in report.baselines.items()},
-            significance=challenger.significance,
-            champion=comparison,
-            drift=drift,
-            cfg=gate_cfg,
-        )
-        metrics = {k: v for k, v in report.model.items() if isinstance(v, (int, float))}
-        version = registry.register(symbol, name, challenger.model, info={
-            "metrics": metrics,
-            "baselines": {k: {m: v for m, v in d.items() if isinstance(v, (int, float))} for k, d in report.baselines.items()},
-            "params": challenger.params,
-            "data_start": str(challenger.data_start), "data_end": str(challenger.data_end),
-            "features": list(FEATURE_NAMES),
-            "partition": context.partition_key,
-            "code_version": CODE_VERSION, "git": GIT_REVISION,
-            "gate_passed": gate.passed, "gate_reason": gate.reason,
-            "reference_profile": reference,
-            "n_validation": challenger.n_validation,
-        })
-        if not gate.passed:
-            registry.reject(version, reason=gate.reason)
-            context.log.info(f"{symbol} {name}: challenger v{version.version} rejected ({gate.reason}); "
-                             f"champion {'v%d' % champion.version if champion else '(none)'} keeps serving")
+        with classified_failures(f"training the {name} model for {symbol}"):
+            ds = Dataset.from_frame(training_set).for_symbol(symbol)
+            outcome = train_symbol(model_registry.get(), ds, spec, gate_cfg, symbol=symbol,
+                                   partition=context.partition_key, code_version=CODE_VERSION, git_revision=GIT_REVISION)
+        metadata = outcome.metadata(f"{CODE_VERSION} ({GIT_REVISION})")
+        metadata["artifact"] = dg.MetadataValue.path(outcome.version.uri)
         yield dg.Output(
-            {"symbol": symbol, "cadence": name, "version": version.version, "gate_passed": gate.passed},
-            metadata={
-                **_flat_metrics(report),
-                "version": version.version,
-                "artifact": dg.MetadataValue.path(version.uri),
-                "sha256": version.sha256,
-                "params": {k: str(v) for k, v in challenger.params.items()},
-                "data_window": f"{challenger.data_start} .. {challenger.data_end}",
-                "n_train": challenger.n_train,
-                "n_validation": challenger.n_validation,
-                "features": ", ".join(FEATURE_NAMES),
-                "code_version": f"{CODE_VERSION} ({GIT_REVISION})",
-                "warm_started_from": challenger.warm_started_from if challenger.warm_started_from is not None else -1,
-                "champion_before": champion.version if champion else -1,
-                "gate": "passed" if gate.passed else f"rejected: {gate.reason}",
-                "auto_rollback": rollback or "none",
-                "champion_realized": {k: v for k, v in (realized or {}).items() if isinstance(v, (int, float))},
-                **({"search_scores": challenger.search_scores} if challenger.search_scores else {}),
-            },
+            {"symbol": symbol, "cadence": name, "version": outcome.version.version, "gate_passed": outcome.gate.passed},
+            metadata=metadata,
         )
-        for rule in gate.rules:
+        for rule in outcome.gate.rules:
             yield dg.AssetCheckResult(check_name=rule.rule, passed=rule.passed, description=rule.description,
                                       metadata={k: (v if isinstance(v, (int, float, str)) else str(v))
                                                 for k, v in rule.metadata.items()})
@@ -347,14 +224,11 @@ def _champion_asset(name, partitions, symbol, group, tags):
     )
     def champion(context: dg.AssetExecutionContext, challenger: dict, model_registry: ModelRegistryResource):
         registry = model_registry.get()
-        version = registry.get(symbol, name, challenger["version"])
-        registry.load(version)  # never promote a file that fails its digest check
-        previous = registry.champion(symbol, name)
-        decision = registry.promote(version, reason=f"passed the {name} gate ({context.partition_key})")
-        metrics = version.info.get("metrics", {})
+        decision, previous = promote(registry, symbol, name, challenger["version"], context.partition_key)
+        metrics = registry.get(symbol, name, decision.version).info.get("metrics", {})
         return dg.Output(
-            {"symbol": symbol, "cadence": name, "version": version.version},
-            metadata={"version": version.version, "previous_version": previous.version if previous else -1,
+            {"symbol": symbol, "cadence": name, "version": decision.version},
+            metadata={"version": decision.version, "previous_version": previous.version if previous else -1,
                       "promoted_at": decision.at.isoformat(),
                       **{f"model_{k}": float(v) for k, v in metrics.items() if k in ("log_loss", "auc", "f1", "accuracy")}},
         )

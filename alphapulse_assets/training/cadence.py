@@ -1,0 +1,182 @@
+"""One symbol's turn of a cadence, as plain functions: train, compare, gate, register; and promote.
+
+The Dagster model and champion assets are thin wrappers around ``train_symbol`` and ``promote``; the
+benchmarks' plain loop calls the same two functions, so both do exactly the same work.
+This module does not import Dagster.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alphapulse_assets.features.indicators import FEATURE_NAMES
+from alphapulse_assets.training import drift as drift_lib
+from alphapulse_assets.training.evaluation import classification_metrics
+from alphapulse_assets.training.pipeline import CadenceSpec, Challenger, Dataset, naive_utc, predict_dataset, train_challenger
+from alphapulse_assets.training.promotion import (
+    DRIFT_GATE_FEATURES,
+    GateConfig,
+    GateResult,
+    compare_with_champion,
+    evaluate_gate,
+    rollback_needed,
+)
+from alphapulse_assets.training.registry import Decision, ModelRegistry, ModelVersion
+
+log = logging.getLogger("alphapulse.training")
+
+
+@dataclass
+class SymbolOutcome:
+    symbol: str
+    cadence: str
+    challenger: Challenger
+    version: ModelVersion
+    gate: GateResult
+    champion_before: ModelVersion | None
+    realized: dict[str, Any] = field(default_factory=dict)
+    rollback: str | None = None
+
+    def metadata(self, code_version: str) -> dict[str, Any]:
+        """Everything the UI shows on the model's materialization (numbers are plotted over time)."""
+        report, ch = self.challenger.report, self.challenger
+        out: dict[str, Any] = {}
+        for key in ("log_loss", "brier", "auc", "accuracy", "precision", "recall", "f1", "sharpe"):
+            value = report.model.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out[f"model_{key}"] = float(value)
+        for baseline, metrics in report.baselines.items():
+            value = metrics.get("log_loss")
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out[f"{baseline}_log_loss"] = float(value)
+        out.update({
+            "version": self.version.version,
+            "sha256": self.version.sha256,
+            "params": {k: str(v) for k, v in ch.params.items()},
+            "data_window": f"{ch.data_start} .. {ch.data_end}",
+            "n_train": ch.n_train,
+            "n_validation": ch.n_validation,
+            "features": ", ".join(FEATURE_NAMES),
+            "code_version": code_version,
+            "warm_started_from": ch.warm_started_from if ch.warm_started_from is not None else -1,
+            "champion_before": self.champion_before.version if self.champion_before else -1,
+            "gate": "passed" if self.gate.passed else f"rejected: {self.gate.reason}",
+            "auto_rollback": self.rollback or "none",
+            "champion_realized": {k: v for k, v in self.realized.items() if isinstance(v, (int, float))},
+        })
+        if ch.search_scores:
+            out["search_scores"] = ch.search_scores
+        return out
+
+
+def _drift_gate(ds: Dataset, cfg: GateConfig):
+    """The window's newest quarter against the rest of it (large enough that KS is not noise)."""
+    gated = list(DRIFT_GATE_FEATURES)
+    recent_start = ds.timestamps.min() + 0.75 * (ds.timestamps.max() - ds.timestamps.min())
+    is_recent = (ds.timestamps >= recent_start).to_numpy()
+    if (~is_recent).sum() < 50 or is_recent.sum() < 50:
+        return None
+    profile = drift_lib.reference_profile(ds.X.loc[~is_recent, gated])
+    return drift_lib.drift_report(profile, ds.X.loc[is_recent, gated], psi_threshold=cfg.psi_threshold,
+                                  ks_threshold=cfg.ks_threshold)
+
+
+def _champion_on_new_rows(ds: Dataset, challenger: Challenger, champion: ModelVersion, champion_model: Any):
+    """Compare with the champion on rows neither model trained on; the champion's realized metrics there."""
+    data_end = champion.info.get("data_end")
+    unseen = ds.since(pd.Timestamp(data_end) + pd.Timedelta(1)) if data_end else ds.since(
+        pd.Timestamp(challenger.oos["timestamp"].min(), tz="UTC"))
+    if not len(unseen):
+        return None, {}
+    unseen_ts = naive_utc(unseen.timestamps)
+    mask = np.isin(unseen_ts, challenger.oos["timestamp"].to_numpy())
+    comparison = None
+    if mask.any():
+        challenger_proba = challenger.oos.set_index("timestamp")["proba"].loc[unseen_ts[mask]].to_numpy()
+        comparison = compare_with_champion(unseen.y[mask], challenger_proba,
+                                           champion_model.predict_proba(unseen.X.to_numpy()[mask])[:, 1],
+                                           champion.version)
+    return comparison, classification_metrics(unseen.y, predict_dataset(champion_model, unseen))
+
+
+def train_symbol(
+    registry: ModelRegistry,
+    ds: Dataset,
+    spec: CadenceSpec,
+    gate_cfg: GateConfig,
+    *,
+    symbol: str,
+    partition: str,
+    code_version: str,
+    git_revision: str = "unknown",
+) -> SymbolOutcome:
+    """Train, evaluate and gate one symbol's challenger, register it, and record a rejection.
+
+    A champion whose realized performance on the new rows dropped beyond the threshold is rolled back
+    automatically first. A failure to train is recorded as "the champion keeps serving" and re-raised.
+    """
+    champion = registry.champion(symbol, spec.name)
+    try:
+        warm = registry.load(champion) if (champion and spec.estimator == "sgd") else None
+        challenger = train_challenger(
+            ds, spec, symbol=symbol, warm_model=warm,
+            warm_version=champion.version if warm is not None else None,
+            warm_data_end=pd.Timestamp(champion.info["data_end"]) if warm is not None else None,
+        )
+    except Exception as exc:
+        registry.keep_champion(symbol, spec.name, reason=f"{spec.name} training failed: {exc}")
+        raise
+
+    comparison, realized, rollback = None, {}, None
+    if champion is not None:
+        comparison, realized = _champion_on_new_rows(ds, challenger, champion, registry.load(champion))
+        needed, text = rollback_needed(champion.info.get("metrics", {}), realized, gate_cfg)
+        if needed:
+            try:
+                decision = registry.rollback(symbol, spec.name, reason=f"automatic: {text}", by="auto-rollback")
+                rollback = f"rolled back v{champion.version} -> v{decision.version}: {text}"
+                champion = registry.champion(symbol, spec.name)
+            except Exception as exc:  # no earlier champion: it keeps serving, and we say so
+                rollback = f"rollback wanted but not possible ({exc}): {text}"
+            log.warning("%s %s: %s", symbol, spec.name, rollback)
+
+    report = challenger.report
+    gate = evaluate_gate(
+        n_validation=challenger.n_validation,
+        model_log_loss=float(report.model["log_loss"]),
+        baseline_log_loss={k: float(v["log_loss"]) for k, v in report.baselines.items()},
+        significance=challenger.significance,
+        champion=comparison,
+        drift=_drift_gate(ds, gate_cfg),
+        cfg=gate_cfg,
+    )
+    version = registry.register(symbol, spec.name, challenger.model, info={
+        "metrics": {k: v for k, v in report.model.items() if isinstance(v, (int, float))},
+        "baselines": {k: {m: v for m, v in d.items() if isinstance(v, (int, float))} for k, d in report.baselines.items()},
+        "params": challenger.params,
+        "data_start": str(challenger.data_start), "data_end": str(challenger.data_end),
+        "features": list(FEATURE_NAMES),
+        "partition": partition,
+        "code_version": code_version, "git": git_revision,
+        "gate_passed": gate.passed, "gate_reason": gate.reason,
+        "reference_profile": drift_lib.reference_profile(ds.X),
+        "n_validation": challenger.n_validation,
+    })
+    if not gate.passed:
+        registry.reject(version, reason=gate.reason)
+        log.info("%s %s: challenger v%d rejected (%s); champion %s keeps serving", symbol, spec.name,
+                 version.version, gate.reason, f"v{champion.version}" if champion else "(none)")
+    return SymbolOutcome(symbol, spec.name, challenger, version, gate, champion, realized, rollback)
+
+
+def promote(registry: ModelRegistry, symbol: str, cadence: str, version: int, partition: str) -> tuple[Decision, ModelVersion | None]:
+    """Make a challenger that passed its gate the champion (its file is verified first)."""
+    mv = registry.get(symbol, cadence, version)
+    previous = registry.champion(symbol, cadence)
+    return registry.promote(mv, reason=f"passed the {cadence} gate ({partition})"), previous

@@ -242,6 +242,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Health, breakers, cadences, champions, alerts and resources; exit 2 when critical (a probe)."""
+    _prepare_home()
+    import json
+
+    import dagster as dg
+
+    from alphapulse_assets.monitoring.status import collect_status, exit_code, render_status
+
+    status = collect_status(dg.DagsterInstance.get(), check_sources=not args.no_sources)
+    print(json.dumps(status, indent=2, default=str) if args.json else render_status(status))
+    return exit_code(status)
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -283,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--end", type=_date, default=None)
     ing.add_argument("--days-per-run", type=int, default=92)
     ing.set_defaults(func=cmd_ingest)
+
+    st = sub.add_parser("status", help="health, breakers, cadences, champions, open alerts, resources (exit 2 if critical)")
+    st.add_argument("--json", action="store_true", help="print the status as JSON for scripts")
+    st.add_argument("--no-sources", action="store_true", help="skip the market-data source reachability check")
+    st.set_defaults(func=cmd_status)
     return parser
 
 

@@ -11,6 +11,12 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from alphapulse_assets.market_data.assets import DAILY, candle_assets
 from alphapulse_assets.market_data.resources import CandleStoreResource, MarketDataResource, PartitionedParquetIOManager
+from alphapulse_assets.monitoring.sensors import (
+    MONITORING_ASSETS,
+    MONITORING_JOBS,
+    MONITORING_SCHEDULES,
+    MONITORING_SENSORS,
+)
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
 from alphapulse_assets.training.drift_assets import (
@@ -44,10 +50,10 @@ def ingest_market_data_schedule(context: dg.ScheduleEvaluationContext):
 
 
 defs = dg.Definitions(
-    assets=[*candle_assets, *(a for assets in cadence_assets.values() for a in assets), *drift_assets],
-    jobs=[ingest_market_data_job, *CADENCE_JOBS.values(), drift_monitoring_job],
-    schedules=[ingest_market_data_schedule, *CADENCE_SCHEDULES, drift_monitoring_schedule],
-    sensors=[drift_retrain_sensor],
+    assets=[*candle_assets, *(a for assets in cadence_assets.values() for a in assets), *drift_assets, *MONITORING_ASSETS],
+    jobs=[ingest_market_data_job, *CADENCE_JOBS.values(), drift_monitoring_job, *MONITORING_JOBS],
+    schedules=[ingest_market_data_schedule, *CADENCE_SCHEDULES, drift_monitoring_schedule, *MONITORING_SCHEDULES],
+    sensors=[drift_retrain_sensor, *MONITORING_SENSORS],
     resources={
         "market_data": MarketDataResource(),
         "candle_io_manager": PartitionedParquetIOManager(),

@@ -1,0 +1,360 @@
+"""What the health checks, the report and ``alphapulse status`` read from Dagster and the platform database.
+
+Thin readers: each returns plain values and leaves the judgement to ``health.py`` / ``report.py``.
+Every probe catches its own failure and turns it into a finding, so one broken dependency shows up as a
+reason instead of hiding all the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import sqlalchemy as sa
+from dagster._core.events import DagsterEventType
+
+from alphapulse_assets.monitoring import health as hl
+from alphapulse_assets.monitoring.config import MonitoringSettings, get_monitoring_settings
+from alphapulse_assets.monitoring.failures import StepFailure
+from alphapulse_assets.monitoring.report import DecisionRecord, RunRecord, StepRecord, TripRecord
+from alphapulse_assets.platform_db import engine_for, platform_db_url
+from alphapulse_assets.settings import AlphaPulseSettings, get_settings
+
+CADENCE_NAMES = ("nightly", "weekly", "monthly")
+# Checks shown in the health status but alerted on elsewhere, so that one problem makes one alert:
+# disk by the resource sensor's threshold rules, breakers by the breaker sensor, open alerts by whoever
+# raised them.
+NOT_ALERTED_PREFIXES = ("disk", "breakers", "alerts")
+
+
+def cadence_job_name(cadence: str) -> str:
+    return f"{cadence}_cadence"
+
+
+def _with_timeout(fn: Callable[[], None], timeout: float) -> str | None:
+    """Run ``fn`` in a daemon thread; None if it returned, else the error (or a timeout) as text."""
+    box: dict[str, BaseException | None] = {}
+
+    def work() -> None:
+        try:
+            fn()
+            box["error"] = None
+        except BaseException as exc:  # noqa: BLE001 - reported as a finding
+            box["error"] = exc
+
+    t = threading.Thread(target=work, daemon=True, name="alphapulse-probe")
+    t.start()
+    t.join(timeout)
+    if "error" not in box:
+        return f"no answer within {timeout:g} s"
+    err = box["error"]
+    return None if err is None else f"{type(err).__name__}: {str(err)[:300]}"
+
+
+# -- individual probes -------------------------------------------------------------------------------------
+
+
+def storage_check(instance: dg.DagsterInstance) -> hl.CheckResult:
+    try:
+        instance.get_runs(limit=1)
+        instance.get_daemon_heartbeats()
+    except Exception as exc:  # noqa: BLE001
+        return hl.CheckResult("storage", hl.Status.CRITICAL, f"instance storage unreachable: {type(exc).__name__}: {exc}"[:400])
+    return hl.CheckResult("storage", hl.Status.HEALTHY, "instance storage reachable")
+
+
+def platform_db_check(url: str) -> hl.CheckResult:
+    try:
+        with engine_for(url).connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        return hl.CheckResult("platform_db", hl.Status.CRITICAL, f"platform database unreachable: {type(exc).__name__}"[:400])
+    return hl.CheckResult("platform_db", hl.Status.HEALTHY, "platform database reachable")
+
+
+def heartbeats(instance: dg.DagsterInstance) -> tuple[dict[str, float], list[str]]:
+    beats = {k: float(v.timestamp) for k, v in instance.get_daemon_heartbeats().items()}
+    return beats, list(instance.get_required_daemon_types())
+
+
+def disk_checks(mount_points: Sequence[str], ps=None) -> list[hl.CheckResult]:
+    if ps is None:
+        import psutil as ps
+    out = []
+    for mount in mount_points:
+        try:
+            usage = ps.disk_usage(mount)
+            out.append(hl.disk_check(mount, float(usage.percent), float(usage.free)))
+        except OSError:
+            out.append(hl.disk_check(mount, None, None))
+    return out
+
+
+def source_results(settings: AlphaPulseSettings, timeout: float) -> dict[str, str | None]:
+    from alphapulse_assets.market_data.sources import build_source
+
+    results: dict[str, str | None] = {}
+    for name in settings.sources:
+        results[name] = _with_timeout(lambda n=name: build_source(n, settings).check_reachable(), timeout)
+    return results
+
+
+def _partitions(cadence: str):
+    from alphapulse_assets.training.assets import partitions_for
+
+    return partitions_for(cadence)
+
+
+def expected_partition(cadence: str, now: float, settings: AlphaPulseSettings, msettings: MonitoringSettings) -> str | None:
+    """The newest partition whose run should have finished by ``now``."""
+    cfg = getattr(settings, cadence)
+    grace = hl.freshness_grace(cfg.cron, cfg.budget_seconds, msettings.freshness_slack_seconds)
+    with dg.partition_loading_context(effective_dt=datetime.fromtimestamp(now - grace, tz=timezone.utc)):
+        return _partitions(cadence).get_last_partition_key()
+
+
+def freshness(instance: dg.DagsterInstance, cadence: str, now: float, settings: AlphaPulseSettings,
+              msettings: MonitoringSettings) -> hl.CheckResult:
+    expected = expected_partition(cadence, now, settings, msettings)
+    if expected is None:
+        return hl.freshness_check(cadence, None, {})
+    pdef = _partitions(cadence)
+    with dg.partition_loading_context(effective_dt=datetime.fromtimestamp(now, tz=timezone.utc)):
+        keys = pdef.get_partition_keys()
+    index = {k: i for i, k in enumerate(keys)}
+    target = index[expected]
+    behind: dict[str, int | None] = {}
+    for symbol in settings.symbols:
+        done = instance.get_materialized_partitions(dg.AssetKey(["models", cadence, symbol]))
+        newest = max((index[k] for k in done if k in index), default=None)
+        behind[symbol] = None if newest is None else max(0, target - newest)
+    return hl.freshness_check(cadence, expected, behind)
+
+
+def breaker_states(url: str) -> dict[str, dict]:
+    from alphapulse_assets.recovery.breaker_store import BreakerStore
+
+    out = {}
+    for name, state in BreakerStore(url).all().items():
+        out[name] = {
+            "state": state.state.value,
+            "since": state.since,
+            "reason": state.forced_reason or state.reason,
+            "consecutive_failures": state.consecutive_failures,
+            "retry_at": state.retry_at,
+        }
+    return out
+
+
+def open_alerts(url: str) -> list[dict]:
+    from alphapulse_assets.monitoring.alert_store import AlertStore
+
+    return [
+        {"key": a.key, "severity": a.severity.value, "title": a.title, "source": a.source,
+         "first_at": a.first_at, "last_at": a.last_at, "inhibited": a.inhibited}
+        for a in AlertStore(url).open_alerts()
+    ]
+
+
+def collect_health(
+    instance: dg.DagsterInstance,
+    *,
+    now: float | None = None,
+    code_location: tuple[bool, str] = (True, "loaded"),
+    settings: AlphaPulseSettings | None = None,
+    msettings: MonitoringSettings | None = None,
+    db_url: str | None = None,
+    check_sources: bool = True,
+) -> tuple[hl.HealthReport, dict]:
+    """Run every health probe; returns the report and the raw facts (breakers, alerts) it was built on."""
+    now = time.time() if now is None else now
+    settings = settings or get_settings()
+    msettings = msettings or get_monitoring_settings()
+    url = db_url or platform_db_url()
+    checks = [storage_check(instance), platform_db_check(url)]
+    try:
+        beats, required = heartbeats(instance)
+        checks.append(hl.heartbeat_check(beats, required, now, msettings.heartbeat_max_age_seconds))
+    except Exception as exc:  # noqa: BLE001
+        checks.append(hl.CheckResult("daemon", hl.Status.CRITICAL, f"cannot read heartbeats: {type(exc).__name__}"))
+    checks += disk_checks(msettings.mount_points)
+    if check_sources:
+        checks.append(hl.sources_check(source_results(settings, msettings.source_check_timeout_seconds)))
+    for cadence in CADENCE_NAMES:
+        try:
+            checks.append(freshness(instance, cadence, now, settings, msettings))
+        except Exception as exc:  # noqa: BLE001
+            checks.append(hl.CheckResult(f"freshness {cadence}", hl.Status.WARNING,
+                                         f"cannot judge freshness: {type(exc).__name__}: {exc}"[:300]))
+    ok, text = code_location
+    checks.append(hl.CheckResult("code_location", hl.Status.HEALTHY if ok else hl.Status.CRITICAL, text))
+    facts: dict = {"breakers": {}, "open_alerts": []}
+    try:
+        facts["breakers"] = breaker_states(url)
+        checks.append(hl.breakers_check({n: b["state"] for n, b in facts["breakers"].items()},
+                                        {n: b["reason"] for n, b in facts["breakers"].items()}))
+    except Exception as exc:  # noqa: BLE001
+        checks.append(hl.CheckResult("breakers", hl.Status.WARNING, f"cannot read breakers: {type(exc).__name__}"))
+    try:
+        facts["open_alerts"] = open_alerts(url)
+        checks.append(hl.alerts_check({a["key"]: a["severity"] for a in facts["open_alerts"]
+                                       if not a["key"].startswith("health:") and not a["inhibited"]}))
+    except Exception as exc:  # noqa: BLE001
+        checks.append(hl.CheckResult("alerts", hl.Status.WARNING, f"cannot read open alerts: {type(exc).__name__}"))
+    return hl.overall(checks, now), facts
+
+
+def health_alert_key(check_name: str) -> str:
+    return "health:" + check_name.replace(" ", ":")
+
+
+def alerted(check: hl.CheckResult) -> bool:
+    return not check.name.startswith(NOT_ALERTED_PREFIXES)
+
+
+# -- runs, steps, checks ---------------------------------------------------------------------------------
+
+
+def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[StepFailure]:
+    out = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        data = event.step_failure_data
+        names, message, err = [], "", data.error if data else None
+        cur = err
+        while cur is not None:  # Dagster wraps the user's error: report the first one that is not Dagster's
+            names.append(cur.cls_name or "")
+            if not message and not (cur.cls_name or "").startswith("DagsterExecution"):
+                message = cur.message
+            cur = cur.cause
+        if not message and err is not None:
+            message = err.message
+        error_class = None
+        if data is not None and data.user_failure_data is not None:
+            raw = data.user_failure_data.metadata.get("error_class")
+            error_class = getattr(raw, "value", raw) if raw is not None else None
+            message = data.user_failure_data.description or message
+        out.append(StepFailure(event.step_key or "?", tuple(names), message or "", error_class))
+    return out
+
+
+def _step_symbol(step_key: str, cadence: str) -> str | None:
+    parts = step_key.split("__")
+    return parts[2] if len(parts) == 3 and parts[0] == "models" and parts[1] == cadence else None
+
+
+_STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failure",
+           dg.DagsterRunStatus.CANCELED: "canceled"}
+
+
+def cadence_runs(instance: dg.DagsterInstance, cadence: str, start: float, end: float) -> list[RunRecord]:
+    """Finished runs of the cadence's job created in [start, end), with their model steps."""
+    records = instance.get_run_records(dg.RunsFilter(
+        job_name=cadence_job_name(cadence),
+        created_after=datetime.fromtimestamp(start, tz=timezone.utc),
+        created_before=datetime.fromtimestamp(end, tz=timezone.utc),
+    ))
+    out = []
+    for rec in records:
+        run = rec.dagster_run
+        status = _STATUS.get(run.status, run.status.value.lower())
+        failures = step_failures(instance, run.run_id) if run.status == dg.DagsterRunStatus.FAILURE else []
+        check_failed = {f.step_key for f in failures if f.is_check_failure}
+        gate_only = bool(failures) and all(f.is_check_failure for f in failures)
+        steps = []
+        for s in instance.get_run_step_stats(run.run_id):
+            symbol = _step_symbol(s.step_key, cadence)
+            if symbol is None:
+                continue
+            steps.append(StepRecord(
+                step_key=s.step_key, symbol=symbol, status=(s.status.value.lower() if s.status else "in_progress"),
+                start=s.start_time, end=s.end_time, attempts=int(s.attempts or 1),
+                check_failure=s.step_key in check_failed,
+            ))
+        is_retry = int(run.tags.get("dagster/retry_number", "0") or 0) > 0
+        out.append(RunRecord(run.run_id, cadence, status, rec.start_time, rec.end_time, is_retry, tuple(steps), gate_only))
+    return out
+
+
+def decisions(url: str, start: float, end: float) -> list[DecisionRecord]:
+    from alphapulse_assets.training.registry import decisions_table, metadata
+
+    engine = engine_for(url)
+    metadata.create_all(engine, checkfirst=True)
+    t = decisions_table
+    lo, hi = datetime.fromtimestamp(start, tz=timezone.utc), datetime.fromtimestamp(end, tz=timezone.utc)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.cadence, t.c.symbol, t.c.action, t.c.at)
+                            .where(t.c.at >= lo, t.c.at < hi)).all()
+    out = []
+    for r in rows:
+        at = r.at if r.at.tzinfo else r.at.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+        out.append(DecisionRecord(r.cadence, r.symbol, r.action, at.timestamp()))
+    return out
+
+
+def breaker_trips(url: str, start: float, end: float) -> list[TripRecord]:
+    from alphapulse_assets.recovery.breaker_store import BreakerStore
+
+    events = BreakerStore(url).events(since=start, limit=100_000)
+    return [TripRecord(e.name, e.at, e.reason) for e in events
+            if e.at < end and e.to_state == "open"]  # tripped by failures; a forced open is an operator's act
+
+
+def last_runs(instance: dg.DagsterInstance) -> dict[str, dict | None]:
+    out: dict[str, dict | None] = {}
+    for cadence in CADENCE_NAMES:
+        recs = instance.get_run_records(dg.RunsFilter(job_name=cadence_job_name(cadence)), limit=1)
+        if not recs:
+            out[cadence] = None
+            continue
+        rec = recs[0]
+        run = rec.dagster_run
+        out[cadence] = {
+            "run_id": run.run_id,
+            "status": run.status.value.lower(),
+            "partition": run.tags.get("dagster/partition"),
+            "start": rec.start_time,
+            "end": rec.end_time,
+            "duration_seconds": (rec.end_time - rec.start_time) if rec.start_time and rec.end_time else None,
+        }
+    return out
+
+
+def latest_check_executions(instance: dg.DagsterInstance, check_keys) -> dict:
+    """The newest *completed* evaluation of each check that has one: {check_key: facts}."""
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as S
+
+    if not check_keys:
+        return {}
+    out = {}
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
+    for key, rec in latest.items():
+        if rec.status not in (S.SUCCEEDED, S.FAILED) or rec.event is None:
+            continue  # planned or still running: handled when it completes
+        ev = rec.event.dagster_event.event_specific_data
+        out[key] = {
+            "id": rec.id, "status": rec.status.value, "passed": rec.status == S.SUCCEEDED,
+            "severity": ev.severity.value, "description": ev.description or "", "at": rec.event.timestamp,
+            "run_id": rec.run_id, "partition": rec.partition,
+        }
+    return out
+
+
+def latest_check_failures(instance: dg.DagsterInstance, check_keys) -> list[dict]:
+    """Checks whose newest evaluation failed."""
+    return [
+        {"asset": k.asset_key.to_user_string(), "check": k.name, **v}
+        for k, v in sorted(latest_check_executions(instance, check_keys).items(), key=lambda kv: (kv[0].asset_key.to_user_string(), kv[0].name))
+        if not v["passed"]
+    ]
+
+
+def day_window(partition_key: str, tz: str = "UTC") -> tuple[float, float]:
+    from zoneinfo import ZoneInfo
+
+    start = datetime.fromisoformat(partition_key).replace(tzinfo=ZoneInfo(tz))
+    return start.timestamp(), (start + timedelta(days=1)).timestamp()

@@ -1,0 +1,170 @@
+"""``alphapulse status``: one screen with health, breakers, cadences, champions, alerts and resources.
+
+``collect_status`` gathers everything as a JSON-safe dict (what ``--json`` prints); ``render_status``
+turns it into the screen; ``exit_code`` is 2 when health is critical, so the command serves as a probe.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from alphapulse_assets.monitoring import probes
+from alphapulse_assets.monitoring.health import Status
+from alphapulse_assets.platform_db import platform_db_url
+
+CRITICAL_EXIT = 2
+# A stored sample older than this means the resource sensor is not running: show a live one instead.
+SAMPLE_STALE_SECONDS = 300.0
+
+
+def _load_code_location():
+    """(ok, text, check keys): import the definitions the daemon and web UI load."""
+    try:
+        from alphapulse_assets.definitions import defs
+
+        repo = defs.get_repository_def()
+        keys = list(repo.asset_graph.asset_check_keys)
+        return True, f"loaded: {len(list(repo.asset_graph.get_all_asset_keys()))} assets, {len(repo.sensor_defs)} sensors", keys
+    except Exception as exc:  # noqa: BLE001 - a broken code location is a finding, not a crash
+        return False, f"cannot load alphapulse_assets.definitions: {type(exc).__name__}: {exc}"[:400], []
+
+
+def _champions(url: str) -> list[dict]:
+    import sqlalchemy as sa
+
+    from alphapulse_assets.platform_db import engine_for
+    from alphapulse_assets.training.registry import champions_table, metadata, versions_table
+
+    engine = engine_for(url)
+    metadata.create_all(engine, checkfirst=True)
+    c, v = champions_table, versions_table
+    q = (sa.select(c.c.symbol, c.c.cadence, c.c.version, c.c.since, v.c.info_json)
+         .join(v, sa.and_(v.c.symbol == c.c.symbol, v.c.cadence == c.c.cadence, v.c.version == c.c.version))
+         .order_by(c.c.symbol, c.c.cadence))
+    import json
+
+    out = []
+    with engine.connect() as conn:
+        for r in conn.execute(q):
+            metrics = json.loads(r.info_json or "{}").get("metrics", {})
+            since = r.since if r.since.tzinfo else r.since.replace(tzinfo=timezone.utc)
+            out.append({"symbol": r.symbol, "cadence": r.cadence, "version": r.version, "since": since.isoformat(),
+                        "metrics": {k: metrics[k] for k in ("log_loss", "auc", "f1", "precision", "sharpe")
+                                    if isinstance(metrics.get(k), (int, float))}})
+    return out
+
+
+def _resources(url: str, now: float) -> dict | None:
+    from alphapulse_assets.monitoring.config import get_monitoring_settings
+    from alphapulse_assets.monitoring.metrics import ResourceSampler, SampleStore
+
+    sample = SampleStore(url).latest()
+    source = "stored by resource_metrics_sensor"
+    if sample is None or now - sample.at > SAMPLE_STALE_SECONDS:
+        ms = get_monitoring_settings()
+        sample, _ = ResourceSampler(ms.mount_points, ms.process_match).sample(None)
+        source = "live (the resource sensor has not stored a recent sample)"
+    return {**sample.to_dict(), "age_seconds": max(0.0, now - sample.at), "source": source}
+
+
+def collect_status(instance: dg.DagsterInstance, *, now: float | None = None, check_sources: bool = True) -> dict:
+    now = time.time() if now is None else now
+    url = platform_db_url()
+    ok, text, check_keys = _load_code_location()
+    report, facts = probes.collect_health(instance, now=now, code_location=(ok, text), db_url=url,
+                                          check_sources=check_sources)
+    status: dict = {"at": now, "health": report.to_dict(), "breakers": facts["breakers"],
+                    "open_alerts": facts["open_alerts"]}
+    for name, reader in (("cadences", lambda: probes.last_runs(instance)),
+                         ("champions", lambda: _champions(url)),
+                         ("failed_checks", lambda: probes.latest_check_failures(instance, check_keys)),
+                         ("resources", lambda: _resources(url, now))):
+        try:
+            status[name] = reader()
+        except Exception as exc:  # noqa: BLE001 - show what could be read
+            status[name] = None
+            status.setdefault("errors", []).append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+    return status
+
+
+def exit_code(status: dict) -> int:
+    return CRITICAL_EXIT if status["health"]["status"] == Status.CRITICAL.label else 0
+
+
+def _ts(at: float | None) -> str:
+    if not at:
+        return "-"
+    return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _num(v, fmt: str = "{:.3f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def render_status(status: dict) -> str:
+    h = status["health"]
+    lines = [f"AlphaPulse status at {_ts(status['at'])}: {h['status'].upper()}"]
+    for reason in h["reasons"]:
+        lines.append(f"  - {reason}")
+    lines.append("")
+    lines.append("Health checks")
+    for c in h["checks"]:
+        lines.append(f"  {c['status']:<8} {c['name']:<20} {c['reason']}")
+
+    lines += ["", "Circuit breakers"]
+    if not status["breakers"]:
+        lines.append("  none recorded (all closed)")
+    for name, b in sorted(status["breakers"].items()):
+        retry = f", half-open at {_ts(b['retry_at'])}" if b.get("retry_at") else ""
+        lines.append(f"  {name:<28} {b['state'].upper():<11} since {_ts(b['since'])}{retry}  {b['reason']}")
+
+    lines += ["", "Cadences (last run)"]
+    for cadence, run in (status.get("cadences") or {}).items():
+        if run is None:
+            lines.append(f"  {cadence:<8} never run")
+            continue
+        dur = f"{run['duration_seconds']:.0f} s" if run.get("duration_seconds") is not None else "-"
+        lines.append(f"  {cadence:<8} {run['status']:<9} partition {run.get('partition') or '-':<11} started "
+                     f"{_ts(run.get('start'))} took {dur}  run {run['run_id'][:8]}")
+
+    lines += ["", "Champions"]
+    champions = status.get("champions") or []
+    if not champions:
+        lines.append("  none yet (no challenger has passed its gate)")
+    for c in champions:
+        m = c["metrics"]
+        lines.append(f"  {c['symbol']:<9} {c['cadence']:<8} v{c['version']:<4} since {c['since'][:19]}  "
+                     f"log_loss {_num(m.get('log_loss'), '{:.4f}')} auc {_num(m.get('auc'))} "
+                     f"f1 {_num(m.get('f1'))} sharpe {_num(m.get('sharpe'), '{:.2f}')}")
+
+    lines += ["", "Failed checks (newest evaluation)"]
+    failed = status.get("failed_checks") or []
+    if not failed:
+        lines.append("  none")
+    for f in failed:
+        lines.append(f"  {f['asset']} / {f['check']} ({f['severity'].lower()}) at {_ts(f['at'])}: {f['description'][:100]}")
+
+    lines += ["", "Open alerts"]
+    if not status["open_alerts"]:
+        lines.append("  none")
+    for a in status["open_alerts"]:
+        flag = " (inhibited)" if a["inhibited"] else ""
+        lines.append(f"  {a['severity'].upper():<8} {a['key']:<40} since {_ts(a['first_at'])}{flag}  {a['title'][:100]}")
+
+    lines += ["", "Resources"]
+    r = status.get("resources")
+    if r:
+        disks = ", ".join(f"{m} {p:.1f}%" for m, p in r["disk_percent"].items()) or "-"
+        net = "-" if r.get("net_recv_bytes_per_s") is None else \
+            f"{r['net_recv_bytes_per_s'] / 1024:.1f} KiB/s in, {r['net_sent_bytes_per_s'] / 1024:.1f} KiB/s out"
+        rss = "-" if r.get("dagster_rss_bytes") is None else f"{r['dagster_rss_bytes'] / 2**20:.0f} MiB in {r['dagster_processes']} processes"
+        lines.append(f"  {r['source']}, {r['age_seconds']:.0f} s old, host {r['host']}")
+        lines.append(f"  cpu {_num(r.get('cpu_percent'), '{:.1f}%')}  memory {_num(r.get('memory_percent'), '{:.1f}%')}  "
+                     f"disk {disks}  load {_num(r.get('load1'), '{:.2f}')}")
+        lines.append(f"  network {net}  dagster {rss}")
+    for err in status.get("errors", []):
+        lines.append(f"  (could not read {err})")
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""``alphapulse status`` through the real CLI entry point on a project folder of its own (DAGSTER_HOME with
+a dagster.yaml, SQLite instance and platform database): fresh, healthy, and with a forced-open breaker plus
+a failed check, each checked for content and exit code."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import psutil
+import pytest
+from dagster._daemon.types import DaemonHeartbeat
+from sklearn.linear_model import LogisticRegression
+
+from alphapulse_assets import cli
+from alphapulse_assets.monitoring import probes
+from alphapulse_assets.monitoring.sensors import build_check_failure_alert_sensor
+from alphapulse_assets.platform_db import platform_db_url
+from alphapulse_assets.settings import get_settings
+
+DAGSTER_YAML = """\
+storage:
+  sqlite:
+    base_dir: .alphapulse/storage
+telemetry:
+  enabled: false
+"""
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    for name in ("ALPHAPULSE_PLATFORM_DB_URL", "DAGSTER_PG_HOST", "ALPHAPULSE_SLACK_WEBHOOK_URL",
+                 "ALPHAPULSE_ALERT_WEBHOOK_URL", "ALPHAPULSE_SMTP_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_status(capsys, *args) -> tuple[int, str]:
+    code = cli.main(["status", *args])
+    return code, capsys.readouterr().out
+
+
+def instance_for(project) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(project))
+
+
+@dg.op
+def noop():
+    return 1
+
+
+@dg.job(name="nightly_cadence")
+def nightly_cadence_stub():
+    noop()
+
+
+def make_healthy(project) -> None:
+    """Daemon heartbeats fresh, every cadence's due partition trained, a champion, a successful run."""
+    from alphapulse_assets.monitoring.config import get_monitoring_settings
+    from alphapulse_assets.training.registry import ModelRegistry
+
+    import time
+
+    now = time.time()
+    settings = get_settings()
+    with instance_for(project) as instance:
+        for daemon in instance.get_required_daemon_types():
+            instance.add_daemon_heartbeat(DaemonHeartbeat(now, daemon, "d1"))
+        for cadence in probes.CADENCE_NAMES:
+            key = probes.expected_partition(cadence, now, settings, get_monitoring_settings())
+            for symbol in settings.symbols:
+                instance.report_runless_asset_event(dg.AssetMaterialization(["models", cadence, symbol], partition=key))
+        nightly_cadence_stub.execute_in_process(instance=instance, tags={"dagster/partition": "2026-01-01"})
+    registry = ModelRegistry(str(project / "models"), platform_db_url())
+    model = LogisticRegression().fit([[0.0], [1.0], [0.2], [0.9]], [0, 1, 0, 1])
+    version = registry.register("BTCUSDT", "nightly", model, info={"metrics": {"log_loss": 0.6512, "auc": 0.612, "f1": 0.55}})
+    registry.promote(version, reason="test")
+
+
+def test_status_on_a_fresh_project(project, capsys):
+    code, out = run_status(capsys)
+    assert code == 0, out  # a fresh project is not critical: nothing has run yet
+    assert out.startswith("AlphaPulse status at ") and ": WARNING" in out.splitlines()[0]
+    assert "no daemon heartbeat" in out and "never trained" in out
+    assert "nightly  never run" in out and "none yet (no challenger has passed its gate)" in out
+    assert "none recorded (all closed)" in out
+    assert "live (the resource sensor has not stored a recent sample)" in out
+
+    code, raw = run_status(capsys, "--json")
+    status = json.loads(raw)
+    assert code == 0 and status["health"]["status"] == "warning"
+    assert status["breakers"] == {} and status["open_alerts"] == [] and status["champions"] == []
+    assert status["cadences"] == {"nightly": None, "weekly": None, "monthly": None}
+    assert status["resources"]["memory_percent"] > 0
+
+
+def test_status_on_a_healthy_project(project, capsys):
+    if psutil.disk_usage("/").percent >= 85:
+        pytest.skip("this host's disk is over the 85 % warning threshold, so it cannot look healthy")
+    make_healthy(project)
+    code, raw = run_status(capsys, "--json")
+    status = json.loads(raw)
+    assert code == 0
+    assert status["health"]["status"] == "healthy", status["health"]["reasons"]
+    assert status["health"]["reasons"] == []
+    assert status["cadences"]["nightly"]["status"] == "success"
+    assert status["cadences"]["nightly"]["partition"] == "2026-01-01"
+    [champion] = status["champions"]
+    assert champion["symbol"] == "BTCUSDT" and champion["version"] == 1 and champion["metrics"]["auc"] == 0.612
+
+    code, out = run_status(capsys)
+    assert code == 0 and ": HEALTHY" in out.splitlines()[0]
+    assert "BTCUSDT   nightly  v1" in out and "log_loss 0.6512" in out
+    assert "healthy  freshness nightly" in out
+
+
+def test_status_with_an_open_breaker_and_a_failed_check(project, capsys, monkeypatch):
+    from alphapulse_assets.definitions import defs
+    from alphapulse_assets.recovery.breaker_store import BreakerStore
+
+    make_healthy(project)
+    BreakerStore(platform_db_url()).force_open("source:exchange", by="ops", reason="exchange maintenance")
+    check_key = sorted(defs.get_repository_def().asset_graph.asset_check_keys, key=str)[0]
+    with instance_for(project) as instance:
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=check_key.asset_key, check_name=check_key.name, passed=False,
+            severity=dg.AssetCheckSeverity.ERROR, description="17 missing bars"))
+        # The check sensor turns the failure into an open alert, as the daemon would.
+        sensor = build_check_failure_alert_sensor()
+        sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+
+    code, out = run_status(capsys)
+    assert code == 2, out
+    first = out.splitlines()[0]
+    assert ": CRITICAL" in first
+    assert "breakers: source:exchange forced_open (exchange maintenance)" in out
+    assert "FORCED_OPEN" in out
+    asset = check_key.asset_key.to_user_string()
+    assert f"{asset} / {check_key.name} (error)" in out and "17 missing bars" in out
+    assert f"check:{asset}:{check_key.name}" in out  # the open alert
+
+    code, raw = run_status(capsys, "--json")
+    status = json.loads(raw)
+    assert code == 2 and status["health"]["status"] == "critical"
+    assert status["breakers"]["source:exchange"]["state"] == "forced_open"
+    assert [a["key"] for a in status["open_alerts"]] == [f"check:{asset}:{check_key.name}"]
+    assert status["failed_checks"][0]["check"] == check_key.name

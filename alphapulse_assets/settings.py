@@ -10,13 +10,16 @@ This module does not import Dagster.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT")
 
@@ -31,6 +34,37 @@ class CadenceSettings(BaseModel):
     min_rows: int
     # Out-of-sample rows a challenger needs before the promotion gate will judge it.
     min_validation_samples: int = 1000
+
+
+class NightlySettings(CadenceSettings):
+    """02:00, incremental update on the last day of 15m bars, 15 min budget."""
+
+    cron: str = "0 2 * * *"
+    timeframe: str = "15m"
+    window_days: int = 16
+    budget_seconds: int = 15 * 60
+    min_rows: int = 100
+    min_validation_samples: int = 150
+
+
+class WeeklySettings(CadenceSettings):
+    """Sunday 03:00, quick retrain on 10 weeks of 1h bars, 1 h budget."""
+
+    cron: str = "0 3 * * 0"
+    timeframe: str = "1h"
+    window_days: int = 70
+    budget_seconds: int = 3600
+    min_rows: int = 1000
+
+
+class MonthlySettings(CadenceSettings):
+    """1st of the month 03:00, full retrain on 18 months of 4h bars with a hyper-parameter search, 4 h budget."""
+
+    cron: str = "0 3 1 * *"
+    timeframe: str = "4h"
+    window_days: int = 548
+    budget_seconds: int = 4 * 3600
+    min_rows: int = 5000
 
 
 class QualitySettings(BaseModel):
@@ -59,7 +93,8 @@ class AlphaPulseSettings(BaseSettings):
     # Project state (candles, models, the platform database) sits beside the local Dagster instance,
     # whose dagster.yaml keeps its SQLite files under DAGSTER_HOME/.alphapulse too.
     home: Path = Field(default_factory=lambda: (Path(os.environ.get("DAGSTER_HOME") or ".") / ".alphapulse").absolute())
-    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    # NoDecode: a comma-separated list from a shell is parsed by the validator below, not as JSON.
+    symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
     timezone: str = "UTC"
     base_timeframe: str = "15m"
     # Sample data and partitions start here; the monthly cadence needs 18 months before its first key.
@@ -67,7 +102,7 @@ class AlphaPulseSettings(BaseSettings):
     # Where candle partitions are written: a local path or an fsspec URL (s3://, gs://, memory://).
     storage_url: str | None = None
     # Source names in fallback order: sample, files, postgres, exchange.
-    sources: tuple[str, ...] = ("sample",)
+    sources: Annotated[tuple[str, ...], NoDecode] = ("sample",)
     files_dir: Path | None = None
     postgres_url_env: str = "ALPHAPULSE_MARKET_DB_URL"
     exchange_id: str = "binance"
@@ -76,22 +111,18 @@ class AlphaPulseSettings(BaseSettings):
     quality: QualitySettings = QualitySettings()
     retry: RetrySettings = RetrySettings()
 
-    nightly: CadenceSettings = CadenceSettings(
-        cron="0 2 * * *", timeframe="15m", window_days=16, budget_seconds=15 * 60, min_rows=100,
-        min_validation_samples=150,
-    )
-    weekly: CadenceSettings = CadenceSettings(
-        cron="0 3 * * 0", timeframe="1h", window_days=70, budget_seconds=3600, min_rows=1000
-    )
-    monthly: CadenceSettings = CadenceSettings(
-        cron="0 3 1 * *", timeframe="4h", window_days=548, budget_seconds=4 * 3600, min_rows=5000
-    )
+    # One class per cadence, so that overriding one field from the environment keeps the others' defaults.
+    nightly: NightlySettings = NightlySettings()
+    weekly: WeeklySettings = WeeklySettings()
+    monthly: MonthlySettings = MonthlySettings()
 
     @field_validator("symbols", "sources", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         # Accept "BTCUSDT,ETHUSDT" from a shell as well as a JSON list.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return tuple(json.loads(value))
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 

@@ -172,68 +172,99 @@ def build_cadence_assets(name: str) -> list:
             "rows_per_symbol": dg.MetadataValue.md(per_symbol.rename(columns={"size": "rows", "mean": "positive rate"}).to_markdown()),
         })
 
-    model_assets = [_model_asset(name, spec, partitions, gate_cfg, symbol, group, tags) for symbol in SETTINGS.symbols]
-    champion_assets = [_champion_asset(name, partitions, symbol, group, tags) for symbol in SETTINGS.symbols]
-    return [training_set, *model_assets, *champion_assets]
+    return [training_set, _models_step(name, spec, partitions, gate_cfg, group, tags)]
 
 
-def _model_asset(name, spec, partitions, gate_cfg, symbol, group, tags):
-    @dg.asset(
-        key=["models", name, symbol],
-        partitions_def=partitions,
+def _models_step(name, spec, partitions, gate_cfg, group, tags):
+    """models/<cadence>/<SYMBOL> and champions/<cadence>/<SYMBOL> for every symbol, produced by one step.
+
+    One step for all symbols: Dagster's cost per step (events written to the instance) is most of a
+    nightly run's time, and one symbol's work is small. Each symbol is still its own pair of assets with
+    its own blocking gate checks: a symbol whose gate fails gets no champion materialization (its current
+    champion keeps serving) while the others are promoted, and the step then reports the failed checks.
+    A symbol whose training raises is recorded as "champion kept" and does not stop the others.
+    """
+    def keys(symbol):
+        return dg.AssetKey(["models", name, symbol]), dg.AssetKey(["champions", name, symbol])
+
+    specs, checks = [], []
+    for symbol in SETTINGS.symbols:
+        model_key, champion_key = keys(symbol)
+        asset_tags = {**tags, "alphapulse/symbol": symbol}
+        specs += [
+            dg.AssetSpec(model_key, deps=[dg.AssetKey(["training_sets", name])], group_name=group,
+                         kinds={"scikitlearn"}, tags=asset_tags, code_version=CODE_VERSION, skippable=True,
+                         description=f"{symbol} {name} challenger: trained, evaluated out of sample against naive "
+                                     "baselines and the champion, registered, and gated by blocking checks."),
+            dg.AssetSpec(champion_key, deps=[model_key], group_name=group, kinds={"scikitlearn"}, tags=asset_tags,
+                         skippable=True,
+                         description=f"The {symbol} {name} model in service: materialized when a challenger passes "
+                                     "its gate and is promoted."),
+        ]
+        checks += [dg.AssetCheckSpec(rule, asset=model_key, blocking=True, description=GATE_DESCRIPTIONS[rule])
+                   for rule in GATE_RULES]
+
+    @dg.multi_asset(
+        name=f"{name}_models",
+        specs=specs,
+        check_specs=checks,
         ins={"training_set": dg.AssetIn(["training_sets", name], input_manager_key="training_set_io_manager")},
-        check_specs=[dg.AssetCheckSpec(rule, asset=["models", name, symbol], blocking=True,
-                                       description=GATE_DESCRIPTIONS[rule]) for rule in GATE_RULES],
+        partitions_def=partitions,
         retry_policy=training_retry_policy(),
         pool="training",
-        group_name=group,
-        kinds={"scikitlearn"},
-        tags={**tags, "alphapulse/symbol": symbol},
-        code_version=CODE_VERSION,
-        description=f"{symbol} {name} challenger: trained, evaluated out of sample against naive baselines and the "
-                    "champion, registered in the model registry, and gated by blocking checks.",
+        can_subset=True,
+        op_tags=tags,
     )
-    def model(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistryResource):
-        with classified_failures(f"training the {name} model for {symbol}"):
-            ds = Dataset.from_frame(training_set).for_symbol(symbol)
-            outcome = train_symbol(model_registry.get(), ds, spec, gate_cfg, symbol=symbol,
-                                   partition=context.partition_key, code_version=CODE_VERSION, git_revision=GIT_REVISION)
-        metadata = outcome.metadata(f"{CODE_VERSION} ({GIT_REVISION})")
-        metadata["artifact"] = dg.MetadataValue.path(outcome.version.uri)
-        yield dg.Output(
-            {"symbol": symbol, "cadence": name, "version": outcome.version.version, "gate_passed": outcome.gate.passed},
-            metadata=metadata,
-        )
-        for rule in outcome.gate.rules:
-            yield dg.AssetCheckResult(check_name=rule.rule, passed=rule.passed, description=rule.description,
-                                      metadata={k: (v if isinstance(v, (int, float, str)) else str(v))
-                                                for k, v in rule.metadata.items()})
-
-    return model
-
-
-def _champion_asset(name, partitions, symbol, group, tags):
-    @dg.asset(
-        key=["champions", name, symbol],
-        partitions_def=partitions,
-        ins={"challenger": dg.AssetIn(["models", name, symbol])},
-        group_name=group,
-        kinds={"scikitlearn"},
-        tags={**tags, "alphapulse/symbol": symbol},
-        description=f"The {symbol} {name} model in service. Materialized only when a challenger passes its gate.",
-    )
-    def champion(context: dg.AssetExecutionContext, challenger: dict, model_registry: ModelRegistryResource):
+    def models(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistryResource):
         registry = model_registry.get()
-        decision, previous = promote(registry, symbol, name, challenger["version"], context.partition_key)
-        metrics = registry.get(symbol, name, decision.version).info.get("metrics", {})
-        return dg.Output(
-            {"symbol": symbol, "cadence": name, "version": decision.version},
-            metadata={"version": decision.version, "previous_version": previous.version if previous else -1,
-                      "promoted_at": decision.at.isoformat(),
-                      **{f"model_{k}": float(v) for k, v in metrics.items() if k in ("log_loss", "auc", "f1", "accuracy")}},
-        )
+        dataset = Dataset.from_frame(training_set)
+        selected = context.selected_asset_keys
+        failed: list[str] = []
+        transient: list[Exception] = []
+        for symbol in SETTINGS.symbols:
+            model_key, champion_key = keys(symbol)
+            if model_key not in selected:
+                continue
+            done = [v for v in registry.versions(symbol, name) if v.info.get("run_id") == context.run_id]
+            if done:  # a retry of this step: this symbol's turn already happened in an earlier attempt
+                context.log.info(f"{symbol}: v{done[-1].version} was trained by an earlier attempt of this run")
+                continue
+            try:
+                with classified_failures(f"training the {name} model for {symbol}"):
+                    outcome = train_symbol(registry, dataset.for_symbol(symbol), spec, gate_cfg, symbol=symbol,
+                                           partition=context.partition_key, code_version=CODE_VERSION,
+                                           git_revision=GIT_REVISION, run_id=context.run_id)
+            except dg.Failure as exc:  # recorded by train_symbol as "champion kept"; the others go on
+                context.log.error(f"{symbol}: {exc.description}")
+                failed.append(f"{symbol}: {exc.description}")
+                continue
+            except Exception as exc:  # transient: finish the other symbols, then let the retry policy act
+                context.log.warning(f"{symbol}: {exc}; will be retried")
+                transient.append(exc)
+                continue
+            metadata = outcome.metadata(f"{CODE_VERSION} ({GIT_REVISION})")
+            metadata["artifact"] = dg.MetadataValue.path(outcome.version.uri)
+            yield dg.MaterializeResult(asset_key=model_key, metadata=metadata)
+            for rule in outcome.gate.rules:
+                yield dg.AssetCheckResult(asset_key=model_key, check_name=rule.rule, passed=rule.passed,
+                                          description=rule.description,
+                                          metadata={k: (v if isinstance(v, (int, float, str)) else str(v))
+                                                    for k, v in rule.metadata.items()})
+            if outcome.gate.passed and champion_key in selected:
+                decision, previous = promote(registry, symbol, name, outcome.version.version, context.partition_key)
+                metrics = outcome.version.info.get("metrics", {})
+                yield dg.MaterializeResult(asset_key=champion_key, metadata={
+                    "version": decision.version, "previous_version": previous.version if previous else -1,
+                    "promoted_at": decision.at.isoformat(),
+                    **{f"model_{k}": float(v) for k, v in metrics.items() if k in ("log_loss", "auc", "f1", "accuracy")},
+                })
+        if transient:
+            raise transient[0]
+        if failed:
+            raise dg.Failure(description=f"{len(failed)} symbol(s) failed to train; their champions keep serving: "
+                                         + "; ".join(failed), allow_retries=False)
 
-    return champion
+    return models
 
 
 CADENCES = ("nightly", "weekly", "monthly")

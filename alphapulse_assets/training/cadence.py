@@ -115,6 +115,7 @@ def train_symbol(
     partition: str,
     code_version: str,
     git_revision: str = "unknown",
+    run_id: str | None = None,
 ) -> SymbolOutcome:
     """Train, evaluate and gate one symbol's challenger, register it, and record a rejection.
 
@@ -162,7 +163,7 @@ def train_symbol(
         "params": challenger.params,
         "data_start": str(challenger.data_start), "data_end": str(challenger.data_end),
         "features": list(FEATURE_NAMES),
-        "partition": partition,
+        "partition": partition, "run_id": run_id,
         "code_version": code_version, "git": git_revision,
         "gate_passed": gate.passed, "gate_reason": gate.reason,
         "reference_profile": drift_lib.reference_profile(ds.X),

@@ -1,0 +1,134 @@
+"""Cadence benchmark: a cadence run through Dagster against the same work in a plain Python loop.
+
+For each of the nightly and weekly cadences, in one process, interleaved and repeated:
+
+- platform: the cadence's job executed against a SQLite Dagster instance on disk (what
+  ``alphapulse run <cadence>`` does, and what the schedule's run does once the run worker has started):
+  training-set asset (features and labels for every symbol, stored as Parquet), then per symbol the
+  challenger asset (train, evaluate, gate checks, register) and the champion asset where the gate passed;
+- plain: the same library functions in a loop: read the candle window from the store, build the
+  training set, then ``training.cadence.train_symbol`` and ``promote`` per symbol.
+
+Each repetition starts from an empty model registry, so both paths do identical work. The figure is
+platform time / plain time (lower is better). The run worker's process start and the queue's pickup
+(4-5 s with the daemon) are not in it: they are per run, not per symbol, and are reported separately
+in bench/README.md.
+
+    python bench/bench_cadences.py --symbols 5 [--repeat 3]
+    python bench/bench_cadences.py --symbols 50 --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--symbols", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cadences", default="nightly,weekly")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="alphapulse-bench-cadence-"))
+    defaults = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT"]
+    symbols = (defaults + [f"SYN{i:02d}USDT" for i in range(args.symbols)])[: args.symbols]
+    # Settings are read at import: point everything at the temp folder before importing the platform.
+    os.environ.update({
+        "ALPHAPULSE_SYMBOLS": ",".join(symbols),
+        "ALPHAPULSE_HOME": str(work / "home"),
+        "DAGSTER_HOME": str(work / "dagster"),
+    })
+    (work / "dagster").mkdir(parents=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+    import dagster as dg
+    import pandas as pd
+
+    from alphapulse_assets.definitions import defs
+    from alphapulse_assets.market_data.resample import resample_candles
+    from alphapulse_assets.market_data.schema import to_arrow
+    from alphapulse_assets.market_data.sources.sample import SampleSource
+    from alphapulse_assets.market_data.storage import ParquetPartitionStore
+    from alphapulse_assets.settings import get_settings
+    from alphapulse_assets.training.assets import _build_training_set, gate_config, spec_for, _candle_asset_for
+    from alphapulse_assets.training.cadence import promote, train_symbol
+    from alphapulse_assets.training.registry import ModelRegistry
+
+    settings = get_settings()
+    store = ParquetPartitionStore(settings.candle_store_url)
+    keys = {"nightly": "2024-06-10", "weekly": "2024-06-02"}
+    start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-06-12", tz="UTC")
+    t0 = time.perf_counter()
+    base = SampleSource().fetch(symbols, start, end)
+    days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
+    store.write_days("market_candles", to_arrow(base), days)
+    store.write_days("candles_1h", to_arrow(resample_candles(base, "15m", "1h")), days)
+    print(f"setup: {len(base):,} candles for {len(symbols)} symbols in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    class Window:  # what _build_training_set reads from a Dagster context
+        def __init__(self, partitions_def, key):
+            self.partition_time_window = partitions_def.time_window_for_partition_key(key)
+
+    def plain(name: str, registry_dir: Path) -> None:
+        spec, cfg = spec_for(name), gate_config(name)
+        registry = ModelRegistry(str(registry_dir / "models"), f"sqlite:///{registry_dir}/platform.db")
+        from alphapulse_assets.training.assets import partitions_for
+        from alphapulse_assets.market_data.resources import CandleStoreResource
+
+        ds, _ = _build_training_set(Window(partitions_for(name), keys[name]), CandleStoreResource(), name, spec,
+                                    _candle_asset_for(spec.timeframe))
+        for symbol in symbols:
+            outcome = train_symbol(registry, ds.for_symbol(symbol), spec, cfg, symbol=symbol,
+                                   partition=keys[name], code_version="bench")
+            if outcome.gate.passed:
+                promote(registry, symbol, name, outcome.version.version, keys[name])
+
+    def platform(name: str, registry_dir: Path) -> None:
+        os.environ["ALPHAPULSE_PLATFORM_DB_URL"] = f"sqlite:///{registry_dir}/platform.db"
+        from alphapulse_assets.training.assets import ModelRegistryResource
+
+        job = defs.resolve_job_def(f"{name}_cadence")
+        instance = dg.DagsterInstance.get()
+        result = job.execute_in_process(
+            instance=instance, partition_key=keys[name],
+            resources={"model_registry": ModelRegistryResource(artifact_root=str(registry_dir / "models"),
+                                                               db_url=f"sqlite:///{registry_dir}/platform.db")},
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            raise_on_error=False,
+        )
+        unexpected = [e.step_key for e in result.all_events if e.is_step_failure
+                      and e.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError"]
+        if unexpected:
+            raise SystemExit(f"platform run failed: {unexpected}")
+
+    results = {}
+    for name in args.cadences.split(","):
+        times = {"plain": [], "platform": []}
+        for i in range(args.repeat):
+            for path, fn in (("plain", plain), ("platform", platform)):
+                registry_dir = work / f"{name}-{path}-{i}"
+                registry_dir.mkdir()
+                t = time.perf_counter()
+                fn(name, registry_dir)
+                times[path].append(time.perf_counter() - t)
+                print(f"{name} {path} #{i}: {times[path][-1]:.2f}s", flush=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        results[name] = {"plain_s": round(med["plain"], 3), "platform_s": round(med["platform"], 3),
+                         "ratio": round(med["platform"] / med["plain"], 3)}
+    out = {"symbols": len(symbols), "repeat": args.repeat, "results": results}
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

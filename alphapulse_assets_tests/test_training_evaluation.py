@@ -209,23 +209,6 @@ def test_bootstrap_holds_its_level_where_zero_lag_dm_does_not():
     assert dm_hits >= 2 * max(boot_hits, 3)
 
 
-def test_end_to_end_model_beats_base_rate_out_of_sample():
-    """60 days, 2 symbols, next-bar direction, purged walk-forward: the GBM's log loss vs the base rate."""
-    candles, X, y, fwd, last_dir = _sample_xy(60, ["BTCUSDT", "ETHUSDT"])
-    proba, base, rows = _walk_forward(candles, X, y, _gbm)
-    lm, lb = per_sample_log_loss(y[rows], proba), per_sample_log_loss(y[rows], base)
-    result = paired_bootstrap(lm, lb, n_boot=1000, block=96, seed=0)
-    report = evaluate(
-        y[rows], proba, fwd[rows], {"base_rate": base}, BARS_PER_YEAR_15M, groups=candles["symbol"].to_numpy()[rows]
-    )
-    print(
-        f"\n60d x 2 symbols, direction(1): n={len(rows)} log loss model {lm.mean():.5f} base rate {lb.mean():.5f} "
-        f"edge {lb.mean() - lm.mean():+.5f} nats, bootstrap p={result.p_value:.3f}, auc {report.model['auc']:.3f}"
-    )
-    assert report.edge("base_rate") > 0
-    assert report.model["auc"] > 0.5
-
-
 def test_end_to_end_edge_is_significant_with_more_data():
     """120 days of all 5 default symbols: the same pipeline's edge is significant at 5%."""
     candles, X, y, _, _ = _sample_xy(120, ["BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT"])

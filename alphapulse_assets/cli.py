@@ -182,6 +182,36 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate the pipeline on history a user brings (files source), any bar size, against the baselines."""
+    import pandas as pd
+
+    from alphapulse_assets.market_data.sources.files import FileSource
+    from alphapulse_assets.training.pipeline import CadenceSpec, train_challenger
+    from alphapulse_assets.training.promotion import GateConfig, evaluate_gate
+
+    source = FileSource(Path(args.files), timeframe=args.timeframe, source_timezone=args.timezone)
+    symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else source.symbols()
+    start = pd.Timestamp(args.start or "1970-01-01", tz="UTC")
+    end = pd.Timestamp(args.end, tz="UTC") if args.end else pd.Timestamp.now(tz="UTC").normalize()
+    spec = CadenceSpec("evaluate", args.timeframe, window_days=(end - start).days, estimator="hgb",
+                       n_splits=args.splits, min_train_bars=args.min_train_bars)
+    print(f"{'symbol':<10} {'bars':>7} {'n_val':>6} {'logloss':>8} {'base':>7} {'persist':>7} {'auc':>6} {'sharpe':>7}  verdict")
+    for symbol in symbols:
+        candles = source.fetch([symbol], start, end)
+        ch = train_challenger(candles, spec, symbol=symbol)
+        r = ch.report
+        gate = evaluate_gate(n_validation=ch.n_validation, model_log_loss=float(r.model["log_loss"]),
+                             baseline_log_loss={k: float(v["log_loss"]) for k, v in r.baselines.items()},
+                             significance=ch.significance, champion=None, drift=None,
+                             cfg=GateConfig(min_validation_samples=args.min_validation))
+        verdict = "would be promoted" if gate.passed else f"would be rejected: {gate.reason}"
+        print(f"{symbol:<10} {len(candles):>7} {ch.n_validation:>6} {r.model['log_loss']:>8.4f} "
+              f"{r.baselines['base_rate']['log_loss']:>7.4f} {r.baselines['persistence_calibrated']['log_loss']:>7.4f} "
+              f"{r.model['auc']:>6.3f} {r.model['sharpe']:>7.2f}  {verdict[:120]}")
+    return 0
+
+
 def demo_window(end: date) -> date:
     """The first candle day that the newest partition of every cadence needs."""
     import pandas as pd
@@ -292,6 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--reason", required=True)
     models.set_defaults(func=cmd_models)
 
+    ev = sub.add_parser("evaluate", help="evaluate the pipeline on your own history (files source), any bar size")
+    ev.add_argument("--files", required=True, help="folder in the files-source layout (see README)")
+    ev.add_argument("--timeframe", required=True, help="bar size of the files, e.g. 1d, 1h, 15m")
+    ev.add_argument("--symbols", default=None, help="comma-separated (default: every symbol in the folder)")
+    ev.add_argument("--start", default=None)
+    ev.add_argument("--end", default=None)
+    ev.add_argument("--timezone", default=None, help="time zone of naive timestamps in the files (default UTC)")
+    ev.add_argument("--splits", type=int, default=4)
+    ev.add_argument("--min-train-bars", type=int, default=300)
+    ev.add_argument("--min-validation", type=int, default=500)
+    ev.set_defaults(func=cmd_evaluate)
+
     ing = sub.add_parser("ingest", help="materialize market data for a range of days")
     ing.add_argument("--start", type=_date, required=True)
     ing.add_argument("--end", type=_date, default=None)
@@ -302,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the status as JSON for scripts")
     st.add_argument("--no-sources", action="store_true", help="skip the market-data source reachability check")
     st.set_defaults(func=cmd_status)
+
+    from alphapulse_assets.recovery.cli import add_breaker_parser
+
+    add_breaker_parser(sub, _prepare_home)  # alphapulse breaker list|history|force-open|disable|reset
     return parser
 
 

@@ -65,7 +65,10 @@ def _resources(url: str, now: float) -> dict | None:
     source = "stored by resource_metrics_sensor"
     if sample is None or now - sample.at > SAMPLE_STALE_SECONDS:
         ms = get_monitoring_settings()
-        sample, _ = ResourceSampler(ms.mount_points, ms.process_match).sample(None)
+        sampler = ResourceSampler(ms.mount_points, ms.process_match)
+        counters = sampler.counters(time.time())
+        time.sleep(0.25)  # a command may wait a moment (a sensor never does): CPU % and rates need two readings
+        sample, _ = sampler.sample(counters)
         source = "live (the resource sensor has not stored a recent sample)"
     return {**sample.to_dict(), "age_seconds": max(0.0, now - sample.at), "source": source}
 

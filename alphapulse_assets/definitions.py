@@ -17,6 +17,8 @@ from alphapulse_assets.monitoring.sensors import (
     MONITORING_SCHEDULES,
     MONITORING_SENSORS,
 )
+from alphapulse_assets.recovery.gating import gate_schedule
+from alphapulse_assets.recovery.sensors import breaker_sensor, breakers_asset
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
 from alphapulse_assets.training.drift_assets import (
@@ -46,14 +48,16 @@ ingest_market_data_job = dg.define_asset_job(
 def ingest_market_data_schedule(context: dg.ScheduleEvaluationContext):
     with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
         key = DAILY.get_last_partition_key()
-    return dg.RunRequest(run_key=f"ingest:{key}", partition_key=key, tags={"alphapulse/trigger": "schedule"})
+    request = dg.RunRequest(run_key=f"ingest:{key}", partition_key=key, tags={"alphapulse/trigger": "schedule"})
+    return gate_schedule(("market_data",), request)  # skips while the market-data breaker is open
 
 
 defs = dg.Definitions(
-    assets=[*candle_assets, *(a for assets in cadence_assets.values() for a in assets), *drift_assets, *MONITORING_ASSETS],
+    assets=[*candle_assets, *(a for assets in cadence_assets.values() for a in assets), *drift_assets, breakers_asset,
+            *MONITORING_ASSETS],
     jobs=[ingest_market_data_job, *CADENCE_JOBS.values(), drift_monitoring_job, *MONITORING_JOBS],
     schedules=[ingest_market_data_schedule, *CADENCE_SCHEDULES, drift_monitoring_schedule, *MONITORING_SCHEDULES],
-    sensors=[drift_retrain_sensor, *MONITORING_SENSORS],
+    sensors=[drift_retrain_sensor, breaker_sensor, *MONITORING_SENSORS],
     resources={
         "market_data": MarketDataResource(),
         "candle_io_manager": PartitionedParquetIOManager(),

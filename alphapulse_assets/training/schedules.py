@@ -7,6 +7,8 @@ rather than once per missed tick: a missed nightly run is superseded by the next
 
 import dagster as dg
 
+from alphapulse_assets.recovery.config import SCHEDULE_DEPENDENCIES, load_recovery_config
+from alphapulse_assets.recovery.gating import gate_schedule
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import CADENCES, cadence_assets, partitions_for
 
@@ -47,7 +49,10 @@ def cadence_schedule(name: str) -> dg.ScheduleDefinition:
         key = latest_partition_key(name, context.scheduled_execution_time)
         if key is None:
             return dg.SkipReason(f"no complete {name} partition yet")
-        return dg.RunRequest(run_key=f"{name}:{key}", partition_key=key, tags={"alphapulse/trigger": "schedule"})
+        request = dg.RunRequest(run_key=f"{name}:{key}", partition_key=key, tags={"alphapulse/trigger": "schedule"})
+        # The circuit breakers decide: the request, the request as a probe, or a skip with the reason.
+        deps = SCHEDULE_DEPENDENCIES.get(f"{name}_schedule", ("training",))
+        return gate_schedule(deps, request, heavy=name in load_recovery_config().heavy_cadences)
 
     return _schedule
 

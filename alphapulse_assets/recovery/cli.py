@@ -1,0 +1,101 @@
+"""``alphapulse breaker ...``: the operator's controls over the circuit breakers.
+
+    alphapulse breaker list                                  every breaker, its state, since, retry_at, reason
+    alphapulse breaker history [NAME] [--limit N]            recent transitions, oldest first
+    alphapulse breaker force-open NAME --reason TEXT         hold it open (schedules skip) until reset
+    alphapulse breaker disable NAME --reason TEXT            switch it off (never trips) until reset
+    alphapulse breaker reset NAME --reason TEXT              back to CLOSED
+
+Actions are recorded with ``by`` = ``$USER`` and the reason, in the breaker's events (the breaker sensor
+alerts on them and shows them in the UI). Names are the protected dependencies of the recovery
+configuration (``market_data``, ``training`` by default) or breakers already stored; anything else is
+refused so that a typo does not create a breaker nobody reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable
+
+from alphapulse_assets.monitoring.alerts import iso_utc
+
+
+def _operator() -> str:
+    user = os.environ.get("USER") or os.environ.get("USERNAME")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except Exception:  # pragma: no cover - no passwd entry in a container
+        return "unknown"
+
+
+def add_breaker_parser(sub, prepare: Callable[[], object]) -> None:
+    """Add ``breaker`` to the CLI; ``prepare`` sets up DAGSTER_HOME before the store is opened."""
+    brk = sub.add_parser("breaker", help="show and control the circuit breakers")
+    brk_sub = brk.add_subparsers(dest="breaker_command", required=True)
+    brk_sub.add_parser("list", help="every breaker with its state, since, retry_at and reason")
+    hist = brk_sub.add_parser("history", help="recent breaker transitions")
+    hist.add_argument("name", nargs="?", default=None)
+    hist.add_argument("--limit", type=int, default=20)
+    for action, text in (("force-open", "hold a breaker open until reset: its schedules skip"),
+                         ("disable", "switch a breaker off (never trips) until reset"),
+                         ("reset", "close a breaker again")):
+        p = brk_sub.add_parser(action, help=text)
+        p.add_argument("name")
+        p.add_argument("--reason", required=True, help="why (recorded with your user name)")
+    brk.set_defaults(func=lambda args: cmd_breaker(args, prepare))
+
+
+def _known_names(store, config) -> list[str]:
+    return sorted(set(config.dependencies) | set(config.breakers) | set(store.all()))
+
+
+def cmd_breaker(args: argparse.Namespace, prepare: Callable[[], object] | None = None, *, out=None,
+                now: float | None = None) -> int:
+    out = out or sys.stdout
+    if prepare is not None:
+        prepare()
+    from alphapulse_assets.recovery import breaker as bk
+    from alphapulse_assets.recovery.config import load_recovery_config
+    from alphapulse_assets.recovery.gating import default_store
+
+    store = default_store()
+    config = load_recovery_config()
+    now = store.clock() if now is None else now
+    command = args.breaker_command
+    if command == "list":
+        stored = store.all()
+        names = _known_names(store, config)
+        print(f"{'breaker':<14} {'state':<12} {'since':<21} {'retry_at':<21} {'ok':>5} {'fail':>5}  reason", file=out)
+        for name in names:
+            state = bk.current(stored[name], config.breaker(name), now)[0] if name in stored else bk.initial_state(now)
+            retry = iso_utc(state.retry_at) if state.retry_at is not None else "-"
+            since = iso_utc(state.since) if name in stored else "-"
+            reason = state.reason if name in stored else "no outcome recorded yet"
+            print(f"{name:<14} {state.state.value:<12} {since:<21} {retry:<21} {state.successes:>5} {state.failures:>5}  "
+                  f"{reason}", file=out)
+        return 0
+    if command == "history":
+        for ev in store.events(name=args.name, limit=args.limit):
+            print(f"{iso_utc(ev.at)}  {ev.name:<14} {ev.from_state:>11} -> {ev.to_state:<11}  {ev.reason}", file=out)
+        return 0
+    name = args.name
+    if name not in _known_names(store, config):
+        print(f"alphapulse: unknown breaker {name!r}; known: {', '.join(_known_names(store, config))}", file=sys.stderr)
+        return 2
+    reason = args.reason.strip()
+    if not reason:
+        print("alphapulse: --reason must not be empty", file=sys.stderr)
+        return 2
+    by = _operator()
+    action = {"force-open": store.force_open, "disable": store.disable, "reset": store.reset}[command]
+    state = action(name, by, reason, now)
+    print(f"{name}: {state.state.value} ({state.reason})", file=out)
+    return 0
+
+
+__all__ = ["add_breaker_parser", "cmd_breaker"]

@@ -69,12 +69,17 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         return (self.layout == "days" and isinstance(pdef, dg.TimeWindowPartitionsDefinition)
                 and pdef.cron_schedule.startswith("0 0 * * *"))
 
+    @staticmethod
+    def _key(context: dg.OutputContext | dg.InputContext) -> str:
+        keys = context.asset_partition_keys
+        return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
+
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not context.has_asset_partitions:
             raise dg.DagsterInvariantViolationError("PartitionedParquetIOManager stores partitioned assets only")
         started = time.perf_counter()
-        if not self._is_daily(context):  # weekly / monthly partitions: one file per partition key
-            path = self.store.write_key(self._dataset(context), context.asset_partition_key,
+        if not self._is_daily(context):  # one file per partition key (or per key range, for a backfill run)
+            path = self.store.write_key(self._dataset(context), self._key(context),
                                         pa.Table.from_pandas(obj, preserve_index=False))
             context.add_output_metadata({"storage": dg.MetadataValue.path(path),
                                          "write_seconds": round(time.perf_counter() - started, 4)})
@@ -93,6 +98,6 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         if not self._is_daily(context):
-            return self.store.read_key(self._dataset(context), context.asset_partition_key)
+            return self.store.read_key(self._dataset(context), self._key(context))
         keys = context.asset_partition_keys
         return self.store.read_days(self._dataset(context), keys)

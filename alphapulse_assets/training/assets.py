@@ -36,6 +36,9 @@ from alphapulse_assets.training.registry import ModelRegistry
 
 SETTINGS = get_settings()
 CODE_VERSION = "training-1"
+# A backfill of a year of nightly partitions runs as a few runs of up to 92 days, each processing its days in
+# order (the nightly model is warm-started day after day), so cost grows with the days, not the runs.
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=92)
 
 GATE_DESCRIPTIONS = {
     "enough_validation_samples": "Enough out-of-sample rows to judge the challenger.",
@@ -111,8 +114,10 @@ def _candle_asset_for(timeframe: str) -> str:
 
 def _build_training_set(context, candle_store: CandleStoreResource, name: str, spec: CadenceSpec,
                         candle_asset: str) -> tuple[Dataset, list[str]]:
-    window = context.partition_time_window
-    start, end = _training_window(spec, pd.Timestamp(window.end))
+    # A backfill run covers a range of partitions: its data starts where the first partition's window starts.
+    first = partitions_for(name).time_window_for_partition_key(context.partition_keys[0])
+    start, _ = _training_window(spec, pd.Timestamp(first.end))
+    end = pd.Timestamp(context.partition_time_window.end)
     days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
     store = candle_store.store
     missing = [d for d in days if not store.exists(candle_asset, d)]
@@ -141,6 +146,7 @@ def build_cadence_assets(name: str) -> list:
     @dg.asset(
         key=["training_sets", name],
         partitions_def=partitions,
+        backfill_policy=BACKFILL_POLICY,
         deps=[candle_asset],
         io_manager_key="training_set_io_manager",
         group_name=group,
@@ -210,6 +216,7 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
         check_specs=checks,
         ins={"training_set": dg.AssetIn(["training_sets", name], input_manager_key="training_set_io_manager")},
         partitions_def=partitions,
+        backfill_policy=BACKFILL_POLICY,
         retry_policy=training_retry_policy(),
         pool="training",
         can_subset=True,
@@ -219,50 +226,70 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
         registry = model_registry.get()
         dataset = Dataset.from_frame(training_set)
         selected = context.selected_asset_keys
+        partition_keys = context.partition_keys
+        backfill = len(partition_keys) > 1
         failed: list[str] = []
         transient: list[Exception] = []
         for symbol in SETTINGS.symbols:
             model_key, champion_key = keys(symbol)
             if model_key not in selected:
                 continue
-            done = [v for v in registry.versions(symbol, name) if v.info.get("run_id") == context.run_id]
-            if done:  # a retry of this step: this symbol's turn already happened in an earlier attempt
-                context.log.info(f"{symbol}: v{done[-1].version} was trained by an earlier attempt of this run")
+            done = {v.info.get("partition") for v in registry.versions(symbol, name) if v.info.get("run_id") == context.run_id}
+            outcomes, promoted = [], []
+            for key in partition_keys:  # in time order: each day's nightly update starts from the last champion
+                if key in done:  # a retry of this step: this turn already happened in an earlier attempt
+                    continue
+                window = partitions.time_window_for_partition_key(key)
+                rows = dataset.for_symbol(symbol).between(
+                    pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days), pd.Timestamp(window.end))
+                try:
+                    with classified_failures(f"training the {name} model for {symbol} ({key})"):
+                        outcome = train_symbol(registry, rows, spec, gate_cfg, symbol=symbol, partition=key,
+                                               code_version=CODE_VERSION, git_revision=GIT_REVISION,
+                                               run_id=context.run_id)
+                except dg.Failure as exc:  # recorded by train_symbol as "champion kept"; the others go on
+                    context.log.error(f"{symbol} {key}: {exc.description}")
+                    failed.append(f"{symbol} {key}: {exc.description}")
+                    continue
+                except Exception as exc:  # transient: finish the others, then let the retry policy act
+                    context.log.warning(f"{symbol} {key}: {exc}; will be retried")
+                    transient.append(exc)
+                    continue
+                outcomes.append(outcome)
+                if outcome.gate.passed and champion_key in selected:
+                    promoted.append(promote(registry, symbol, name, outcome.version.version, key))
+            if not outcomes:
                 continue
-            try:
-                with classified_failures(f"training the {name} model for {symbol}"):
-                    outcome = train_symbol(registry, dataset.for_symbol(symbol), spec, gate_cfg, symbol=symbol,
-                                           partition=context.partition_key, code_version=CODE_VERSION,
-                                           git_revision=GIT_REVISION, run_id=context.run_id)
-            except dg.Failure as exc:  # recorded by train_symbol as "champion kept"; the others go on
-                context.log.error(f"{symbol}: {exc.description}")
-                failed.append(f"{symbol}: {exc.description}")
-                continue
-            except Exception as exc:  # transient: finish the other symbols, then let the retry policy act
-                context.log.warning(f"{symbol}: {exc}; will be retried")
-                transient.append(exc)
-                continue
-            metadata = outcome.metadata(f"{CODE_VERSION} ({GIT_REVISION})")
-            metadata["artifact"] = dg.MetadataValue.path(outcome.version.uri)
+            last = outcomes[-1]
+            metadata = last.metadata(f"{CODE_VERSION} ({GIT_REVISION})")
+            metadata["artifact"] = dg.MetadataValue.path(last.version.uri)
+            if backfill:
+                metadata.update({"backfill_days": len(outcomes), "promoted_days": len(promoted),
+                                 "versions": f"v{outcomes[0].version.version}..v{last.version.version}"})
             yield dg.MaterializeResult(asset_key=model_key, metadata=metadata)
-            for rule in outcome.gate.rules:
-                yield dg.AssetCheckResult(asset_key=model_key, check_name=rule.rule, passed=rule.passed,
-                                          description=rule.description,
-                                          metadata={k: (v if isinstance(v, (int, float, str)) else str(v))
-                                                    for k, v in rule.metadata.items()})
-            if outcome.gate.passed and champion_key in selected:
-                decision, previous = promote(registry, symbol, name, outcome.version.version, context.partition_key)
-                metrics = outcome.version.info.get("metrics", {})
+            for rule in last.gate.rules:
+                passed_days = sum(1 for o in outcomes for r in o.gate.rules if r.rule == rule.rule and r.passed)
+                yield dg.AssetCheckResult(
+                    asset_key=model_key, check_name=rule.rule, passed=rule.passed,
+                    # A backfill reports, it does not block: its decisions were taken day by day.
+                    severity=dg.AssetCheckSeverity.WARN if backfill else dg.AssetCheckSeverity.ERROR,
+                    description=(f"passed on {passed_days}/{len(outcomes)} days; last day: " if backfill else "")
+                                + rule.description,
+                    metadata={k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in rule.metadata.items()},
+                )
+            if promoted:
+                decision, previous = promoted[-1]
+                metrics = registry.get(symbol, name, decision.version).info.get("metrics", {})
                 yield dg.MaterializeResult(asset_key=champion_key, metadata={
                     "version": decision.version, "previous_version": previous.version if previous else -1,
-                    "promoted_at": decision.at.isoformat(),
+                    "promoted_at": decision.at.isoformat(), "promotions_in_run": len(promoted),
                     **{f"model_{k}": float(v) for k, v in metrics.items() if k in ("log_loss", "auc", "f1", "accuracy")},
                 })
         if transient:
             raise transient[0]
         if failed:
-            raise dg.Failure(description=f"{len(failed)} symbol(s) failed to train; their champions keep serving: "
-                                         + "; ".join(failed), allow_retries=False)
+            raise dg.Failure(description=f"{len(failed)} training(s) failed; those champions keep serving: "
+                                         + "; ".join(failed[:10]), allow_retries=False)
 
     return models
 

@@ -168,6 +168,7 @@ def train_symbol(
         "gate_passed": gate.passed, "gate_reason": gate.reason,
         "reference_profile": drift_lib.reference_profile(ds.X),
         "n_validation": challenger.n_validation,
+        "warm_started_from": challenger.warm_started_from,
     })
     if not gate.passed:
         registry.reject(version, reason=gate.reason)

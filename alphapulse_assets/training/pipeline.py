@@ -94,6 +94,12 @@ class Dataset:
         return Dataset(self.X[m].reset_index(drop=True), self.y[m], self.forward[m], self.last_dir[m],
                        self.timestamps[m].reset_index(drop=True), self.symbols[m])
 
+    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> "Dataset":
+        """Rows with start <= timestamp < end (one partition's window inside a backfill's training set)."""
+        m = ((self.timestamps >= start) & (self.timestamps < end)).to_numpy()
+        return Dataset(self.X[m].reset_index(drop=True), self.y[m], self.forward[m], self.last_dir[m],
+                       self.timestamps[m].reset_index(drop=True), self.symbols[m])
+
     def to_frame(self) -> pd.DataFrame:
         """One row per sample: symbol, timestamp, label, forward, last_dir and the features (for storage)."""
         meta = pd.DataFrame({"symbol": self.symbols, "timestamp": self.timestamps.to_numpy(), "label": self.y,

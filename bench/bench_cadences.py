@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cadences", default="nightly,weekly")
+    parser.add_argument("--backfill-days", type=int, default=0,
+                        help="also time a backfill of this many nightly partitions (runs of 92 days, as the policy)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -66,7 +68,9 @@ def main() -> None:
     settings = get_settings()
     store = ParquetPartitionStore(settings.candle_store_url)
     keys = {"nightly": "2024-06-10", "weekly": "2024-06-02"}
-    start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-06-12", tz="UTC")
+    backfill_first = pd.Timestamp("2024-06-12", tz="UTC")
+    start = pd.Timestamp("2024-03-01", tz="UTC")
+    end = max(pd.Timestamp("2024-06-12", tz="UTC"), backfill_first + pd.Timedelta(days=args.backfill_days + 1))
     t0 = time.perf_counter()
     base = SampleSource().fetch(symbols, start, end)
     days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
@@ -110,8 +114,66 @@ def main() -> None:
         if unexpected:
             raise SystemExit(f"platform run failed: {unexpected}")
 
+    def backfill_days() -> list[str]:
+        return [str(d.date()) for d in pd.date_range(backfill_first, periods=args.backfill_days, freq="D")]
+
+    def plain_backfill(registry_dir: Path) -> None:
+        from alphapulse_assets.market_data.resources import CandleStoreResource
+        from alphapulse_assets.training.assets import partitions_for
+
+        spec, cfg = spec_for("nightly"), gate_config("nightly")
+        registry = ModelRegistry(str(registry_dir / "models"), f"sqlite:///{registry_dir}/platform.db")
+        days = backfill_days()
+        pdef = partitions_for("nightly")
+
+        class Range:
+            partition_keys = days
+            partition_time_window = type("W", (), {"end": pdef.time_window_for_partition_key(days[-1]).end})
+
+        ds, _ = _build_training_set(Range(), CandleStoreResource(), "nightly", spec, "market_candles")
+        for symbol in symbols:
+            rows = ds.for_symbol(symbol)
+            for day in days:
+                end_ = pd.Timestamp(pdef.time_window_for_partition_key(day).end)
+                outcome = train_symbol(registry, rows.between(end_ - pd.Timedelta(days=spec.window_days), end_), spec,
+                                       cfg, symbol=symbol, partition=day, code_version="bench")
+                if outcome.gate.passed:
+                    promote(registry, symbol, "nightly", outcome.version.version, day)
+
+    def platform_backfill(registry_dir: Path) -> None:
+        from alphapulse_assets.training.assets import ModelRegistryResource
+
+        job = defs.resolve_job_def("nightly_cadence")
+        days = backfill_days()
+        for i in range(0, len(days), 92):  # the backfill policy's runs
+            chunk = days[i:i + 92]
+            result = job.execute_in_process(
+                instance=dg.DagsterInstance.get(),
+                tags={"dagster/asset_partition_range_start": chunk[0], "dagster/asset_partition_range_end": chunk[-1]},
+                resources={"model_registry": ModelRegistryResource(artifact_root=str(registry_dir / "models"),
+                                                                   db_url=f"sqlite:///{registry_dir}/platform.db")},
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+                raise_on_error=False,
+            )
+            if not result.success:
+                raise SystemExit("platform backfill run failed")
+
     results = {}
-    for name in args.cadences.split(","):
+    if args.backfill_days:
+        times = {"plain": [], "platform": []}
+        for i in range(args.repeat):
+            for path, fn in (("plain", plain_backfill), ("platform", platform_backfill)):
+                registry_dir = work / f"backfill-{path}-{i}"
+                registry_dir.mkdir()
+                t = time.perf_counter()
+                fn(registry_dir)
+                times[path].append(time.perf_counter() - t)
+                print(f"backfill {path} #{i}: {times[path][-1]:.2f}s", flush=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        results[f"nightly_backfill_{args.backfill_days}d"] = {
+            "plain_s": round(med["plain"], 3), "platform_s": round(med["platform"], 3),
+            "ratio": round(med["platform"] / med["plain"], 3)}
+    for name in [c for c in args.cadences.split(",") if c]:
         times = {"plain": [], "platform": []}
         for i in range(args.repeat):
             for path, fn in (("plain", plain), ("platform", platform)):

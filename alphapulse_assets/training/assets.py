@@ -236,11 +236,12 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
                 continue
             done = {v.info.get("partition") for v in registry.versions(symbol, name) if v.info.get("run_id") == context.run_id}
             outcomes, promoted = [], []
+            symbol_rows = dataset.for_symbol(symbol)
             for key in partition_keys:  # in time order: each day's nightly update starts from the last champion
                 if key in done:  # a retry of this step: this turn already happened in an earlier attempt
                     continue
                 window = partitions.time_window_for_partition_key(key)
-                rows = dataset.for_symbol(symbol).between(
+                rows = symbol_rows.between(
                     pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days), pd.Timestamp(window.end))
                 try:
                     with classified_failures(f"training the {name} model for {symbol} ({key})"):

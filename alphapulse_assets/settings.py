@@ -104,6 +104,8 @@ class AlphaPulseSettings(BaseSettings):
     # Source names in fallback order: sample, files, postgres, exchange.
     sources: Annotated[tuple[str, ...], NoDecode] = ("sample",)
     files_dir: Path | None = None
+    # Time zone of naive timestamps in the files (an exchange's local time, a broker's server time).
+    files_timezone: str | None = None
     postgres_url_env: str = "ALPHAPULSE_MARKET_DB_URL"
     exchange_id: str = "binance"
     source_timeout_seconds: float = Field(30.0, gt=0)

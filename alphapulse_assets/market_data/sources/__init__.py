@@ -39,7 +39,7 @@ def build_source(name: str, settings: AlphaPulseSettings) -> CandleSource:
 
         if settings.files_dir is None:
             raise PermanentError("the files source needs ALPHAPULSE_FILES_DIR (a folder of CSV/Parquet files)", where="settings")
-        return FileSource(settings.files_dir, timeframe=settings.base_timeframe)
+        return FileSource(settings.files_dir, timeframe=settings.base_timeframe, source_timezone=settings.files_timezone)
     if name == "postgres":
         from alphapulse_assets.market_data.sources.postgres import PostgresSource
 

@@ -69,6 +69,36 @@ def _consecutive_runs(days: Sequence[date]) -> list[list[date]]:
     return runs
 
 
+def atomic_write(fs, is_local: bool, target: str, write, *, what: str) -> None:
+    """Write a file so that a reader sees the old content or the new, never a part.
+
+    Locally: a hidden temporary file beside the target, flushed and fsynced, renamed over it. On an
+    object store: one upload, which the store publishes only when complete. A full disk is a system error.
+    """
+    try:
+        if is_local:
+            directory = os.path.dirname(target)
+            os.makedirs(directory, exist_ok=True)
+            tmp = f"{directory}/.{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp"
+            try:
+                with open(tmp, "wb") as fh:
+                    write(fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            fs.makedirs(os.path.dirname(target), exist_ok=True)
+            with fs.open(target, "wb") as fh:
+                write(fh)
+    except OSError as exc:
+        if classify(exc).error_class is ErrorClass.SYSTEM:
+            raise SystemResourceError(f"cannot write {what}: {exc}", where=target) from exc
+        raise
+
+
 class ParquetPartitionStore:
     def __init__(self, root: str, *, compression: str = "snappy"):
         self.root = str(root).rstrip("/")
@@ -157,27 +187,8 @@ class ParquetPartitionStore:
         nonempty = [(d, lo, n) for d, lo, n in slices if n]
         schema = table.schema.with_metadata({**(table.schema.metadata or {}),
                                              _DAYS_KEY: json.dumps([str(d) for d, _, _ in nonempty]).encode()})
-        try:
-            if self.is_local:
-                os.makedirs(self._dir(dataset), exist_ok=True)
-                tmp = f"{self._dir(dataset)}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-                try:
-                    with open(tmp, "wb") as fh:
-                        self._write_row_groups(fh, schema, table, nonempty)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, target)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-            else:
-                self.fs.makedirs(self._dir(dataset), exist_ok=True)
-                with self.fs.open(target, "wb") as fh:
-                    self._write_row_groups(fh, schema, table, nonempty)
-        except OSError as exc:
-            if classify(exc).error_class is ErrorClass.SYSTEM:
-                raise SystemResourceError(f"cannot write {dataset} {first}..{last}: {exc}", where=target) from exc
-            raise
+        atomic_write(self.fs, self.is_local, target, lambda fh: self._write_row_groups(fh, schema, table, nonempty),
+                     what=f"{dataset} {first}..{last}")
         return Segment(generation, first, last, name)
 
     # -- one file per key (weekly / monthly partitions, training sets) -------------------------------
@@ -185,27 +196,8 @@ class ParquetPartitionStore:
         """Write ``table`` as the whole content of partition ``key``, atomically; returns its path."""
         safe = key.replace("/", "_")
         target = f"{self._dir(dataset)}/by_key/{safe}.parquet"
-        try:
-            if self.is_local:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                tmp = f"{os.path.dirname(target)}/.{safe}.{uuid.uuid4().hex[:8]}.tmp"
-                try:
-                    with open(tmp, "wb") as fh:
-                        pq.write_table(table, fh, compression=self.compression)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, target)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-            else:
-                self.fs.makedirs(os.path.dirname(target), exist_ok=True)
-                with self.fs.open(target, "wb") as fh:
-                    pq.write_table(table, fh, compression=self.compression)
-        except OSError as exc:
-            if classify(exc).error_class is ErrorClass.SYSTEM:
-                raise SystemResourceError(f"cannot write {dataset} {key}: {exc}", where=target) from exc
-            raise
+        atomic_write(self.fs, self.is_local, target, lambda fh: pq.write_table(table, fh, compression=self.compression),
+                     what=f"{dataset} {key}")
         return target
 
     def read_key(self, dataset: str, key: str) -> pd.DataFrame:

@@ -137,7 +137,8 @@ def test_a_failed_cadence_keeps_every_champion_and_records_it(project, tmp_path)
     assert registry.champion("ETHUSDT", "weekly").version == 1
 
 
-def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project, monkeypatch):
+def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project, monkeypatch, tmp_path):
+    monkeypatch.setenv("ALPHAPULSE_PLATFORM_DB_URL", f"sqlite:///{tmp_path}/platform.db")  # breakers live here
     instance = dg.DagsterInstance.ephemeral()
 
     def fail_drift_check(symbol):
@@ -167,6 +168,18 @@ def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project,
     ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
     assert len(drift_assets.drift_retrain_sensor(ctx)) == 1  # a day later, one more
 
+    # While the training breaker is forced open, the retrain waits and is not counted against the cooldown.
+    from alphapulse_assets.recovery.breaker_store import BreakerStore
+
+    BreakerStore(f"sqlite:///{tmp_path}/platform.db").force_open("training", by="test", reason="maintenance",
+                                                                 now=clock[0])
+    clock[0] += 2 * 24 * 3600
+    fail_drift_check("ETHUSDT")
+    ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
+    skipped = drift_assets.drift_retrain_sensor(ctx)
+    assert isinstance(skipped, dg.SkipReason) and "training" in skipped.skip_message
+    assert json.loads(ctx.cursor)["last_request"]["ETHUSDT"] == t0 + 24 * 3600 + 1
+
 
 def test_a_nightly_backfill_runs_many_days_in_one_run_in_order(project):
     """Six nightly partitions in one run: one version per symbol per day, warm-started along the chain."""
@@ -189,3 +202,39 @@ def test_a_nightly_backfill_runs_many_days_in_one_run_in_order(project):
     assert any("days; last day" in (c.description or "") for c in checks)
     mats = [m for m in result.get_asset_materialization_events() if m.asset_key.path[0] == "models"]
     assert {m.partition for m in mats} == {f"2024-06-0{d}" for d in range(1, 7)}
+
+
+def test_automatic_rollback_rule():
+    from alphapulse_assets.training.promotion import rollback_needed
+
+    cfg = GateConfig()
+    assert rollback_needed({"accuracy": 0.60}, {"accuracy": 0.50, "n": 600}, cfg)[0]  # -16.7 %
+    assert not rollback_needed({"accuracy": 0.60}, {"accuracy": 0.52, "n": 600}, cfg)[0]  # -13.3 %
+    held, why = rollback_needed({"accuracy": 0.60}, {"accuracy": 0.40, "n": 100}, cfg)
+    assert not held and "only 100 newly labelled rows" in why
+
+
+def test_a_champion_that_degrades_on_new_data_is_rolled_back(hourly, tmp_path):
+    from alphapulse_assets.training.cadence import promote, train_symbol
+    from alphapulse_assets.training.registry import ModelRegistry
+
+    registry = ModelRegistry(str(tmp_path / "models"), f"sqlite:///{tmp_path}/p.db")
+    ds = make_dataset(hourly[hourly.symbol == "ETHUSDT"], WEEKLY)
+    noise = np.random.default_rng(3).normal(0, 0.7, len(ds))
+    follows = (ds.X["ret_z_4"].to_numpy() + noise > 0).astype(float)  # a regime where the label follows the feature
+    cfg = GateConfig(min_validation_samples=200, rollback_min_rows=200)
+    t = ds.timestamps
+    at = [t.iloc[int(len(ds) * q)] for q in (0.0, 0.25, 0.5, 0.75)]
+    planted = dataclasses.replace(ds, y=follows)
+    for run, (a, b) in enumerate([(at[0], at[2]), (at[1], at[3])]):  # two promoted champions: v1, then v2
+        out = train_symbol(registry, planted.between(a, b), WEEKLY, cfg, symbol="ETHUSDT",
+                           partition=f"p{run}", code_version="test")
+        assert out.gate.passed, out.gate.reason
+        promote(registry, "ETHUSDT", "weekly", out.version.version, f"p{run}")
+    assert registry.champion("ETHUSDT", "weekly").version == 2
+    flipped = dataclasses.replace(ds, y=1.0 - follows).between(at[2], t.max() + pd.Timedelta(1))  # the relation reverses
+    out = train_symbol(registry, flipped, WEEKLY, cfg, symbol="ETHUSDT", partition="p2", code_version="test")
+    assert out.rollback and out.rollback.startswith("rolled back v2 -> v1")
+    assert registry.champion("ETHUSDT", "weekly").version == 1
+    last = [d for d in registry.history("ETHUSDT", "weekly") if d.action == "rolled_back"][-1]
+    assert last.by == "auto-rollback" and "accuracy" in last.reason

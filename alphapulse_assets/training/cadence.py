@@ -21,6 +21,7 @@ from alphapulse_assets.training.evaluation import classification_metrics
 from alphapulse_assets.training.pipeline import CadenceSpec, Challenger, Dataset, naive_utc, predict_dataset, train_challenger
 from alphapulse_assets.training.promotion import (
     DRIFT_GATE_FEATURES,
+    ChampionComparison,
     GateConfig,
     GateResult,
     compare_with_champion,
@@ -93,16 +94,19 @@ def _champion_on_new_rows(ds: Dataset, challenger: Challenger, champion: ModelVe
     unseen = ds.since(pd.Timestamp(data_end) + pd.Timedelta(1)) if data_end else ds.since(
         pd.Timestamp(challenger.oos["timestamp"].min(), tz="UTC"))
     if not len(unseen):
-        return None, {}
+        return ChampionComparison(champion.version, 0, float("nan"), float("nan"), {}), {}
     unseen_ts = naive_utc(unseen.timestamps)
     mask = np.isin(unseen_ts, challenger.oos["timestamp"].to_numpy())
-    comparison = None
+    # No shared unseen rows is still a comparison (of nothing): the gate refuses rather than waving it through.
+    comparison = ChampionComparison(champion.version, 0, float("nan"), float("nan"), {})
     if mask.any():
         challenger_proba = challenger.oos.set_index("timestamp")["proba"].loc[unseen_ts[mask]].to_numpy()
         comparison = compare_with_champion(unseen.y[mask], challenger_proba,
                                            champion_model.predict_proba(unseen.X.to_numpy()[mask])[:, 1],
                                            champion.version)
-    return comparison, classification_metrics(unseen.y, predict_dataset(champion_model, unseen))
+    realized = classification_metrics(unseen.y, predict_dataset(champion_model, unseen))
+    realized["n"] = len(unseen)
+    return comparison, realized
 
 
 def train_symbol(

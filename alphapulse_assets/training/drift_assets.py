@@ -17,6 +17,7 @@ import pandas as pd
 from alphapulse_assets.features.indicators import build_features
 from alphapulse_assets.market_data.assets import DAILY
 from alphapulse_assets.market_data.resources import CandleStoreResource
+from alphapulse_assets.recovery.gating import gate_run_request
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training import drift as drift_lib
 from alphapulse_assets.training.assets import ModelRegistryResource, _candle_asset_for, spec_for
@@ -136,22 +137,33 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext):
             failed.append(evaluation.asset_key.path[-1])
         state["after"] = record.storage_id
     now = clock()
+    previous = dict(state["last_request"])
     chosen, state["last_request"] = retrain_requests(failed, state["last_request"], now)
     key = latest_partition_key(REFERENCE_CADENCE, pd.Timestamp(now, unit="s", tz="UTC").to_pydatetime())
-    requests = []
+    requests, blocked = [], []
     if key is not None:
         for symbol in chosen:
-            requests.append(dg.RunRequest(
+            request = dg.RunRequest(
                 run_key=f"drift-retrain:{symbol}:{int(now)}",
                 partition_key=key,
                 asset_selection=[dg.AssetKey(["training_sets", REFERENCE_CADENCE]),
                                  dg.AssetKey(["models", REFERENCE_CADENCE, symbol]),
                                  dg.AssetKey(["champions", REFERENCE_CADENCE, symbol])],
                 tags={"alphapulse/trigger": "drift", "alphapulse/symbol": symbol},
-            ))
+            )
+            # Retrains go through the training breaker like scheduled runs; a blocked one is asked again later.
+            gated = gate_run_request(["training"], request, now)
+            if isinstance(gated, dg.SkipReason):
+                blocked.append(f"{symbol}: {gated.skip_message}")
+                state["last_request"].pop(symbol, None)
+                if symbol in previous:
+                    state["last_request"][symbol] = previous[symbol]
+            else:
+                requests.append(gated)
     context.update_cursor(json.dumps(state))
     if not requests:
         skipped = sorted(set(failed) - set(chosen))
         return dg.SkipReason(f"{len(failed)} failed drift check(s); "
-                             + (f"in cooldown: {', '.join(skipped)}" if skipped else "nothing to retrain"))
+                             + (f"in cooldown: {', '.join(skipped)}; " if skipped else "")
+                             + (f"blocked: {'; '.join(blocked)}" if blocked else "nothing more to retrain"))
     return requests

@@ -44,6 +44,9 @@ class GateConfig:
     ks_threshold: float = 0.15
     rollback_metric: str = "accuracy"
     rollback_drop: float = 0.15
+    # Judge a champion's realized performance on at least this many newly labelled rows: on fewer, a 15 %
+    # drop is mostly noise (and a promoted model's validation score is optimistic: it won a selection).
+    rollback_min_rows: int = 500
 
 
 @dataclass
@@ -162,6 +165,9 @@ def evaluate_gate(
 def rollback_needed(recorded: dict[str, Any], realized: dict[str, Any], cfg: GateConfig) -> tuple[bool, str]:
     """Whether the champion's realized performance on newly labelled data dropped beyond the threshold."""
     metric = cfg.rollback_metric
+    n = realized.get("n")
+    if isinstance(n, int) and n < cfg.rollback_min_rows:
+        return False, f"only {n} newly labelled rows (rollback judged on {cfg.rollback_min_rows} or more)"
     before, after = recorded.get(metric), realized.get(metric)
     if not isinstance(before, (int, float)) or not isinstance(after, (int, float)) or not before > 0 or np.isnan(after):
         return False, f"{metric} not available to compare"

@@ -80,6 +80,7 @@ def main() -> None:
 
     class Window:  # what _build_training_set reads from a Dagster context
         def __init__(self, partitions_def, key):
+            self.partition_keys = [key]
             self.partition_time_window = partitions_def.time_window_for_partition_key(key)
 
     def plain(name: str, registry_dir: Path) -> None:

@@ -252,16 +252,45 @@ class DagsterDeployment:
         with urllib.request.urlopen(self.base_url + path, timeout=timeout) as resp:
             return json.loads(resp.read().decode())
 
-    def graphql(self, query: str, variables: dict | None = None, timeout: float = 30.0) -> dict:
-        """Raw GraphQL against the webserver; raises on GraphQL errors."""
+    def graphql(self, query: str, variables: dict | None = None, timeout: float = 30.0, attempts: int = 3) -> dict:
+        """Raw GraphQL against the webserver; raises on GraphQL errors.
+
+        A request that fails with a server error is tried again (up to ``attempts``): after PostgreSQL
+        restarts, each of the webserver's pooled connections fails one request before it is replaced
+        (dagster-postgres does not pre-ping them), as an operator reloading the page would see.
+        """
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(self.base_url + "/graphql", data=body,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            payload = json.loads(resp.read().decode())
-        if payload.get("errors"):
-            raise DeploymentError(f"GraphQL errors: {payload['errors']}")
-        return payload["data"]
+        for attempt in range(attempts):
+            req = urllib.request.Request(self.base_url + "/graphql", data=body,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as resp:
+                    payload = json.loads(resp.read().decode())
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == attempts - 1:
+                    raise
+                time.sleep(1)
+                continue
+            if payload.get("errors"):
+                if attempt < attempts - 1 and "OperationalError" in str(payload["errors"]):
+                    time.sleep(1)
+                    continue
+                raise DeploymentError(f"GraphQL errors: {payload['errors']}")
+            return payload["data"]
+        raise DeploymentError("unreachable")
+
+    def submit(self, job: str, attempts: int = 3, **kwargs) -> str:
+        """Launch ``job`` through the GraphQL client (queued); retried like ``graphql`` on a stale connection."""
+        from dagster_graphql import DagsterGraphQLClientError
+
+        for attempt in range(attempts):
+            try:
+                return self.client().submit_job_execution(job, **kwargs)
+            except DagsterGraphQLClientError as exc:
+                if "OperationalError" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(1)
+        raise DeploymentError("unreachable")
 
     def client(self):
         """Dagster's own Python GraphQL client, as an operator's script would use it."""

@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 SKIP_DIRS = {".git", ".venv", ".alphapulse", ".hypothesis", ".pytest_cache", "node_modules", "test-artifacts",
              "build", "__pycache__", "alphapulse_assets.egg-info"}

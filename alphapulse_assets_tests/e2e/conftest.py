@@ -10,7 +10,6 @@ so that a failed blocking check is always there to look at.
 from __future__ import annotations
 
 import json
-import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 

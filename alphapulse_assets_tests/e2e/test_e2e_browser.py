@@ -57,7 +57,6 @@ def cadence_runs(deployment):
     from dagster._core.storage.dagster_run import RunsFilter
 
     instance = deployment.instance()
-    client = deployment.client()
     runs = {}
     for name in CADENCES:
         done = [r for r in instance.get_runs(filters=RunsFilter(job_name=f"{name}_cadence")) if r.is_finished]
@@ -65,7 +64,7 @@ def cadence_runs(deployment):
             runs[name] = done[0].run_id
             continue
         key = _latest_key(deployment, name)
-        runs[name] = client.submit_job_execution(f"{name}_cadence", tags={"dagster/partition": key})
+        runs[name] = deployment.submit(f"{name}_cadence", tags={"dagster/partition": key})
     for run_id in runs.values():
         deployment.wait_for_run(run_id, timeout=300)
     return runs

@@ -38,9 +38,8 @@ def test_scheduled_tick_of_each_cadence_goes_through_queue_and_materializes(live
             result = d.graphql(SCHEDULE_MUTATION % "startSchedule", {"sel": _selector(f"{name}_schedule")})["startSchedule"]
             assert result["__typename"] == "ScheduleStateResult", result
         # The crons tick every minute in this deployment: within ~70 s each schedule has asked for a run.
-        runs = d.wait_until(lambda: [r[0] for r in ([_runs_of_schedule(instance, f"{n}_schedule")] for n in CADENCES)]
-                            if all(_runs_of_schedule(instance, f"{n}_schedule") for n in CADENCES) else None,
-                            timeout=150, what="a scheduled run of every cadence", interval=2)
+        d.wait_until(lambda: all(_runs_of_schedule(instance, f"{n}_schedule") for n in CADENCES),
+                     timeout=150, what="a scheduled run of every cadence", interval=2)
     finally:
         for name in CADENCES:  # back to the default (stopped); run keys make any later tick a no-op anyway
             d.graphql(SCHEDULE_MUTATION % "resetSchedule", {"sel": _selector(f"{name}_schedule")})

@@ -61,7 +61,7 @@ def test_run_worker_killed_with_sigkill_during_training_is_detected_and_retried(
     d = live_deployment
     instance = d.instance()
     key = latest_key(d, "weekly")
-    run_id = d.client().submit_job_execution("weekly_cadence", tags={"dagster/partition": key,
+    run_id = d.submit("weekly_cadence", tags={"dagster/partition": key,
                                                                      "alphapulse/test": "sigkill"})
     pid = d.wait_until(lambda: RunSummary(instance, run_id).worker_pid, timeout=120, what="the run worker's pid",
                        interval=0.2)
@@ -124,7 +124,7 @@ def test_postgres_stopped_and_restarted_during_a_run_loses_nothing(live_deployme
     start, end = YESTERDAY - pd.Timedelta(days=39), YESTERDAY - pd.Timedelta(days=10)
     days = [str(x.date()) for x in pd.date_range(start, end, freq="D")]
     before = {day: _materialization_count(instance, "market_candles", day) for day in days}
-    run_id = d.client().submit_job_execution("ingest_market_data", tags={
+    run_id = d.submit("ingest_market_data", tags={
         "dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1],
         "alphapulse/test": "postgres-restart"})
     d.wait_until(lambda: "market_candles" in _step_states(instance, run_id), timeout=120,
@@ -138,7 +138,7 @@ def test_postgres_stopped_and_restarted_during_a_run_loses_nothing(live_deployme
     if status != "SUCCESS":  # a crashed worker is retried by run retries; a failed step is re-launched
         retry = _retry_of(instance, run_id)
         if retry is None:
-            retry_id = d.client().submit_job_execution("ingest_market_data", tags={
+            retry_id = d.submit("ingest_market_data", tags={
                 "dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]})
         else:
             retry_id = retry.run_id
@@ -158,21 +158,8 @@ def test_postgres_stopped_and_restarted_during_a_run_loses_nothing(live_deployme
     d.wait_ready(time.monotonic() + 120, heartbeat_after=time.time())
     # And launching works again. The webserver's pooled connections died with the server: dagster-postgres
     # does not pre-ping them, so a request on a stale one fails once (and the pool is then refreshed).
-    again = submit_after_outage(d, "ingest_market_data", tags={"dagster/partition": days[0]})
+    again = d.submit("ingest_market_data", tags={"dagster/partition": days[0]})
     assert d.wait_for_run(again, timeout=180) == "SUCCESS", d.logs()
-
-
-def submit_after_outage(d, job: str, **kwargs) -> str:
-    from dagster_graphql import DagsterGraphQLClientError
-
-    for attempt in range(5):
-        try:
-            return d.client().submit_job_execution(job, **kwargs)
-        except DagsterGraphQLClientError as exc:
-            if "OperationalError" not in str(exc) or attempt == 4:
-                raise
-            time.sleep(1)
-    raise AssertionError("unreachable")
 
 
 def _wait_tolerating_outage(d, instance, run_id, timeout):
@@ -208,7 +195,7 @@ def test_source_that_hangs_or_returns_garbage_fails_cleanly_and_writes_nothing(l
             fake_exchange.hang(nth, seconds=30)  # far beyond ALPHAPULSE_SOURCE_TIMEOUT_SECONDS=2
         else:
             fake_exchange.garbage(nth, "arity")
-    run_id = d.client().submit_job_execution("ingest_market_data", run_config=EXCHANGE_ONLY,
+    run_id = d.submit("ingest_market_data", run_config=EXCHANGE_ONLY,
                                              tags={"dagster/partition": day, "alphapulse/test": f"source-{fault}"})
     assert d.wait_for_run(run_id, timeout=180) == "FAILURE"
     summary = RunSummary(instance, run_id)
@@ -254,7 +241,7 @@ def test_corrupted_model_artifact_is_refused_and_not_promoted(live_deployment):
     with pytest.raises(ArtifactIntegrityError):
         reg.load(champion)
 
-    run_id = d.client().submit_job_execution("nightly_cadence", tags={"dagster/partition": key,
+    run_id = d.submit("nightly_cadence", tags={"dagster/partition": key,
                                                                       "alphapulse/test": "corrupt-model"})
     d.wait_for_run(run_id, timeout=300)
     summary = RunSummary(instance, run_id)

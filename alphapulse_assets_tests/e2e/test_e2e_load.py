@@ -58,8 +58,7 @@ def test_fifty_partition_runs_queued_at_once_complete_once_each(live_deployment)
     sensors_before = _running_sensors(d)
 
     load_started = time.time()
-    client = d.client()
-    run_ids = [client.submit_job_execution("ingest_market_data", tags={"dagster/partition": day,
+    run_ids = [d.submit("ingest_market_data", tags={"dagster/partition": day,
                                                                        "alphapulse/test": "load"})
                for day in days]
     assert len(set(run_ids)) == N_RUNS

@@ -67,9 +67,21 @@ def test_project_dagster_yaml_stores_and_reads_runs_in_dagster_layout(tmp_path, 
         run = instance.get_run_by_id(results[-1].run_id)
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert [e for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.is_step_success]
+        # Run files are made from a template: not a run itself, and stamped at the same schema revision as
+        # a run file Dagster's own storage creates.
+        assert sorted(instance.event_log_storage.get_all_run_ids()) == sorted(r.run_id for r in results)
     storage = home / ".alphapulse" / "storage"
     for name in ("history/runs.db", "history/runs/index.db", "schedules/schedules.db"):
         assert (storage / name).exists(), name
+    revision = "SELECT version_num FROM alembic_version"
+    ours = sqlite3.connect(storage / "history" / "runs" / f"{results[0].run_id}.db").execute(revision).fetchall()
+    with dg.instance_for_test() as stock:
+        stock_run = _materialize(stock, "2024-01-01").run_id
+        stock_db = Path(stock.event_log_storage.path_for_shard(stock_run))
+        assert sqlite3.connect(stock_db).execute(revision).fetchall() == ours
+        schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+        ours_schema = sqlite3.connect(storage / "history" / "runs" / f"{results[0].run_id}.db").execute(schema)
+        assert sqlite3.connect(stock_db).execute(schema).fetchall() == ours_schema.fetchall()
     mode = sqlite3.connect(storage / "history" / "runs" / "index.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
 

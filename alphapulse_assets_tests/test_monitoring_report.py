@@ -73,13 +73,13 @@ def training_set():
 
 
 @dg.asset(key=["models", "nightly", "BTCUSDT"], deps=[training_set], retry_policy=dg.RetryPolicy(max_retries=1),
-          check_specs=[dg.AssetCheckSpec("beats_baselines", asset=["models", "nightly", "BTCUSDT"], blocking=True)])
+          check_specs=[dg.AssetCheckSpec("promotion_gate", asset=["models", "nightly", "BTCUSDT"], blocking=True)])
 def btc_model():
     ATTEMPTS["btc"] += 1
     if BEHAVIOUR["btc_flaky"] and ATTEMPTS["btc"] == 1:
         raise ConnectionError("exchange reset the connection")
     yield dg.Output(1)
-    yield dg.AssetCheckResult(check_name="beats_baselines", passed=BEHAVIOUR["gate_pass"])
+    yield dg.AssetCheckResult(check_name="promotion_gate", passed=BEHAVIOUR["gate_pass"])
 
 
 @dg.asset(key=["models", "nightly", "ETHUSDT"], deps=[training_set])

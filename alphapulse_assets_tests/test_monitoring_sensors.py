@@ -256,7 +256,7 @@ def test_failed_check_alerts_once_per_channel_and_resolves_once(channels, platfo
 def test_gate_rejection_is_info_not_paged():
     from alphapulse_assets.monitoring.sensors import check_alert_severity
 
-    assert check_alert_severity("models/nightly/BTCUSDT", "beats_baselines", "ERROR").value == "info"
+    assert check_alert_severity("models/nightly/BTCUSDT", "promotion_gate", "ERROR").value == "info"
     assert check_alert_severity("market_candles", "no_gaps", "ERROR").value == "error"
     assert check_alert_severity("market_candles", "outliers", "WARN").value == "warning"
 

@@ -105,8 +105,16 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     first = run_weekly(project, "2024-05-26")
     champions = {m.asset_key.path[-1] for m in first.get_asset_materialization_events() if m.asset_key.path[0] == "champions"}
     assert champions == {"ETHUSDT", "DOTUSDT"}  # the sample market at this week: two symbols clear the gate
-    failed = {(e.asset_key.path[-1], e.check_name) for e in first.get_asset_check_evaluations() if not e.passed}
-    assert ("BTCUSDT", "beats_baselines") in failed and not any(s in champions for s, _ in failed)
+    evaluations = {e.asset_key.path[-1]: e for e in first.get_asset_check_evaluations()}
+    assert {e.check_name for e in evaluations.values()} == {"promotion_gate"}  # one gate per challenger
+    failed = {symbol for symbol, e in evaluations.items() if not e.passed}
+    assert "BTCUSDT" in failed and not failed & champions and set(evaluations) == failed | champions
+    btc = evaluations["BTCUSDT"]  # the reason and every rule's verdict are on the check, as the UI shows them
+    assert btc.description.startswith("rejected: ") and "beats_baselines: " in btc.description
+    assert btc.metadata["beats_baselines"].value.startswith("FAILED: ")
+    assert btc.metadata["enough_validation_samples"].value == "passed"
+    assert any(key.startswith("beats_baselines.") for key in btc.metadata)
+    assert evaluations["ETHUSDT"].description == "passed all 4 rules"
     assert registry.champion("ETHUSDT", "weekly").version == 1
     assert registry.champion("BTCUSDT", "weekly") is None  # nothing promoted, nothing serving
 
@@ -199,7 +207,9 @@ def test_a_nightly_backfill_runs_many_days_in_one_run_in_order(project):
             assert later.info["warm_started_from"] == (champion_then[-1] if champion_then else None)
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.severity == dg.AssetCheckSeverity.WARN for c in checks)
-    assert any("days; last day" in (c.description or "") for c in checks)
+    assert {c.check_name for c in checks} == {"promotion_gate"} and len(checks) == len(SYMBOLS)
+    assert all(c.description.startswith("backfill, days passed per rule: enough_validation_samples ")
+               and "/6" in c.description for c in checks)
     mats = [m for m in result.get_asset_materialization_events() if m.asset_key.path[0] == "models"]
     assert {m.partition for m in mats} == {f"2024-06-0{d}" for d in range(1, 7)}
 

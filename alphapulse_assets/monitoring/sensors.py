@@ -235,9 +235,9 @@ GATE_ASSET_PREFIX = "models/"
 def check_alert_severity(asset: str, check_name: str, check_severity: str) -> Severity:
     """A promotion gate rejecting a challenger is news, not a fault (the champion keeps serving): info.
     Other checks: their own severity (WARN -> warning, ERROR -> error)."""
-    from alphapulse_assets.training.promotion import GATE_RULES
+    from alphapulse_assets.training.promotion import GATE_CHECK
 
-    if asset.startswith(GATE_ASSET_PREFIX) and check_name in GATE_RULES:
+    if asset.startswith(GATE_ASSET_PREFIX) and check_name == GATE_CHECK:
         return Severity.INFO
     return Severity.WARNING if check_severity.upper() == "WARN" else Severity.ERROR
 

@@ -83,6 +83,8 @@ class ChampionComparison:
 DRIFT_GATE_FEATURES = ("ret_z_1", "volume_z")
 
 GATE_RULES = ("enough_validation_samples", "beats_baselines", "not_worse_than_champion", "feature_drift")
+# The Dagster check (one per challenger) that reports the rules above and blocks promotion when any fails.
+GATE_CHECK = "promotion_gate"
 
 
 def compare_with_champion(oos_y: np.ndarray, challenger_proba: np.ndarray, champion_proba: np.ndarray,

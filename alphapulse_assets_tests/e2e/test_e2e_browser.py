@@ -127,11 +127,12 @@ def test_operator_launches_a_materialization_from_the_ui_and_sees_it_succeed(pag
 def test_failed_gate_check_is_visible_on_the_model_page(page, cadence_runs, live_deployment, artifacts_dir):
     # The e2e weekly gate asks for more validation rows than exist, so this check always fails.
     page.goto(f"/assets/models/weekly/{SYMBOLS[0]}?view=checks")
-    row = page.get_by_text("enough_validation_samples", exact=True).first
+    row = page.get_by_text("promotion_gate", exact=True).first
     row.wait_for()
     row.click()
     page.get_by_text("This is a blocking asset check.").wait_for()
-    page.get_by_text(re.compile(r"out-of-sample rows \(need 1000000\)")).first.wait_for()
+    # The rule that failed and why, as the operator reads it on the check.
+    page.get_by_text(re.compile(r"enough_validation_samples: .*out-of-sample rows \(need 1000000\)")).first.wait_for()
     assert page.get_by_text("Failed", exact=True).count() >= 1
     _shot(page, artifacts_dir, "failed_check_model_page")
     # The run that produced it is marked failed in the run list, where an operator looks first.

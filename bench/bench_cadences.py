@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--worker-start", action="store_true",
                         help="also time a run worker's start (new process, import, instance), reported apart")
     args = parser.parse_args()
+    if args.json:
+        args.json = args.json.resolve()  # the benchmark runs in its temporary instance folder
 
     work = Path(tempfile.mkdtemp(prefix="alphapulse-bench-cadence-"))
     defaults = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT"]

@@ -44,6 +44,12 @@ class CandleStoreResource(dg.ConfigurableResource):
         return ParquetPartitionStore(self.base_url)
 
 
+# The frame a step just stored, for the next step of the same run in the same process (the in-process
+# executor): it reads what was written without a second trip through Parquet. One entry, so memory stays
+# bounded; a step in another process, or a later run, reads the store as usual.
+_last_written: dict[tuple[str, str, tuple[str, ...]], pd.DataFrame] = {}
+
+
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """Stores day-partitioned frames as one Parquet file per day under ``base_url`` (path or fsspec URL).
 
@@ -74,15 +80,20 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         keys = context.asset_partition_keys
         return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
 
+    def _handoff_key(self, context: dg.OutputContext | dg.InputContext, run_id: str):
+        return run_id, f"{self.base_url}/{self._dataset(context)}", tuple(context.asset_partition_keys)
+
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not context.has_asset_partitions:
             raise dg.DagsterInvariantViolationError("PartitionedParquetIOManager stores partitioned assets only")
+        _last_written.clear()
         started = time.perf_counter()
         if not self._is_daily(context):  # one file per partition key (or per key range, for a backfill run)
             path = self.store.write_key(self._dataset(context), self._key(context),
                                         pa.Table.from_pandas(obj, preserve_index=False))
             context.add_output_metadata({"storage": dg.MetadataValue.path(path),
                                          "write_seconds": round(time.perf_counter() - started, 4)})
+            _last_written[self._handoff_key(context, context.run_id)] = obj
             return
         # Candle frames are held to the exact canonical schema; other frames keep their own.
         table = to_arrow(obj) if set(obj.columns) == set(CANDLE_COLUMNS) else pa.Table.from_pandas(obj, preserve_index=False)
@@ -95,8 +106,16 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 "write_seconds": round(time.perf_counter() - started, 4),
             }
         )
+        _last_written[self._handoff_key(context, context.run_id)] = obj
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        try:
+            run_id = context.step_context.run_id  # the key holds the writer's run: a hit is this run's output
+        except Exception:  # an InputContext built outside a run (tests, direct calls)
+            run_id = None
+        written = _last_written.pop(self._handoff_key(context, run_id), None) if run_id else None
+        if written is not None:  # stored a moment ago by the upstream step of this run, in this process
+            return written
         if not self._is_daily(context):
             return self.store.read_key(self._dataset(context), self._key(context))
         keys = context.asset_partition_keys

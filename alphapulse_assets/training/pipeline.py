@@ -102,7 +102,8 @@ class Dataset:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per sample: symbol, timestamp, label, forward, last_dir and the features (for storage)."""
-        meta = pd.DataFrame({"symbol": self.symbols, "timestamp": self.timestamps.to_numpy(), "label": self.y,
+        # .array keeps the tz-aware datetime64 values; .to_numpy() would box every timestamp into an object.
+        meta = pd.DataFrame({"symbol": self.symbols, "timestamp": self.timestamps.array, "label": self.y,
                              "forward_return": self.forward, "last_direction": self.last_dir})
         return pd.concat([meta, self.X.reset_index(drop=True)], axis=1)
 

@@ -183,3 +183,47 @@ def test_full_sync_mode_is_applied_to_connections(tmp_path, monkeypatch):
             instance.run_storage._conn_string)
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_web_ui_reads_runs_and_checks_from_this_storage(tmp_path, monkeypatch):
+    import json
+    import urllib.request
+
+    home = _home(tmp_path, monkeypatch)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run_id = _materialize(instance, "2024-01-03").run_id
+    (home / "defs.py").write_text("import dagster as dg\nfrom alphapulse_assets_tests.test_instance_storage import prices\n"
+                                  "defs = dg.Definitions(assets=[prices])\n")
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
+                               "-f", "defs.py"], cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        query = ('{ runOrError(runId: "%s") { ... on Run { status } } assetNodeOrError(assetKey: {path: ["prices"]}) '
+                 '{ ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name '
+                 'executionForLatestMaterialization { status } } } } } } }' % run_id)
+        deadline, answer = time.monotonic() + 90, None
+        while answer is None and time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", json.dumps({"query": query}).encode(),
+                                                 {"Content-Type": "application/json"})
+                answer = json.load(urllib.request.urlopen(request, timeout=10))["data"]
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                time.sleep(1)
+        assert answer is not None, "the webserver did not answer within 90 s"
+        assert answer["runOrError"]["status"] == "SUCCESS"
+        checks = answer["assetNodeOrError"]["assetChecksOrError"]["checks"]
+        assert checks == [{"name": "positive", "executionForLatestMaterialization": {"status": "SUCCEEDED"}}]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

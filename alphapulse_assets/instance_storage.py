@@ -195,7 +195,6 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     def __init__(self, base_dir: str, synchronous: str = "NORMAL", inst_data=None):
         # Not DagsterSqliteStorage.__init__: it would build the stock storages; the layout is the same.
         self.base_dir = base_dir
-        self.synchronous = synchronous
         self._inst_data = inst_data
         self._run_storage = PooledSqliteRunStorage.from_local(_runs_directory(base_dir))
         self._run_storage.use_pool(EnginePool(synchronous))
@@ -217,7 +216,5 @@ class PooledSqliteStorage(DagsterSqliteStorage):
 
     @classmethod
     def from_local(cls, base_dir: str, inst_data=None, synchronous: str = "NORMAL") -> PooledSqliteStorage:
-        from dagster._utils import mkdir_p
-
-        mkdir_p(base_dir)
+        os.makedirs(base_dir, exist_ok=True)
         return cls(base_dir, synchronous=synchronous, inst_data=inst_data)

@@ -16,18 +16,7 @@ from alphapulse_assets.monitoring.alert_store import AlertStore
 from alphapulse_assets.monitoring.alerts import AlertRouter, Notification
 from alphapulse_assets.monitoring.channels import Channel
 from alphapulse_assets.recovery.errors import SystemResourceError, TransientError, UnknownSymbolError
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_700_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> float:
-        self.t += seconds
-        return self.t
+from alphapulse_assets_tests.clock import FakeClock  # noqa: F401  (re-exported for the recovery tests)
 
 
 class CaptureChannel(Channel):

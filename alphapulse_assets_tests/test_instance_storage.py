@@ -20,6 +20,7 @@ import pytest
 
 from alphapulse_assets import instance_storage
 from alphapulse_assets.instance_storage import PooledSqliteStorage
+from alphapulse_assets_tests.pg_harness import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 STOCK_YAML = "storage:\n  sqlite:\n    base_dir: .alphapulse/storage\ntelemetry:\n  enabled: false\n"
@@ -185,14 +186,6 @@ def test_full_sync_mode_is_applied_to_connections(tmp_path, monkeypatch):
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_web_ui_reads_runs_and_checks_from_this_storage(tmp_path, monkeypatch):
     import json
     import urllib.request
@@ -202,7 +195,7 @@ def test_the_web_ui_reads_runs_and_checks_from_this_storage(tmp_path, monkeypatc
         run_id = _materialize(instance, "2024-01-03").run_id
     (home / "defs.py").write_text("import dagster as dg\nfrom alphapulse_assets_tests.test_instance_storage import prices\n"
                                   "defs = dg.Definitions(assets=[prices])\n")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
     server = subprocess.Popen([str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
                                "-f", "defs.py"], cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -23,20 +23,10 @@ from alphapulse_assets.monitoring.channels import (
 )
 from alphapulse_assets.monitoring.thresholds import RuleState, ThresholdRule, evaluate
 from alphapulse_assets.recovery.errors import DataValidationError, Severity, TransientError
+from alphapulse_assets_tests.clock import T0
+from alphapulse_assets_tests.clock import FakeClock as Clock
 
 HOUR = 3600.0
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self, t: float = T0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 class Recorder(Channel):

@@ -10,7 +10,6 @@ import datetime as dt
 import ipaddress
 import json
 import logging
-import socket
 import ssl
 import threading
 from email import message_from_bytes, policy
@@ -34,15 +33,10 @@ from alphapulse_assets.recovery.errors import (
     Severity,
     TransientError,
 )
+from alphapulse_assets_tests.pg_harness import free_port
 
 T0 = 1_700_000_000.0
 SECRET = "xoxb-T0K3N-7c1d2e3f4a5b"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- loopback HTTP server ------------------------------------------------------------------------------

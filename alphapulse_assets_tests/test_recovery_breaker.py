@@ -17,22 +17,11 @@ from alphapulse_assets.recovery.breaker import (
     Transition,
 )
 from alphapulse_assets.recovery.errors import DataValidationError, ErrorClass, PermanentError
+from alphapulse_assets_tests.clock import T0
+from alphapulse_assets_tests.clock import FakeClock as Clock
 
-T0 = 1_700_000_000.0
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 FORCED_OPEN, DISABLED = CircuitState.FORCED_OPEN, CircuitState.DISABLED
-
-
-class Clock:
-    def __init__(self, t: float = T0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> float:
-        self.t += seconds
-        return self.t
 
 
 def fail(state, cfg, now, cls=ErrorClass.TRANSIENT, detail="HTTP 503"):

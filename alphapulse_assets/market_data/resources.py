@@ -87,13 +87,16 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             raise dg.DagsterInvariantViolationError("PartitionedParquetIOManager stores partitioned assets only")
         _last_written.clear()
+        self._store(context, obj)
+        _last_written[self._handoff_key(context, context.run_id)] = obj
+
+    def _store(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         started = time.perf_counter()
         if not self._is_daily(context):  # one file per partition key (or per key range, for a backfill run)
             path = self.store.write_key(self._dataset(context), self._key(context),
                                         pa.Table.from_pandas(obj, preserve_index=False))
             context.add_output_metadata({"storage": dg.MetadataValue.path(path),
                                          "write_seconds": round(time.perf_counter() - started, 4)})
-            _last_written[self._handoff_key(context, context.run_id)] = obj
             return
         # Candle frames are held to the exact canonical schema; other frames keep their own.
         table = to_arrow(obj) if set(obj.columns) == set(CANDLE_COLUMNS) else pa.Table.from_pandas(obj, preserve_index=False)
@@ -106,7 +109,6 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 "write_seconds": round(time.perf_counter() - started, 4),
             }
         )
-        _last_written[self._handoff_key(context, context.run_id)] = obj
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         try:

@@ -20,8 +20,12 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# The quick benchmarks, as recorded in bench/README.md (the 50-symbol and one-year runs are listed there).
 bench: setup
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_ingestion.py --repeat 7
+	$(BIN)/python bench/bench_resource_sensor.py --ticks 100 --rounds 5
+	$(BIN)/python bench/bench_breaker_sensor.py --repeat 15
+	$(BIN)/python bench/bench_cadences.py --symbols 5 --repeat 7 --worker-start
 
 ui: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000

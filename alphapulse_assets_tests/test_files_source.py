@@ -16,7 +16,7 @@ import pytest
 
 from alphapulse_assets.market_data import quality
 from alphapulse_assets.market_data.schema import CANDLE_COLUMNS, schema_problems
-from alphapulse_assets.market_data.sources import files as files_mod
+from alphapulse_assets.market_data.sources.files import cache as files_cache
 from alphapulse_assets.market_data.sources.files import FileSource, cache_info, clear_cache, export_sample
 from alphapulse_assets.market_data.sources.sample import SampleSource
 from alphapulse_assets.recovery.errors import (
@@ -467,8 +467,8 @@ def test_cache_is_bounded(tmp_path, monkeypatch):
     source = FileSource(tmp_path)
     source.fetch(["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))
     one_month = cache_info()["bytes"]
-    small = files_mod._BoundedCache(max_bytes=int(one_month * 1.5))  # room for one month, not two
-    monkeypatch.setattr(files_mod, "_PARSED", small)
+    small = files_cache.BoundedCache(max_bytes=int(one_month * 1.5))  # room for one month, not two
+    monkeypatch.setattr(files_cache, "PARSED", small)
     got = source.fetch(["BTCUSDT"], ts("2024-01-01"), ts("2024-04-01"))
     assert len(got) == 91 * 96  # everything is served ...
     assert small.info()["entries"] == 1 and small.info()["bytes"] <= small.max_bytes  # ... but not all kept

@@ -1,16 +1,22 @@
 """The daily pipeline report: pure computation, and the asset materialized on a test instance over real runs
-of a job named like a cadence (one clean run, one stopped by a gate's blocking check, one with a failed
-symbol, one with a retried step), registry decisions and a tripped breaker."""
+of the real weekly cadence job (promotions, gate rejections, a run whose training set failed), a tripped
+breaker, and the alerts it raises."""
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 
 import dagster as dg
+import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
 
+from alphapulse_assets.market_data.resample import resample_candles
+from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
+from alphapulse_assets.market_data.schema import to_arrow
+from alphapulse_assets.market_data.sources.sample import SampleSource
+from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.monitoring.alert_store import AlertStore
 from alphapulse_assets.monitoring.report import (
     RunRecord,
@@ -24,7 +30,11 @@ from alphapulse_assets.monitoring.sensors import pipeline_report, pipeline_repor
 from alphapulse_assets.recovery.breaker import BreakerConfig
 from alphapulse_assets.recovery.breaker_store import BreakerStore
 from alphapulse_assets.recovery.errors import ErrorClass
-from alphapulse_assets.training.registry import ModelRegistry
+from alphapulse_assets.settings import get_settings
+from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
+from alphapulse_assets.training.schedules import JOBS
+
+SYMBOLS = list(get_settings().symbols)
 
 
 def test_percentile_matches_numpy_linear():
@@ -35,14 +45,16 @@ def test_percentile_matches_numpy_linear():
     assert percentile([], 50) is None
 
 
-def _run(i, status, durations, *, gate_only=False, eth="success", retry=False):
-    steps = (StepRecord("models__nightly__BTC", "BTC", "success", 0, durations[0], attempts=2 if retry else 1),
-             StepRecord("models__nightly__ETH", "ETH", eth, 0, durations[1]))
-    return RunRecord(f"r{i}", "nightly", status, 0.0, sum(durations), steps=steps, gate_only=gate_only)
+def _run(i, status, durations, *, gate_only=False, eth="trained", retry=False):
+    steps = (StepRecord("training_set", "success", 0, 1.0), StepRecord("nightly_models", status, 1.0, sum(durations),
+                                                                         attempts=2 if retry else 1))
+    trained = {"BTC"} | ({"ETH"} if eth == "trained" else set())
+    return RunRecord(f"r{i}", "nightly", status, 0.0, sum(durations), steps=steps, gate_only=gate_only,
+                     planned=frozenset({"BTC", "ETH"}), trained=frozenset(trained))
 
 
 def test_report_rates_durations_and_alerts():
-    runs = [_run(1, "success", (100, 200)), _run(2, "failure", (100, 300), eth="failure"),
+    runs = [_run(1, "success", (100, 200)), _run(2, "failure", (100, 300), eth="failed"),
             _run(3, "failure", (50, 50), gate_only=True), _run(4, "success", (1000, 3000), retry=True),
             RunRecord("r5", "weekly", "success", 0.0, 4000.0)]
     report = build_report("2024-05-01", (0.0, 86400.0), ["nightly", "weekly", "monthly"], ["BTC", "ETH"], runs)
@@ -61,37 +73,15 @@ def test_report_rates_durations_and_alerts():
     assert "| nightly | 4 | 3 | 1 | 75.0% | 25.0% |" in tables["cadences"]
 
 
-# -- on a test instance with real runs -------------------------------------------------------------------
-
-BEHAVIOUR = {"gate_pass": True, "eth_fails": False, "btc_flaky": False}
-ATTEMPTS = {"btc": 0}
-
-
-@dg.asset(key=["training_sets", "nightly"])
-def training_set():
-    return 1
+def test_report_alerts_are_never_stamped_in_the_future():
+    """Today's report so far: its alerts carry the time it was built, not midnight tonight."""
+    runs = [RunRecord("r1", "nightly", "failure", 0.0, 10.0)]
+    report = build_report("2024-05-01", (0.0, 86400.0), ["nightly"], ["BTC"], runs, generated_at=3600.0)
+    [(_key, _metric, event)] = [a for a in report_alerts(report) if a[1] == "pipeline_failure_rate_percent"]
+    assert event is not None and event.at == 3600.0
 
 
-@dg.asset(key=["models", "nightly", "BTCUSDT"], deps=[training_set], retry_policy=dg.RetryPolicy(max_retries=1),
-          check_specs=[dg.AssetCheckSpec("promotion_gate", asset=["models", "nightly", "BTCUSDT"], blocking=True)])
-def btc_model():
-    ATTEMPTS["btc"] += 1
-    if BEHAVIOUR["btc_flaky"] and ATTEMPTS["btc"] == 1:
-        raise ConnectionError("exchange reset the connection")
-    yield dg.Output(1)
-    yield dg.AssetCheckResult(check_name="promotion_gate", passed=BEHAVIOUR["gate_pass"])
-
-
-@dg.asset(key=["models", "nightly", "ETHUSDT"], deps=[training_set])
-def eth_model():
-    if BEHAVIOUR["eth_fails"]:
-        raise ValueError("feature column is all NaN")
-    return 1
-
-
-nightly_cadence = dg.define_asset_job("nightly_cadence", selection=[training_set, btc_model, eth_model])
-defs = dg.Definitions(assets=[training_set, btc_model, eth_model, pipeline_report], jobs=[nightly_cadence],
-                      executor=dg.in_process_executor)
+# -- on a test instance, over real runs of the real weekly cadence job ----------------------------------
 
 
 @pytest.fixture
@@ -108,43 +98,63 @@ def env(tmp_path, monkeypatch):
     get_monitoring_settings.cache_clear()
 
 
-def test_report_asset_over_real_runs(env, tmp_path):
-    job = defs.resolve_job_def("nightly_cadence")
-    with dg.instance_for_test() as instance:
-        for behaviour in ({}, {"gate_pass": False}, {"eth_fails": True}, {"btc_flaky": True}):
-            BEHAVIOUR.update({"gate_pass": True, "eth_fails": False, "btc_flaky": False, **behaviour})
-            ATTEMPTS["btc"] = 0
-            job.execute_in_process(instance=instance, raise_on_error=False)
+def _weekly_definitions(root, url, candles_url):
+    """The real weekly cadence job and its assets, on resources in a temporary folder."""
+    resources = {
+        "candle_store": CandleStoreResource(base_url=candles_url),
+        "training_set_io_manager": PartitionedParquetIOManager(base_url=str(root / "ts"), layout="keys"),
+        "model_registry": ModelRegistryResource(artifact_root=str(root / "models"), db_url=url),
+    }
+    return dg.Definitions(assets=cadence_assets["weekly"], jobs=[JOBS["weekly"]], resources=resources,
+                          executor=dg.in_process_executor)
 
-        registry = ModelRegistry(str(tmp_path / "models"), env)
-        model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
-        registry.promote(registry.register("BTCUSDT", "nightly", model), reason="passed")
-        registry.reject(registry.register("BTCUSDT", "nightly", model), reason="worse than champion")
-        breakers = BreakerStore(env)
+
+def test_report_rows_per_symbol_from_real_cadence_runs(env, tmp_path):
+    store = ParquetPartitionStore(str(tmp_path / "candles"))
+    start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-06-10", tz="UTC")
+    base = SampleSource().fetch(SYMBOLS, start, end)
+    days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
+    store.write_days("candles_1h", to_arrow(resample_candles(base, "15m", "1h")), days)
+    job = _weekly_definitions(tmp_path, env, str(tmp_path / "candles")).resolve_job_def("weekly_cadence")
+    # The week of 2024-06-09 needs candles up to 2024-06-16: this run's training set fails, no symbol is trained.
+    broken = _weekly_definitions(tmp_path, env, str(tmp_path / "empty")).resolve_job_def("weekly_cadence")
+
+    with dg.instance_for_test() as instance:
+        results = [job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+                   for key in ("2024-05-26", "2024-06-02")]
+        results.append(broken.execute_in_process(instance=instance, partition_key="2024-06-09", raise_on_error=False))
+        assert not results[-1].success
         for _ in range(5):
-            breakers.record("source:exchange", BreakerConfig(), ok=False, error_class=ErrorClass.TRANSIENT)
+            BreakerStore(env).record("training", BreakerConfig(), ok=False, error_class=ErrorClass.TRANSIENT)
 
         today = datetime.now(timezone.utc).date().isoformat()
-        result = dg.materialize([pipeline_report], instance=instance, partition_key=today)
-        assert result.success
-        [mat] = result.asset_materializations_for_node("platform__pipeline_report")
+        before = time.time()
+        report_result = dg.materialize([pipeline_report], instance=instance, partition_key=today)
+        after = time.time()
+        assert report_result.success
+        [mat] = report_result.asset_materializations_for_node("platform__pipeline_report")
 
-    md = mat.metadata
-    assert md["nightly_runs"].value == 4 and md["failed_runs"].value == 1
-    assert md["nightly_failure_rate"].value == pytest.approx(0.25)
-    assert md["nightly_retries"].value == 1
-    assert md["promotions"].value == 1 and md["rejections"].value == 1 and md["breaker_trips"].value == 1
-    assert "| nightly | 4 | 3 | 1 | 75.0% | 25.0% |" in md["cadences"].value
-    assert "| nightly | ETHUSDT | 4 | 3 | 1 |" in md["symbols"].value
-    assert "| source:exchange | 1 |" in md["breaker_trips_table"].value
-
+    registry = ModelRegistryResource(artifact_root=str(tmp_path / "models"), db_url=env).get()
     report = json.loads((tmp_path / "reports" / f"pipeline_report_{today}.json").read_text())
-    btc = next(r for r in report["symbols"] if r["symbol"] == "BTCUSDT")
-    assert (btc["attempted"], btc["succeeded"], btc["retries"], btc["promotions"], btc["rejections"]) == (4, 4, 1, 1, 1)
-    assert report["cadences"][0]["p95_seconds"] > 0
-    # 25 % failed runs is over the 20 % critical line: one alert, open in the platform database.
-    [alert] = AlertStore(env).open_alerts()
-    assert alert.key == "report:pipeline_failure_rate_percent:nightly" and alert.severity.value == "critical"
+    weekly = next(r for r in report["cadences"] if r["cadence"] == "weekly")
+    assert (weekly["runs"], weekly["failed"]) == (3, 1)
+    rows = {r["symbol"]: r for r in report["symbols"] if r["cadence"] == "weekly"}
+    assert set(rows) == set(SYMBOLS)
+    for symbol in SYMBOLS:
+        history = [d.action for d in registry.history(symbol, "weekly")]
+        row = rows[symbol]
+        # Two runs trained every symbol's challenger; the third failed them all before training.
+        assert (row["attempted"], row["succeeded"], row["failed"]) == (3, 2, 1), symbol
+        assert row["promotions"] == history.count("promoted") and row["rejections"] == history.count("rejected")
+        assert row["promotions"] + row["rejections"] == 2, symbol
+    assert rows["ETHUSDT"]["promotions"] == 1 and rows["ETHUSDT"]["rejections"] == 1
+    assert f"| weekly | ETHUSDT | 3 | 2 | 1 | 66.7% | 33.3% | 1 | 1 | 0 |" in mat.metadata["symbols"].value
+    assert "| training | 1 |" in mat.metadata["breaker_trips_table"].value
+
+    # A third of the weekly runs failed (critical at 20 %): one alert, stamped when the report was built.
+    [alert] = [a for a in AlertStore(env).open_alerts() if a.key.startswith("report:")]
+    assert alert.key == "report:pipeline_failure_rate_percent:weekly" and alert.severity.value == "critical"
+    assert before <= alert.first_at <= after
 
 
 def test_report_schedule_builds_yesterday():

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._core.events import DagsterEventType
+from dagster import DagsterEventType
 
 from alphapulse_assets.monitoring import health as hl
 from alphapulse_assets.monitoring.config import MonitoringSettings, get_monitoring_settings
@@ -241,17 +241,24 @@ def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[StepFailure
     return out
 
 
-def _step_symbol(step_key: str, cadence: str) -> str | None:
-    parts = step_key.split("__")
-    return parts[2] if len(parts) == 3 and parts[0] == "models" and parts[1] == cadence else None
-
-
 _STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failure",
            dg.DagsterRunStatus.CANCELED: "canceled"}
+_MODEL_EVENTS = {DagsterEventType.ASSET_MATERIALIZATION_PLANNED, DagsterEventType.ASSET_MATERIALIZATION}
+
+
+def _model_symbols(instance: dg.DagsterInstance, run_id: str, cadence: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(planned, trained): symbols whose ``models/<cadence>/<SYMBOL>`` the run planned / materialized."""
+    planned, trained = set(), set()
+    for record in instance.get_records_for_run(run_id, of_type=_MODEL_EVENTS, limit=100_000).records:
+        event = record.event_log_entry.dagster_event
+        path = event.asset_key.path if event is not None and event.asset_key is not None else []
+        if len(path) == 3 and path[0] == "models" and path[1] == cadence:
+            (trained if event.event_type == DagsterEventType.ASSET_MATERIALIZATION else planned).add(path[2])
+    return frozenset(planned), frozenset(trained)
 
 
 def cadence_runs(instance: dg.DagsterInstance, cadence: str, start: float, end: float) -> list[RunRecord]:
-    """Finished runs of the cadence's job created in [start, end), with their model steps."""
+    """Finished runs of the cadence's job created in [start, end), with their steps and per-symbol models."""
     records = instance.get_run_records(dg.RunsFilter(
         job_name=cadence_job_name(cadence),
         created_after=datetime.fromtimestamp(start, tz=timezone.utc),
@@ -262,20 +269,16 @@ def cadence_runs(instance: dg.DagsterInstance, cadence: str, start: float, end: 
         run = rec.dagster_run
         status = _STATUS.get(run.status, run.status.value.lower())
         failures = step_failures(instance, run.run_id) if run.status == dg.DagsterRunStatus.FAILURE else []
-        check_failed = {f.step_key for f in failures if f.is_check_failure}
         gate_only = bool(failures) and all(f.is_check_failure for f in failures)
-        steps = []
-        for s in instance.get_run_step_stats(run.run_id):
-            symbol = _step_symbol(s.step_key, cadence)
-            if symbol is None:
-                continue
-            steps.append(StepRecord(
-                step_key=s.step_key, symbol=symbol, status=(s.status.value.lower() if s.status else "in_progress"),
-                start=s.start_time, end=s.end_time, attempts=int(s.attempts or 1),
-                check_failure=s.step_key in check_failed,
-            ))
+        steps = tuple(
+            StepRecord(step_key=s.step_key, status=(s.status.value.lower() if s.status else "in_progress"),
+                       start=s.start_time, end=s.end_time, attempts=int(s.attempts or 1))
+            for s in instance.get_run_step_stats(run.run_id)
+        )
+        planned, trained = _model_symbols(instance, run.run_id, cadence)
         is_retry = int(run.tags.get("dagster/retry_number", "0") or 0) > 0
-        out.append(RunRecord(run.run_id, cadence, status, rec.start_time, rec.end_time, is_retry, tuple(steps), gate_only))
+        out.append(RunRecord(run.run_id, cadence, status, rec.start_time, rec.end_time, is_retry=is_retry,
+                             steps=steps, planned=planned, trained=trained, gate_only=gate_only))
     return out
 
 

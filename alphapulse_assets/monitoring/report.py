@@ -1,10 +1,11 @@
 """The daily pipeline performance report, computed from plain records. Pure; no Dagster import.
 
 Per cadence: runs, success and failure rate (a run stopped only by a gate's blocking checks counts as
-completed), p50/p95 run duration, retries. Per cadence and symbol: the
-model step's outcome (a challenger rejected by its gate is a *completed* step: the pipeline did its job),
-its durations and retries, and the promotions and rejections the registry recorded that day. Breaker trips
-come from the breaker events table. ``report_alerts`` applies the failure-rate and duration threshold rules
+completed), p50/p95 run duration, retries. Per cadence and symbol, from what a cadence run records (one
+step trains every symbol): whether the run trained the symbol's challenger (its ``models/<cadence>/<SYMBOL>``
+materialization; a challenger rejected by its gate was trained: the pipeline did its job), failed it (planned
+in a failed run but never materialized), and the promotions, rejections and rollbacks the registry recorded
+that day. Breaker trips come from the breaker events table. ``report_alerts`` applies the failure-rate and duration threshold rules
 (defaults 10 % / 20 % and 1800 s / 3600 s) to the report.
 """
 
@@ -17,18 +18,16 @@ from dataclasses import dataclass, field
 
 from alphapulse_assets.monitoring.thresholds import DEFAULT_RULES, AlertEvent, RuleState, ThresholdRule, evaluate
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: symbol rows from materializations (no per-symbol step durations)
 
 
 @dataclass(frozen=True)
 class StepRecord:
     step_key: str
-    symbol: str | None
     status: str  # success | failure | skipped | in_progress
     start: float | None
     end: float | None
     attempts: int = 1
-    check_failure: bool = False  # failed only because a blocking check failed (gate rejection)
 
     @property
     def duration(self) -> float | None:
@@ -44,6 +43,10 @@ class RunRecord:
     end: float | None
     is_retry: bool = False
     steps: tuple[StepRecord, ...] = field(default=())
+    #: Symbols whose challenger the run was to train (planned ``models/<cadence>/<SYMBOL>``).
+    planned: frozenset[str] = frozenset()
+    #: Symbols whose challenger the run trained (materialized ``models/<cadence>/<SYMBOL>``).
+    trained: frozenset[str] = frozenset()
     # Failed only because blocking checks failed (a gate rejected a challenger): the pipeline worked.
     gate_only: bool = False
 
@@ -85,18 +88,13 @@ def _rate(part: int, whole: int) -> float | None:
     return None if whole == 0 else part / whole
 
 
-def _symbol_outcome(run: RunRecord, symbol: str) -> tuple[str, StepRecord | None]:
-    """ok / failed / not_attempted for one symbol's model step in one run."""
-    step = next((s for s in run.steps if s.symbol == symbol), None)
-    if step is None or step.status == "skipped":
-        # A finished run that never got to this symbol's step failed it (its training set broke);
-        # a successful run without the step simply did not select it.
-        return ("failed" if run.status == "failure" and not run.gate_only else "not_attempted"), step
-    if step.status == "success" or (step.status == "failure" and step.check_failure):
-        return "ok", step
-    if step.status == "failure":
-        return "failed", step
-    return "not_attempted", step
+def _symbol_outcome(run: RunRecord, symbol: str) -> str:
+    """ok / failed / not_attempted for one symbol in one run."""
+    if symbol in run.trained:
+        return "ok"
+    if symbol in run.planned and run.status == "failure" and not run.gate_only:
+        return "failed"  # the run was to train it and broke before it did
+    return "not_attempted"
 
 
 def build_report(
@@ -140,21 +138,16 @@ def build_report(
         })
         for symbol in symbols:
             outcomes = [_symbol_outcome(r, symbol) for r in rs]
-            attempted = [(o, s) for o, s in outcomes if o != "not_attempted"]
-            n_ok = sum(o == "ok" for o, _ in attempted)
-            n_failed = len(attempted) - n_ok
-            step_durations = [s.duration for _o, s in attempted if s is not None and s.duration is not None]
+            n_ok, n_failed = outcomes.count("ok"), outcomes.count("failed")
+            attempted = n_ok + n_failed
             symbol_rows.append({
                 "cadence": cadence,
                 "symbol": symbol,
-                "attempted": len(attempted),
+                "attempted": attempted,
                 "succeeded": n_ok,
                 "failed": n_failed,
-                "success_rate": _rate(n_ok, len(attempted)),
-                "failure_rate": _rate(n_failed, len(attempted)),
-                "p50_seconds": percentile(step_durations, 50),
-                "p95_seconds": percentile(step_durations, 95),
-                "retries": sum(max(0, s.attempts - 1) for _o, s in attempted if s is not None),
+                "success_rate": _rate(n_ok, attempted),
+                "failure_rate": _rate(n_failed, attempted),
                 "promotions": dec_count[(cadence, symbol, "promoted")],
                 "rejections": dec_count[(cadence, symbol, "rejected")],
                 "rollbacks": dec_count[(cadence, symbol, "rolled_back")],
@@ -192,9 +185,13 @@ def report_alerts(report: dict, rules: dict[str, ThresholdRule] | None = None) -
 
     The report is one aggregate, so each rule is evaluated from a fresh state with ``for_seconds`` 0
     (the defaults): an event is "firing" at warning or critical, None means within limits (resolve).
+    An event is stamped with the end of the report's day, or the time the report was built if that is
+    earlier (today's report so far), never in the future.
     """
     rules = rules or DEFAULT_RULES
     at = float(report["window"]["end"])
+    if report.get("generated_at") is not None:
+        at = min(at, float(report["generated_at"]))
     out: list[tuple[str, str, AlertEvent | None]] = []
     for row in report["cadences"]:
         if not row["runs"]:
@@ -237,12 +234,11 @@ def render_markdown(report: dict) -> dict[str, str]:
          for r in report["cadences"]),
     )
     sym = _table(
-        ["cadence", "symbol", "attempted", "ok", "failed", "success", "failure", "p50 s", "p95 s", "retries",
-         "promoted", "rejected", "rolled back"],
+        ["cadence", "symbol", "attempted", "trained", "failed", "success", "failure", "promoted", "rejected",
+         "rolled back"],
         ([r["cadence"], r["symbol"], str(r["attempted"]), str(r["succeeded"]), str(r["failed"]),
-          _fmt(r["success_rate"], "pct"), _fmt(r["failure_rate"], "pct"), _fmt(r["p50_seconds"], "s"),
-          _fmt(r["p95_seconds"], "s"), str(r["retries"]), str(r["promotions"]), str(r["rejections"]),
-          str(r["rollbacks"])]
+          _fmt(r["success_rate"], "pct"), _fmt(r["failure_rate"], "pct"), str(r["promotions"]),
+          str(r["rejections"]), str(r["rollbacks"])]
          for r in report["symbols"] if r["attempted"] or r["promotions"] or r["rejections"] or r["rollbacks"]),
     )
     trips = _table(["breaker", "trips"], ([t["breaker"], str(t["trips"])] for t in report["breaker_trips"])) \

@@ -373,7 +373,7 @@ def compute_report(instance: dg.DagsterInstance, partition_key: str, start: floa
     url = db_url or platform_db_url()
     runs = [r for c in probes.CADENCE_NAMES for r in probes.cadence_runs(instance, c, start, end)]
     symbols = list(get_settings().symbols)
-    symbols += sorted({s.symbol for r in runs for s in r.steps if s.symbol and s.symbol not in symbols})
+    symbols += sorted({s for r in runs for s in r.planned | r.trained if s not in symbols})
     return build_report(partition_key, (start, end), probes.CADENCE_NAMES, symbols, runs,
                         probes.decisions(url, start, end), probes.breaker_trips(url, start, end),
                         generated_at=time.time() if now is None else now)

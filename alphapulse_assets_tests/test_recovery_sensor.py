@@ -5,6 +5,7 @@ import json
 import dagster as dg
 import pytest
 
+from alphapulse_assets.monitoring.alerts import iso_utc
 from alphapulse_assets.recovery.breaker_store import BreakerStore
 from alphapulse_assets.recovery.config import DEPENDENCY_TAG, load_recovery_config
 from alphapulse_assets.recovery.gating import gate_run_request
@@ -188,3 +189,29 @@ def test_operator_actions_alert_and_resolve(env):
     result = step(env, cursor)
     assert env["capture"].count(KEY, "resolved") == 1
     assert "forced_open -> closed" in result.skip_reason.skip_message
+
+
+def test_since_is_the_time_of_the_last_transition_and_the_observation_follows_every_change(env):
+    """Ticks hours apart: a breaker's "since" stays the moment it changed state, never the tick's time, and
+    platform/breakers is observed as soon as what it shows changes (a failure counted), not an hour later."""
+    first = step(env, None)
+    never_fed = first.asset_events[0].metadata["market_data"].value
+    assert never_fed["state"] == "closed" and never_fed["since"] is None  # no transition has happened yet
+    run(env, "down", day=1)
+    env["clock"].advance(3 * 3600)
+    later = step(env, first.cursor)
+    [observation] = later.asset_events  # one failure counted: shown at once
+    created = env["store"].get("market_data").since  # the breaker was created by the first outcome it saw
+    assert observation.metadata["market_data"].value["consecutive_failures"] == 1
+    assert observation.metadata["market_data"].value["since"] == iso_utc(created)
+
+    run(env, "down", day=2)  # the second failure opens it
+    opened = step(env, later.cursor)
+    opened_at = env["store"].get("market_data").since
+    assert opened.asset_events[0].metadata["market_data"].value["since"] == iso_utc(opened_at)
+    env["clock"].advance(3600 * 5)  # long past the recovery timeout: half-open since timeout's end, not now
+    result = step(env, opened.cursor)
+    shown = result.asset_events[0].metadata["market_data"].value
+    assert shown["state"] == "half_open" and shown["since"] == iso_utc(opened_at + 60)
+    again = step(env, result.cursor)  # nothing changed: the same since, and nothing new to observe
+    assert again.asset_events == [] and f"HALF_OPEN since {iso_utc(opened_at + 60)}" in again.skip_reason.skip_message

@@ -17,8 +17,9 @@ Every tick (30 s):
 5. escalates: ``threshold`` critical errors within the window raise one escalated alert
    (``recovery.escalation``);
 6. reports: the tick message lists every breaker's state, and an ``AssetObservation`` of the external
-   asset ``platform/breakers`` carries each breaker's state, since, retry_at and reason whenever
-   something changed (and at least hourly).
+   asset ``platform/breakers`` carries each breaker's state, since (the time of its last transition),
+   retry_at, reason and counters whenever any of them changed (and at least hourly). A configured
+   breaker that has never seen an outcome shows as closed with no "since".
 
 On its very first tick (no cursor) the sensor starts from the newest run event: history from before
 it was turned on is not replayed into the breakers.
@@ -26,10 +27,11 @@ it was turned on is not replayed into the breakers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import dagster as dg
@@ -79,10 +81,13 @@ class Cursor:
     events_after: int
     escalation: EscalationState = field(default_factory=EscalationState)
     observed_at: float | None = None
+    #: A digest of what the last observation showed: a new one goes out as soon as anything shown changes.
+    observed: str | None = None
 
     def dumps(self) -> str:
         return json.dumps({"v": CURSOR_VERSION, "runs": self.runs_after, "events": self.events_after,
-                           "esc": self.escalation.to_dict(), "observed_at": self.observed_at}, sort_keys=True)
+                           "esc": self.escalation.to_dict(), "observed_at": self.observed_at,
+                           "observed": self.observed}, sort_keys=True)
 
     @classmethod
     def loads(cls, text: str) -> Cursor:
@@ -92,7 +97,7 @@ class Cursor:
                 raise ValueError(f"cursor version {data.get('v')!r}")
             observed = data.get("observed_at")
             return cls(int(data["runs"]), int(data["events"]), EscalationState.from_dict(data.get("esc")),
-                       None if observed is None else float(observed))
+                       None if observed is None else float(observed), data.get("observed"))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataValidationError(f"unreadable breaker sensor cursor {text[:80]!r}: {exc}",
                                       where="breaker_sensor cursor") from exc
@@ -244,7 +249,12 @@ def _new_run_records(instance: dg.DagsterInstance, after: int, limit: int):
     return merged
 
 
-def _state_line(name: str, state: BreakerState, cfg: bk.BreakerConfig) -> str:
+NEVER_FED = "no run recorded yet"
+
+
+def _state_line(name: str, state: BreakerState | None, cfg: bk.BreakerConfig) -> str:
+    if state is None:
+        return f"{name} CLOSED ({NEVER_FED})"
     s = state.state
     head = f"{name} {s.value.upper()} since {iso_utc(state.since)}"
     if s is CircuitState.OPEN and state.retry_at is not None:
@@ -256,27 +266,42 @@ def _state_line(name: str, state: BreakerState, cfg: bk.BreakerConfig) -> str:
     return head + (f", {state.consecutive_failures} consecutive failure(s)" if state.consecutive_failures else "")
 
 
-def breakers_observation(states: Mapping[str, BreakerState], configs: RecoveryConfig, now: float) -> dg.AssetObservation:
+def _breaker_entry(state: BreakerState | None) -> dict[str, object]:
+    """What the UI shows of one breaker; ``None`` is a configured breaker that never saw an outcome."""
+    if state is None:
+        return {"state": CircuitState.CLOSED.value, "since": None, "retry_at": None, "reason": NEVER_FED,
+                "consecutive_failures": 0, "successes": 0, "failures": 0, "permanent_failures": 0,
+                "forced_by": None}
+    retry_at = state.retry_at
+    return {
+        "state": state.state.value,
+        "since": iso_utc(state.since),
+        "retry_at": iso_utc(retry_at) if retry_at is not None else None,
+        "reason": state.reason,
+        "consecutive_failures": state.consecutive_failures,
+        "successes": state.successes,
+        "failures": state.failures,
+        "permanent_failures": state.permanent_failures,
+        "forced_by": state.forced_by,
+    }
+
+
+def _shown_digest(states: Mapping[str, BreakerState | None]) -> str:
+    shown = {name: _breaker_entry(state) for name, state in sorted(states.items())}
+    return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def breakers_observation(states: Mapping[str, BreakerState | None], configs: RecoveryConfig,
+                         now: float) -> dg.AssetObservation:
     """The observation of ``platform/breakers``: one JSON entry and a state text per breaker, and a table."""
     metadata: dict[str, object] = {}
     rows = ["| breaker | state | since | retry_at | reason |", "|---|---|---|---|---|"]
     for name, state in sorted(states.items()):
-        retry_at = state.retry_at
-        entry = {
-            "state": state.state.value,
-            "since": iso_utc(state.since),
-            "retry_at": iso_utc(retry_at) if retry_at is not None else None,
-            "reason": state.reason,
-            "consecutive_failures": state.consecutive_failures,
-            "successes": state.successes,
-            "failures": state.failures,
-            "permanent_failures": state.permanent_failures,
-            "forced_by": state.forced_by,
-        }
+        entry = _breaker_entry(state)
         metadata[name] = dg.MetadataValue.json(entry)
-        metadata[f"{name}/state"] = state.state.value
-        rows.append(f"| {name} | {state.state.value} | {entry['since']} | {entry['retry_at'] or '-'} | "
-                    f"{state.reason.replace('|', '/')} |")
+        metadata[f"{name}/state"] = entry["state"]
+        rows.append(f"| {name} | {entry['state']} | {entry['since'] or '-'} | {entry['retry_at'] or '-'} | "
+                    f"{str(entry['reason']).replace('|', '/')} |")
     metadata["breakers"] = dg.MetadataValue.md("\n".join(rows))
     metadata["observed_at"] = iso_utc(now)
     return dg.AssetObservation(asset_key=BREAKERS_ASSET_KEY, metadata=metadata)
@@ -354,8 +379,9 @@ def evaluate_tick(
         if bk.current(stored, cfg, now)[0] != stored:
             store.update(name, lambda s, cfg=cfg: bk.current(s, cfg, now), now)
     states = {name: bk.current(s, config.breaker(name), now)[0] for name, s in store.all().items()}
-    for name in config.dependencies:  # configured but never fed: show them as the fresh breakers they are
-        states.setdefault(name, replace(bk.initial_state(now), reason="no outcome recorded yet"))
+    shown: dict[str, BreakerState | None] = dict(states)
+    for name in config.dependencies:  # configured but never fed: closed, and no transition to date it
+        shown.setdefault(name, None)
 
     # 4: alerts for every breaker event since the last tick, whoever caused it.
     events = store.events(after_id=cur.events_after, limit=1000)
@@ -382,9 +408,10 @@ def evaluate_tick(
     # 6: what the UI shows.
     asset_events: list[dg.AssetObservation] = []
     stale = cur.observed_at is None or now - cur.observed_at >= OBSERVE_EVERY_SECONDS
-    if first or events or stale:
-        asset_events.append(breakers_observation(states, config, now))
-        cur.observed_at = now
+    digest = _shown_digest(shown)
+    if first or events or stale or digest != cur.observed:
+        asset_events.append(breakers_observation(shown, config, now))
+        cur.observed_at, cur.observed = now, digest
     parts = []
     if recorded:
         parts.append(f"{len(recorded)} outcome(s) from {len({r for r, _ in recorded})} run(s)")
@@ -392,7 +419,7 @@ def evaluate_tick(
         parts.append(f"{ev.name}: {ev.from_state} -> {ev.to_state} ({ev.reason})")
     if step.action:
         parts.append(f"escalation {step.action}: {step.message}")
-    lines = [_state_line(n, s, config.breaker(n)) for n, s in sorted(states.items())] or ["no breaker has seen a run yet"]
+    lines = [_state_line(n, s, config.breaker(n)) for n, s in sorted(shown.items())] or ["no breaker has seen a run yet"]
     message = ("; ".join(parts) + " | " if parts else "") + "breakers: " + "; ".join(lines)
     return TickReport(cur.dumps(), message[:4000], asset_events, len(records), recorded, events, states, raised, resolved)
 

@@ -8,6 +8,7 @@ what it does shows in the UI's run history. With no DAGSTER_HOME set, the projec
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -94,7 +95,7 @@ def run_cadence(name: str, partition_key: str | None = None, *, out=sys.stdout):
     )
     failures = unexpected_failures(result)
     status = "done" if not failures else "FAILED: " + "; ".join(failures)
-    print(f"{status} in {time.perf_counter() - t0:.1f}s (run {result.run_id[:8]})", file=out)
+    print(f"{status} in {time.perf_counter() - t0:.1f}s (run {result.run_id})", file=out)
     return result, key
 
 
@@ -109,8 +110,14 @@ def unexpected_failures(result) -> list[str]:
     return out
 
 
+def _num(value, spec: str) -> str:
+    """A figure as ``spec`` formats it, or "-" when there is none."""
+    return format(value, spec) if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
 def champion_table(out=sys.stdout) -> None:
-    """Per symbol and cadence: champion, latest challenger's metrics next to the baselines, and the verdict."""
+    """Per symbol and cadence: champion, latest challenger's metrics next to the baselines, and the verdict
+    (whole: a reason cut short can change a figure, e.g. ``p=0.062`` read as ``p=0.0``)."""
     from alphapulse_assets.settings import get_settings
     from alphapulse_assets.training.assets import ModelRegistryResource
     from alphapulse_assets.training.schedules import CADENCES
@@ -134,9 +141,9 @@ def champion_table(out=sys.stdout) -> None:
                 verdict = f"passed, champion is v{champion.version}"
             print(
                 f"{symbol:<9} {cadence:<8} {('v%d' % champion.version) if champion else 'none':>8} {'v%d' % latest.version:>6} "
-                f"{m.get('log_loss', float('nan')):>8.4f} {b.get('base_rate', {}).get('log_loss', float('nan')):>7.4f} "
-                f"{b.get('persistence_calibrated', {}).get('log_loss', float('nan')):>7.4f} {m.get('auc', float('nan')):>6.3f} "
-                f"{m.get('sharpe', float('nan')):>7.2f}  {verdict[:110]}",
+                f"{_num(m.get('log_loss'), '.4f'):>8} {_num(b.get('base_rate', {}).get('log_loss'), '.4f'):>7} "
+                f"{_num(b.get('persistence_calibrated', {}).get('log_loss'), '.4f'):>7} {_num(m.get('auc'), '.3f'):>6} "
+                f"{_num(m.get('sharpe'), '.2f'):>7}  {verdict}",
                 file=out,
             )
 
@@ -163,6 +170,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     registry = ModelRegistryResource().get()
     symbol = args.symbol.upper() if getattr(args, "symbol", None) else None
+    if symbol is not None:
+        from alphapulse_assets.settings import get_settings
+
+        known = sorted(set(get_settings().symbols) | {d.symbol for d in registry.history(None, None)})
+        if symbol not in known:
+            print(f"alphapulse: unknown symbol {args.symbol!r}; known: {', '.join(known)} "
+                  "(ALPHAPULSE_SYMBOLS and the model registry)", file=sys.stderr)
+            return 2
     if args.models_command == "rollback":
         decision = registry.rollback(symbol, args.cadence, args.to, reason=args.reason,
                                      by=os.environ.get("USER") or getpass.getuser())
@@ -209,7 +224,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         verdict = "would be promoted" if gate.passed else f"would be rejected: {gate.reason}"
         print(f"{symbol:<10} {len(candles):>7} {ch.n_validation:>6} {r.model['log_loss']:>8.4f} "
               f"{r.baselines['base_rate']['log_loss']:>7.4f} {r.baselines['persistence_calibrated']['log_loss']:>7.4f} "
-              f"{r.model['auc']:>6.3f} {r.model['sharpe']:>7.2f}  {verdict[:120]}")
+              f"{r.model['auc']:>6.3f} {r.model['sharpe']:>7.2f}  {verdict}")
     return 0
 
 

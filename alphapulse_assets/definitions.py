@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
-
-# backfill_policy is marked beta; the platform relies on it knowingly (one run per range, not per day).
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from alphapulse_assets.market_data.assets import DAILY, candle_assets
 from alphapulse_assets.market_data.resources import CandleStoreResource, MarketDataResource, PartitionedParquetIOManager

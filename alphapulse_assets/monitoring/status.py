@@ -131,7 +131,7 @@ def render_status(status: dict) -> str:
             continue
         dur = f"{run['duration_seconds']:.0f} s" if run.get("duration_seconds") is not None else "-"
         lines.append(f"  {cadence:<8} {run['status']:<9} partition {run.get('partition') or '-':<11} started "
-                     f"{_ts(run.get('start'))} took {dur}  run {run['run_id'][:8]}")
+                     f"{_ts(run.get('start'))} took {dur}  run {run['run_id']}")
 
     lines += ["", "Champions"]
     champions = status.get("champions") or []

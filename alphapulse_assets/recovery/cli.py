@@ -79,14 +79,18 @@ def cmd_breaker(args: argparse.Namespace, prepare: Callable[[], object] | None =
             print(f"{name:<14} {state.state.value:<12} {since:<21} {retry:<21} {state.successes:>5} {state.failures:>5}  "
                   f"{reason}", file=out)
         return 0
-    if command == "history":
-        for ev in store.events(name=args.name, limit=args.limit):
-            print(f"{iso_utc(ev.at)}  {ev.name:<14} {ev.from_state:>11} -> {ev.to_state:<11}  {ev.reason}", file=out)
-        return 0
     name = args.name
-    if name not in _known_names(store, config):
+    if name is not None and name not in _known_names(store, config):
         print(f"alphapulse: unknown breaker {name!r}; known: {', '.join(_known_names(store, config))}", file=sys.stderr)
         return 2
+    if command == "history":
+        events = store.events(name=name, limit=args.limit)
+        for ev in events:
+            print(f"{iso_utc(ev.at)}  {ev.name:<14} {ev.from_state:>11} -> {ev.to_state:<11}  {ev.reason}", file=out)
+        if not events:
+            print(f"no transitions recorded yet{f' for {name}' if name else ''}: "
+                  f"{'it has' if name else 'every breaker has'} been closed since it was created", file=out)
+        return 0
     reason = args.reason.strip()
     if not reason:
         print("alphapulse: --reason must not be empty", file=sys.stderr)

@@ -376,3 +376,16 @@ def test_source_probe_reports_unreachable_and_hanging_sources():
     assert results["sample"] is None
     assert "connection refused" in results["test_down"]
     assert "no answer within 0.3 s" in results["test_hangs"]
+
+
+def test_process_counts_are_of_this_instance_only(tmp_path):
+    """Other Dagster instances on the host (other projects, other users) are not this platform's processes."""
+    ps = FakePs()
+    ours, theirs = str(tmp_path / "home"), str(tmp_path / "other")
+    for proc, home in zip(ps.procs, (ours, theirs, ours, None)):
+        proc.info["environ"] = {"DAGSTER_HOME": home} if home else None
+    ps.procs.append(SimpleNamespace(info={"cmdline": ["dagster-webserver", "-p", "3000"],
+                                          "memory_info": SimpleNamespace(rss=30 * 2**20),
+                                          "environ": {"DAGSTER_HOME": ours + "/"}}))
+    sample, _ = ResourceSampler(("/",), ps=ps, clock=Clock(), instance_home=ours).sample(None)
+    assert sample.dagster_processes == 2 and sample.dagster_rss_bytes == 130 * 2**20  # grpc + webserver

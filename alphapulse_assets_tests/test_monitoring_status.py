@@ -148,3 +148,40 @@ def test_status_with_an_open_breaker_and_a_failed_check(project, capsys, monkeyp
     assert status["breakers"]["source:exchange"]["state"] == "forced_open"
     assert [a["key"] for a in status["open_alerts"]] == [f"check:{asset}:{check_key.name}"]
     assert status["failed_checks"][0]["check"] == check_key.name
+
+
+def _cpu_samples(url, now, values_by_age):
+    from alphapulse_assets.monitoring.metrics import ResourceSample, SampleStore
+
+    store = SampleStore(url)
+    for age, cpu in values_by_age:
+        store.add(ResourceSample(at=now - age, cpu_percent=cpu, memory_percent=40.0, host="h"))
+
+
+def test_a_past_cpu_spike_does_not_keep_status_critical_and_a_sustained_one_does(project, capsys):
+    """Two busy minutes an hour ago, whose critical alert the stopped resource sensor never resolved: status
+    is not critical. CPU at 97 % for the last 16 minutes (sampled every 30 s): critical, and it says why."""
+    import time
+
+    from alphapulse_assets.monitoring.alert_store import AlertStore
+    from alphapulse_assets.recovery.errors import Severity
+
+    make_healthy(project)
+    url, now = platform_db_url(), time.time()
+    _cpu_samples(url, now, [(3600 - 30 * i, 99.0) for i in range(5)] + [(30 * i, 30.0) for i in range(20)])
+    AlertStore(url).upsert_open(key="resource:cpu_percent", severity=Severity.CRITICAL, title="cpu_percent 99%",
+                                body="", source="resource_metrics_sensor", labels={}, at=now - 3500)
+    code, raw = run_status(capsys, "--json")
+    status = json.loads(raw)
+    assert code == 0 and status["health"]["status"] != "critical", status["health"]["reasons"]
+    resources = next(c for c in status["health"]["checks"] if c["name"] == "resources")
+    assert resources["status"] == "healthy" and resources["reason"].startswith("cpu 30.0%")
+
+    from alphapulse_assets.monitoring.metrics import SampleStore
+
+    SampleStore(url).prune(now + 1)
+    _cpu_samples(url, now, [(30 * i, 97.0) for i in range(33)])  # 16 minutes at 97 %, the newest now
+    code, raw = run_status(capsys, "--json")
+    status = json.loads(raw)
+    assert code == 2 and status["health"]["status"] == "critical"
+    assert any(r.startswith("resources: cpu 97.0%, at or above 90% for 15 min (critical)") for r in status["health"]["reasons"])

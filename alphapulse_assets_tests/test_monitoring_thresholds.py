@@ -199,3 +199,14 @@ def test_every_event_is_backed_by_a_full_hold_time_of_samples(values, hold):
         else:  # de-escalation: below the higher threshold for the whole hold time
             assert all(rule.level_of(v) < previous for v in window)
         previous = e.level
+
+
+def test_a_busy_cpu_alerts_only_when_sustained_for_fifteen_minutes_and_clears_in_two():
+    """A 2-core machine training models is busy for minutes at a time: that is not an incident."""
+    rule = DEFAULT_RULES["cpu_percent"]
+    _state, events = run(rule, [100.0] * 21)  # ten minutes at 100 %
+    assert events == []
+    state, events = run(rule, [100.0] * 32)  # fifteen and a half
+    assert [(t, e.level.name) for t, e in events] == [(900.0, "CRITICAL")]
+    _state, events = run(rule, [20.0] * 6, start=960.0, state=state)
+    assert [(t, e.status) for t, e in events] == [(960.0 + 120, "resolved")]

@@ -82,6 +82,46 @@ def disk_check(mount: str, percent_used: float | None, free_bytes: float | None,
     return CheckResult(name, status, text, percent_used)
 
 
+def sustained_level(rule: ThresholdRule, samples: Sequence[tuple[float, float | None]], now: float,
+                    max_gap: float) -> Level:
+    """The level ``rule`` holds at ``now``: the lowest level of the samples of the last ``for_seconds``,
+    provided they reach back that far and the newest is at most ``max_gap`` old (else OK: a spike that
+    ended, or samples too old or too sparse to show anything sustained, say nothing about now)."""
+    values = sorted((at, v) for at, v in samples if v is not None and at <= now)
+    start = now - rule.for_seconds
+    window = [(at, v) for at, v in values if at >= start] or values[-1:]
+    if not window or now - window[-1][0] > max_gap or window[0][0] > start + max_gap:
+        return Level.OK
+    return min(rule.level_of(v) for _at, v in window)
+
+
+RESOURCE_METRICS = ("cpu_percent", "memory_percent")
+
+
+def resources_check(series: Mapping[str, Sequence[tuple[float, float | None]]], now: float, max_gap: float,
+                    rules: Mapping[str, ThresholdRule] = DEFAULT_RULES) -> CheckResult:
+    """CPU and memory from the stored samples (``series[metric]`` = [(at, value)]), judged as sustained:
+    CPU critical only after ``for_seconds`` (15 min) at or above 90 %, and back to healthy as soon as it
+    is not (no open alert from a past spike keeps the platform critical)."""
+    worst, parts = Status.HEALTHY, []
+    for metric in RESOURCE_METRICS:
+        rule, points = rules[metric], [p for p in series.get(metric, ()) if p[1] is not None]
+        if not points or now - max(at for at, _v in points) > max_gap:
+            continue
+        latest = max(points)[1]
+        level = sustained_level(rule, points, now, max_gap)
+        status = {Level.OK: Status.HEALTHY, Level.WARNING: Status.WARNING, Level.CRITICAL: Status.CRITICAL}[level]
+        text = f"{metric.removesuffix('_percent')} {latest:.1f}%"
+        if status is not Status.HEALTHY:
+            text += (f", at or above {rule.threshold_for(level):g}% for {rule.for_seconds / 60:g} min "
+                     f"({level.name.lower()})")
+        worst = max(worst, status)
+        parts.append(text)
+    if not parts:
+        return CheckResult("resources", Status.HEALTHY, "no recent sample (resource_metrics_sensor not running)")
+    return CheckResult("resources", worst, ", ".join(parts))
+
+
 def heartbeat_check(heartbeats: Mapping[str, float], required: Sequence[str], now: float, max_age: float) -> CheckResult:
     """Daemon heartbeats: none at all is a warning (the daemon never ran here: schedules and sensors are
     off, which is normal for a laptop demo); a required daemon whose heartbeat is stale or missing while
@@ -176,5 +216,5 @@ def alerts_check(open_severities: Mapping[str, str]) -> CheckResult:
 
 __all__ = [
     "CheckResult", "HealthReport", "Status", "alerts_check", "breakers_check", "disk_check", "freshness_check",
-    "freshness_grace", "heartbeat_check", "overall", "sources_check",
+    "freshness_grace", "heartbeat_check", "overall", "resources_check", "sources_check", "sustained_level",
 ]

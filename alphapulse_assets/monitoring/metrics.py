@@ -11,6 +11,7 @@ sensor may run in a fresh process each tick). So the first sample has no CPU % a
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -107,6 +108,10 @@ def _rate(new: float, old: float, seconds: float) -> float | None:
     return (new - old) / seconds
 
 
+def _resolved(path: str | None) -> str | None:
+    return os.path.realpath(path) if path else None
+
+
 class ResourceSampler:
     """Reads CPU, memory, disk, network, load and the Dagster processes' memory without blocking."""
 
@@ -118,12 +123,15 @@ class ResourceSampler:
         ps: Any = None,
         clock: Callable[[], float] = time.time,
         host: str | None = None,
+        instance_home: str | None = None,
     ):
         if ps is None:
             import psutil as ps
         self.ps = ps
         self.mount_points = tuple(mount_points)
         self.process_match = process_match
+        #: Count only processes of this Dagster instance (their ``DAGSTER_HOME``), not every Dagster on the host.
+        self.instance_home = _resolved(instance_home) if instance_home else None
         self.clock = clock
         self.host = host or socket.gethostname()
 
@@ -133,14 +141,19 @@ class ResourceSampler:
         return Counters(at=now, cpu_busy=busy, cpu_total=total, net_recv=int(net.bytes_recv), net_sent=int(net.bytes_sent))
 
     def dagster_memory(self) -> tuple[int, int]:
-        """(total RSS bytes, process count) of processes whose command line mentions ``process_match``."""
+        """(total RSS bytes, process count) of processes whose command line mentions ``process_match`` and,
+        when ``instance_home`` is set, whose ``DAGSTER_HOME`` is that folder (webserver, daemon, code server
+        and run workers of this instance inherit it; other instances on the host do not count)."""
         rss, count = 0, 0
-        for proc in self.ps.process_iter(["cmdline", "memory_info"]):
+        attrs = ["cmdline", "memory_info"] + (["environ"] if self.instance_home else [])
+        for proc in self.ps.process_iter(attrs):
             info = proc.info
             cmdline = info.get("cmdline") or ()
             mem = info.get("memory_info")
             if mem is None or not any(self.process_match in part for part in cmdline):
                 continue  # gone, not ours, or not readable (AccessDenied leaves the fields None)
+            if self.instance_home and _resolved((info.get("environ") or {}).get("DAGSTER_HOME")) != self.instance_home:
+                continue  # another instance's process, or one whose environment we may not read
             rss += int(mem.rss)
             count += 1
         return rss, count

@@ -27,7 +27,10 @@ CADENCE_NAMES = ("nightly", "weekly", "monthly")
 # Checks shown in the health status but alerted on elsewhere, so that one problem makes one alert:
 # disk by the resource sensor's threshold rules, breakers by the breaker sensor, open alerts by whoever
 # raised them.
-NOT_ALERTED_PREFIXES = ("disk", "breakers", "alerts")
+NOT_ALERTED_PREFIXES = ("disk", "resources", "breakers", "alerts")
+# Alerts whose condition a health check of its own judges from fresher facts: they do not count again
+# under "alerts" (a resource alert left open by a sensor that stopped would keep health critical forever).
+JUDGED_ELSEWHERE_PREFIXES = ("health:", "resource:")
 
 
 def cadence_job_name(cadence: str) -> str:
@@ -149,6 +152,18 @@ def breaker_states(url: str) -> dict[str, dict]:
     return out
 
 
+def resource_series(url: str, now: float, msettings: MonitoringSettings) -> tuple[dict, float]:
+    """[(at, value)] per rule metric from the stored samples long enough to judge them; and the gap
+    between samples beyond which they say nothing (three sampling intervals)."""
+    from alphapulse_assets.monitoring.metrics import SampleStore
+    from alphapulse_assets.monitoring.thresholds import DEFAULT_RULES
+
+    max_gap = 3.0 * msettings.metrics_interval_seconds
+    reach = max(DEFAULT_RULES[m].for_seconds for m in hl.RESOURCE_METRICS) + max_gap
+    samples = SampleStore(url).since(now - reach)
+    return {m: [(s.at, getattr(s, m)) for s in samples] for m in hl.RESOURCE_METRICS}, max_gap
+
+
 def open_alerts(url: str) -> list[dict]:
     from alphapulse_assets.monitoring.alert_store import AlertStore
 
@@ -181,6 +196,11 @@ def collect_health(
     except Exception as exc:  # noqa: BLE001
         checks.append(hl.CheckResult("daemon", hl.Status.CRITICAL, f"cannot read heartbeats: {type(exc).__name__}"))
     checks += disk_checks(msettings.mount_points)
+    try:
+        series, max_gap = resource_series(url, now, msettings)
+        checks.append(hl.resources_check(series, now, max_gap))
+    except Exception as exc:  # noqa: BLE001
+        checks.append(hl.CheckResult("resources", hl.Status.WARNING, f"cannot read resource samples: {type(exc).__name__}"))
     if check_sources:
         checks.append(hl.sources_check(source_results(settings, msettings.source_check_timeout_seconds)))
     for cadence in CADENCE_NAMES:
@@ -201,7 +221,7 @@ def collect_health(
     try:
         facts["open_alerts"] = open_alerts(url)
         checks.append(hl.alerts_check({a["key"]: a["severity"] for a in facts["open_alerts"]
-                                       if not a["key"].startswith("health:") and not a["inhibited"]}))
+                                       if not a["key"].startswith(JUDGED_ELSEWHERE_PREFIXES) and not a["inhibited"]}))
     except Exception as exc:  # noqa: BLE001
         checks.append(hl.CheckResult("alerts", hl.Status.WARNING, f"cannot read open alerts: {type(exc).__name__}"))
     return hl.overall(checks, now), facts

@@ -123,7 +123,8 @@ def build_resource_metrics_sensor(
     def _sensor(context: dg.SensorEvaluationContext):
         ms = get_monitoring_settings()
         state = _load_cursor(context.cursor)
-        sampler = sampler_factory() if sampler_factory else ResourceSampler(ms.mount_points, ms.process_match)
+        sampler = sampler_factory() if sampler_factory else ResourceSampler(
+            ms.mount_points, ms.process_match, instance_home=context.instance.root_directory)
         sample, counters = sampler.sample(Counters.from_dict(state.get("counters")))
         store = SampleStore(platform_db_url())
         store.add(sample)

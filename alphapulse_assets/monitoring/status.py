@@ -57,7 +57,7 @@ def _champions(url: str) -> list[dict]:
     return out
 
 
-def _resources(url: str, now: float) -> dict | None:
+def _resources(url: str, now: float, instance_home: str | None = None) -> dict | None:
     from alphapulse_assets.monitoring.config import get_monitoring_settings
     from alphapulse_assets.monitoring.metrics import ResourceSampler, SampleStore
 
@@ -65,7 +65,7 @@ def _resources(url: str, now: float) -> dict | None:
     source = "stored by resource_metrics_sensor"
     if sample is None or now - sample.at > SAMPLE_STALE_SECONDS:
         ms = get_monitoring_settings()
-        sampler = ResourceSampler(ms.mount_points, ms.process_match)
+        sampler = ResourceSampler(ms.mount_points, ms.process_match, instance_home=instance_home)
         counters = sampler.counters(time.time())
         time.sleep(0.25)  # a command may wait a moment (a sensor never does): CPU % and rates need two readings
         sample, _ = sampler.sample(counters)
@@ -84,7 +84,7 @@ def collect_status(instance: dg.DagsterInstance, *, now: float | None = None, ch
     for name, reader in (("cadences", lambda: probes.last_runs(instance)),
                          ("champions", lambda: _champions(url)),
                          ("failed_checks", lambda: probes.latest_check_failures(instance, check_keys)),
-                         ("resources", lambda: _resources(url, now))):
+                         ("resources", lambda: _resources(url, now, instance.root_directory))):
         try:
             status[name] = reader()
         except Exception as exc:  # noqa: BLE001 - show what could be read

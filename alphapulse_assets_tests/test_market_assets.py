@@ -113,3 +113,26 @@ def test_definitions_show_candles_partitions_and_checks():
     market = defs.resolve_assets_def("market_candles")
     assert market.partitions_def.get_first_partition_key() == "2024-01-01"
     assert market.backfill_policy.max_partitions_per_run == 92
+
+
+def test_a_run_over_many_days_materializes_each_day_once_with_that_days_figures(tmp_path):
+    result = dg.materialize(
+        candle_assets,
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={"dagster/asset_partition_range_start": "2024-03-01", "dagster/asset_partition_range_end": "2024-03-03"},
+        resources={
+            "market_data": MarketDataResource(sources=["sample"], symbols=["BTCUSDT", "ETHUSDT"]),
+            "candle_io_manager": PartitionedParquetIOManager(base_url=str(tmp_path)),
+        },
+    )
+    assert result.success
+    mats = result.asset_materializations_for_node("market_candles")
+    assert [m.partition for m in mats] == ["2024-03-01", "2024-03-02", "2024-03-03"]  # once per day, no double
+    for mat in mats:
+        assert mat.metadata["rows"].value == 2 * 96  # that day's bars, not the run's 576
+        assert mat.metadata["days_in_run"].value == 3
+        assert f"{mat.partition} 23:45:00" in mat.metadata["summary"].value  # that day's last bar
+        assert mat.metadata["source_by_symbol"].value == {"BTCUSDT": "sample", "ETHUSDT": "sample"}
+    hourly = result.asset_materializations_for_node("candles_1h")
+    assert [(m.partition, m.metadata["rows"].value) for m in hourly] == [
+        ("2024-03-01", 48), ("2024-03-02", 48), ("2024-03-03", 48)]

@@ -46,6 +46,24 @@ def _check_result(result: quality.QualityResult) -> dg.AssetCheckResult:
     )
 
 
+def _days(context: dg.AssetExecutionContext, frame: pd.DataFrame):
+    """(partition key, that day's rows) for each day of the run, in order."""
+    for key in context.partition_keys:
+        window = DAILY.time_window_for_partition_key(key)
+        start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+        yield key, frame[(frame["timestamp"] >= start) & (frame["timestamp"] < end)] if len(frame) else frame
+
+
+def _add_daily_metadata(context: dg.AssetExecutionContext, frame: pd.DataFrame, summary: bool = False) -> None:
+    """Each day's own figures on that day's materialization (a run over many days materializes each day
+    once, with the run-wide metadata of its output plus these)."""
+    for key, day in _days(context, frame):
+        metadata: dict[str, object] = {"rows": len(day), "symbols": int(day["symbol"].nunique()) if len(day) else 0}
+        if summary:
+            metadata["summary"] = dg.MetadataValue.md(_preview(day)) if len(day) else "no rows"
+        context.add_asset_metadata(metadata, partition_key=key)
+
+
 def _preview(frame: pd.DataFrame) -> str:
     summary = frame.groupby("symbol").agg(
         rows=("close", "size"), first=("timestamp", "min"), last=("timestamp", "max"),
@@ -88,19 +106,17 @@ def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataRes
         max_outlier_fraction=SETTINGS.quality.max_outlier_fraction,
     )
     synthetic = "sample" in result.source_by_symbol.values()
+    _add_daily_metadata(context, candles, summary=True)
     yield dg.Output(
         candles,
         metadata={
-            "rows": len(candles),
-            "symbols": len(result.source_by_symbol),
-            "days": len(context.partition_keys),
+            "days_in_run": len(context.partition_keys),
             "source_by_symbol": result.source_by_symbol,
             "sources_used": ", ".join(sorted(set(result.source_by_symbol.values()))),
             "fallbacks_used": len(result.fallbacks),
             "fallback_details": [f"{s} -> {sym}: {m}" for s, sym, m in result.fallbacks],
             "synthetic_data": synthetic,
             "note": "SYNTHETIC sample market, not real prices" if synthetic else "market data",
-            "summary": dg.MetadataValue.md(_preview(candles)) if len(candles) else "no rows",
         },
     )
     for check in checks:
@@ -120,7 +136,8 @@ def _resampled_asset(name: str, timeframe: str) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext, base: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         bars = resample_candles(base, SETTINGS.base_timeframe, timeframe)
-        return dg.Output(bars, metadata={"rows": len(bars), "timeframe": timeframe, "base_rows": len(base)})
+        _add_daily_metadata(context, bars)
+        return dg.Output(bars, metadata={"timeframe": timeframe, "days_in_run": len(context.partition_keys)})
 
     return _asset
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -95,6 +96,22 @@ def project(tmp_path_factory):
     return {"root": root, "resources": resources, "instance": dg.DagsterInstance.ephemeral()}
 
 
+IDENTIFIERS = ("version", "previous_version", "champion_before", "warm_started_from", "sha256", "seed")
+
+
+def assert_reads_well(metadata):
+    """What the UI shows of a model: no -1 for "none", numbers rounded to 4 significant digits, identifiers as
+    text (the UI plots every number as a metric over time), parameters as a table."""
+    for key, entry in metadata.items():
+        value = entry.value
+        assert value != -1 and "-1" != str(value), key
+        if key in IDENTIFIERS:
+            assert isinstance(value, str), (key, value)
+        if isinstance(value, float) and value not in (0.0,) and math.isfinite(value):
+            assert float(f"{value:.4g}") == value, (key, value)
+        assert not isinstance(value, dict), (key, value)  # a table or text, not a JSON blob
+
+
 def run_weekly(project, key):
     return dg.materialize(cadence_assets["weekly"], partition_key=key, instance=project["instance"],
                           resources=project["resources"], raise_on_error=False)
@@ -121,6 +138,14 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     meta = next(m for m in first.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "ETHUSDT"]).materialization.metadata
     for key in ("model_log_loss", "base_rate_log_loss", "model_auc", "version", "sha256", "data_window", "features", "code_version"):
         assert key in meta, key
+    assert_reads_well(meta)
+    assert meta["version"].value == "v1" and meta["champion_before"].value == "none"
+    assert "warm_started_from" not in meta  # the weekly model is trained from scratch: nothing to say
+    assert meta["params"].value.startswith("| parameter | value |")
+    champion_meta = next(m for m in first.get_asset_materialization_events()
+                         if m.asset_key.path == ["champions", "weekly", "ETHUSDT"]).materialization.metadata
+    assert_reads_well(champion_meta)
+    assert champion_meta["version"].value == "v1" and champion_meta["previous_version"].value == "none (first champion)"
 
     second = run_weekly(project, "2024-06-02")  # ETH's next challenger fails the gate
     assert not any(m.asset_key.path[0] == "champions" for m in second.get_asset_materialization_events())
@@ -129,7 +154,8 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     assert [d.action for d in history] == ["promoted", "rejected"]
     assert history[-1].version == 2 and "beats_baselines" in history[-1].reason and history[-1].previous_champion == 1
     second_meta = next(m for m in second.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "ETHUSDT"]).materialization.metadata
-    assert second_meta["champion_before"].value == 1 and second_meta["gate"].value.startswith("rejected")
+    assert second_meta["champion_before"].value == "v1" and second_meta["gate"].value.startswith("rejected")
+    assert_reads_well(second_meta)
 
 
 def test_a_failed_cadence_keeps_every_champion_and_records_it(project, tmp_path):

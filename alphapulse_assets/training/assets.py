@@ -30,6 +30,7 @@ from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery.policies import classified_failures, training_retry_policy
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.cadence import promote, train_symbol
+from alphapulse_assets.training.display import Markdown, champion_fields, model_fields
 from alphapulse_assets.training.pipeline import DEFAULT_SPECS, CadenceSpec, Dataset, make_dataset
 from alphapulse_assets.training.promotion import GATE_CHECK, GATE_RULES, GateConfig
 from alphapulse_assets.training.registry import ModelRegistry
@@ -263,7 +264,7 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
             if not outcomes:
                 continue
             last = outcomes[-1]
-            metadata = last.metadata(f"{CODE_VERSION} ({GIT_REVISION})")
+            metadata = as_metadata(model_fields(last, f"{CODE_VERSION} ({GIT_REVISION})"))
             metadata["artifact"] = dg.MetadataValue.path(last.version.uri)
             if backfill:
                 metadata.update({"backfill_days": len(outcomes), "promoted_days": len(promoted),
@@ -273,11 +274,9 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
             if promoted:
                 decision, previous = promoted[-1]
                 metrics = registry.get(symbol, name, decision.version).info.get("metrics", {})
-                yield dg.MaterializeResult(asset_key=champion_key, metadata={
-                    "version": decision.version, "previous_version": previous.version if previous else -1,
-                    "promoted_at": decision.at.isoformat(), "promotions_in_run": len(promoted),
-                    **{f"model_{k}": float(v) for k, v in metrics.items() if k in ("log_loss", "auc", "f1", "accuracy")},
-                })
+                yield dg.MaterializeResult(asset_key=champion_key, metadata=as_metadata(champion_fields(
+                    decision.version, previous.version if previous else None, decision.at.isoformat(),
+                    len(promoted), metrics)))
         if transient:
             raise transient[0]
         if failed:
@@ -285,6 +284,20 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
                                          + "; ".join(failed[:10]), allow_retries=False)
 
     return models
+
+
+def as_metadata(fields: dict) -> dict:
+    """Plain values from ``training.display`` as Dagster metadata: tables as Markdown, numbers as numbers
+    (plotted), everything else as text."""
+    out = {}
+    for key, value in fields.items():
+        if isinstance(value, Markdown):
+            out[key] = dg.MetadataValue.md(str(value))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            out[key] = dg.MetadataValue.text(str(value))
+        else:
+            out[key] = dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
+    return out
 
 
 def gate_check_result(model_key: dg.AssetKey, outcomes: list, backfill: bool) -> dg.AssetCheckResult:

@@ -8,7 +8,6 @@ This module does not import Dagster.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,37 +42,6 @@ class SymbolOutcome:
     champion_before: ModelVersion | None
     realized: dict[str, Any] = field(default_factory=dict)
     rollback: str | None = None
-
-    def metadata(self, code_version: str) -> dict[str, Any]:
-        """Everything the UI shows on the model's materialization (numbers are plotted over time)."""
-        report, ch = self.challenger.report, self.challenger
-        out: dict[str, Any] = {}
-        for key in ("log_loss", "brier", "auc", "accuracy", "precision", "recall", "f1", "sharpe"):
-            value = report.model.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                out[f"model_{key}"] = float(value)
-        for baseline, metrics in report.baselines.items():
-            value = metrics.get("log_loss")
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                out[f"{baseline}_log_loss"] = float(value)
-        out.update({
-            "version": self.version.version,
-            "sha256": self.version.sha256,
-            "params": {k: str(v) for k, v in ch.params.items()},
-            "data_window": f"{ch.data_start} .. {ch.data_end}",
-            "n_train": ch.n_train,
-            "n_validation": ch.n_validation,
-            "features": ", ".join(FEATURE_NAMES),
-            "code_version": code_version,
-            "warm_started_from": ch.warm_started_from if ch.warm_started_from is not None else -1,
-            "champion_before": self.champion_before.version if self.champion_before else -1,
-            "gate": "passed" if self.gate.passed else f"rejected: {self.gate.reason}",
-            "auto_rollback": self.rollback or "none",
-            "champion_realized": {k: v for k, v in self.realized.items() if isinstance(v, (int, float))},
-        })
-        if ch.search_scores:
-            out["search_scores"] = ch.search_scores
-        return out
 
 
 def _drift_gate(ds: Dataset, cfg: GateConfig):

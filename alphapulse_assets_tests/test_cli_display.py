@@ -62,13 +62,20 @@ def test_breaker_history_says_when_there_is_nothing_and_refuses_unknown_names(ho
     assert "unknown breaker 'trainig'; known: market_data, training" in capsys.readouterr().err
 
 
-def test_status_prints_run_ids_whole_so_they_open_in_the_ui():
+def test_status_prints_run_ids_and_check_descriptions_whole():
     run_id = "3f1c2b9e-8d7a-4c6b-9e5f-0a1b2c3d4e5f"
+    description = ("rejected: beats_baselines: not significantly better than base_rate (diff -0.0012, p=0.201), "
+                   "persistence_calibrated (diff -0.0009, p=0.062)")
     status = {"at": 0.0, "health": {"status": "healthy", "reasons": [], "checks": []}, "breakers": {},
               "open_alerts": [], "cadences": {"weekly": {"run_id": run_id, "status": "success", "partition": "2024-05-26",
                                                         "start": 1.0, "end": 2.0, "duration_seconds": 1.0}},
-              "champions": [], "failed_checks": [], "resources": None}
-    assert f"run {run_id}" in render_status(status)
+              "champions": [], "resources": None,
+              "failed_checks": [{"asset": "models/weekly/BTCUSDT", "check": "promotion_gate", "severity": "ERROR",
+                                 "at": 1.0, "description": description}]}
+    screen = render_status(status)
+    assert f"run {run_id}" in screen  # usable in the UI: /runs/<run id>
+    assert description in screen
+    assert "p=0.062)" in screen
 
 
 def test_importing_the_assets_prints_no_beta_or_preview_warning():

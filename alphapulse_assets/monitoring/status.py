@@ -148,14 +148,14 @@ def render_status(status: dict) -> str:
     if not failed:
         lines.append("  none")
     for f in failed:
-        lines.append(f"  {f['asset']} / {f['check']} ({f['severity'].lower()}) at {_ts(f['at'])}: {f['description'][:100]}")
+        lines.append(f"  {f['asset']} / {f['check']} ({f['severity'].lower()}) at {_ts(f['at'])}: {f['description']}")
 
     lines += ["", "Open alerts"]
     if not status["open_alerts"]:
         lines.append("  none")
     for a in status["open_alerts"]:
         flag = " (inhibited)" if a["inhibited"] else ""
-        lines.append(f"  {a['severity'].upper():<8} {a['key']:<40} since {_ts(a['first_at'])}{flag}  {a['title'][:100]}")
+        lines.append(f"  {a['severity'].upper():<8} {a['key']:<40} since {_ts(a['first_at'])}{flag}  {a['title']}")
 
     lines += ["", "Resources"]
     r = status.get("resources")

@@ -158,3 +158,11 @@ def test_the_web_ui_reads_runs_and_checks_from_this_storage(tmp_path, monkeypatc
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_local_web_ui_shows_no_newsletter_pop_up(tmp_path, monkeypatch):
+    """dagster-webserver opens its "community" sign-up dialog (newsletter) on 127.0.0.1 unless the instance
+    says ``nux: enabled: false``; its GraphQL field ``shouldShowNux`` is ``instance.nux_enabled and not seen``."""
+    home = _home(tmp_path, monkeypatch)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.nux_enabled is False

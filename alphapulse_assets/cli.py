@@ -166,9 +166,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     _prepare_home()
     import getpass
 
+    import dagster as dg
+
     from alphapulse_assets.training.assets import ModelRegistryResource
 
-    registry = ModelRegistryResource().get()
+    registry = ModelRegistryResource().get(dg.DagsterInstance.get())
     symbol = args.symbol.upper() if getattr(args, "symbol", None) else None
     if symbol is not None:
         from alphapulse_assets.settings import get_settings
@@ -179,10 +181,15 @@ def cmd_models(args: argparse.Namespace) -> int:
                   "(ALPHAPULSE_SYMBOLS and the model registry)", file=sys.stderr)
             return 2
     if args.models_command == "rollback":
-        decision = registry.rollback(symbol, args.cadence, args.to, reason=args.reason,
+        cadence = args.cadence_arg or args.cadence
+        if cadence is None or (args.cadence_arg and args.cadence and args.cadence_arg != args.cadence):
+            raise SystemExit("alphapulse: models rollback needs one cadence: alphapulse models rollback SYMBOL CADENCE")
+        if args.force and args.to is None:
+            raise SystemExit("alphapulse: --force needs --to N (the version to crown)")
+        decision = registry.rollback(symbol, cadence, args.to, reason=args.reason, force=args.force,
                                      by=os.environ.get("USER") or getpass.getuser())
-        print(f"{symbol} {args.cadence}: champion is now v{decision.version} (was v{decision.previous_champion}); "
-              f"reason: {decision.reason}")
+        print(f"{symbol} {cadence}: champion is now v{decision.version} (was v{decision.previous_champion}); "
+              f"reason: {decision.reason} ({decision.by})")
         return 0
     if args.models_command == "history":
         rows = registry.history(symbol, args.cadence)
@@ -331,10 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     hist = models_sub.add_parser("history", help="every promotion, rejection, rollback and fallback")
     hist.add_argument("symbol", nargs="?")
     hist.add_argument("--cadence", choices=["nightly", "weekly", "monthly"])
-    rb = models_sub.add_parser("rollback", help="make an earlier version champion again")
+    rb = models_sub.add_parser("rollback", help="make an earlier champion the champion again")
     rb.add_argument("symbol")
-    rb.add_argument("--cadence", required=True, choices=["nightly", "weekly", "monthly"])
-    rb.add_argument("--to", type=int, default=None, help="version (default: the champion before the current one)")
+    rb.add_argument("cadence_arg", nargs="?", metavar="CADENCE", choices=["nightly", "weekly", "monthly"])
+    rb.add_argument("--cadence", choices=["nightly", "weekly", "monthly"], help="same as CADENCE")
+    rb.add_argument("--to", type=int, default=None,
+                    help="version: an earlier champion never rejected by the gate (default: the champion before "
+                         "the current one)")
+    rb.add_argument("--force", action="store_true",
+                    help="crown --to even if it was never champion or was rejected (recorded with --reason)")
     rb.add_argument("--reason", required=True)
     models.set_defaults(func=cmd_models)
 

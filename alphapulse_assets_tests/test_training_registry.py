@@ -425,10 +425,10 @@ def test_crash_in_replace_leaves_no_row_and_no_file(tmp_path, db_url, models, da
     reg = registry(root, db_url)
     v1 = reg.register("BTCUSDT", "weekly", models["hgb_a"])
 
-    def broken_replace(src, dst):
+    def broken_link(src, dst):
         raise OSError("crash during rename")
 
-    monkeypatch.setattr(registry_module.os, "replace", broken_replace)
+    monkeypatch.setattr(registry_module.os, "link", broken_link)
     with pytest.raises(OSError, match="crash during rename"):
         reg.register("BTCUSDT", "weekly", models["sgd_a"])
     monkeypatch.undo()
@@ -480,7 +480,7 @@ _KILL_IN_PUBLISH = textwrap.dedent("""
     X = np.arange(20.0).reshape(10, 2); y = np.array([0, 1] * 5)
     def die(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)  # the process dies with the row inserted, uncommitted
-    r.os.replace = die
+    r.os.link = die
     reg.register("BTCUSDT", "weekly", LogisticRegression().fit(X, y))
 """)
 

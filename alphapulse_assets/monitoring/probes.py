@@ -20,14 +20,14 @@ from alphapulse_assets.monitoring import health as hl
 from alphapulse_assets.monitoring.config import MonitoringSettings, get_monitoring_settings
 from alphapulse_assets.monitoring.failures import StepFailure
 from alphapulse_assets.monitoring.report import DecisionRecord, RunRecord, StepRecord, TripRecord
-from alphapulse_assets.platform_db import engine_for, platform_db_url
+from alphapulse_assets.platform_db import engine_for, platform_db_url, redact
 from alphapulse_assets.settings import AlphaPulseSettings, get_settings
 
 CADENCE_NAMES = ("nightly", "weekly", "monthly")
 # Checks shown in the health status but alerted on elsewhere, so that one problem makes one alert:
 # disk by the resource sensor's threshold rules, breakers by the breaker sensor, open alerts by whoever
-# raised them.
-NOT_ALERTED_PREFIXES = ("disk", "resources", "breakers", "alerts")
+# raised them, champion files by the model registry when it refuses one.
+NOT_ALERTED_PREFIXES = ("disk", "resources", "breakers", "alerts", "champion_files")
 # Alerts whose condition a health check of its own judges from fresher facts: they do not count again
 # under "alerts" (a resource alert left open by a sensor that stopped would keep health critical forever).
 JUDGED_ELSEWHERE_PREFIXES = ("health:", "resource:")
@@ -70,12 +70,40 @@ def storage_check(instance: dg.DagsterInstance) -> hl.CheckResult:
 
 
 def platform_db_check(url: str) -> hl.CheckResult:
+    """Reachable and readable: a SQLite file is checked page by page (``SELECT 1`` succeeds on any file)."""
     try:
         with engine_for(url).connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+            if url.startswith("sqlite"):
+                problems = [row[0] for row in conn.execute(sa.text("PRAGMA quick_check"))]
+                if problems != ["ok"]:
+                    raise sa.exc.DatabaseError("PRAGMA quick_check", None, "; ".join(problems[:3]))
+            else:
+                conn.execute(sa.text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001
-        return hl.CheckResult("platform_db", hl.Status.CRITICAL, f"platform database unreachable: {type(exc).__name__}"[:400])
+        error = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return hl.CheckResult("platform_db", hl.Status.CRITICAL,
+                              f"platform database {redact(url)} unreadable: {type(exc).__name__}: {error}"[:400])
     return hl.CheckResult("platform_db", hl.Status.HEALTHY, "platform database reachable")
+
+
+def champion_files_check(url: str) -> hl.CheckResult:
+    """Every champion's model file against its recorded digest (read and hashed, never deserialised)."""
+    from alphapulse_assets.training.assets import ModelRegistryResource
+    from alphapulse_assets.training.registry import ArtifactIntegrityError
+
+    registry = ModelRegistryResource(db_url=url).get()
+    refused = []
+    champions = registry.champions()
+    for champion in champions:
+        try:
+            registry.verify(champion)
+        except ArtifactIntegrityError as exc:
+            refused.append(f"{champion.label}: {exc}")
+    if refused:
+        return hl.CheckResult("champion_files", hl.Status.CRITICAL,
+                              f"{len(refused)} champion file(s) refused (the next load falls back to the previous "
+                              f"verified champion): " + "; ".join(refused[:3]), float(len(refused)))
+    return hl.CheckResult("champion_files", hl.Status.HEALTHY, f"{len(champions)} champion file(s) verified", 0)
 
 
 def heartbeats(instance: dg.DagsterInstance) -> tuple[dict[str, float], list[str]]:
@@ -190,6 +218,12 @@ def collect_health(
     msettings = msettings or get_monitoring_settings()
     url = db_url or platform_db_url()
     checks = [storage_check(instance), platform_db_check(url)]
+    if checks[-1].status == hl.Status.HEALTHY:
+        try:
+            checks.append(champion_files_check(url))
+        except Exception as exc:  # noqa: BLE001
+            checks.append(hl.CheckResult("champion_files", hl.Status.WARNING,
+                                         f"cannot verify champion files: {type(exc).__name__}: {exc}"[:300]))
     try:
         beats, required = heartbeats(instance)
         checks.append(hl.heartbeat_check(beats, required, now, msettings.heartbeat_max_age_seconds))

@@ -30,7 +30,9 @@ from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery.policies import classified_failures, training_retry_policy
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.cadence import promote, train_symbol
-from alphapulse_assets.training.display import Markdown, champion_fields, model_fields
+from alphapulse_assets.training.champion_events import ChampionChangeReporter, champion_change_metadata
+from alphapulse_assets.training.display import model_fields
+from alphapulse_assets.training.metadata import as_metadata
 from alphapulse_assets.training.pipeline import DEFAULT_SPECS, CadenceSpec, Dataset, make_dataset
 from alphapulse_assets.training.promotion import GATE_CHECK, GATE_RULES, GateConfig
 from alphapulse_assets.training.registry import ModelRegistry
@@ -66,11 +68,14 @@ GIT_REVISION = _git_revision()
 class ModelRegistryResource(dg.ConfigurableResource):
     """Where model artifacts and the registry tables live (defaults beside the local instance)."""
 
-    artifact_root: str = str(SETTINGS.home / "models")
+    artifact_root: str | None = None  # default: <ALPHAPULSE_HOME>/models
     db_url: str | None = None
 
-    def get(self) -> ModelRegistry:
-        return ModelRegistry(self.artifact_root, self.db_url or platform_db_url())
+    def get(self, instance: dg.DagsterInstance | None = None) -> ModelRegistry:
+        """The registry; with ``instance``, champion changes show on the champion assets of that instance."""
+        url = self.db_url or platform_db_url()
+        return ModelRegistry(self.artifact_root or str(get_settings().home / "models"), url,
+                             on_change=ChampionChangeReporter(instance, url))
 
 
 def _cadence_settings(name: str):
@@ -225,7 +230,7 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
         op_tags=tags,
     )
     def models(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistryResource):
-        registry = model_registry.get()
+        registry = model_registry.get(context.instance)
         dataset = Dataset.from_frame(training_set)
         selected = context.selected_asset_keys
         partition_keys = context.partition_keys
@@ -272,11 +277,9 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
             yield dg.MaterializeResult(asset_key=model_key, metadata=metadata)
             yield gate_check_result(model_key, outcomes, backfill)
             if promoted:
-                decision, previous = promoted[-1]
-                metrics = registry.get(symbol, name, decision.version).info.get("metrics", {})
-                yield dg.MaterializeResult(asset_key=champion_key, metadata=as_metadata(champion_fields(
-                    decision.version, previous.version if previous else None, decision.at.isoformat(),
-                    len(promoted), metrics)))
+                decision, _previous = promoted[-1]
+                yield dg.MaterializeResult(asset_key=champion_key, metadata=champion_change_metadata(
+                    decision, registry.get(symbol, name, decision.version), promotions_in_run=len(promoted)))
         if transient:
             raise transient[0]
         if failed:
@@ -284,20 +287,6 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
                                          + "; ".join(failed[:10]), allow_retries=False)
 
     return models
-
-
-def as_metadata(fields: dict) -> dict:
-    """Plain values from ``training.display`` as Dagster metadata: tables as Markdown, numbers as numbers
-    (plotted), everything else as text."""
-    out = {}
-    for key, value in fields.items():
-        if isinstance(value, Markdown):
-            out[key] = dg.MetadataValue.md(str(value))
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            out[key] = dg.MetadataValue.text(str(value))
-        else:
-            out[key] = dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
-    return out
 
 
 def gate_check_result(model_key: dg.AssetKey, outcomes: list, backfill: bool) -> dg.AssetCheckResult:

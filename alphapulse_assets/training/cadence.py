@@ -94,7 +94,7 @@ def train_symbol(
     A champion whose realized performance on the new rows dropped beyond the threshold is rolled back
     automatically first. A failure to train is recorded as "the champion keeps serving" and re-raised.
     """
-    champion = registry.champion(symbol, spec.name)
+    champion = registry.serving_champion(symbol, spec.name)  # a refused file: the previous verified one
     try:
         warm = registry.load(champion) if (champion and spec.estimator == "sgd") else None
         challenger = train_challenger(
@@ -114,7 +114,7 @@ def train_symbol(
             try:
                 decision = registry.rollback(symbol, spec.name, reason=f"automatic: {text}", by="auto-rollback")
                 rollback = f"rolled back v{champion.version} -> v{decision.version}: {text}"
-                champion = registry.champion(symbol, spec.name)
+                champion = registry.serving_champion(symbol, spec.name)
             except Exception as exc:  # no earlier champion: it keeps serving, and we say so
                 rollback = f"rollback wanted but not possible ({exc}): {text}"
             log.warning("%s %s: %s", symbol, spec.name, rollback)

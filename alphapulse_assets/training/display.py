@@ -90,15 +90,23 @@ def model_fields(outcome: Any, code_version: str) -> dict[str, Any]:
     return out
 
 
-def champion_fields(version: int, previous: int | None, promoted_at: str, promotions_in_run: int,
-                    metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The champion materialization's metadata: which version serves, which it replaced, its metrics."""
+def champion_fields(change: str, version: int | None, previous: int | None, by: str, reason: str, changed_at: str,
+                    metrics: Mapping[str, Any], *, sha256: str | None = None,
+                    promotions_in_run: int | None = None) -> dict[str, Any]:
+    """A champion change's metadata: what changed, which version serves, which it replaced, who, why, when,
+    and the serving version's metrics."""
     out: dict[str, Any] = {
-        "version": version_text(version),
-        "previous_version": version_text(previous) if previous is not None else "none (first champion)",
-        "promoted_at": promoted_at,
-        "promotions_in_run": int(promotions_in_run),
+        "change": change,
+        "version": version_text(version) or "none serves",
+        "previous_version": version_text(previous) or "none (first champion)",
+        "by": by,
+        "reason": reason,
+        "changed_at": changed_at,
     }
+    if sha256:
+        out["sha256"] = sha256
+    if promotions_in_run is not None:
+        out["promotions_in_run"] = int(promotions_in_run)
     out.update(_metrics("model_", metrics, CHAMPION_METRICS))
     return out
 

@@ -1,27 +1,40 @@
 """The model registry: versioned artifacts with verified digests, champions, and promotion history.
 
 Artifacts are scikit-learn estimators saved with skops (a format that does not execute code on load) under
-``<root>/<symbol>/<cadence>/v<NNNN>.skops``, on a local path or an fsspec URL, written atomically. Each
+``<root>/<symbol>/<cadence>/v<NNNN>.skops``, on a local path or an fsspec URL, written atomically; the database
+stores that path relative to the root, so a moved, copied or restored instance reads its own files (rows
+written with absolute paths by older versions resolve the same way). A version number is never reused for a
+file that exists: numbers are allocated past both the database's and the folder's highest, and a file is
+never overwritten. Each
 version's SHA-256 digest is recorded in the platform database when it is registered and verified before
 every load, promotion and rollback: a tampered or corrupted file is refused with a clear error and never
 deserialised. Only scikit-learn and NumPy *classes* are trusted when loading (not functions, which could
 be smuggled in as an estimator's callable); models with other types are refused at registration.
 
 The database holds versions, the current champion per (symbol, cadence), and an append-only history of
-every decision (promoted, rejected, rolled back, kept after a failure), so an operator can see why the
-champion is what it is and roll back to any earlier version. A plain rollback walks back the chain of
-champions (undo semantics): rolling back twice from v3 goes to v2 then v1, never back to v3.
+every decision (promoted, rejected, rolled back, kept after a failure, fell back from a refused file), so an
+operator can see why the champion is what it is. A plain rollback walks back the chain of champions (undo
+semantics): rolling back twice from v3 goes to v2 then v1, never back to v3. A rollback to a chosen version
+only goes to a version that was a champion and was never rejected by the gate, unless forced (recorded).
+``serving_champion`` verifies the champion's file and, when it is tampered or missing, falls back to the
+newest earlier champion whose file verifies, and records why. Every champion change is passed to the
+``on_change`` listener with the version now serving (the Dagster wrapper shows it on the champion asset and
+alerts).
 This module does not import Dagster.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import io
 import json
+import logging
 import os
+import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -63,14 +76,20 @@ decisions_table = sa.Table(
     sa.Column("symbol", sa.String(32), nullable=False, index=True),
     sa.Column("cadence", sa.String(16), nullable=False),
     sa.Column("version", sa.Integer, nullable=True),
-    sa.Column("action", sa.String(16), nullable=False),  # promoted | rejected | rolled_back | kept
+    sa.Column("action", sa.String(16), nullable=False),  # promoted | rejected | rolled_back | kept | fell_back
     sa.Column("previous_champion", sa.Integer, nullable=True),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("by", sa.String(64), nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
+log = logging.getLogger("alphapulse.registry")
+
 TRUSTED_PREFIXES = ("sklearn.", "numpy.")
+# Decisions after which another version is champion (``promoted`` included).
+CHAMPION_CHANGES = ("promoted", "rolled_back", "fell_back")
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV)
+_VERSION_FILE = re.compile(r"^v(\d+)\.skops$")
 # A version number is taken by at most one writer per commit of another: this bounds the retries far above
 # any real contention (the old bound of 5 failed with a handful of concurrent registrants).
 _MAX_VERSION_ATTEMPTS = 200
@@ -138,22 +157,48 @@ def _aware(value: datetime) -> datetime:
 
 
 class ModelRegistry:
-    def __init__(self, artifact_root: str, db_url: str, *, clock=_now):
+    def __init__(self, artifact_root: str, db_url: str, *, clock=_now,
+                 on_change: Callable[[Decision, ModelVersion | None], None] | None = None):
         self.root = str(artifact_root).rstrip("/")
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.is_local = "file" in protocols or "local" in protocols
         self.engine = engine_for(db_url)
         self.clock = clock
+        self.on_change = on_change
         metadata.create_all(self.engine)
 
     # -- artifacts -------------------------------------------------------------------------------
+    @staticmethod
+    def _relative(symbol: str, cadence: str, version: int) -> str:
+        """What the database stores: the file's path under the artifact root."""
+        return f"{symbol}/{cadence}/v{version:04d}.skops"
+
     def _path(self, symbol: str, cadence: str, version: int) -> str:
-        return f"{self._root_path}/{symbol}/{cadence}/v{version:04d}.skops"
+        return f"{self._root_path}/{self._relative(symbol, cadence, version)}"
 
     def _uri(self, path: str) -> str:
-        # Remote artifacts keep their scheme, so the recorded URI says where the file really is.
+        # Remote artifacts keep their scheme, so the URI shown says where the file really is.
         return path if self.is_local else self.fs.unstrip_protocol(path)
+
+    def _location(self, stored: str, symbol: str, cadence: str, version: int) -> str:
+        """Where this registry reads a version's file. Relative rows live under this root; an absolute row
+        in the registry's own layout (written by an older version, maybe on another machine or folder) is
+        read under this root too, so a moved or copied instance never reads another instance's files."""
+        relative = self._relative(symbol, cadence, version)
+        if stored == relative or stored.endswith("/" + relative):
+            return self._uri(self._path(symbol, cadence, version))
+        return stored
+
+    def _versions_on_disk(self, symbol: str, cadence: str) -> int:
+        """The highest version number with a file in the folder (0 if none): the database may have been lost."""
+        directory = f"{self._root_path}/{symbol}/{cadence}"
+        try:
+            names = os.listdir(directory) if self.is_local else [
+                p.rsplit("/", 1)[-1] for p in self.fs.ls(directory, detail=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        return max((int(m.group(1)) for m in map(_VERSION_FILE.match, names) if m), default=0)
 
     def _stage(self, symbol: str, cadence: str, data: bytes) -> str:
         """Write ``data`` to a unique temporary file beside the final one; returns its path.
@@ -181,10 +226,17 @@ class ModelRegistry:
         return tmp
 
     def _publish(self, tmp: str, path: str) -> None:
-        """Move a staged file to its final name (atomic rename on local disks)."""
+        """Give a staged file its final name, never replacing a file of that name (FileExistsError)."""
         if self.is_local:
-            os.replace(tmp, path)
-            try:  # make the rename itself durable
+            try:
+                os.link(tmp, path)  # atomic, and fails if ``path`` exists; the staged name is removed later
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                if os.path.exists(path):  # a filesystem without hard links: check, then rename
+                    raise FileExistsError(path) from None
+                os.replace(tmp, path)
+            try:  # make the new name durable
                 dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
                 try:
                     os.fsync(dir_fd)
@@ -193,6 +245,8 @@ class ModelRegistry:
             except OSError:
                 pass
         else:
+            if self.fs.exists(path):
+                raise FileExistsError(path)
             self.fs.mv(tmp, path)
 
     def _discard(self, tmp: str) -> None:
@@ -218,6 +272,7 @@ class ModelRegistry:
         info_json = json.dumps(info, default=str)
         created = self.clock()
         tmp = self._stage(symbol, cadence, data)
+        taken = 0  # the highest number found taken by a file (the database may not know it)
         try:
             for _ in range(_MAX_VERSION_ATTEMPTS):  # another writer may take the same number: try the next
                 with self.engine.connect() as conn:
@@ -225,20 +280,29 @@ class ModelRegistry:
                         sa.select(sa.func.max(versions_table.c.version)).where(
                             versions_table.c.symbol == symbol, versions_table.c.cadence == cadence)
                     ).scalar()
-                version = (latest or 0) + 1
+                version = max(latest or 0, self._versions_on_disk(symbol, cadence), taken) + 1
                 path = self._path(symbol, cadence, version)
-                uri = self._uri(path)
+                published = False
                 try:
                     with self.engine.begin() as conn:
                         conn.execute(versions_table.insert().values(
-                            symbol=symbol, cadence=cadence, version=version, uri=uri, sha256=digest,
+                            symbol=symbol, cadence=cadence, version=version,
+                            uri=self._relative(symbol, cadence, version), sha256=digest,
                             created_at=created, info_json=info_json))
                         # Inside the transaction: if the move fails the row is rolled back, so no row
                         # ever points at a missing or partial file.
                         self._publish(tmp, path)
-                    return ModelVersion(symbol, cadence, version, uri, digest, created, info)
+                        published = True
+                    return ModelVersion(symbol, cadence, version, self._uri(path), digest, created, info)
                 except sa.exc.IntegrityError:
                     continue
+                except FileExistsError:  # a file the database does not know (a lost or restored database)
+                    taken = version
+                    continue
+                except BaseException:
+                    if published:  # the commit failed: no row points at the file, so it goes too
+                        self._discard(path)
+                    raise
         finally:
             self._discard(tmp)  # a no-op after a successful move
         raise PermanentError(f"could not allocate a version number for {symbol}/{cadence}", where="model registry")
@@ -272,9 +336,9 @@ class ModelRegistry:
         return sio.load(io.BytesIO(data), trusted=sio.get_untrusted_types(data=data))
 
     # -- versions and champions ------------------------------------------------------------------
-    @staticmethod
-    def _row_to_version(row) -> ModelVersion:
-        return ModelVersion(row.symbol, row.cadence, row.version, row.uri, row.sha256,
+    def _row_to_version(self, row) -> ModelVersion:
+        return ModelVersion(row.symbol, row.cadence, row.version,
+                            self._location(row.uri, row.symbol, row.cadence, row.version), row.sha256,
                             _aware(row.created_at), json.loads(row.info_json))
 
     def get(self, symbol: str, cadence: str, version: int) -> ModelVersion:
@@ -322,13 +386,26 @@ class ModelRegistry:
             reason=reason, by=by, at=at))
         return Decision(symbol, cadence, version, action, previous, reason, by, at)
 
+    def _notify(self, decision: Decision) -> Decision:
+        """Tell the listener about a champion change (and the version now serving); its failure never undoes
+        the change."""
+        if self.on_change is not None:
+            try:
+                serving = None if decision.version is None else self.get(decision.symbol, decision.cadence,
+                                                                           decision.version)
+                self.on_change(decision, serving)
+            except Exception:  # noqa: BLE001 - the change is committed; the listener reports elsewhere
+                log.exception("reporting the champion change of %s/%s failed", decision.symbol, decision.cadence)
+        return decision
+
     def promote(self, mv: ModelVersion, reason: str, by: str = "promotion-gate") -> Decision:
         """Make ``mv`` champion. Refuses (ArtifactIntegrityError) if its file fails verification."""
         self.verify(mv)
         at = self.clock()
         with self.engine.begin() as conn:
             previous = self._set_champion(conn, mv.symbol, mv.cadence, mv.version, at)
-            return self._record(conn, mv.symbol, mv.cadence, mv.version, "promoted", previous, reason, by, at)
+            decision = self._record(conn, mv.symbol, mv.cadence, mv.version, "promoted", previous, reason, by, at)
+        return self._notify(decision)
 
     def reject(self, mv: ModelVersion, reason: str, by: str = "promotion-gate") -> Decision:
         """Record that a challenger was not promoted; the champion stays in service."""
@@ -346,32 +423,129 @@ class ModelRegistry:
             return self._record(conn, symbol, cadence, current.version if current else None, "kept",
                                 current.version if current else None, reason, by, at)
 
+    def _never_eligible(self, symbol: str, cadence: str, version: int) -> str | None:
+        """Why ``version`` may not be crowned by a rollback (None if it may): it was never a champion, or
+        the gate rejected it."""
+        mv = self.get(symbol, cadence, version)
+        with self.engine.connect() as conn:
+            actions = set(conn.execute(sa.select(decisions_table.c.action).where(
+                decisions_table.c.symbol == symbol, decisions_table.c.cadence == cadence,
+                decisions_table.c.version == version)).scalars())
+        if "rejected" in actions or mv.info.get("gate_passed") is False:
+            return f"v{version} was rejected by the promotion gate ({mv.info.get('gate_reason') or 'see history'})"
+        if not actions & set(CHAMPION_CHANGES):
+            return f"v{version} was never a champion"
+        return None
+
+    def rollback_targets(self, symbol: str, cadence: str) -> list[int]:
+        """Versions a rollback may crown without ``force``: earlier champions never rejected by the gate."""
+        current = self.champion(symbol, cadence)
+        with self.engine.connect() as conn:
+            crowned = sorted(set(conn.execute(sa.select(decisions_table.c.version).where(
+                decisions_table.c.symbol == symbol, decisions_table.c.cadence == cadence,
+                decisions_table.c.action.in_(CHAMPION_CHANGES), decisions_table.c.version.is_not(None))).scalars()))
+        return [v for v in crowned if (current is None or v != current.version)
+                and self._never_eligible(symbol, cadence, v) is None]
+
     def rollback(self, symbol: str, cadence: str, to_version: int | None = None, *, reason: str,
-                 by: str = "operator") -> Decision:
-        """Make an earlier version champion again: ``to_version``, or the champion before the current one."""
-        at = self.clock()
+                 by: str = "operator", force: bool = False) -> Decision:
+        """Make an earlier version champion again: ``to_version``, or the champion before the current one.
+
+        ``to_version`` must have been a champion and never rejected by the gate; ``force`` overrides that
+        (the decision's reason says it was forced, and why the version was not eligible). A rollback to the
+        current champion, or onto a file that fails its digest check, is refused.
+        """
+        if not (reason or "").strip():
+            raise PermanentError("a rollback needs a reason (--reason)", where="model registry")
+        where = f"rollback of {symbol}/{cadence}"
         if to_version is None:
             chain = self._champion_chain(symbol, cadence)
             if len(chain) < 2:
-                raise PermanentError(f"{symbol}/{cadence} has no earlier champion to roll back to", where="model registry")
+                raise PermanentError(f"{symbol}/{cadence} has no earlier champion to roll back to", where=where)
             to_version = chain[-2]
+        else:
+            def eligible() -> str:
+                targets = self.rollback_targets(symbol, cadence)
+                return "eligible versions: " + (", ".join(f"v{v}" for v in targets) or "none")
+
+            current = self.champion(symbol, cadence)
+            if current is not None and current.version == to_version:
+                raise PermanentError(f"v{to_version} is already the champion of {symbol}/{cadence}; {eligible()}",
+                                     where=where)
+            known = {v.version for v in self.versions(symbol, cadence)}
+            if to_version not in known:
+                raise PermanentError(f"{symbol}/{cadence} has no version {to_version}; {eligible()}", where=where)
+            problem = self._never_eligible(symbol, cadence, to_version)
+            if problem and not force:
+                raise PermanentError(f"{problem}: refusing to make it champion; {eligible()} "
+                                     "(or --force with a --reason, which is recorded)", where=where)
+            if problem:
+                reason = f"FORCED although {problem}: {reason}"
         target = self.get(symbol, cadence, to_version)
         self.load(target)  # never roll back onto a file that fails its digest check
+        at = self.clock()
         with self.engine.begin() as conn:
             previous = self._set_champion(conn, symbol, cadence, target.version, at)
-            return self._record(conn, symbol, cadence, target.version, "rolled_back", previous, reason, by, at)
+            decision = self._record(conn, symbol, cadence, target.version, "rolled_back", previous, reason, by, at)
+        return self._notify(decision)
+
+    def serving_champion(self, symbol: str, cadence: str) -> ModelVersion | None:
+        """The champion, its file verified. A tampered or missing file is refused, recorded, and the newest
+        earlier champion whose file verifies takes over (none if no earlier one does): a ``fell_back``
+        decision names both and why, and the listener is told."""
+        champion = self.champion(symbol, cadence)
+        if champion is None:
+            return None
+        try:
+            self.verify(champion)
+            return champion
+        except ArtifactIntegrityError as exc:
+            refusal = str(exc)
+        replacement = None
+        for version in reversed(self._champion_chain(symbol, cadence)):
+            if version == champion.version:
+                continue
+            candidate = self.get(symbol, cadence, version)
+            try:
+                self.verify(candidate)
+            except ArtifactIntegrityError:
+                continue
+            replacement = candidate
+            break
+        at = self.clock()
+        with self.engine.begin() as conn:
+            current = conn.execute(sa.select(champions_table.c.version).where(
+                champions_table.c.symbol == symbol, champions_table.c.cadence == cadence)).scalar()
+            if current != champion.version:  # another process already fell back (or promoted)
+                return self.champion(symbol, cadence)
+            if replacement is not None:
+                self._set_champion(conn, symbol, cadence, replacement.version, at)
+                serves = f"v{replacement.version} serves (the newest earlier champion whose file verifies)"
+            else:
+                conn.execute(champions_table.delete().where(
+                    champions_table.c.symbol == symbol, champions_table.c.cadence == cadence))
+                serves = "no earlier champion verifies: no champion serves"
+            decision = self._record(conn, symbol, cadence, replacement.version if replacement else None,
+                                    "fell_back", champion.version, f"champion v{champion.version} refused: "
+                                    f"{refusal} ({champion.uri}); {serves}", "registry", at)
+        log.error("%s/%s: %s", symbol, cadence, decision.reason)
+        self._notify(decision)
+        return replacement
 
     def _champion_chain(self, symbol: str, cadence: str) -> list[int]:
-        """The champions in order, as an undo stack: a promotion pushes; a rollback to a version in the stack
-        pops back to it (so a version rolled away from is not reinstated by the next plain rollback)."""
+        """The champions in order, as an undo stack: a promotion pushes; a rollback (or a fall-back) to a
+        version in the stack pops back to it (so a version rolled away from is not reinstated by the next
+        plain rollback)."""
         query = sa.select(decisions_table.c.action, decisions_table.c.version).where(
             decisions_table.c.symbol == symbol, decisions_table.c.cadence == cadence,
-            decisions_table.c.action.in_(("promoted", "rolled_back"))).order_by(decisions_table.c.id)
+            decisions_table.c.action.in_(CHAMPION_CHANGES)).order_by(decisions_table.c.id)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()  # the whole chain: ``history``'s limit must not cut it
         chain: list[int] = []
         for action, version in rows:
-            if action == "rolled_back" and version in chain:
+            if version is None:  # fell back to nothing
+                chain = []
+            elif action != "promoted" and version in chain:
                 del chain[len(chain) - chain[::-1].index(version):]  # back to its latest occurrence
             elif not chain or chain[-1] != version:
                 chain.append(version)

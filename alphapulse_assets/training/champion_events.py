@@ -1,0 +1,69 @@
+"""Champion changes as operators see them: on the champion asset in the UI, and as an alert when a file is refused.
+
+The registry (``registry.py``, no Dagster) passes every champion change to one listener, built here:
+
+- a rollback (automatic or by an operator) or a fall-back is reported to the instance as a materialization of
+  ``champions/<cadence>/<SYMBOL>`` (an observation when no version serves any more), carrying the version,
+  the previous version, who and why; a promotion is materialized by the models step itself, with the same
+  metadata (``champion_change_metadata``);
+- a fall-back (the champion's file was tampered or missing) raises one critical alert,
+  ``model_artifact:<SYMBOL>/<cadence>``, through the alert router; it resolves when a champion chosen by the
+  gate or a rollback serves again.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from alphapulse_assets.monitoring.alerts import Alert, build_router_from_env
+from alphapulse_assets.recovery.errors import Severity
+from alphapulse_assets.training.display import champion_fields
+from alphapulse_assets.training.metadata import as_metadata
+from alphapulse_assets.training.registry import Decision, ModelVersion
+
+
+def champion_key(symbol: str, cadence: str) -> dg.AssetKey:
+    return dg.AssetKey(["champions", cadence, symbol])
+
+
+def artifact_alert_key(symbol: str, cadence: str) -> str:
+    return f"model_artifact:{symbol}/{cadence}"
+
+
+def champion_change_metadata(decision: Decision, version: ModelVersion | None = None, *,
+                             promotions_in_run: int | None = None) -> dict:
+    """What a champion change shows on the champion asset: version, previous version, who, why, when."""
+    return as_metadata(champion_fields(
+        decision.action, decision.version, decision.previous_champion, decision.by, decision.reason,
+        decision.at.isoformat(timespec="seconds"), version.info.get("metrics", {}) if version else {},
+        sha256=version.sha256 if version else None, promotions_in_run=promotions_in_run))
+
+
+class ChampionChangeReporter:
+    """The registry's ``on_change`` listener (see the module docstring)."""
+
+    def __init__(self, instance: dg.DagsterInstance | None, db_url: str):
+        self.instance = instance
+        self.db_url = db_url
+
+    def __call__(self, decision: Decision, version: ModelVersion | None) -> None:
+        if decision.action == "fell_back":
+            with build_router_from_env(self.db_url) as router:
+                router.raise_alert(Alert(
+                    key=artifact_alert_key(decision.symbol, decision.cadence), severity=Severity.CRITICAL,
+                    title=f"{decision.symbol} {decision.cadence}: champion model file refused",
+                    body=decision.reason, source="model-registry"))
+        else:  # a promotion or a rollback: a champion the gate or a rollback chose serves again
+            router = build_router_from_env(self.db_url)
+            if router.store.open_alert(artifact_alert_key(decision.symbol, decision.cadence)) is not None:
+                router.resolve(artifact_alert_key(decision.symbol, decision.cadence))
+        if self.instance is None or decision.action == "promoted":  # promotions: the models step materializes
+            return
+        key = champion_key(decision.symbol, decision.cadence)
+        metadata = champion_change_metadata(decision, version)
+        if version is None:
+            event = dg.AssetObservation(asset_key=key, description=decision.reason, metadata=metadata)
+        else:
+            event = dg.AssetMaterialization(asset_key=key, description=decision.reason, metadata=metadata,
+                                            partition=(version.info.get("partition") if version else None))
+        self.instance.report_runless_asset_event(event)

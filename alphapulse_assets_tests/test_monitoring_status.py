@@ -35,7 +35,9 @@ def project(tmp_path, monkeypatch):
                  "ALPHAPULSE_ALERT_WEBHOOK_URL", "ALPHAPULSE_SMTP_HOST"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    get_settings.cache_clear()  # settings (and the models folder) follow this project's DAGSTER_HOME
+    yield tmp_path
+    get_settings.cache_clear()
 
 
 def run_status(capsys, *args) -> tuple[int, str]:
@@ -74,7 +76,7 @@ def make_healthy(project) -> None:
             for symbol in settings.symbols:
                 instance.report_runless_asset_event(dg.AssetMaterialization(["models", cadence, symbol], partition=key))
         nightly_cadence_stub.execute_in_process(instance=instance, tags={"dagster/partition": "2026-01-01"})
-    registry = ModelRegistry(str(project / "models"), platform_db_url())
+    registry = ModelRegistry(str(settings.home / "models"), platform_db_url())  # where status verifies them
     model = LogisticRegression().fit([[0.0], [1.0], [0.2], [0.9]], [0, 1, 0, 1])
     version = registry.register("BTCUSDT", "nightly", model, info={"metrics": {"log_loss": 0.6512, "auc": 0.612, "f1": 0.55}})
     registry.promote(version, reason="test")

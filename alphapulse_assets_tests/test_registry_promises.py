@@ -37,6 +37,7 @@ from alphapulse_assets.training.registry import ArtifactIntegrityError, ModelReg
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER_YAML = "storage:\n  sqlite:\n    base_dir: .alphapulse/storage\ntelemetry:\n  enabled: false\n"
 CHAMPION = dg.AssetKey(["champions", "weekly", "BTCUSDT"])
+CHAMPION_ETH = dg.AssetKey(["champions", "weekly", "ETHUSDT"])
 
 
 def _model(seed: int) -> LogisticRegression:
@@ -212,6 +213,33 @@ def test_tampered_champion_is_refused_recorded_alerted_once_and_the_previous_one
     assert store.open_alert(key) is None
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_rollback_eligibility_and_fall_back_on_each_database(tmp_path, request, backend):
+    """The same rules on PostgreSQL (the production platform database) as on SQLite, registry only."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'p.db'}"
+    changes = []
+    reg = ModelRegistry(str(tmp_path / "models"), url, on_change=lambda d, v: changes.append((d.action, d.version)))
+    v1 = reg.register("BTCUSDT", "weekly", _model(1))
+    reg.promote(v1, reason="gate")
+    v2 = reg.register("BTCUSDT", "weekly", _model(2), info={"gate_passed": False, "gate_reason": "drift"})
+    reg.reject(v2, reason="drift")
+    v3 = reg.register("BTCUSDT", "weekly", _model(3))
+    reg.promote(v3, reason="gate")
+    assert reg.rollback_targets("BTCUSDT", "weekly") == [1]
+    with pytest.raises(Exception, match="v2 was rejected by the promotion gate"):
+        reg.rollback("BTCUSDT", "weekly", 2, reason="try")
+
+    Path(v3.uri).unlink()
+    assert reg.serving_champion("BTCUSDT", "weekly").version == 1
+    Path(v1.uri).write_bytes(b"tampered too")
+    assert reg.serving_champion("BTCUSDT", "weekly") is None  # nothing earlier verifies: nothing serves
+    assert reg.champion("BTCUSDT", "weekly") is None
+    last = reg.history("BTCUSDT", "weekly")[-1]
+    assert (last.action, last.version, last.previous_champion) == ("fell_back", None, 1)
+    assert "no champion serves" in last.reason
+    assert changes == [("promoted", 1), ("promoted", 3), ("fell_back", 1), ("fell_back", None)]
+
+
 # -- paths relative to the artifact root, numbers never reused -------------------------------------------
 def test_a_moved_or_copied_instance_reads_its_own_files(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
@@ -324,3 +352,59 @@ class sqlite3_checkpoint:
     def __exit__(self, *exc):
         for suffix in ("-wal", "-shm"):
             Path(str(self.path) + suffix).unlink(missing_ok=True)
+
+
+# -- the same through a real cadence run --------------------------------------------------------------------
+def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path):
+    """The weekly cadence (real assets, real run) meets a tampered champion file: it trains against the previous
+    verified champion, records the fall-back, alerts once, and the champion asset shows the change."""
+    import pandas as pd
+
+    from alphapulse_assets.market_data.resample import resample_candles
+    from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
+    from alphapulse_assets.market_data.schema import to_arrow
+    from alphapulse_assets.market_data.sources.sample import SampleSource
+    from alphapulse_assets.market_data.storage import ParquetPartitionStore
+    from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
+
+    store = ParquetPartitionStore(str(tmp_path / "candles"))
+    start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-06-10", tz="UTC")
+    base = SampleSource().fetch(["ETHUSDT"], start, end)
+    days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
+    store.write_days("candles_1h", to_arrow(resample_candles(base, "15m", "1h")), days)
+    db_url = f"sqlite:///{tmp_path / 'platform.db'}"
+    resources = {
+        "candle_store": CandleStoreResource(base_url=str(tmp_path / "candles")),
+        "training_set_io_manager": PartitionedParquetIOManager(base_url=str(tmp_path / "ts"), layout="keys"),
+        "model_registry": ModelRegistryResource(artifact_root=str(tmp_path / "models"), db_url=db_url),
+    }
+    selection = [dg.AssetKey(["training_sets", "weekly"]), dg.AssetKey(["models", "weekly", "ETHUSDT"]), CHAMPION_ETH]
+
+    def run_weekly(instance, key):
+        return dg.materialize(cadence_assets["weekly"], selection=selection, partition_key=key, instance=instance,
+                              resources=resources, raise_on_error=False)
+
+    with dg.instance_for_test() as instance:
+        reg = resources["model_registry"].get(instance)
+        run_weekly(instance, "2024-05-26")
+        v1 = reg.champion("ETHUSDT", "weekly")
+        assert v1 is not None and v1.version == 1  # the sample market: ETH clears the gate this week
+        v2 = reg.register("ETHUSDT", "weekly", reg.load(v1), info=v1.info)  # a second champion, then tampered
+        reg.promote(v2, reason="second champion")
+        Path(v2.uri).write_bytes(Path(v2.uri).read_bytes()[:-7])
+
+        result = run_weekly(instance, "2024-06-02")
+
+        model = next(m for m in result.get_asset_materialization_events()
+                     if m.asset_key == dg.AssetKey(["models", "weekly", "ETHUSDT"])).materialization
+        assert model.metadata["champion_before"].value == 1  # compared with the verified champion, not v2
+        fell = [d for d in reg.history("ETHUSDT", "weekly") if d.action == "fell_back"]
+        assert [(d.version, d.previous_champion) for d in fell] == [(1, 2)]
+        store_ = AlertStore(db_url)
+        assert [a.key for a in store_.open_alerts()] == [artifact_alert_key("ETHUSDT", "weekly")]
+        assert len(store_.history(key=artifact_alert_key("ETHUSDT", "weekly"), event="raised")) == 1
+        shown = [{k: getattr(v, "value", v) for k, v in r.event_log_entry.asset_materialization.metadata.items()}
+                 for r in instance.fetch_materializations(CHAMPION_ETH, limit=10).records]
+        changes = sorted((m["change"], m["version"], m["previous_version"], m["by"]) for m in shown)
+        assert ("fell_back", "v1", "v2", "registry") in changes
+        assert ("promoted", "v1", "none", "promotion-gate") in changes  # the first promotion, with who and why

@@ -1,4 +1,7 @@
-"""Missed runs: after the daemon was down over several scheduled times, each cadence catches up once."""
+"""Missed runs: after the daemon was down over several scheduled times, each cadence catches up once.
+
+The daemon passes the instance scheduler's max_catchup_runs (1 in every shipped config: test_deploy_promises.py).
+"""
 
 import logging
 from datetime import datetime, timedelta, timezone
@@ -46,10 +49,3 @@ def test_nightly_catches_up_once_after_three_missed_nights():
             runs = instance.get_runs()
             assert len(runs) == 2  # one catch-up run, not three
             assert runs[0].tags["dagster/partition"] == "2026-11-23"  # and it trains on the newest day
-
-
-def test_local_instance_limits_catch_up_to_one_run():
-    import yaml
-
-    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    assert config["scheduler"]["config"]["max_catchup_runs"] == 1

@@ -527,7 +527,7 @@ class ModelRegistry:
                 serves = "no earlier champion verifies: no champion serves"
             decision = self._record(conn, symbol, cadence, replacement.version if replacement else None,
                                     "fell_back", champion.version, f"champion v{champion.version} refused: "
-                                    f"{refusal} ({champion.uri}); {serves}", "registry", at)
+                                    f"{refusal}; {serves}", "registry", at)  # the refusal names the file
         log.error("%s/%s: %s", symbol, cadence, decision.reason)
         self._notify(decision)
         return replacement

@@ -214,11 +214,13 @@ def test_source_that_hangs_or_returns_garbage_fails_cleanly_and_writes_nothing(l
     pd.testing.assert_frame_equal(store.read_days("market_candles", [day]), stored_before)
 
 
-def test_corrupted_model_artifact_is_refused_and_not_promoted(live_deployment):
+def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(live_deployment):
     from sklearn.linear_model import SGDClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
     import numpy as np
+
+    from alphapulse_assets.monitoring.alert_store import AlertStore
 
     d = live_deployment
     instance = d.instance()
@@ -233,7 +235,7 @@ def test_corrupted_model_artifact_is_refused_and_not_promoted(live_deployment):
                                                            "metrics": {}, "partition": "e2e-seeded"})
     reg.promote(champion, reason="seeded by the corruption test")
     # ... whose file is then damaged on disk.
-    path = Path(champion.uri)  # a local registry records the plain path
+    path = Path(champion.uri)  # the registry's own folder under this deployment's home
     assert path.is_file() and d.alphapulse_home in path.parents
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -245,14 +247,21 @@ def test_corrupted_model_artifact_is_refused_and_not_promoted(live_deployment):
                                                                       "alphapulse/test": "corrupt-model"})
     d.wait_for_run(run_id, timeout=300)
     summary = RunSummary(instance, run_id)
-    # The failure names the symbol and the damaged file (whichever step trains it).
-    messages = [m for _step, _cls, m in summary.step_failures if symbol in m]
-    assert messages, summary.step_failures
-    assert any(re.search(r"digest|integrity|sha-?256|corrupt|does not match", m, flags=re.I) for m in messages), messages
-    # Not promoted, not replaced by anything read from the damaged file; the other symbol is unaffected.
-    assert (f"champions/nightly/{symbol}", key) not in summary.materialized
-    assert reg.champion(symbol, "nightly").version == champion.version
-    assert (f"models/nightly/{SYMBOLS[0]}", key) in summary.materialized
+    # The run refused the file without failing on it: recorded, and no earlier champion verifies, so none serves
+    # and the symbol trains from scratch (never from the damaged file).
+    assert not [m for _step, _cls, m in summary.step_failures if re.search(r"sha-?256|does not match", m, re.I)]
+    [fell] = [h for h in reg.history(symbol, "nightly") if h.action == "fell_back"]
+    assert (fell.version, fell.previous_champion, fell.by) == (None, champion.version, "registry")
+    assert "does not match" in fell.reason and str(path) in fell.reason
+    now = reg.champion(symbol, "nightly")
+    assert now is None or now.version > champion.version
+    assert (f"models/nightly/{symbol}", key) in summary.materialized
+    assert (f"models/nightly/{SYMBOLS[0]}", key) in summary.materialized  # the other symbol is unaffected
+    # One critical alert, and the change on the champion asset (an observation: no version serves).
+    alerts = AlertStore(d.database_url)
+    assert len(alerts.history(key=f"model_artifact:{symbol}/nightly", event="raised")) == 1
+    observed = instance.fetch_observations(dg.AssetKey(["champions", "nightly", symbol]), limit=5).records
+    assert [r.event_log_entry.asset_observation.metadata["change"].value for r in observed] == ["fell_back"]
 
 
 SENSOR_TICKS = """

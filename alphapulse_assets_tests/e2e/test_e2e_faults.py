@@ -264,6 +264,43 @@ def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(live_depl
     assert [r.event_log_entry.asset_observation.metadata["change"].value for r in observed] == ["fell_back"]
 
 
+CHAMPION_EVENTS = """
+query ($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) { __typename ... on Asset {
+    assetMaterializations(limit: 10) { metadataEntries { label ... on TextMetadataEntry { text } } } } }
+}
+"""
+
+
+def test_a_cli_rollback_shows_on_the_champion_asset_in_the_ui(live_deployment):
+    """The operator's rollback, through the real CLI on the PostgreSQL deployment, read back through the web
+    UI's GraphQL API: the champion asset's newest materialization says which version, from which, who and why.
+    (A symbol of its own, so no cadence in this session trains against these seeded models.)"""
+    from sklearn.linear_model import LogisticRegression
+
+    d = live_deployment
+    reg = registry(d)
+    symbol = "ROLLBACKUSDT"
+    versions = []
+    for c in (1.0, 2.0):
+        mv = reg.register(symbol, "weekly", LogisticRegression(C=c).fit([[0.0], [1.0], [0.2], [0.8]], [0, 1, 0, 1]),
+                          info={"gate_passed": True})
+        reg.promote(mv, reason="seeded")
+        versions.append(mv.version)
+    refused = d.cli("models", "rollback", symbol, "weekly", "--to", str(versions[1]), "--reason", "no-op")
+    assert refused.returncode != 0 and "already the champion" in refused.stderr, refused.stderr
+
+    done = d.cli("models", "rollback", symbol, "weekly", "--to", str(versions[0]), "--reason", "bad week for v2")
+    assert done.returncode == 0, done.stderr
+
+    found = d.graphql(CHAMPION_EVENTS, {"key": {"path": ["champions", "weekly", symbol]}})["assetOrError"]
+    assert found["__typename"] == "Asset", found
+    [shown] = [{e["label"]: e.get("text") for e in m["metadataEntries"]} for m in found["assetMaterializations"]]
+    assert shown["change"] == "rolled_back" and shown["reason"] == "bad week for v2"
+    assert (shown["version"], shown["previous_version"]) == (f"v{versions[0]}", f"v{versions[1]}")
+    assert shown["by"]  # the operator's user name
+
+
 SENSOR_TICKS = """
 query ($sel: SensorSelector!) {
   sensorOrError(sensorSelector: $sel) { __typename ... on Sensor { sensorState { status ticks(limit: 1) { timestamp status } } } }

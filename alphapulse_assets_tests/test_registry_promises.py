@@ -397,7 +397,7 @@ def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path
 
         model = next(m for m in result.get_asset_materialization_events()
                      if m.asset_key == dg.AssetKey(["models", "weekly", "ETHUSDT"])).materialization
-        assert model.metadata["champion_before"].value == 1  # compared with the verified champion, not v2
+        assert model.metadata["champion_before"].value == "v1"  # compared with the verified champion, not v2
         fell = [d for d in reg.history("ETHUSDT", "weekly") if d.action == "fell_back"]
         assert [(d.version, d.previous_champion) for d in fell] == [(1, 2)]
         store_ = AlertStore(db_url)
@@ -407,4 +407,4 @@ def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path
                  for r in instance.fetch_materializations(CHAMPION_ETH, limit=10).records]
         changes = sorted((m["change"], m["version"], m["previous_version"], m["by"]) for m in shown)
         assert ("fell_back", "v1", "v2", "registry") in changes
-        assert ("promoted", "v1", "none", "promotion-gate") in changes  # the first promotion, with who and why
+        assert ("promoted", "v1", "none (first champion)", "promotion-gate") in changes  # the first promotion, with who and why

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import select
+import signal
 import sys
+import threading
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -39,27 +42,100 @@ def _windows(start: date, end: date, days_per_run: int) -> list[tuple[date, date
 
 # Our own lines report progress and failures; the full event log is in the UI for every run.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Stopped(SystemExit):
+    """A SIGTERM or Ctrl-C stopped a run: the run is CANCELED and the command exits 128 + signal."""
+
+
+class _RunWatch:
+    """Watches one in-process run from a thread: a SIGTERM/SIGINT marks the run CANCELING at once, and every
+    ``every`` seconds a run that waits for a concurrency-pool slot says which pool and which run holds it.
+
+    Dagster replaces the signal handlers while it executes; the signal's wake-up byte (``set_wakeup_fd``)
+    still reaches this thread whichever Python handler is installed."""
+
+    def __init__(self, instance, run_id: str, out, every: float = 5.0):
+        self.instance, self.run_id, self.out, self.every = instance, run_id, out, every
+        self.signum: int | None = None
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="alphapulse-run-watch", daemon=True)
+
+    def __enter__(self):
+        self._old_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.set_wakeup_fd(self._old_fd)
+        self._done.set()
+        os.write(self._write, b"\0")  # wake the thread
+        self._thread.join(timeout=10)
+        os.close(self._read)
+        os.close(self._write)
+
+    def _watch(self) -> None:
+        from alphapulse_assets.recovery.runs import pool_waits, request_stop
+
+        last = ""
+        while not self._done.is_set():
+            ready, _, _ = select.select([self._read], [], [], self.every)
+            for byte in (os.read(self._read, 64) if ready else b""):
+                if byte in SIGNAL_EXIT and self.signum is None and not self._done.is_set():
+                    self.signum = byte
+                    name = signal.Signals(byte).name
+                    print(f"\nalphapulse: {name} received: stopping run {self.run_id}", file=self.out, flush=True)
+                    request_stop(self.instance, self.run_id, f"stop requested: {name} to process {os.getpid()}")
+            if not ready and self.signum is None:
+                waits = "; ".join(pool_waits(self.instance, self.run_id))
+                if waits and waits != last:
+                    print(f"\nalphapulse: run {self.run_id} is {waits}", file=self.out, flush=True)
+                last = waits
+
+
+def execute(job, *, out=sys.stdout, tags: dict | None = None, **kwargs):
+    """Execute a job in this process on the instance, as an operator's run: ended runs of dead CLI processes
+    are ended first (their pool slots freed), the run names this process as its owner, a stop signal cancels
+    it (``Stopped``), a wait for a pool slot is reported, and its failure or success goes to the alerts."""
+    import uuid
+
+    import dagster as dg
+
+    from alphapulse_assets.recovery.runs import end_dead_runs, owner_tags
+
+    instance = dg.DagsterInstance.get()
+    for line in end_dead_runs(instance):
+        print(f"alphapulse: ended {line}", file=out, flush=True)
+    run_id = str(uuid.uuid4())
+    with _RunWatch(instance, run_id, out) as watch:
+        result = job.execute_in_process(instance=instance, run_id=run_id, run_config=QUIET_LOGS,
+                                        tags={**(tags or {}), **owner_tags()}, raise_on_error=False, **kwargs)
+    if watch.signum is not None:
+        run = instance.get_run_by_id(run_id)
+        print(f"alphapulse: run {run_id} stopped by {signal.Signals(watch.signum).name}; it is "
+              f"{run.status.value if run else 'gone'}", file=sys.stderr, flush=True)
+        raise Stopped(SIGNAL_EXIT[watch.signum])
+    from alphapulse_assets.monitoring.sensors import alert_run_outcome
+
+    alert_run_outcome(instance, instance.get_run_by_id(run_id))  # the daemon's sensors will not alert twice
+    return result
 
 
 def ingest(start: date, end: date, *, days_per_run: int = 92, out=sys.stdout) -> dict:
     """Materialize the market-data assets for [start, end] in runs of up to ``days_per_run`` days."""
-    import dagster as dg
-
     from alphapulse_assets.definitions import defs
 
-    instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("ingest_market_data")
     windows = _windows(start, end, days_per_run)
     totals = {"runs": 0, "candles": 0, "failed_checks": [], "run_ids": []}
     for i, (a, b) in enumerate(windows, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(windows)}] market data {a}..{b}", end=" ", flush=True, file=out)
-        result = job.execute_in_process(
-            instance=instance,
-            run_config=QUIET_LOGS,
-            tags={"dagster/asset_partition_range_start": str(a), "dagster/asset_partition_range_end": str(b)},
-            raise_on_error=False,
-        )
+        result = execute(job, out=out, tags={"dagster/asset_partition_range_start": str(a),
+                                             "dagster/asset_partition_range_end": str(b)})
         totals["runs"] += 1
         totals["run_ids"].append(result.run_id)
         if not result.success:
@@ -79,8 +155,6 @@ def ingest(start: date, end: date, *, days_per_run: int = 92, out=sys.stdout) ->
 
 def run_cadence(name: str, partition_key: str | None = None, *, out=sys.stdout):
     """Run one cadence through the same definitions and instance as the daemon (no daemon needed)."""
-    import dagster as dg
-
     from alphapulse_assets.definitions import defs
     from alphapulse_assets.training.schedules import latest_partition_key
 
@@ -89,10 +163,8 @@ def run_cadence(name: str, partition_key: str | None = None, *, out=sys.stdout):
         raise SystemExit(f"alphapulse: no complete {name} partition yet")
     t0 = time.perf_counter()
     print(f"{name} cadence, partition {key} ...", end=" ", flush=True, file=out)
-    result = defs.resolve_job_def(f"{name}_cadence").execute_in_process(
-        instance=dg.DagsterInstance.get(), partition_key=key, run_config=QUIET_LOGS, raise_on_error=False,
-        tags={"alphapulse/trigger": "cli"},
-    )
+    result = execute(defs.resolve_job_def(f"{name}_cadence"), out=out, partition_key=key,
+                     tags={"alphapulse/trigger": "cli"})
     failures = unexpected_failures(result)
     status = "done" if not failures else "FAILED: " + "; ".join(failures)
     print(f"{status} in {time.perf_counter() - t0:.1f}s (run {result.run_id})", file=out)
@@ -383,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a run (a run's own stop raises Stopped)
+        print("alphapulse: interrupted", file=sys.stderr)
+        return SIGNAL_EXIT[signal.SIGINT]
     except Exception as exc:  # an operator gets the classified message, not a traceback
         from alphapulse_assets.recovery.errors import describe
 

@@ -13,6 +13,7 @@ from alphapulse_assets.monitoring.sensors import (
     MONITORING_SENSORS,
 )
 from alphapulse_assets.recovery.gating import gate_schedule
+from alphapulse_assets.recovery.runs import dead_run_sensor
 from alphapulse_assets.recovery.sensors import breaker_sensor, breakers_asset
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
@@ -52,7 +53,7 @@ defs = dg.Definitions(
             *MONITORING_ASSETS],
     jobs=[ingest_market_data_job, *CADENCE_JOBS.values(), drift_monitoring_job, *MONITORING_JOBS],
     schedules=[ingest_market_data_schedule, *CADENCE_SCHEDULES, drift_monitoring_schedule, *MONITORING_SCHEDULES],
-    sensors=[drift_retrain_sensor, breaker_sensor, *MONITORING_SENSORS],
+    sensors=[drift_retrain_sensor, breaker_sensor, dead_run_sensor, *MONITORING_SENSORS],
     resources={
         "market_data": MarketDataResource(),
         "candle_io_manager": PartitionedParquetIOManager(),

@@ -13,6 +13,7 @@ from alphapulse_assets.market_data import quality
 from alphapulse_assets.market_data.resample import resample_candles
 from alphapulse_assets.market_data.resources import MarketDataResource
 from alphapulse_assets.recovery.policies import classified_failures, ingestion_retry_policy
+from alphapulse_assets.recovery.runs import stop_on_interrupt
 from alphapulse_assets.settings import get_settings
 
 SETTINGS = get_settings()
@@ -85,6 +86,7 @@ def _preview(frame: pd.DataFrame) -> str:
     description=f"Base-bar ({SETTINGS.base_timeframe}) OHLCV candles for every configured symbol, one UTC day per "
     "partition, fetched through the configured source chain and validated by blocking quality checks.",
 )
+@stop_on_interrupt  # a SIGTERM / Ctrl-C stops the run; it is not retried
 def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataResource):
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
@@ -134,6 +136,7 @@ def _resampled_asset(name: str, timeframe: str) -> dg.AssetsDefinition:
         kinds={"pandas", "parquet"},
         description=f"{timeframe} candles resampled from the base bars; a bar is kept only when complete.",
     )
+    @stop_on_interrupt
     def _asset(context: dg.AssetExecutionContext, base: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         bars = resample_candles(base, SETTINGS.base_timeframe, timeframe)
         _add_daily_metadata(context, bars)

@@ -302,17 +302,30 @@ def build_check_failure_alert_sensor(
 # -- runs -----------------------------------------------------------------------------------------------
 
 
-def run_failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, router: AlertRouter) -> str:
-    """Raise (or, for a run stopped only by blocking checks, resolve) the job's run alert; returns what it did."""
+#: Set on a run once its failure alert was raised (by the CLI that ran it, or by the sensor): never twice.
+ALERTED_TAG = "alphapulse/alerted"
+
+
+def run_alert_key(job_name: str) -> str:
+    return f"run:{job_name}"
+
+
+def run_failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, router: AlertRouter,
+                      by: str = "run_failure_alert_sensor") -> str:
+    """Raise (or, for a run stopped only by blocking checks, resolve) the job's run alert, once per run;
+    returns what it did."""
+    if run.tags.get(ALERTED_TAG):
+        return f"already alerted by {run.tags[ALERTED_TAG]}"
+    instance.add_run_tags(run.run_id, {ALERTED_TAG: by})  # claimed before raising: once per run
     summary = summarize(probes.step_failures(instance, run.run_id))
-    key = f"run:{run.job_name}"
+    key = run_alert_key(run.job_name)
     if not summary.is_fault:
         router.resolve(key)
         return "not a fault: only blocking checks failed"
     partition = run.tags.get("dagster/partition")
     title = f"run of {run.job_name}{' (' + partition + ')' if partition else ''} failed: " \
             f"{summary.error_class.value} error"
-    body = (summary.describe() or "the run failed without a step failure (worker crashed or run stopped)") + \
+    body = (summary.describe() or _no_step_failure(instance, run)) + \
         f"\nrun {run.run_id}\nSee docs/runbook.md#run-failures"
     router.raise_alert(Alert(key=key, severity=summary.severity, title=title, body=body, source="run_failure_alert_sensor",
                              labels={"job": run.job_name, "run_id": run.run_id, "error_class": summary.error_class.value}))
@@ -320,26 +333,60 @@ def run_failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, router: 
     return f"raised {key} ({summary.severity.value})"
 
 
+def _no_step_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    """The run's own failure message (e.g. "worker process 123 on host died") when no step failed."""
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1,
+                                           ascending=False).records
+    message = records[0].event_log_entry.message if records else ""
+    return message or "the run failed without a step failure (worker crashed or run stopped)"
+
+
+def resolve_run_alert(job_name: str, router_factory: RouterFactory = default_router) -> bool:
+    """A job's success resolves its open run-failure alert; True when there was one."""
+    from alphapulse_assets.monitoring.alert_store import AlertStore
+
+    key = run_alert_key(job_name)
+    if AlertStore(platform_db_url()).open_alert(key) is None:
+        return False
+    router = router_factory()
+    router.resolve(key)
+    router.flush()
+    return True
+
+
+def alert_run_outcome(instance: dg.DagsterInstance, run: dg.DagsterRun | None,
+                      router_factory: RouterFactory = default_router) -> str:
+    """What the run-status sensors do for one finished run, for a process that ran it itself (the CLI), so that
+    a cron user without the daemon is alerted too; the sensors then find the run handled."""
+    if run is None:
+        return "run not found"
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        return run_failure_alert(instance, run, router_factory(), by=f"alphapulse cli (pid {os.getpid()})")
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        return "resolved" if resolve_run_alert(run.job_name, router_factory) else "nothing open"
+    return f"{run.status.value}: no alert"
+
+
 def build_run_failure_sensors(
     router_factory: RouterFactory = default_router,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> list[dg.SensorDefinition]:
+    """Both sensors watch every run of the instance (``monitor_all_code_locations``), not only runs launched
+    from this code location: runs executed in-process (``alphapulse run`` / ``ingest``) have no code-location
+    origin and would be skipped."""
+
     @dg.run_failure_sensor(name="run_failure_alert_sensor", default_status=default_status,
-                           description="Alerts on failed runs with their classified error.")
+                           monitor_all_code_locations=True,
+                           description="Alerts once on every failed run of the instance (schedule, sensor, UI, CLI, "
+                                       "backfill) with its classified error.")
     def run_failure_alert_sensor(context: dg.RunFailureSensorContext):
         context.log.info(run_failure_alert(context.instance, context.dagster_run, router_factory()))
 
     @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="run_success_resolve_sensor",
-                          default_status=default_status,
+                          default_status=default_status, monitor_all_code_locations=True,
                           description="Resolves a job's run-failure alert when the job succeeds again.")
     def run_success_resolve_sensor(context: dg.RunStatusSensorContext):
-        from alphapulse_assets.monitoring.alert_store import AlertStore
-
-        key = f"run:{context.dagster_run.job_name}"
-        if AlertStore(platform_db_url()).open_alert(key) is not None:
-            router = router_factory()
-            router.resolve(key)
-            router.flush()
+        resolve_run_alert(context.dagster_run.job_name, router_factory)
 
     return [run_failure_alert_sensor, run_success_resolve_sensor]
 

@@ -28,6 +28,7 @@ from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery.policies import classified_failures, training_retry_policy
+from alphapulse_assets.recovery.runs import stop_on_interrupt
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.cadence import promote, train_symbol
 from alphapulse_assets.training.champion_events import ChampionChangeReporter, champion_change_metadata
@@ -164,6 +165,7 @@ def build_cadence_assets(name: str) -> list:
         description=f"Features and '{spec.label['name']}' labels for every symbol over the {name} window "
                     f"({spec.window_days} days of {spec.timeframe} bars, plus feature warm-up).",
     )
+    @stop_on_interrupt
     def training_set(context: dg.AssetExecutionContext, candle_store: CandleStoreResource,
                      model_registry: ModelRegistryResource) -> dg.Output:
         try:
@@ -229,6 +231,7 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
         can_subset=True,
         op_tags=tags,
     )
+    @stop_on_interrupt  # a SIGTERM / Ctrl-C stops the run; it is not retried
     def models(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistryResource):
         registry = model_registry.get(context.instance)
         dataset = Dataset.from_frame(training_set)

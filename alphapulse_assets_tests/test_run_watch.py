@@ -132,7 +132,7 @@ def test_signal_stops_a_cli_run_canceled_nonzero_nothing_written(home, signum, c
         fake.hang(1, 120.0)  # the first klines request stalls: the step is mid-fetch when the signal comes
         env = {"ALPHAPULSE_SOURCES": "exchange", "ALPHAPULSE_EXCHANGE_API_URL": fake.url,
                "ALPHAPULSE_SOURCE_TIMEOUT_SECONDS": "110"}
-        proc = spawn("ingest", "--start", "2025-01-01", env=env)
+        proc = spawn("ingest", "--start", "2024-05-01", env=env)
         try:
             wait_until(lambda: fake.requests_to(KLINES), 90, "the CLI run to reach the exchange")
             time.sleep(0.5)
@@ -258,3 +258,38 @@ def test_a_cli_run_waiting_for_a_pool_slot_says_which_pool_and_which_run_holds_i
                 waiter.kill()
                 waiter.wait(10)
         assert "nightly cadence, partition 2025-01-30" in log.read_text()
+
+
+def test_sigterm_mid_training_cancels_and_leaves_no_partial_model(home):
+    from alphapulse_assets.training.registry import ModelRegistry
+
+    proc = cli("ingest", "--start", "2025-01-01", "--end", "2025-01-31")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with dg.DagsterInstance.get() as instance:
+        run = spawn("run", "nightly", "--partition", "2025-01-30")
+        holder: list[str] = []
+        try:
+            wait_until(lambda: _holds_training_slot(instance, holder), 120, "the cadence run to be training",
+                       interval=0.02)
+            sent = time.monotonic()
+            run.send_signal(signal.SIGTERM)
+            out, err = run.communicate(timeout=30)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait(10)
+        assert run.returncode == 143, out + err
+        assert time.monotonic() - sent < 15
+        stopped = instance.get_run_by_id(holder[0])
+        assert stopped.status == dg.DagsterRunStatus.CANCELED
+        assert instance.event_log_storage.get_concurrency_info("training").claimed_slots == []
+    models = home / ".alphapulse" / "models"
+    registry = ModelRegistry(str(models), platform_db_url())
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        for version in registry.versions(symbol, "nightly"):
+            registry.verify(version)  # every registered version has its complete, verified artifact
+    leftovers = [p for p in models.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.startswith("."))]
+    assert leftovers == []
+    # The next run goes ahead.
+    proc = cli("run", "nightly", "--partition", "2025-01-30", timeout=180)
+    assert "nightly cadence, partition 2025-01-30" in proc.stdout, proc.stdout + proc.stderr

@@ -327,7 +327,7 @@ def run_failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, router: 
             f"{summary.error_class.value} error"
     body = (summary.describe() or _no_step_failure(instance, run)) + \
         f"\nrun {run.run_id}\nSee docs/runbook.md#run-failures"
-    router.raise_alert(Alert(key=key, severity=summary.severity, title=title, body=body, source="run_failure_alert_sensor",
+    router.raise_alert(Alert(key=key, severity=summary.severity, title=title, body=body, source=by,
                              labels={"job": run.job_name, "run_id": run.run_id, "error_class": summary.error_class.value}))
     router.flush()
     return f"raised {key} ({summary.severity.value})"

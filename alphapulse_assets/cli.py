@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -100,10 +101,9 @@ def execute(job, *, out=sys.stdout, tags: dict | None = None, **kwargs):
     """Execute a job in this process on the instance, as an operator's run: ended runs of dead CLI processes
     are ended first (their pool slots freed), the run names this process as its owner, a stop signal cancels
     it (``Stopped``), a wait for a pool slot is reported, and its failure or success goes to the alerts."""
-    import uuid
-
     import dagster as dg
 
+    from alphapulse_assets.monitoring.sensors import alert_run_outcome
     from alphapulse_assets.recovery.runs import end_dead_runs, owner_tags
 
     instance = dg.DagsterInstance.get()
@@ -118,8 +118,6 @@ def execute(job, *, out=sys.stdout, tags: dict | None = None, **kwargs):
         print(f"alphapulse: run {run_id} stopped by {signal.Signals(watch.signum).name}; it is "
               f"{run.status.value if run else 'gone'}", file=sys.stderr, flush=True)
         raise Stopped(SIGNAL_EXIT[watch.signum])
-    from alphapulse_assets.monitoring.sensors import alert_run_outcome
-
     alert_run_outcome(instance, instance.get_run_by_id(run_id))  # the daemon's sensors will not alert twice
     return result
 

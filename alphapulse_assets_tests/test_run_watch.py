@@ -201,6 +201,14 @@ def test_sigkilled_cadence_run_is_ended_and_its_slot_freed(home):
         alert = AlertStore(platform_db_url()).open_alert("run:nightly_cadence")
         assert alert is not None and f"worker process {killed.pid}" in alert.body
 
+        # ... and the daily report counts it as a failed nightly run.
+        from alphapulse_assets.monitoring.sensors import compute_report
+
+        now = time.time()
+        report = compute_report(instance, "today", now - 3600, now + 60, db_url=platform_db_url(), now=now)
+        [nightly] = [row for row in report["cadences"] if row["cadence"] == "nightly"]
+        assert nightly["runs"] == 1 and nightly["failed"] == 1
+
     # The next cadence run is not stuck.
     proc = cli("run", "nightly", "--partition", "2025-01-30", timeout=180)
     assert "nightly cadence, partition 2025-01-30" in proc.stdout and " in " in proc.stdout, proc.stdout + proc.stderr
@@ -293,3 +301,15 @@ def test_sigterm_mid_training_cancels_and_leaves_no_partial_model(home):
     # The next run goes ahead.
     proc = cli("run", "nightly", "--partition", "2025-01-30", timeout=180)
     assert "nightly cadence, partition 2025-01-30" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_owner_alive_judges_only_this_hosts_processes_and_sees_a_reused_pid():
+    from alphapulse_assets.recovery.runs import owner_alive, owner_tags
+
+    mine = owner_tags()
+    assert owner_alive(mine) is True
+    assert owner_alive({**mine, "alphapulse/pid_started": str(float(mine["alphapulse/pid_started"]) - 100)}) is False
+    assert owner_alive({**mine, "alphapulse/host": "another-host"}) is None
+    assert owner_alive({}) is None
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert owner_alive({**mine, "alphapulse/pid": done.stdout.strip(), "alphapulse/pid_started": ""}) is False

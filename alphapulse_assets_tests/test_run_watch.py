@@ -147,6 +147,7 @@ def test_signal_stops_a_cli_run_canceled_nonzero_nothing_written(home, signum, c
 
     assert proc.returncode == code, out + err
     assert took < 15, f"stopping took {took:.1f} s"
+    print(f"ingest stopped {took:.2f} s after {signal.Signals(signum).name}")
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.CANCELED
@@ -287,7 +288,9 @@ def test_sigterm_mid_training_cancels_and_leaves_no_partial_model(home):
                 run.kill()
                 run.wait(10)
         assert run.returncode == 143, out + err
-        assert time.monotonic() - sent < 15
+        took = time.monotonic() - sent
+        assert took < 15
+        print(f"training stopped {took:.2f} s after SIGTERM")
         stopped = instance.get_run_by_id(holder[0])
         assert stopped.status == dg.DagsterRunStatus.CANCELED
         assert instance.event_log_storage.get_concurrency_info("training").claimed_slots == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from alphapulse_assets.config_check import check_configuration
 from alphapulse_assets.market_data.assets import DAILY, candle_assets
 from alphapulse_assets.market_data.resources import CandleStoreResource, MarketDataResource, PartitionedParquetIOManager
 from alphapulse_assets.monitoring.sensors import (
@@ -25,6 +26,10 @@ from alphapulse_assets.training.drift_assets import (
 )
 from alphapulse_assets.training.schedules import JOBS as CADENCE_JOBS
 from alphapulse_assets.training.schedules import SCHEDULES as CADENCE_SCHEDULES
+
+# Every setting is checked here, so a bad one fails `dagster definitions validate`, the web UI's code location
+# and the daemon at load, naming the variable, instead of failing runs or sensor ticks later.
+check_configuration()
 
 ingest_market_data_job = dg.define_asset_job(
     "ingest_market_data",

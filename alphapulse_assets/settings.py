@@ -5,7 +5,8 @@ overridden from the environment with the ``ALPHAPULSE_`` prefix; nested fields u
 ``ALPHAPULSE_SYMBOLS='["BTCUSDT","ETHUSDT"]'`` or ``ALPHAPULSE_QUALITY__MAX_MISSING_FRACTION=0.02``.
 Dagster resources take their defaults from here, so run config can still override them per run.
 
-This module does not import Dagster.
+A bad value is refused when the settings are read (the definitions' import, the CLI's start) with a
+:class:`SettingsError` naming the environment variable and the value. This module does not import Dagster.
 """
 
 from __future__ import annotations
@@ -16,12 +17,37 @@ from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
-from typing import Annotated
+from typing import Annotated, Mapping
+from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from alphapulse_assets.market_data.schema import timeframe_to_timedelta
+from alphapulse_assets.recovery.errors import PermanentError
+
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT")
+
+
+class SettingsError(PermanentError):
+    """A setting is invalid. The message names each environment variable and its bad value."""
+
+
+def _timeframe(value: str) -> str:
+    timeframe_to_timedelta(value)  # ValueError naming the bad value
+    return value
+
+
+def _time_zone(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ZoneInfo(value)
+        except Exception:
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/Berlin") from None
+    return value
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class CadenceSettings(BaseModel):
@@ -29,11 +55,20 @@ class CadenceSettings(BaseModel):
 
     cron: str
     timeframe: str
-    window_days: int
-    budget_seconds: int
-    min_rows: int
+    window_days: PositiveInt
+    budget_seconds: PositiveInt
+    min_rows: PositiveInt
     # Out-of-sample rows a challenger needs before the promotion gate will judge it.
-    min_validation_samples: int = 1000
+    min_validation_samples: PositiveInt = 1000
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a cron expression of five fields (minute hour day month weekday)")
+        return value
+
+    _check_timeframe = field_validator("timeframe")(_timeframe)
 
 
 class NightlySettings(CadenceSettings):
@@ -41,10 +76,10 @@ class NightlySettings(CadenceSettings):
 
     cron: str = "0 2 * * *"
     timeframe: str = "15m"
-    window_days: int = 16
-    budget_seconds: int = 15 * 60
-    min_rows: int = 100
-    min_validation_samples: int = 150
+    window_days: PositiveInt = 16
+    budget_seconds: PositiveInt = 15 * 60
+    min_rows: PositiveInt = 100
+    min_validation_samples: PositiveInt = 150
 
 
 class WeeklySettings(CadenceSettings):
@@ -52,9 +87,9 @@ class WeeklySettings(CadenceSettings):
 
     cron: str = "0 3 * * 0"
     timeframe: str = "1h"
-    window_days: int = 70
-    budget_seconds: int = 3600
-    min_rows: int = 1000
+    window_days: PositiveInt = 70
+    budget_seconds: PositiveInt = 3600
+    min_rows: PositiveInt = 1000
 
 
 class MonthlySettings(CadenceSettings):
@@ -62,9 +97,9 @@ class MonthlySettings(CadenceSettings):
 
     cron: str = "0 3 1 * *"
     timeframe: str = "4h"
-    window_days: int = 548
-    budget_seconds: int = 4 * 3600
-    min_rows: int = 5000
+    window_days: PositiveInt = 548
+    budget_seconds: PositiveInt = 4 * 3600
+    min_rows: PositiveInt = 5000
 
 
 class QualitySettings(BaseModel):
@@ -74,6 +109,21 @@ class QualitySettings(BaseModel):
     # A 15m return beyond this many robust standard deviations is an outlier (a warning, not a block).
     outlier_zscore: float = Field(12.0, gt=0)
     max_outlier_fraction: float = Field(0.001, ge=0, le=1)
+    # A price moving by more than this factor within one bar is a broken feed: a blocking failure.
+    max_bar_move_factor: float = Field(10.0, gt=1)
+
+
+class GateSettings(BaseModel):
+    """The promotion gate's thresholds (``training/promotion.py`` GateConfig), shared by every cadence and by
+    ``alphapulse evaluate``; each cadence sets its own minimum of validation samples."""
+
+    alpha: float = Field(0.05, gt=0, lt=1)
+    champion_tolerance: float = Field(0.01, ge=0, lt=1)
+    min_champion_overlap: int = Field(50, ge=1)
+    psi_threshold: float = Field(0.25, gt=0)
+    ks_threshold: float = Field(0.15, gt=0, le=1)
+    rollback_drop: float = Field(0.15, gt=0, le=1)
+    rollback_min_rows: int = Field(500, ge=1)
 
 
 class RetrySettings(BaseModel):
@@ -110,7 +160,11 @@ class AlphaPulseSettings(BaseSettings):
     exchange_id: str = "binance"
     source_timeout_seconds: float = Field(30.0, gt=0)
 
+    # Opt-in for a store that forgets on exit (memory://, an in-memory SQLite): tests only.
+    allow_ephemeral_storage: bool = False
+
     quality: QualitySettings = QualitySettings()
+    gate: GateSettings = GateSettings()
     retry: RetrySettings = RetrySettings()
 
     # One class per cadence, so that overriding one field from the environment keeps the others' defaults.
@@ -128,6 +182,9 @@ class AlphaPulseSettings(BaseSettings):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
+    _check_base_timeframe = field_validator("base_timeframe")(_timeframe)
+    _check_time_zones = field_validator("timezone", "files_timezone")(_time_zone)
+
     @field_validator("symbols")
     @classmethod
     def _symbols_upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -140,7 +197,31 @@ class AlphaPulseSettings(BaseSettings):
         return self.storage_url or str(self.home / "candles")
 
 
+def settings_error(exc: ValidationError, prefix: str, env: Mapping[str, str] | None = None,
+                   nested: str = "__") -> SettingsError:
+    """A pydantic error, told as the environment variables that caused it and their values."""
+    env = os.environ if env is None else env
+    problems = []
+    for error in exc.errors():
+        path = [str(p) for p in error["loc"]]
+        name = prefix + nested.join(p.upper() for p in path)
+        # A nested value may come from its parent's JSON (ALPHAPULSE_NIGHTLY='{"min_rows": 5}').
+        while name not in env and len(path) > 1:
+            path = path[:-1]
+            parent = prefix + nested.join(p.upper() for p in path)
+            if parent in env:
+                name = f"{parent} ({'.'.join(str(p) for p in error['loc'][len(path):])})"
+                break
+        value = error.get("input")
+        shown = "(missing)" if isinstance(value, dict) and not value else repr(value)
+        problems.append(f"{name}={shown}: {error['msg']}")
+    return SettingsError("invalid settings: " + "; ".join(problems), where="environment")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> AlphaPulseSettings:
-    """The process-wide settings, read once from the environment."""
-    return AlphaPulseSettings()
+    """The process-wide settings, read once from the environment; a bad value raises SettingsError."""
+    try:
+        return AlphaPulseSettings()
+    except ValidationError as exc:
+        raise settings_error(exc, "ALPHAPULSE_") from None

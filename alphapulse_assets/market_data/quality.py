@@ -1,7 +1,10 @@
 """Data-quality rules for candle frames: pure functions, one per rule, each saying what, how much, where.
 
 Each rule returns a :class:`QualityResult`. ``blocking`` rules stop bad data from flowing on (the asset
-check is blocking in Dagster); the outlier rule only warns, since crypto does have violent bars.
+check is blocking in Dagster, and a training set refuses any day whose blocking checks failed or never
+ran); the outlier rule only warns, since crypto does have violent bars. A move no real market makes in
+one bar (a price multiplied or divided by ``max_bar_move_factor``, 10 by default) is a feed error, and
+blocks (``implausible_moves``).
 """
 
 from __future__ import annotations
@@ -175,6 +178,25 @@ def check_outlier_returns(frame: pd.DataFrame, zscore: float, max_fraction: floa
                          {"max_abs_robust_z": float(z.max()) if len(z) else 0.0})
 
 
+def check_implausible_moves(frame: pd.DataFrame, max_factor: float) -> QualityResult:
+    """Block bars whose price moves by more than ``max_factor`` times (up or down) within the bar (high / low)
+    or from the previous bar's close (open and close): a 1000x spike is a broken feed, not a market."""
+    o, h, l, c = (frame[k].to_numpy(dtype="float64") for k in PRICE_COLUMNS)
+    sym = frame["symbol"].to_numpy()
+    prev = np.concatenate([[np.nan], c[:-1]])
+    prev[np.concatenate([[True], sym[1:] != sym[:-1]])] = np.nan
+    limit = np.log(max_factor)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moves = np.abs(np.stack([np.log(h / l), np.log(c / prev), np.log(o / prev)]))
+    moves = np.nan_to_num(moves, nan=0.0, posinf=0.0, neginf=0.0)  # zero / NaN prices have rules of their own
+    largest = moves.max(axis=0) if len(frame) else np.zeros(0)
+    mask = largest > limit
+    res = _result("implausible_moves", True, mask, frame, f"a price move beyond {max_factor:g}x within one bar",
+                  lambda r: f"open {r.open:g} high {r.high:g} low {r.low:g} close {r.close:g}")
+    res.details["largest_move_factor"] = float(np.exp(largest.max())) if len(largest) else 1.0
+    return res
+
+
 def run_all(
     frame: pd.DataFrame,
     *,
@@ -185,12 +207,13 @@ def run_all(
     max_missing_fraction: float,
     outlier_zscore: float,
     max_outlier_fraction: float,
+    max_bar_move_factor: float,
     weekdays_only: bool = False,
 ) -> list[QualityResult]:
     """Every rule, in a fixed order. If the schema is wrong, the content rules report it instead of crashing."""
     schema = check_schema(frame)
     rules = ["no_nan", "ohlc_consistency", "positive_prices", "non_negative_volume",
-             "unique_increasing_timestamps", "bar_coverage", "outlier_returns"]
+             "unique_increasing_timestamps", "bar_coverage", "implausible_moves", "outlier_returns"]
     if not schema.passed:
         skipped = [QualityResult(r, False, r != "outlier_returns", "not evaluated: the schema check failed")
                    for r in rules]
@@ -203,6 +226,7 @@ def run_all(
         check_non_negative_volume(frame),
         check_timestamps(frame, timeframe),
         check_coverage(frame, symbols, start, end, timeframe, max_missing_fraction, weekdays_only),
+        check_implausible_moves(frame, max_bar_move_factor),
         check_outlier_returns(frame, outlier_zscore, max_outlier_fraction),
     ]
 
@@ -215,5 +239,53 @@ RULE_DESCRIPTIONS = {
     "non_negative_volume": "Volume is never negative.",
     "unique_increasing_timestamps": "Per symbol, timestamps are unique, strictly increasing and on the bar grid.",
     "bar_coverage": "Per symbol, missing bars stay within the configured fraction of the window.",
+    "implausible_moves": "No price moves by more than the configured factor (10x) within one bar: a broken feed.",
     "outlier_returns": "Warns when too many bar returns lie beyond the robust z-score limit.",
 }
+
+BLOCKING_RULES = tuple(rule for rule in RULE_DESCRIPTIONS if rule != "outlier_returns")
+
+
+def run_per_day(frame: pd.DataFrame, days: list[str], **rules) -> dict[str, list[QualityResult]]:
+    """``run_all`` on each UTC day of ``frame`` on its own, so that a verdict names the day it is about.
+
+    A bar belongs to the day its timestamp falls in; ``rules`` are ``run_all``'s keyword arguments except
+    the window, which is each day's."""
+    day_of = pd.DatetimeIndex(frame["timestamp"]).tz_convert("UTC").strftime("%Y-%m-%d") if len(frame) else pd.Index([])
+    out = {}
+    for day in days:
+        start = pd.Timestamp(day, tz="UTC")
+        out[day] = run_all(frame[np.asarray(day_of == day)].reset_index(drop=True),
+                           start=start, end=start + pd.Timedelta(days=1), **rules)
+    return out
+
+
+@dataclass(frozen=True)
+class DayVerdict:
+    """Why one day may not be read: the blocking checks that failed, or that never ran on its data."""
+
+    day: str
+    failed: tuple[str, ...] = ()
+    never_ran: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        parts = []
+        if self.failed:
+            parts.append("failed " + ", ".join(self.failed))
+        if self.never_ran:
+            parts.append("never checked" if set(self.never_ran) == set(BLOCKING_RULES)
+                         else "not checked: " + ", ".join(self.never_ran))
+        return f"{self.day} ({'; '.join(parts)})"
+
+
+def refused_days(days: list[str], statuses: dict[str, dict[str, str]]) -> list[DayVerdict]:
+    """The days a training set must not read, given ``statuses[day][rule]``: "passed", "failed" or absent
+    (the check never ran on that day's current data). Every blocking rule must have passed."""
+    out = []
+    for day in days:
+        seen = statuses.get(day, {})
+        failed = tuple(r for r in BLOCKING_RULES if seen.get(r) == "failed")
+        never = tuple(r for r in BLOCKING_RULES if seen.get(r) not in ("passed", "failed"))
+        if failed or never:
+            out.append(DayVerdict(day, failed, never))
+    return out

@@ -10,8 +10,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from alphapulse_assets.settings import settings_error
 
 
 class MonitoringSettings(BaseSettings):
@@ -44,4 +46,8 @@ class MonitoringSettings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_monitoring_settings() -> MonitoringSettings:
-    return MonitoringSettings()
+    """Read once from the environment; a bad value raises SettingsError naming the variable."""
+    try:
+        return MonitoringSettings()
+    except ValidationError as exc:
+        raise settings_error(exc, "ALPHAPULSE_MONITORING_", nested="_") from None

@@ -22,8 +22,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
-from alphapulse_assets.recovery.breaker import BreakerConfig
+from alphapulse_assets.recovery.breaker import BreakerConfig, BreakerConfigError
 from alphapulse_assets.recovery.errors import DataValidationError
+from alphapulse_assets.settings import SettingsError
 
 DEPENDENCY_TAG = "alphapulse/dependency"
 PROBE_TAG = "alphapulse/probe"
@@ -124,8 +125,24 @@ def _overrides(env: Mapping[str, str], prefix: str, where_prefix: str) -> dict[s
 
 
 def load_recovery_config(env: Mapping[str, str] | None = None) -> RecoveryConfig:
-    """The recovery configuration from the environment (``os.environ`` by default)."""
+    """The recovery configuration from the environment (``os.environ`` by default).
+
+    A bad value raises DataValidationError naming the environment variable(s) that set it and the value:
+    the definitions and the CLI load this at start, so it never surfaces first as a failing sensor tick."""
     env = os.environ if env is None else env
+    try:
+        return _load_recovery_config(env)
+    except (DataValidationError, BreakerConfigError) as exc:
+        where = exc.where or ""
+        if where.startswith(("BreakerConfig.", "EscalationConfig.")):  # a rule between values: name them all
+            field_name = where.split(".", 1)[1].upper()
+            named = sorted(k for k in env if k.startswith(("ALPHAPULSE_BREAKER__", "ALPHAPULSE_ESCALATION__"))
+                           and k.endswith("__" + field_name))
+            where = ", ".join(f"{k}={env[k]!r}" for k in named) or where
+        raise SettingsError(f"invalid recovery settings: {exc.message}", where=where) from None
+
+
+def _load_recovery_config(env: Mapping[str, str]) -> RecoveryConfig:
     deps_raw = env.get("ALPHAPULSE_BREAKER_DEPENDENCIES")
     dependencies = tuple(d.strip() for d in deps_raw.split(",") if d.strip()) if deps_raw else DEFAULT_DEPENDENCIES
 
@@ -146,8 +163,11 @@ def load_recovery_config(env: Mapping[str, str] | None = None) -> RecoveryConfig
         except ValueError:
             raise DataValidationError(f"{raw!r} is not a number", where=name) from None
 
+    threshold = number("ALPHAPULSE_ESCALATION__THRESHOLD", 5)
+    if threshold != int(threshold):
+        raise DataValidationError(f"{threshold!r} is not a whole number", where="ALPHAPULSE_ESCALATION__THRESHOLD")
     escalation = EscalationConfig(
-        threshold=int(number("ALPHAPULSE_ESCALATION__THRESHOLD", 5)),
+        threshold=int(threshold),
         window_seconds=number("ALPHAPULSE_ESCALATION__WINDOW_SECONDS", 3600.0),
     )
     host = HostLimits(
@@ -156,6 +176,14 @@ def load_recovery_config(env: Mapping[str, str] | None = None) -> RecoveryConfig
     )
     heavy_raw = env.get("ALPHAPULSE_HEAVY_CADENCES")
     heavy = tuple(h.strip() for h in heavy_raw.split(",") if h.strip()) if heavy_raw is not None else ("monthly",)
+    unknown = [h for h in heavy if h not in ("nightly", "weekly", "monthly")]
+    if unknown:
+        raise DataValidationError(f"{heavy_raw!r}: unknown cadence(s) {', '.join(unknown)}; use nightly, weekly, monthly",
+                                  where="ALPHAPULSE_HEAVY_CADENCES")
+    for name, value in (("ALPHAPULSE_HOST__MEMORY_CRITICAL_PERCENT", host.memory_critical_percent),
+                        ("ALPHAPULSE_HOST__DISK_CRITICAL_PERCENT", host.disk_critical_percent)):
+        if not 0 < value <= 100:
+            raise DataValidationError(f"{value!r}: must be a percentage in (0, 100]", where=name)
     return RecoveryConfig(dependencies=dependencies, default_breaker=default, breakers=breakers,
                           escalation=escalation, host=host, heavy_cadences=heavy)
 

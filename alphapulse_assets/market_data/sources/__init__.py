@@ -26,6 +26,11 @@ def register_source(name: str, factory: Callable[[AlphaPulseSettings], CandleSou
     _REGISTERED[name] = factory
 
 
+def known_source_names() -> tuple[str, ...]:
+    """The built-in sources and those registered in this process."""
+    return (*SOURCE_NAMES, *_REGISTERED)
+
+
 def build_source(name: str, settings: AlphaPulseSettings) -> CandleSource:
     """One source by name, configured from settings. Raises PermanentError for an unknown name."""
     if name in _REGISTERED:
@@ -48,11 +53,12 @@ def build_source(name: str, settings: AlphaPulseSettings) -> CandleSource:
         from alphapulse_assets.market_data.sources.exchange import ExchangeSource
 
         return ExchangeSource.from_settings(settings)
-    raise PermanentError(f"unknown market-data source {name!r}; choose from {', '.join((*SOURCE_NAMES, *_REGISTERED))}", where="settings")
+    raise PermanentError(f"unknown market-data source {name!r}; choose from {', '.join(known_source_names())}", where="settings")
 
 
 def build_chain(names: Sequence[str], settings: AlphaPulseSettings) -> FallbackChain:
     return FallbackChain([build_source(n, settings) for n in names])
 
 
-__all__ = ["CandleSource", "FetchResult", "FallbackChain", "SOURCE_NAMES", "build_source", "build_chain", "register_source"]
+__all__ = ["CandleSource", "FetchResult", "FallbackChain", "SOURCE_NAMES", "build_source", "build_chain",
+           "known_source_names", "register_source"]

@@ -1,0 +1,69 @@
+"""Every setting checked before anything runs: the definitions call this when they load, the CLI when it starts.
+
+Each settings object refuses its own bad values when it is read (``settings.get_settings``,
+``monitoring.config.get_monitoring_settings``, ``recovery.config.load_recovery_config``); this module reads them
+all and adds the rules that span modules: source names, and stores that would forget what they are given.
+Problems raise :class:`SettingsError` naming the environment variable and its value. This module does not
+import Dagster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from fsspec.registry import get_filesystem_class
+from fsspec.utils import get_protocol
+
+from alphapulse_assets.market_data.sources import known_source_names
+from alphapulse_assets.monitoring.config import get_monitoring_settings
+from alphapulse_assets.platform_db import PLATFORM_DB_ENV
+from alphapulse_assets.recovery.config import load_recovery_config
+from alphapulse_assets.settings import AlphaPulseSettings, SettingsError, get_settings
+
+# Stores that keep nothing once the process ends: every candle written there is lost while runs report ok.
+EPHEMERAL_PROTOCOLS = ("memory",)
+OPT_IN = "ALPHAPULSE_ALLOW_EPHEMERAL_STORAGE=true"
+
+
+def _store_problems(settings: AlphaPulseSettings, env: Mapping[str, str]) -> list[str]:
+    problems = []
+    if settings.storage_url:
+        protocol = get_protocol(settings.storage_url)
+        if protocol in EPHEMERAL_PROTOCOLS and not settings.allow_ephemeral_storage:
+            problems.append(f"ALPHAPULSE_STORAGE_URL={settings.storage_url!r}: {protocol}:// keeps nothing after the "
+                            f"process ends; use a folder or a persistent URL (s3://, gs://), or set {OPT_IN} in tests")
+        else:
+            try:
+                get_filesystem_class(protocol)
+            except (ValueError, ImportError) as exc:
+                problems.append(f"ALPHAPULSE_STORAGE_URL={settings.storage_url!r}: {exc}")
+    db_url = env.get(PLATFORM_DB_ENV, "")
+    if db_url.startswith("sqlite") and (db_url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:") or ":memory:" in db_url):
+        if not settings.allow_ephemeral_storage:
+            problems.append(f"{PLATFORM_DB_ENV}={db_url!r}: an in-memory database loses breakers, alerts and models' "
+                            f"history on exit; use a file or PostgreSQL, or set {OPT_IN} in tests")
+    return problems
+
+
+def _source_problems(settings: AlphaPulseSettings) -> list[str]:
+    known = known_source_names()
+    problems = [f"ALPHAPULSE_SOURCES={','.join(settings.sources)!r}: unknown source {name!r}; choose from "
+                f"{', '.join(known)}" for name in settings.sources if name not in known]
+    if not settings.sources:
+        problems.append("ALPHAPULSE_SOURCES='': at least one source is required")
+    if "files" in settings.sources and settings.files_dir is None:
+        problems.append("ALPHAPULSE_SOURCES includes 'files' but ALPHAPULSE_FILES_DIR is not set (a folder of CSV/Parquet files)")
+    return problems
+
+
+def check_configuration(env: Mapping[str, str] | None = None) -> AlphaPulseSettings:
+    """Read every settings object and refuse the first invalid one, or the cross-module problems, all named."""
+    env = os.environ if env is None else env
+    settings = get_settings()
+    get_monitoring_settings()
+    load_recovery_config(env)
+    problems = _source_problems(settings) + _store_problems(settings, env)
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems), where="environment")
+    return settings

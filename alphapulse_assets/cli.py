@@ -23,16 +23,22 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _prepare_home() -> Path:
-    """Use DAGSTER_HOME if set, else this project folder; run from there so relative paths resolve."""
+    """Use DAGSTER_HOME if set, else this project folder; run from there so relative paths resolve. Then check
+    every setting, before anything runs."""
     home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT).resolve()
     if not (home / "dagster.yaml").exists():
         raise SystemExit(f"alphapulse: no dagster.yaml in DAGSTER_HOME={home}; set DAGSTER_HOME to the project folder")
     os.environ["DAGSTER_HOME"] = str(home)
     os.chdir(home)
+    from alphapulse_assets.config_check import check_configuration
+
+    check_configuration()
     return home
 
 
 def _windows(start: date, end: date, days_per_run: int) -> list[tuple[date, date]]:
+    if days_per_run < 1 or end < start:
+        raise ValueError(f"no day to ingest: {start}..{end} in runs of {days_per_run} day(s)")
     out, cursor = [], start
     while cursor <= end:
         last = min(cursor + timedelta(days=days_per_run - 1), end)
@@ -276,13 +282,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate the pipeline on history a user brings (files source), any bar size, against the baselines."""
+    """Evaluate the pipeline on history a user brings (files source), any bar size, against the baselines.
+
+    The same quality rules and gate settings as the cadences: a symbol whose bars fail a blocking rule is
+    refused, not evaluated."""
     import pandas as pd
 
+    from alphapulse_assets.config_check import check_configuration
     from alphapulse_assets.market_data.sources.files import FileSource
     from alphapulse_assets.training.pipeline import CadenceSpec, train_challenger
     from alphapulse_assets.training.promotion import GateConfig, evaluate_gate
 
+    settings = check_configuration()
+    cfg = GateConfig(**settings.gate.model_dump(), min_validation_samples=args.min_validation)
     source = FileSource(Path(args.files), timeframe=args.timeframe, source_timezone=args.timezone)
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else source.symbols()
     start = pd.Timestamp(args.start or "1970-01-01", tz="UTC")
@@ -290,19 +302,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spec = CadenceSpec("evaluate", args.timeframe, window_days=(end - start).days, estimator="hgb",
                        n_splits=args.splits, min_train_bars=args.min_train_bars)
     print(f"{'symbol':<10} {'bars':>7} {'n_val':>6} {'logloss':>8} {'base':>7} {'persist':>7} {'auc':>6} {'sharpe':>7}  verdict")
+    refused = 0
     for symbol in symbols:
         candles = source.fetch([symbol], start, end)
+        bad = [r for r in quality_results(candles, symbol, args.timeframe, settings) if r.blocking and not r.passed]
+        if bad:
+            refused += 1
+            print(f"{symbol:<10} {len(candles):>7}  refused, bad data: "
+                  + "; ".join(f"{r.rule}: {r.description}, first {r.examples[0] if r.examples else '-'}" for r in bad))
+            continue
         ch = train_challenger(candles, spec, symbol=symbol)
         r = ch.report
         gate = evaluate_gate(n_validation=ch.n_validation, model_log_loss=float(r.model["log_loss"]),
                              baseline_log_loss={k: float(v["log_loss"]) for k, v in r.baselines.items()},
-                             significance=ch.significance, champion=None, drift=None,
-                             cfg=GateConfig(min_validation_samples=args.min_validation))
+                             significance=ch.significance, champion=None, drift=None, cfg=cfg)
         verdict = "would be promoted" if gate.passed else f"would be rejected: {gate.reason}"
         print(f"{symbol:<10} {len(candles):>7} {ch.n_validation:>6} {r.model['log_loss']:>8.4f} "
               f"{r.baselines['base_rate']['log_loss']:>7.4f} {r.baselines['persistence_calibrated']['log_loss']:>7.4f} "
               f"{r.model['auc']:>6.3f} {r.model['sharpe']:>7.2f}  {verdict}")
+    if refused:
+        print(f"alphapulse: {refused} symbol(s) refused: their bars fail blocking quality rules", file=sys.stderr)
+        return 1
     return 0
+
+
+def quality_results(candles, symbol: str, timeframe: str, settings) -> list:
+    """The cadences' quality rules over a symbol's whole history (its own first to last bar)."""
+    import pandas as pd
+
+    from alphapulse_assets.market_data import quality
+    from alphapulse_assets.market_data.schema import timeframe_to_timedelta
+
+    if candles.empty:
+        return []
+    ts = pd.DatetimeIndex(candles["timestamp"])
+    q = settings.quality
+    return quality.run_all(candles, symbols=[symbol], start=ts.min(), end=ts.max() + timeframe_to_timedelta(timeframe),
+                           timeframe=timeframe, max_missing_fraction=q.max_missing_fraction,
+                           outlier_zscore=q.outlier_zscore, max_outlier_fraction=q.max_outlier_fraction,
+                           max_bar_move_factor=q.max_bar_move_factor)
 
 
 def demo_window(end: date) -> date:
@@ -348,14 +386,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     now = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
     from alphapulse_assets.training.schedules import latest_partition_key
 
+    failed = []
     for name in reversed(CADENCES):  # monthly first: the slowest, and the others do not depend on it
-        run_cadence(name, latest_partition_key(name, now))
+        result, _ = run_cadence(name, latest_partition_key(name, now))
+        failed += [name] if unexpected_failures(result) else []
     print()
     champion_table()
     print()
     print("Open the web UI on this instance:")
     print(f"  cd {home} && DAGSTER_HOME=$PWD .venv/bin/dagster dev -h 127.0.0.1 -p 3000")
     print("  then http://127.0.0.1:3000 (Assets -> market_candles for partitions, checks and metadata)")
+    if failed:
+        print(f"alphapulse: the {', '.join(failed)} cadence(s) failed; see the runs above", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -363,6 +406,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     _prepare_home()
     ingest(args.start, args.end or args.start, days_per_run=args.days_per_run)
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -391,10 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the main job on the local instance and print a summary")
-    demo.add_argument("--days", type=int, default=None,
+    demo.add_argument("--days", type=_positive_int, default=None,
                       help="days of market data to ingest (default: what the newest monthly partition needs)")
     demo.add_argument("--end", type=_date, default=None, help="last day (default: yesterday, UTC)")
-    demo.add_argument("--days-per-run", type=int, default=92)
+    demo.add_argument("--days-per-run", type=_positive_int, default=92)
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser("run", help="run a retraining cadence now, without the daemon (for cron or CI)")
@@ -424,18 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--files", required=True, help="folder in the files-source layout (see README)")
     ev.add_argument("--timeframe", required=True, help="bar size of the files, e.g. 1d, 1h, 15m")
     ev.add_argument("--symbols", default=None, help="comma-separated (default: every symbol in the folder)")
-    ev.add_argument("--start", default=None)
-    ev.add_argument("--end", default=None)
+    ev.add_argument("--start", type=_date, default=None)
+    ev.add_argument("--end", type=_date, default=None)
     ev.add_argument("--timezone", default=None, help="time zone of naive timestamps in the files (default UTC)")
-    ev.add_argument("--splits", type=int, default=4)
-    ev.add_argument("--min-train-bars", type=int, default=300)
-    ev.add_argument("--min-validation", type=int, default=500)
+    ev.add_argument("--splits", type=_positive_int, default=4)
+    ev.add_argument("--min-train-bars", type=_positive_int, default=300)
+    ev.add_argument("--min-validation", type=_positive_int, default=500)
     ev.set_defaults(func=cmd_evaluate)
 
     ing = sub.add_parser("ingest", help="materialize market data for a range of days")
     ing.add_argument("--start", type=_date, required=True)
     ing.add_argument("--end", type=_date, default=None)
-    ing.add_argument("--days-per-run", type=int, default=92)
+    ing.add_argument("--days-per-run", type=_positive_int, default=92)
     ing.set_defaults(func=cmd_ingest)
 
     st = sub.add_parser("status", help="health, breakers, cadences, champions, open alerts, resources (exit 2 if critical)")
@@ -450,7 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "end", None) and getattr(args, "start", None) and args.end < args.start:
+        parser.error(f"--end {args.end} is before --start {args.start}")
     try:
         return args.func(args)
     except KeyboardInterrupt:  # Ctrl-C outside a run (a run's own stop raises Stopped)

@@ -42,9 +42,9 @@ ingest_market_data_job = dg.define_asset_job(
     name="ingest_market_data_schedule",
     job=ingest_market_data_job,
     cron_schedule="30 1 * * *",
-    execution_timezone=get_settings().timezone,
+    execution_timezone="UTC",  # a UTC day's candles, once it has ended, whatever ALPHAPULSE_TIMEZONE says
     default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Ingests yesterday's candles at 01:30, ahead of the nightly cadence at 02:00.",
+    description="Ingests yesterday's (UTC) candles at 01:30 UTC, ahead of the nightly cadence at 02:00.",
 )
 def ingest_market_data_schedule(context: dg.ScheduleEvaluationContext):
     with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):

@@ -60,7 +60,7 @@ def test_one_partition_materializes_all_symbols_and_resampled_bars(tmp_path):
     result, _ = materialize(tmp_path, ["sample"])
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert len(checks) == 8 and all(checks.values())
+    assert len(checks) == 9 and all(checks.values())
     store = ParquetPartitionStore(str(tmp_path))
     assert len(store.read_days("market_candles", ["2024-03-01"])) == 2 * 96
     assert len(store.read_days("candles_1h", ["2024-03-01"])) == 2 * 24

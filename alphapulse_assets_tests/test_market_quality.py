@@ -18,7 +18,8 @@ def candles() -> pd.DataFrame:
 
 def run(frame, **kw):
     args = dict(symbols=["BTCUSDT", "ETHUSDT"], start=DAY, end=NEXT, timeframe="15m",
-                max_missing_fraction=0.05, outlier_zscore=12.0, max_outlier_fraction=0.001)
+                max_missing_fraction=0.05, outlier_zscore=12.0, max_outlier_fraction=0.001,
+                max_bar_move_factor=10.0)
     args.update(kw)
     return {r.rule: r for r in quality.run_all(frame, **args)}
 
@@ -101,6 +102,42 @@ def test_outlier_return_warns_but_does_not_block(candles):
     r = run(candles, max_outlier_fraction=0.0)["outlier_returns"]
     assert not r.passed and not r.blocking
     assert r.violations >= 1 and r.details["max_abs_robust_z"] > 12
+
+
+def test_an_ordinary_outlier_still_only_warns_but_a_1000x_spike_blocks(candles):
+    ordinary = run(candles.copy(), max_outlier_fraction=0.0)
+    assert ordinary["implausible_moves"].passed
+    candles.loc[30, ["close", "high"]] = candles.loc[30, "close"] * 1000  # one bar no market makes
+    results = run(candles)
+    spike = results["implausible_moves"]
+    assert not spike.passed and spike.blocking and spike.violations == 2  # the spike bar and the bar after it
+    assert spike.examples[0].startswith("BTCUSDT 2024-03-01T07:30:00+00:00")
+    assert spike.details["largest_move_factor"] > 900
+    # A wick: low collapsing within one bar is the same broken feed.
+    wick = candles.copy()
+    wick.loc[50, "low"] = wick.loc[50, "low"] / 50
+    assert not run(wick)["implausible_moves"].passed
+
+
+def test_days_are_refused_when_a_blocking_check_failed_or_never_ran():
+    passed = {rule: "passed" for rule in quality.BLOCKING_RULES}
+    statuses = {"2024-03-01": passed, "2024-03-02": {**passed, "non_negative_volume": "failed"},
+                "2024-03-03": {**passed, "outlier_returns": "failed"}}  # a warning only: not a reason to refuse
+    refused = quality.refused_days(["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04"], statuses)
+    assert [v.day for v in refused] == ["2024-03-02", "2024-03-04"]
+    assert str(refused[0]) == "2024-03-02 (failed non_negative_volume)"
+    assert str(refused[1]) == "2024-03-04 (never checked)"
+    assert "outlier_returns" not in quality.BLOCKING_RULES and "implausible_moves" in quality.BLOCKING_RULES
+
+
+def test_verdicts_per_day_name_the_bad_day_only(candles):
+    two_days = SampleSource().fetch(["BTCUSDT", "ETHUSDT"], DAY, DAY + pd.Timedelta(days=2))
+    two_days.loc[two_days["timestamp"] == pd.Timestamp("2024-03-02T05:00", tz="UTC"), "volume"] = -1.0
+    per_day = quality.run_per_day(two_days, ["2024-03-01", "2024-03-02"], symbols=["BTCUSDT", "ETHUSDT"],
+                                  timeframe="15m", max_missing_fraction=0.05, outlier_zscore=12.0,
+                                  max_outlier_fraction=0.001, max_bar_move_factor=10.0)
+    failed = {day: [r.rule for r in results if not r.passed] for day, results in per_day.items()}
+    assert failed == {"2024-03-01": [], "2024-03-02": ["non_negative_volume"]}
 
 
 def test_weekday_calendar_expects_no_bars_on_weekends():

@@ -18,33 +18,66 @@ from alphapulse_assets.settings import get_settings
 
 SETTINGS = get_settings()
 
-DAILY = dg.DailyPartitionsDefinition(start_date=SETTINGS.start_date.isoformat(), timezone=SETTINGS.timezone)
+# Partitions are UTC days whatever ALPHAPULSE_TIMEZONE says: that setting only moves the schedules' clocks.
+DAILY = dg.DailyPartitionsDefinition(start_date=SETTINGS.start_date.isoformat(), timezone="UTC")
 # A backfill of a year runs as a handful of runs of up to a quarter each, not 365 runs.
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=92)
 
 BASE_ASSET = "market_candles"
 RESAMPLED = {"candles_1h": "1h", "candles_4h": "4h"}
 
+# Partitioned like the asset, so Dagster records each day's verdict on its own partition: a training set
+# reads them per day (quality_verdicts below), and the UI shows which day failed which check.
 QUALITY_CHECKS = [
-    dg.AssetCheckSpec(rule, asset=BASE_ASSET, blocking=rule != "outlier_returns", description=text)
+    dg.AssetCheckSpec(rule, asset=BASE_ASSET, blocking=rule in quality.BLOCKING_RULES, description=text,
+                      partitions_def=DAILY)
     for rule, text in quality.RULE_DESCRIPTIONS.items()
 ]
 
 
-def _check_result(result: quality.QualityResult) -> dg.AssetCheckResult:
+def _check_metadata(result: quality.QualityResult) -> dict[str, object]:
     metadata: dict[str, object] = {
         "violations": result.violations,
         "fraction": float(result.fraction),
         "first_offenders": dg.MetadataValue.md("\n".join(f"- {e}" for e in result.examples) or "none"),
     }
     metadata.update(result.details)
-    return dg.AssetCheckResult(
-        check_name=result.rule,
-        passed=result.passed,
-        severity=dg.AssetCheckSeverity.ERROR if result.blocking else dg.AssetCheckSeverity.WARN,
-        description=result.description,
-        metadata=metadata,
-    )
+    return metadata
+
+
+def _severity(result: quality.QualityResult) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.ERROR if result.blocking else dg.AssetCheckSeverity.WARN
+
+
+def _check_result(result: quality.QualityResult) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(check_name=result.rule, passed=result.passed, severity=_severity(result),
+                               description=result.description, metadata=_check_metadata(result))
+
+
+def _day_evaluations(per_day: dict[str, list[quality.QualityResult]]):
+    """A run over many days records each day's verdict on its partition (an AssetCheckResult in a run of many
+    partitions is recorded once, for none of them); the step's own results then give the range's verdict."""
+    for day, results in per_day.items():
+        for r in results:
+            yield dg.AssetCheckEvaluation(asset_key=dg.AssetKey(BASE_ASSET), check_name=r.rule, passed=r.passed,
+                                          partition=day, severity=_severity(r), blocking=r.blocking,
+                                          description=r.description, metadata=_check_metadata(r))
+
+
+def quality_verdicts(instance: dg.DagsterInstance, days: list[str]) -> list[quality.DayVerdict]:
+    """The days among ``days`` whose blocking checks failed or never ran on their current data.
+
+    One query per check (eight), whatever the number of days: the latest evaluation of each check on each
+    partition, as Dagster records it, and whether a newer materialization has not been checked since."""
+    keys = [dg.AssetCheckKey(dg.AssetKey(BASE_ASSET), rule) for rule in quality.BLOCKING_RULES]
+    statuses: dict[str, dict[str, str]] = {}
+    for info in instance.event_log_storage.get_asset_check_partition_info(keys, partition_keys=days):
+        status = getattr(info.latest_execution_status, "value", str(info.latest_execution_status))
+        newer_data = (info.latest_materialization_storage_id or 0) > (info.latest_check_event_storage_id or 0)
+        verdict = {"SUCCEEDED": "passed", "FAILED": "failed"}.get(status)
+        if verdict and not newer_data and info.partition_key:
+            statuses.setdefault(info.partition_key, {})[info.check_key.name] = verdict
+    return quality.refused_days(days, statuses)
 
 
 def _days(context: dg.AssetExecutionContext, frame: pd.DataFrame):
@@ -97,16 +130,17 @@ def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataRes
     candles = result.candles
     for source, symbol, message in result.fallbacks:
         context.log.warning(f"fallback: {source} could not serve {symbol} ({message}); the next source was used")
-    checks = quality.run_all(
-        candles,
+    rules = dict(
         symbols=[s.upper() for s in market_data.symbols],
-        start=start,
-        end=end,
         timeframe=market_data.base_timeframe,
         max_missing_fraction=SETTINGS.quality.max_missing_fraction,
         outlier_zscore=SETTINGS.quality.outlier_zscore,
         max_outlier_fraction=SETTINGS.quality.max_outlier_fraction,
+        max_bar_move_factor=SETTINGS.quality.max_bar_move_factor,
     )
+    checks = quality.run_all(candles, start=start, end=end, **rules)
+    days = list(context.partition_keys)
+    per_day = quality.run_per_day(candles, days, **rules) if len(days) > 1 else {}
     synthetic = "sample" in result.source_by_symbol.values()
     _add_daily_metadata(context, candles, summary=True)
     yield dg.Output(
@@ -121,6 +155,7 @@ def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataRes
             "note": "SYNTHETIC sample market, not real prices" if synthetic else "market data",
         },
     )
+    yield from _day_evaluations(per_day)
     for check in checks:
         yield _check_result(check)
 

@@ -24,6 +24,7 @@ import dagster as dg
 import pandas as pd
 
 from alphapulse_assets.features.indicators import FEATURE_NAMES
+from alphapulse_assets.market_data.assets import BASE_ASSET, quality_verdicts
 from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
 from alphapulse_assets.platform_db import platform_db_url
@@ -90,7 +91,7 @@ def spec_for(name: str) -> CadenceSpec:
 
 
 def gate_config(name: str) -> GateConfig:
-    return GateConfig(min_validation_samples=_cadence_settings(name).min_validation_samples)
+    return GateConfig(**SETTINGS.gate.model_dump(), min_validation_samples=_cadence_settings(name).min_validation_samples)
 
 
 def _first_partition_day(name: str):
@@ -103,12 +104,12 @@ def _first_partition_day(name: str):
 def partitions_for(name: str) -> dg.PartitionsDefinition:
     first = _first_partition_day(name)
     if name == "nightly":
-        return dg.DailyPartitionsDefinition(start_date=first.isoformat(), timezone=SETTINGS.timezone)
+        return dg.DailyPartitionsDefinition(start_date=first.isoformat(), timezone="UTC")
     if name == "weekly":
         first = first + timedelta(days=(6 - first.weekday()) % 7)  # weeks start on Sunday
-        return dg.WeeklyPartitionsDefinition(start_date=first.isoformat(), timezone=SETTINGS.timezone)
+        return dg.WeeklyPartitionsDefinition(start_date=first.isoformat(), timezone="UTC")
     first = (first.replace(day=1) + timedelta(days=32)).replace(day=1)
-    return dg.MonthlyPartitionsDefinition(start_date=first.isoformat(), timezone=SETTINGS.timezone)
+    return dg.MonthlyPartitionsDefinition(start_date=first.isoformat(), timezone="UTC")
 
 
 def _training_window(spec: CadenceSpec, window_end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -136,6 +137,17 @@ def _build_training_set(context, candle_store: CandleStoreResource, name: str, s
                         f"{days[0]}..{days[-1]} (first {missing[0]}, last {missing[-1]}); "
                         f"run: alphapulse ingest --start {missing[0]} --end {missing[-1]}",
             metadata={"error_class": "permanent", "missing_days": len(missing)},
+            allow_retries=False,
+        )
+    # Every cadence reads days whose base bars passed every blocking check (1h / 4h bars are made from them).
+    refused = quality_verdicts(context.instance, days)
+    if refused:
+        raise dg.Failure(
+            description=f"{len(refused)} day(s) of the {name} window {days[0]}..{days[-1]} did not pass the blocking "
+                        f"quality checks of {BASE_ASSET}: " + "; ".join(str(v) for v in refused[:10])
+                        + ("; ..." if len(refused) > 10 else "")
+                        + f". Fix the source and re-ingest: alphapulse ingest --start {refused[0].day} --end {refused[-1].day}",
+            metadata={"error_class": "permanent", "refused_days": [v.day for v in refused]},
             allow_retries=False,
         )
     with classified_failures(f"building the {name} training set"):

@@ -21,7 +21,7 @@ from alphapulse_assets.recovery.gating import gate_run_request
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training import drift as drift_lib
 from alphapulse_assets.training.assets import ModelRegistryResource, _candle_asset_for, spec_for
-from alphapulse_assets.training.schedules import JOBS, latest_partition_key
+from alphapulse_assets.training.schedules import INGESTION_LAG, JOBS, latest_partition_key
 
 SETTINGS = get_settings()
 REFERENCE_CADENCE = "weekly"  # the quick retrain: the model drift should refresh first
@@ -105,7 +105,7 @@ drift_monitoring_job = dg.define_asset_job(
 @dg.schedule(name="drift_monitoring_schedule", job=drift_monitoring_job, cron_schedule="30 2 * * *",
              execution_timezone=SETTINGS.timezone, default_status=dg.DefaultScheduleStatus.STOPPED)
 def drift_monitoring_schedule(context: dg.ScheduleEvaluationContext):
-    with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
+    with dg.partition_loading_context(effective_dt=context.scheduled_execution_time - INGESTION_LAG):
         key = DAILY.get_last_partition_key()
     return dg.RunRequest(run_key=f"drift:{key}", partition_key=key)
 

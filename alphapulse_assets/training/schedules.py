@@ -1,9 +1,13 @@
 """Cadence jobs and schedules: nightly 02:00, weekly Sunday 03:00, monthly on the 1st at 03:00 (UTC default).
 
-Each schedule asks for the newest complete partition of its cadence. When the daemon was down over one or
+The crons run in ``ALPHAPULSE_TIMEZONE`` (an IANA name, UTC by default); partitions are always UTC days, weeks
+and months. Each schedule asks for the newest partition that was complete ``INGESTION_LAG`` before its tick:
+a UTC day's candles are ingested at 01:30 UTC, and a tick in another time zone may come before that. When the daemon was down over one or
 more scheduled times, it evaluates only the newest of them when it returns, so a cadence catches up once
 rather than once per missed tick: a missed nightly run is superseded by the next night's anyway.
 """
+
+from datetime import timedelta
 
 import dagster as dg
 
@@ -13,6 +17,8 @@ from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import CADENCES, cadence_assets, partitions_for
 
 SETTINGS = get_settings()
+# The ingestion schedule runs at 01:30 UTC; with 30 minutes for it to finish, a UTC day is usable from 02:00 UTC.
+INGESTION_LAG = timedelta(hours=2)
 
 
 def cadence_job(name: str):
@@ -46,7 +52,7 @@ def cadence_schedule(name: str) -> dg.ScheduleDefinition:
         description=f"Runs the {name} cadence for its newest complete partition ({settings.cron}, {SETTINGS.timezone}).",
     )
     def _schedule(context: dg.ScheduleEvaluationContext):
-        key = latest_partition_key(name, context.scheduled_execution_time)
+        key = latest_partition_key(name, context.scheduled_execution_time - INGESTION_LAG)
         if key is None:
             return dg.SkipReason(f"no complete {name} partition yet")
         request = dg.RunRequest(run_key=f"{name}:{key}", partition_key=key, tags={"alphapulse/trigger": "schedule"})

@@ -122,3 +122,18 @@ def test_a_re_ingested_good_day_is_read_again(project, tmp_path):
     assert not any("quality checks" in m for m in messages), messages
     assert result.asset_materializations_for_node("training_sets__nightly") or any(
         m.asset_key.path == ["training_sets", "nightly"] for m in result.get_asset_materialization_events())
+
+
+def test_evaluate_refuses_a_symbol_whose_history_fails_a_blocking_rule(tmp_path, capsys):
+    from alphapulse_assets.cli import main
+
+    export_sample(tmp_path, ["SPYUSD", "EURUSD"], date(2024, 5, 1), date(2024, 6, 15), layout="per-symbol",
+                  timeframe="1h")
+    corrupt(tmp_path, "EURUSD", "2024-06-03T10:00", close=1000, high=1000)  # the same 1000x spike
+    code = main(["evaluate", "--files", str(tmp_path), "--timeframe", "1h", "--start", "2024-05-01", "--end",
+                 "2024-06-15", "--splits", "3", "--min-train-bars", "200", "--min-validation", "300"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "1 symbol(s) refused" in err
+    eurusd = next(line for line in out.splitlines() if line.startswith("EURUSD"))
+    assert "refused, bad data: implausible_moves" in eurusd and "EURUSD 2024-06-03T10:00:00+00:00" in eurusd
+    assert "would be" in next(line for line in out.splitlines() if line.startswith("SPYUSD"))

@@ -136,3 +136,53 @@ def test_demo_exits_non_zero_when_its_cadences_fail(home):
     out = alphapulse(home, "demo", "--days", "2", "--end", "2024-03-02", timeout=300)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "monthly, weekly, nightly cadence(s) failed" in out.stderr
+
+
+BERLIN_SCRIPT = r'''
+import sys
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pandas as pd
+
+from alphapulse_assets.definitions import defs
+from alphapulse_assets.market_data.assets import DAILY, candle_assets
+from alphapulse_assets.market_data.resources import MarketDataResource, PartitionedParquetIOManager
+from alphapulse_assets.market_data.storage import ParquetPartitionStore
+
+store = sys.argv[1]
+assert DAILY.timezone == "UTC", DAILY.timezone
+schedules = {s.name: s for s in defs.schedules}
+assert schedules["nightly_schedule"].execution_timezone == "Europe/Berlin"
+assert schedules["weekly_schedule"].execution_timezone == "Europe/Berlin"
+assert schedules["ingest_market_data_schedule"].execution_timezone == "UTC"
+
+# Ingestion of a day works, and the day is a UTC day.
+result = dg.materialize(candle_assets, partition_key="2024-07-09", instance=dg.DagsterInstance.ephemeral(),
+                        resources={"market_data": MarketDataResource(sources=["sample"], symbols=["BTCUSDT"]),
+                                   "candle_io_manager": PartitionedParquetIOManager(base_url=store)},
+                        raise_on_error=False)
+assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+bars = ParquetPartitionStore(store).read_days("market_candles", ["2024-07-09"])
+assert len(bars) == 96 and bars["timestamp"].min() == pd.Timestamp("2024-07-09", tz="UTC")
+
+# 02:00 in Berlin in summer is 00:00 UTC, before the 01:30 UTC ingestion of the day that just ended: the nightly
+# asks for the newest day already ingested; in winter (01:00 UTC) likewise.
+with dg.instance_for_test() as instance:
+    for tick, expected in ((datetime(2024, 7, 10, 2, 0), "2024-07-08"), (datetime(2025, 1, 10, 2, 0), "2025-01-08")):
+        context = dg.build_schedule_context(instance=instance,
+                                            scheduled_execution_time=tick.replace(tzinfo=ZoneInfo("Europe/Berlin")))
+        request = schedules["nightly_schedule"](context)
+        assert not isinstance(request, dg.SkipReason), request.skip_message
+        assert request.partition_key == expected, (tick, request.partition_key)
+print("ok")
+'''
+
+
+def test_a_local_time_zone_moves_the_schedules_and_partitions_stay_utc_days(home, tmp_path):
+    out = subprocess.run([sys.executable, "-c", BERLIN_SCRIPT, str(tmp_path / "candles")], cwd=home, timeout=180,
+                         env=_env(home, ALPHAPULSE_TIMEZONE="Europe/Berlin",
+                                  ALPHAPULSE_PLATFORM_DB_URL=f"sqlite:///{tmp_path}/platform.db"),
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout[-2000:] + out.stderr[-4000:]

@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 
 from alphapulse_assets.market_data.resample import resample_candles
-from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
-from alphapulse_assets.market_data.schema import to_arrow
+from alphapulse_assets.market_data.assets import candle_assets
+from alphapulse_assets.market_data.resources import CandleStoreResource, MarketDataResource, PartitionedParquetIOManager
 from alphapulse_assets.market_data.sources.sample import SampleSource
-from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training import drift_assets
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
@@ -80,20 +79,20 @@ def test_schedules_have_the_documented_crons_and_ask_for_the_newest_complete_par
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """Candles for every symbol written straight to a store, and resources pointing at temp folders."""
+    """Candles for every symbol ingested through Dagster (checked day by day), resources in temp folders."""
     root = tmp_path_factory.mktemp("project")
-    store = ParquetPartitionStore(str(root / "candles"))
-    start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-06-10", tz="UTC")
-    base = SampleSource().fetch(SYMBOLS, start, end)
-    days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
-    store.write_days("market_candles", to_arrow(base), days)
-    store.write_days("candles_1h", to_arrow(resample_candles(base, "15m", "1h")), days)
     resources = {
+        "market_data": MarketDataResource(sources=["sample"], symbols=SYMBOLS),
+        "candle_io_manager": PartitionedParquetIOManager(base_url=str(root / "candles")),
         "candle_store": CandleStoreResource(base_url=str(root / "candles")),
         "training_set_io_manager": PartitionedParquetIOManager(base_url=str(root / "ts"), layout="keys"),
         "model_registry": ModelRegistryResource(artifact_root=str(root / "models"), db_url=f"sqlite:///{root}/p.db"),
     }
-    return {"root": root, "resources": resources, "instance": dg.DagsterInstance.ephemeral()}
+    instance = dg.DagsterInstance.ephemeral()
+    ingested = dg.materialize(candle_assets, instance=instance, resources=resources, tags={
+        "dagster/asset_partition_range_start": "2024-03-01", "dagster/asset_partition_range_end": "2024-06-09"})
+    assert ingested.success
+    return {"root": root, "resources": resources, "instance": instance}
 
 
 IDENTIFIERS = ("version", "previous_version", "champion_before", "warm_started_from", "sha256", "seed")

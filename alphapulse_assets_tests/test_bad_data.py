@@ -91,8 +91,8 @@ def test_each_cadence_refuses_the_bad_days_and_trains_nothing(project, name, key
     assert not result.success
     message = failure_message(result)
     assert "did not pass the blocking quality checks of market_candles" in message
-    assert f"{NEGATIVE_VOLUME_DAY} (failed non_negative_volume)" in message
-    assert f"{SPIKE_DAY} (failed implausible_moves)" in message
+    assert f"{NEGATIVE_VOLUME_DAY} (failed non_negative_volume (BTCUSDT))" in message
+    assert f"{SPIKE_DAY} (failed implausible_moves (ETHUSDT))" in message
     assert f"alphapulse ingest --start {NEGATIVE_VOLUME_DAY} --end {SPIKE_DAY}" in message
     failures = [e for e in result.all_events if e.is_step_failure]
     assert [e.step_key for e in failures] == [f"training_sets__{name}"]  # refused once, not retried

@@ -40,6 +40,7 @@ def _check_metadata(result: quality.QualityResult) -> dict[str, object]:
         "violations": result.violations,
         "fraction": float(result.fraction),
         "first_offenders": dg.MetadataValue.md("\n".join(f"- {e}" for e in result.examples) or "none"),
+        "symbols": ", ".join(result.symbols) or "none",
     }
     metadata.update(result.details)
     return metadata
@@ -71,13 +72,30 @@ def quality_verdicts(instance: dg.DagsterInstance, days: list[str]) -> list[qual
     partition, as Dagster records it, and whether a newer materialization has not been checked since."""
     keys = [dg.AssetCheckKey(dg.AssetKey(BASE_ASSET), rule) for rule in quality.BLOCKING_RULES]
     statuses: dict[str, dict[str, str]] = {}
+    failing_runs: set[str] = set()
     for info in instance.event_log_storage.get_asset_check_partition_info(keys, partition_keys=days):
         status = getattr(info.latest_execution_status, "value", str(info.latest_execution_status))
         newer_data = (info.latest_materialization_storage_id or 0) > (info.latest_check_event_storage_id or 0)
         verdict = {"SUCCEEDED": "passed", "FAILED": "failed"}.get(status)
         if verdict and not newer_data and info.partition_key:
             statuses.setdefault(info.partition_key, {})[info.check_key.name] = verdict
-    return quality.refused_days(days, statuses)
+            if verdict == "failed":
+                failing_runs.add(info.latest_planned_run_id)
+    return quality.refused_days(days, statuses, _offending_symbols(instance, sorted(failing_runs)[:3], statuses))
+
+
+def _offending_symbols(instance: dg.DagsterInstance, run_ids: list[str], statuses) -> dict[str, set[str]]:
+    """Per failed day, the symbols its failed checks named (read from the few runs that recorded them)."""
+    out: dict[str, set[str]] = {}
+    for run_id in run_ids:
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = entry.dagster_event.event_specific_data
+            day = evaluation.partition
+            if statuses.get(day, {}).get(evaluation.check_name) == "failed" and not evaluation.passed:
+                named = evaluation.metadata.get("symbols")
+                out.setdefault(day, set()).update(s for s in str(named.value if named else "").split(", ")
+                                                  if s and s != "none")
+    return out
 
 
 def _days(context: dg.AssetExecutionContext, frame: pd.DataFrame):

@@ -31,6 +31,8 @@ class QualityResult:
     # First offending places, e.g. "BTCUSDT 2024-03-01T00:15:00+00:00: high 10.0 < close 11.0".
     examples: list[str] = field(default_factory=list)
     details: dict[str, float | int | str] = field(default_factory=dict)
+    # The symbols with at least one offending row.
+    symbols: list[str] = field(default_factory=list)
 
 
 def _examples(frame: pd.DataFrame, mask: np.ndarray | pd.Series, explain: Callable[[pd.Series], str]) -> list[str]:
@@ -43,7 +45,9 @@ def _result(rule: str, blocking: bool, mask: np.ndarray, frame: pd.DataFrame, wh
     total = max(len(frame), 1)
     passed = n == 0
     desc = f"no {what}" if passed else f"{n} row(s) with {what} ({n / total:.2%})"
-    return QualityResult(rule, passed, blocking, desc, n, n / total, _examples(frame, mask, explain) if n else [])
+    symbols = sorted(set(frame["symbol"].to_numpy()[np.asarray(mask)])) if n else []
+    return QualityResult(rule, passed, blocking, desc, n, n / total, _examples(frame, mask, explain) if n else [],
+                         symbols=symbols)
 
 
 def check_schema(frame: pd.DataFrame) -> QualityResult:
@@ -130,7 +134,7 @@ def check_coverage(
     grid = expected_bars(start, end, timeframe, weekdays_only)
     if len(grid) == 0:
         return QualityResult("bar_coverage", True, True, "no bars expected in this window (market closed)")
-    worst_fraction, examples, total_missing = 0.0, [], 0
+    worst_fraction, examples, total_missing, short = 0.0, [], 0, []
     details: dict[str, float | int | str] = {}
     for symbol in symbols:
         have = pd.DatetimeIndex(frame.loc[frame["symbol"] == symbol, "timestamp"])
@@ -140,6 +144,7 @@ def check_coverage(
         total_missing += len(missing)
         worst_fraction = max(worst_fraction, fraction)
         if fraction > max_missing_fraction:
+            short.append(symbol)
             first = ", ".join(t.isoformat() for t in missing[:3])
             examples.append(f"{symbol}: {len(missing)}/{len(grid)} bars missing ({fraction:.1%}), first {first}")
     passed = not examples
@@ -148,7 +153,8 @@ def check_coverage(
         if passed
         else f"{len(examples)} symbol(s) miss more than {max_missing_fraction:.0%} of their bars"
     )
-    return QualityResult("bar_coverage", passed, True, desc, total_missing, worst_fraction, examples[:MAX_EXAMPLES], details)
+    return QualityResult("bar_coverage", passed, True, desc, total_missing, worst_fraction, examples[:MAX_EXAMPLES], details,
+                         short)
 
 
 def check_outlier_returns(frame: pd.DataFrame, zscore: float, max_fraction: float) -> QualityResult:
@@ -175,7 +181,7 @@ def check_outlier_returns(frame: pd.DataFrame, zscore: float, max_fraction: floa
                   lambda r_: f"close {r_.close:g}")
     passed = res.violations / max(len(frame), 1) <= max_fraction
     return QualityResult(res.rule, passed, False, res.description, res.violations, res.fraction, res.examples,
-                         {"max_abs_robust_z": float(z.max()) if len(z) else 0.0})
+                         {"max_abs_robust_z": float(z.max()) if len(z) else 0.0}, res.symbols)
 
 
 def check_implausible_moves(frame: pd.DataFrame, max_factor: float) -> QualityResult:
@@ -267,25 +273,28 @@ class DayVerdict:
     day: str
     failed: tuple[str, ...] = ()
     never_ran: tuple[str, ...] = ()
+    symbols: tuple[str, ...] = ()  # named by the failed checks, when known
 
     def __str__(self) -> str:
         parts = []
         if self.failed:
-            parts.append("failed " + ", ".join(self.failed))
+            parts.append("failed " + ", ".join(self.failed) + (f" ({', '.join(self.symbols)})" if self.symbols else ""))
         if self.never_ran:
             parts.append("never checked" if set(self.never_ran) == set(BLOCKING_RULES)
                          else "not checked: " + ", ".join(self.never_ran))
         return f"{self.day} ({'; '.join(parts)})"
 
 
-def refused_days(days: list[str], statuses: dict[str, dict[str, str]]) -> list[DayVerdict]:
+def refused_days(days: list[str], statuses: dict[str, dict[str, str]],
+                 symbols: dict[str, set[str]] | None = None) -> list[DayVerdict]:
     """The days a training set must not read, given ``statuses[day][rule]``: "passed", "failed" or absent
-    (the check never ran on that day's current data). Every blocking rule must have passed."""
+    (the check never ran on that day's current data). Every blocking rule must have passed. ``symbols[day]``
+    are the offending symbols the failed checks named."""
     out = []
     for day in days:
         seen = statuses.get(day, {})
         failed = tuple(r for r in BLOCKING_RULES if seen.get(r) == "failed")
         never = tuple(r for r in BLOCKING_RULES if seen.get(r) not in ("passed", "failed"))
         if failed or never:
-            out.append(DayVerdict(day, failed, never))
+            out.append(DayVerdict(day, failed, never, tuple(sorted((symbols or {}).get(day, ())))))
     return out

@@ -137,3 +137,20 @@ def test_evaluate_refuses_a_symbol_whose_history_fails_a_blocking_rule(tmp_path,
     eurusd = next(line for line in out.splitlines() if line.startswith("EURUSD"))
     assert "refused, bad data: implausible_moves" in eurusd and "EURUSD 2024-06-03T10:00:00+00:00" in eurusd
     assert "would be" in next(line for line in out.splitlines() if line.startswith("SPYUSD"))
+
+
+def test_evaluate_judges_with_the_gate_settings_of_the_cadences(tmp_path, capsys, monkeypatch):
+    from alphapulse_assets.cli import main
+
+    monkeypatch.setenv("ALPHAPULSE_GATE__ALPHA", "0.000001")  # nothing is that significant on a few weeks
+    get_settings.cache_clear()
+    try:
+        export_sample(tmp_path, ["SPYUSD"], date(2024, 5, 1), date(2024, 6, 15), layout="per-symbol", timeframe="1h")
+        code = main(["evaluate", "--files", str(tmp_path), "--timeframe", "1h", "--start", "2024-05-01", "--end",
+                     "2024-06-15", "--splits", "3", "--min-train-bars", "200", "--min-validation", "300"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    spy = next(line for line in out.splitlines() if line.startswith("SPYUSD"))
+    assert code == 0 and "would be rejected" in spy and "(alpha 1e-06)" in spy, spy

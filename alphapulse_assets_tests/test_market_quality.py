@@ -130,16 +130,6 @@ def test_days_are_refused_when_a_blocking_check_failed_or_never_ran():
     assert "outlier_returns" not in quality.BLOCKING_RULES and "implausible_moves" in quality.BLOCKING_RULES
 
 
-def test_verdicts_per_day_name_the_bad_day_only(candles):
-    two_days = SampleSource().fetch(["BTCUSDT", "ETHUSDT"], DAY, DAY + pd.Timedelta(days=2))
-    two_days.loc[two_days["timestamp"] == pd.Timestamp("2024-03-02T05:00", tz="UTC"), "volume"] = -1.0
-    per_day = quality.run_per_day(two_days, ["2024-03-01", "2024-03-02"], symbols=["BTCUSDT", "ETHUSDT"],
-                                  timeframe="15m", max_missing_fraction=0.05, outlier_zscore=12.0,
-                                  max_outlier_fraction=0.001, max_bar_move_factor=10.0)
-    failed = {day: [r.rule for r in results if not r.passed] for day, results in per_day.items()}
-    assert failed == {"2024-03-01": [], "2024-03-02": ["non_negative_volume"]}
-
-
 def test_weekday_calendar_expects_no_bars_on_weekends():
     saturday = pd.Timestamp("2024-03-02", tz="UTC")
     r = quality.check_coverage(pd.DataFrame({"symbol": [], "timestamp": []}), ["SPY"], saturday,

@@ -5,8 +5,6 @@ symbols (one run per symbol would pay Dagster's per-run overhead five times for 
 backfill runs many days per run through the backfill policy.
 """
 
-import warnings
-
 import dagster as dg
 import pandas as pd
 
@@ -28,15 +26,13 @@ BASE_ASSET = "market_candles"
 RESAMPLED = {"candles_1h": "1h", "candles_4h": "4h"}
 
 # Partitioned like the asset, so Dagster records each day's verdict on its own partition: a training set
-# reads them per day (quality_verdicts below), and the UI shows which day failed which check. Partitioned
-# checks are a preview feature in Dagster 1.13 (tested here: test_bad_data.py); its warning is not the operator's.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    QUALITY_CHECKS = [
-        dg.AssetCheckSpec(rule, asset=BASE_ASSET, blocking=rule in quality.BLOCKING_RULES, description=text,
-                          partitions_def=DAILY)
-        for rule, text in quality.RULE_DESCRIPTIONS.items()
-    ]
+# reads them per day (quality_verdicts below), and the UI shows which day failed which check. (Partitioned
+# checks are a preview feature in Dagster 1.13, relied on knowingly and tested in test_bad_data.py.)
+QUALITY_CHECKS = [
+    dg.AssetCheckSpec(rule, asset=BASE_ASSET, blocking=rule in quality.BLOCKING_RULES, description=text,
+                      partitions_def=DAILY)
+    for rule, text in quality.RULE_DESCRIPTIONS.items()
+]
 
 
 def _check_metadata(result: quality.QualityResult) -> dict[str, object]:
@@ -161,8 +157,12 @@ def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataRes
         max_bar_move_factor=SETTINGS.quality.max_bar_move_factor,
     )
     checks = quality.run_all(candles, start=start, end=end, **rules)
-    days = list(context.partition_keys)
-    per_day = quality.run_per_day(candles, days, **rules) if len(days) > 1 else {}
+    per_day = {}  # a run over many days also judges each day on its own, so that a verdict names its day
+    if len(context.partition_keys) > 1:
+        for key, rows in _days(context, candles):
+            day_start = pd.Timestamp(key, tz="UTC")
+            per_day[key] = quality.run_all(rows.reset_index(drop=True), start=day_start,
+                                           end=day_start + pd.Timedelta(days=1), **rules)
     synthetic = "sample" in result.source_by_symbol.values()
     _add_daily_metadata(context, candles, summary=True)
     yield dg.Output(

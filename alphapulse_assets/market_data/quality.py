@@ -252,20 +252,6 @@ RULE_DESCRIPTIONS = {
 BLOCKING_RULES = tuple(rule for rule in RULE_DESCRIPTIONS if rule != "outlier_returns")
 
 
-def run_per_day(frame: pd.DataFrame, days: list[str], **rules) -> dict[str, list[QualityResult]]:
-    """``run_all`` on each UTC day of ``frame`` on its own, so that a verdict names the day it is about.
-
-    A bar belongs to the day its timestamp falls in; ``rules`` are ``run_all``'s keyword arguments except
-    the window, which is each day's."""
-    day_of = pd.DatetimeIndex(frame["timestamp"]).tz_convert("UTC").strftime("%Y-%m-%d") if len(frame) else pd.Index([])
-    out = {}
-    for day in days:
-        start = pd.Timestamp(day, tz="UTC")
-        out[day] = run_all(frame[np.asarray(day_of == day)].reset_index(drop=True),
-                           start=start, end=start + pd.Timedelta(days=1), **rules)
-    return out
-
-
 @dataclass(frozen=True)
 class DayVerdict:
     """Why one day may not be read: the blocking checks that failed, or that never ran on its data."""

@@ -24,12 +24,12 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
-from alphapulse_assets.recovery.errors import PermanentError
+from alphapulse_assets.recovery.errors import DataValidationError
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT")
 
 
-class SettingsError(PermanentError):
+class SettingsError(DataValidationError):
     """A setting is invalid. The message names each environment variable and its bad value."""
 
 

@@ -7,11 +7,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from alphapulse_assets.market_data.assets import BASE_ASSET, candle_assets
+from alphapulse_assets.market_data.assets import BASE_ASSET
 from alphapulse_assets.market_data.resources import CandleStoreResource, MarketDataResource, PartitionedParquetIOManager
 from alphapulse_assets.market_data.sources.files import export_sample
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
+from alphapulse_assets_tests.candles import ingest as ingest_days
 
 SYMBOLS = list(get_settings().symbols)
 FIRST, LAST = date(2024, 3, 20), date(2024, 6, 9)  # what the weekly partition 2024-06-02 reads, and a little more
@@ -19,10 +20,9 @@ NEGATIVE_VOLUME_DAY, SPIKE_DAY = "2024-06-05", "2024-06-06"
 
 
 def ingest(project, first: str, last: str, instance=None):
-    """The market-data assets over [first, last] in one run, as `alphapulse ingest` runs them."""
-    return dg.materialize(
-        candle_assets, instance=instance or project["instance"], resources=project["resources"], raise_on_error=False,
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+    """The market-data assets over [first, last] in one run from the files source, as `alphapulse ingest` runs them."""
+    return ingest_days(instance or project["instance"], str(project["root"] / "candles"), first, last,
+                       market_data=project["resources"]["market_data"], raise_on_error=False)
 
 
 def cadence(project, name: str, key: str, instance=None):
@@ -53,7 +53,6 @@ def project(tmp_path_factory):
     export_sample(files, SYMBOLS, FIRST, LAST, layout="per-symbol")
     resources = {
         "market_data": MarketDataResource(sources=["files"], symbols=SYMBOLS, files_dir=str(files)),
-        "candle_io_manager": PartitionedParquetIOManager(base_url=str(root / "candles")),
         "candle_store": CandleStoreResource(base_url=str(root / "candles")),
         "training_set_io_manager": PartitionedParquetIOManager(base_url=str(root / "ts"), layout="keys"),
         "model_registry": ModelRegistryResource(artifact_root=str(root / "models"), db_url=f"sqlite:///{root}/p.db"),

@@ -9,14 +9,9 @@ import time
 from datetime import datetime, timezone
 
 import dagster as dg
-import pandas as pd
 import pytest
 
-from alphapulse_assets.market_data.resample import resample_candles
 from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
-from alphapulse_assets.market_data.schema import to_arrow
-from alphapulse_assets.market_data.sources.sample import SampleSource
-from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.monitoring.alert_store import AlertStore
 from alphapulse_assets.monitoring.report import (
     RunRecord,
@@ -33,6 +28,7 @@ from alphapulse_assets.recovery.errors import ErrorClass
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
 from alphapulse_assets.training.schedules import JOBS
+from alphapulse_assets_tests.candles import ingest
 
 SYMBOLS = list(get_settings().symbols)
 
@@ -110,16 +106,12 @@ def _weekly_definitions(root, url, candles_url):
 
 
 def test_report_rows_per_symbol_from_real_cadence_runs(env, tmp_path):
-    store = ParquetPartitionStore(str(tmp_path / "candles"))
-    start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-06-10", tz="UTC")
-    base = SampleSource().fetch(SYMBOLS, start, end)
-    days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
-    store.write_days("candles_1h", to_arrow(resample_candles(base, "15m", "1h")), days)
     job = _weekly_definitions(tmp_path, env, str(tmp_path / "candles")).resolve_job_def("weekly_cadence")
     # The week of 2024-06-09 needs candles up to 2024-06-16: this run's training set fails, no symbol is trained.
     broken = _weekly_definitions(tmp_path, env, str(tmp_path / "empty")).resolve_job_def("weekly_cadence")
 
     with dg.instance_for_test() as instance:
+        ingest(instance, str(tmp_path / "candles"), "2024-03-01", "2024-06-09", symbols=SYMBOLS)
         results = [job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
                    for key in ("2024-05-26", "2024-06-02")]
         results.append(broken.execute_in_process(instance=instance, partition_key="2024-06-09", raise_on_error=False))

@@ -358,20 +358,10 @@ class sqlite3_checkpoint:
 def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path):
     """The weekly cadence (real assets, real run) meets a tampered champion file: it trains against the previous
     verified champion, records the fall-back, alerts once, and the champion asset shows the change."""
-    import pandas as pd
-
-    from alphapulse_assets.market_data.resample import resample_candles
     from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
-    from alphapulse_assets.market_data.schema import to_arrow
-    from alphapulse_assets.market_data.sources.sample import SampleSource
-    from alphapulse_assets.market_data.storage import ParquetPartitionStore
     from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
+    from alphapulse_assets_tests.candles import ingest
 
-    store = ParquetPartitionStore(str(tmp_path / "candles"))
-    start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-06-10", tz="UTC")
-    base = SampleSource().fetch(["ETHUSDT"], start, end)
-    days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
-    store.write_days("candles_1h", to_arrow(resample_candles(base, "15m", "1h")), days)
     db_url = f"sqlite:///{tmp_path / 'platform.db'}"
     resources = {
         "candle_store": CandleStoreResource(base_url=str(tmp_path / "candles")),
@@ -385,6 +375,7 @@ def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path
                               resources=resources, raise_on_error=False)
 
     with dg.instance_for_test() as instance:
+        ingest(instance, str(tmp_path / "candles"), "2024-03-01", "2024-06-09", symbols=["ETHUSDT"])
         reg = resources["model_registry"].get(instance)
         run_weekly(instance, "2024-05-26")
         v1 = reg.champion("ETHUSDT", "weekly")

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from alphapulse_assets.market_data.resample import resample_candles
-from alphapulse_assets.market_data.assets import candle_assets
-from alphapulse_assets.market_data.resources import CandleStoreResource, MarketDataResource, PartitionedParquetIOManager
+from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
 from alphapulse_assets.market_data.sources.sample import SampleSource
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training import drift_assets
@@ -20,6 +19,7 @@ from alphapulse_assets.training.assets import ModelRegistryResource, cadence_ass
 from alphapulse_assets.training.pipeline import DEFAULT_SPECS, make_dataset, train_challenger
 from alphapulse_assets.training.promotion import GateConfig, evaluate_gate
 from alphapulse_assets.training.schedules import SCHEDULES, latest_partition_key
+from alphapulse_assets_tests.candles import ingest
 
 SYMBOLS = list(get_settings().symbols)
 WEEKLY = DEFAULT_SPECS["weekly"]
@@ -82,16 +82,12 @@ def project(tmp_path_factory):
     """Candles for every symbol ingested through Dagster (checked day by day), resources in temp folders."""
     root = tmp_path_factory.mktemp("project")
     resources = {
-        "market_data": MarketDataResource(sources=["sample"], symbols=SYMBOLS),
-        "candle_io_manager": PartitionedParquetIOManager(base_url=str(root / "candles")),
         "candle_store": CandleStoreResource(base_url=str(root / "candles")),
         "training_set_io_manager": PartitionedParquetIOManager(base_url=str(root / "ts"), layout="keys"),
         "model_registry": ModelRegistryResource(artifact_root=str(root / "models"), db_url=f"sqlite:///{root}/p.db"),
     }
     instance = dg.DagsterInstance.ephemeral()
-    ingested = dg.materialize(candle_assets, instance=instance, resources=resources, tags={
-        "dagster/asset_partition_range_start": "2024-03-01", "dagster/asset_partition_range_end": "2024-06-09"})
-    assert ingested.success
+    ingest(instance, str(root / "candles"), "2024-03-01", "2024-06-09", symbols=SYMBOLS)
     return {"root": root, "resources": resources, "instance": instance}
 
 

@@ -127,7 +127,7 @@ def _overrides(env: Mapping[str, str], prefix: str, where_prefix: str) -> dict[s
 def load_recovery_config(env: Mapping[str, str] | None = None) -> RecoveryConfig:
     """The recovery configuration from the environment (``os.environ`` by default).
 
-    A bad value raises DataValidationError naming the environment variable(s) that set it and the value:
+    A bad value raises SettingsError (a DataValidationError) naming the environment variable(s) that set it and the value:
     the definitions and the CLI load this at start, so it never surfaces first as a failing sensor tick."""
     env = os.environ if env is None else env
     try:

@@ -1,8 +1,8 @@
 """Every setting checked before anything runs: the definitions call this when they load, the CLI when it starts.
 
-Each settings object refuses its own bad values when it is read (``settings.get_settings``,
-``monitoring.config.get_monitoring_settings``, ``recovery.config.load_recovery_config``); this module reads them
-all and adds the rules that span modules: source names, and stores that would forget what they are given.
+The settings tree refuses its own bad values when it is read (``settings.get_settings``), and the recovery
+configuration built from it refuses breaker rules (``recovery.config.recovery_config``); this module reads them
+and adds the rules that span modules: source names, and stores that would forget what they are given.
 Problems raise :class:`SettingsError` naming the environment variable and its value. This module does not
 import Dagster.
 """
@@ -16,9 +16,8 @@ from fsspec.registry import get_filesystem_class
 from fsspec.utils import get_protocol
 
 from alphapulse_assets.market_data.sources import known_source_names
-from alphapulse_assets.monitoring.config import get_monitoring_settings
 from alphapulse_assets.platform_db import PLATFORM_DB_ENV
-from alphapulse_assets.recovery.config import load_recovery_config
+from alphapulse_assets.recovery.config import recovery_config
 from alphapulse_assets.settings import AlphaPulseSettings, SettingsError, get_settings
 
 # Stores that keep nothing once the process ends: every candle written there is lost while runs report ok.
@@ -61,8 +60,7 @@ def check_configuration(env: Mapping[str, str] | None = None) -> AlphaPulseSetti
     """Read every settings object and refuse the first invalid one, or the cross-module problems, all named."""
     env = os.environ if env is None else env
     settings = get_settings()
-    get_monitoring_settings()
-    load_recovery_config(env)
+    recovery_config(settings, env)
     problems = _source_problems(settings) + _store_problems(settings, env)
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems), where="environment")

@@ -1,27 +1,36 @@
-"""One typed configuration for the whole platform.
+"""One typed settings tree for the whole platform.
 
 Every value has a default taken from the system AlphaPulse replaces (see the design guide) and can be
-overridden from the environment with the ``ALPHAPULSE_`` prefix; nested fields use ``__``, for example
-``ALPHAPULSE_SYMBOLS='["BTCUSDT","ETHUSDT"]'`` or ``ALPHAPULSE_QUALITY__MAX_MISSING_FRACTION=0.02``.
+overridden from the environment with the ``ALPHAPULSE_`` prefix; nested groups use ``__``, for example
+``ALPHAPULSE_SYMBOLS='["BTCUSDT","ETHUSDT"]'``, ``ALPHAPULSE_QUALITY__MAX_MISSING_FRACTION=0.02``,
+``ALPHAPULSE_MONITORING__RETENTION_HOURS=48``, ``ALPHAPULSE_BREAKER__MARKET_DATA__FAILURE_THRESHOLD=3`` or
+``ALPHAPULSE_ALERTS__REPEAT_SECONDS=600``. The names operators used before the groups existed
+(``ALPHAPULSE_MONITORING_RETENTION_HOURS``, ``ALPHAPULSE_SLACK_WEBHOOK_URL``, ``ALPHAPULSE_SMTP_HOST``, ...) are
+aliases (:data:`LEGACY_NAMES`); when both are set, the nested name wins. An empty variable counts as unset.
 Dagster resources take their defaults from here, so run config can still override them per run.
 
 A bad value is refused when the settings are read (the definitions' import, the CLI's start) with a
-:class:`SettingsError` naming the environment variable and the value. This module does not import Dagster.
+:class:`SettingsError` naming the environment variable and the value; secrets (webhook URLs, the SMTP
+password) are ``SecretStr`` and never shown. This module does not import Dagster.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-
-from typing import Annotated, Mapping
+from typing import Annotated, Any, Iterator, Literal, Mapping
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
 from alphapulse_assets.recovery.errors import DataValidationError
@@ -126,13 +135,221 @@ class GateSettings(BaseModel):
     rollback_min_rows: int = Field(500, ge=1)
 
 
+def _csv(value: object) -> object:
+    """A comma-separated list from a shell ("a, b") as well as a JSON list."""
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            return tuple(json.loads(value))
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value
+
+
+CsvTuple = Annotated[tuple[str, ...], NoDecode]
+
+
 class RetrySettings(BaseModel):
-    """Retry policy for transient faults: exponential backoff with jitter."""
+    """Step retries for transient faults (``recovery/policies.py``): Dagster's exponential backoff (the wait
+    doubles after each attempt, starting at ``base_delay_seconds``) with jitter."""
+
+    # Refuse a name that is not here, such as the removed ALPHAPULSE_RETRY__BACKOFF_FACTOR / __MAX_DELAY_SECONDS:
+    # Dagster's RetryPolicy always doubles and has no cap, so those values could not be honoured.
+    model_config = ConfigDict(extra="forbid")
 
     max_retries: int = Field(3, ge=0)
     base_delay_seconds: float = Field(1.0, ge=0)
-    backoff_factor: float = Field(2.0, ge=1)
-    max_delay_seconds: float = Field(60.0, ge=0)
+
+
+class MonitoringSettings(BaseModel):
+    """Sensor intervals, sample retention, mount points, health-check limits (``ALPHAPULSE_MONITORING__*``)."""
+
+    metrics_interval_seconds: int = Field(30, ge=5)
+    health_interval_seconds: int = Field(60, ge=10)
+    check_alert_interval_seconds: int = Field(30, ge=5)
+    retention_hours: float = Field(24.0, gt=0)
+    # Disk usage is sampled (and alerted on) for each of these paths.
+    mount_points: CsvTuple = ("/",)
+    # A process whose command line contains this text counts as a Dagster process (webserver, daemon,
+    # code server, run workers).
+    process_match: str = "dagster"
+    # The daemon writes a heartbeat every 30 s; five minutes without one means it is stuck or gone.
+    heartbeat_max_age_seconds: float = Field(300.0, gt=0)
+    source_check_timeout_seconds: float = Field(10.0, gt=0)
+    # Slack on top of a cadence's schedule offset and budget before its newest partition counts as late.
+    freshness_slack_seconds: float = Field(3600.0, ge=0)
+    # Where the daily pipeline report is written as JSON (default: <home>/reports).
+    report_dir: Path | None = None
+
+    _split_mount_points = field_validator("mount_points", mode="before")(_csv)
+
+
+def _number(value: object) -> object:
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        return text
+    return value
+
+
+class BreakerOverrides(BaseModel):
+    """Values that replace ``recovery.breaker.BreakerConfig``'s defaults; unset fields keep them. The ranges
+    (and rules between values) are checked by BreakerConfig when the recovery configuration is built."""
+
+    failure_threshold: int | None = None
+    # "none" or "off" turns the failure-rate rule off.
+    failure_rate_threshold: float | Literal["off"] | None = None
+    window_seconds: float | None = None
+    minimum_calls: int | None = None
+    window_max_calls: int | None = None
+    recovery_timeout: float | None = None
+    backoff_factor: float | None = None
+    max_recovery_timeout: float | None = None
+    half_open_max_probes: int | None = None
+    half_open_success_threshold: int | None = None
+    # "none" or "off": a probe slot is never presumed lost.
+    probe_timeout: float | Literal["off"] | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers(cls, value: object, info) -> object:
+        if info.field_name in ("failure_rate_threshold", "probe_timeout") and isinstance(value, str) \
+                and value.strip().lower() in ("none", "off"):
+            return "off"
+        return _number(value)
+
+    def values(self) -> dict[str, float | int | None]:
+        """The fields that were set, ready for ``dataclasses.replace(BreakerConfig(), **values)``."""
+        return {k: (None if v == "off" else v) for k in BreakerOverrides.model_fields
+                if (v := getattr(self, k)) is not None}
+
+
+class BreakerSettings(BreakerOverrides):
+    """Circuit breakers: ``ALPHAPULSE_BREAKER__<FIELD>`` for every breaker,
+    ``ALPHAPULSE_BREAKER__<DEPENDENCY>__<FIELD>`` for one, ``ALPHAPULSE_BREAKER__DEPENDENCIES`` for the list."""
+
+    model_config = ConfigDict(extra="allow")
+    # Any other key is a dependency's own overrides (ALPHAPULSE_BREAKER__MARKET_DATA__FAILURE_THRESHOLD).
+    __pydantic_extra__: dict[str, BreakerOverrides] = Field(init=False)
+
+    dependencies: CsvTuple = ("market_data", "training")
+
+    _split_dependencies = field_validator("dependencies", mode="before")(_csv)
+
+    @field_validator("dependencies", mode="after")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.lower() for v in value)
+
+    def own(self, dependency: str) -> BreakerOverrides | None:
+        """The overrides set for one dependency only."""
+        return (self.__pydantic_extra__ or {}).get(dependency.lower())
+
+    def named(self) -> tuple[str, ...]:
+        """Every dependency with overrides of its own."""
+        return tuple(self.__pydantic_extra__ or {})
+
+
+class EscalationSettings(BaseModel):
+    """``threshold`` critical errors within ``window_seconds`` raise one escalated alert."""
+
+    threshold: int = 5
+    window_seconds: float = 3600.0
+
+    @field_validator("threshold", "window_seconds", mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        return _number(value)
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be >= 1")
+        return value
+
+    @field_validator("window_seconds")
+    @classmethod
+    def _window(cls, value: float) -> float:
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError("must be positive and finite")
+        return value
+
+
+class HostSettings(BaseModel):
+    """A heavy cadence does not start at or above these (the guide's critical memory / disk levels)."""
+
+    memory_critical_percent: float = 95.0
+    disk_critical_percent: float = 95.0
+
+    @field_validator("memory_critical_percent", "disk_critical_percent", mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        return _number(value)
+
+    @field_validator("memory_critical_percent", "disk_critical_percent")
+    @classmethod
+    def _percent(cls, value: float) -> float:
+        if not 0 < value <= 100:
+            raise ValueError("must be a percentage in (0, 100]")
+        return value
+
+
+SEVERITIES = ("info", "warning", "error", "critical")
+
+
+class MinSeverity(BaseModel):
+    """The least severe alert each channel receives: a pager wakes someone only for critical ones."""
+
+    log: str = "info"
+    slack: str = "warning"
+    webhook: str = "critical"
+    email: str = "warning"
+
+    @field_validator("*")
+    @classmethod
+    def _severity(cls, value: str) -> str:
+        if value.strip().lower() not in SEVERITIES:
+            raise ValueError(f"unknown severity {value!r}; expected one of {', '.join(SEVERITIES)}")
+        return value.strip().lower()
+
+
+class AlertSettings(BaseModel):
+    """Alert channels and routing. A channel is on when its URL or host is set; the log channel always is."""
+
+    slack_webhook_url: SecretStr | None = None
+    # A generic JSON webhook, e.g. a pager.
+    webhook_url: SecretStr | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    email_from: str | None = None
+    email_to: CsvTuple = ()
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    min_severity: MinSeverity = MinSeverity()
+    # De-duplication: an unchanged alert is sent again after this long (monitoring/alerts.py DEFAULT_REPEAT_INTERVAL).
+    repeat_seconds: float = Field(4 * 3600.0, ge=0, allow_inf_nan=False)
+    group_window_seconds: float = Field(60.0, ge=0, allow_inf_nan=False)
+    timeout_seconds: float = Field(5.0, ge=0, allow_inf_nan=False)
+
+    _split_recipients = field_validator("email_to", mode="before")(_csv)
+
+    @field_validator("slack_webhook_url", "webhook_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message must not repeat the URL: a webhook's token is in its path.
+        if value is not None and urlsplit(value.get_secret_value().strip()).scheme not in ("http", "https"):
+            raise ValueError("is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _email_needs_addresses(self) -> AlertSettings:
+        if self.smtp_host and (not self.email_from or not self.email_to):
+            raise ValueError("ALPHAPULSE_SMTP_HOST is set but ALPHAPULSE_ALERT_EMAIL_FROM / ALPHAPULSE_ALERT_EMAIL_TO "
+                             "are not (or their nested names ALPHAPULSE_ALERTS__EMAIL_FROM / __EMAIL_TO)")
+        return self
 
 
 class AlphaPulseSettings(BaseSettings):
@@ -166,20 +383,33 @@ class AlphaPulseSettings(BaseSettings):
     quality: QualitySettings = QualitySettings()
     gate: GateSettings = GateSettings()
     retry: RetrySettings = RetrySettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    breaker: BreakerSettings = BreakerSettings()
+    escalation: EscalationSettings = EscalationSettings()
+    host: HostSettings = HostSettings()
+    # Cadences that do not start while the host is critically short of memory or disk.
+    heavy_cadences: CsvTuple = ("monthly",)
+    alerts: AlertSettings = AlertSettings()
 
     # One class per cadence, so that overriding one field from the environment keeps the others' defaults.
     nightly: NightlySettings = NightlySettings()
     weekly: WeeklySettings = WeeklySettings()
     monthly: MonthlySettings = MonthlySettings()
 
-    @field_validator("symbols", "sources", mode="before")
     @classmethod
-    def _split_csv(cls, value: object) -> object:
-        # Accept "BTCUSDT,ETHUSDT" from a shell as well as a JSON list.
-        if isinstance(value, str):
-            if value.lstrip().startswith("["):
-                return tuple(json.loads(value))
-            return tuple(v.strip() for v in value.split(",") if v.strip())
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   **others: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments first, then the environment read by _EnvTree (nested names and their legacy aliases).
+        return init_settings, _EnvTree(settings_cls)
+
+    _split_csv = field_validator("symbols", "sources", "heavy_cadences", mode="before")(_csv)
+
+    @field_validator("heavy_cadences")
+    @classmethod
+    def _cadences(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in value if c not in ("nightly", "weekly", "monthly")]
+        if unknown:
+            raise ValueError(f"unknown cadence(s) {', '.join(unknown)}; use nightly, weekly, monthly")
         return value
 
     _check_base_timeframe = field_validator("base_timeframe")(_timeframe)
@@ -197,31 +427,148 @@ class AlphaPulseSettings(BaseSettings):
         return self.storage_url or str(self.home / "candles")
 
 
-def settings_error(exc: ValidationError, prefix: str, env: Mapping[str, str] | None = None,
-                   nested: str = "__") -> SettingsError:
-    """A pydantic error, told as the environment variables that caused it and their values."""
+# -- the environment ------------------------------------------------------------------------------------
+
+PREFIX = "ALPHAPULSE_"
+
+# Names operators set before the settings were one tree, and where they now live. Each still works.
+LEGACY_NAMES: dict[str, tuple[str, ...]] = {
+    **{f"{PREFIX}MONITORING_{name.upper()}": ("monitoring", name) for name in MonitoringSettings.model_fields},
+    f"{PREFIX}BREAKER_DEPENDENCIES": ("breaker", "dependencies"),
+    f"{PREFIX}SLACK_WEBHOOK_URL": ("alerts", "slack_webhook_url"),
+    f"{PREFIX}ALERT_WEBHOOK_URL": ("alerts", "webhook_url"),
+    f"{PREFIX}SMTP_HOST": ("alerts", "smtp_host"),
+    f"{PREFIX}SMTP_PORT": ("alerts", "smtp_port"),
+    f"{PREFIX}SMTP_USERNAME": ("alerts", "smtp_username"),
+    f"{PREFIX}SMTP_PASSWORD": ("alerts", "smtp_password"),
+    f"{PREFIX}SMTP_STARTTLS": ("alerts", "smtp_starttls"),
+    f"{PREFIX}ALERT_EMAIL_FROM": ("alerts", "email_from"),
+    f"{PREFIX}ALERT_EMAIL_TO": ("alerts", "email_to"),
+    **{f"{PREFIX}ALERT_MIN_SEVERITY_{name.upper()}": ("alerts", "min_severity", name) for name in MinSeverity.model_fields},
+    f"{PREFIX}ALERT_REPEAT_SECONDS": ("alerts", "repeat_seconds"),
+    f"{PREFIX}ALERT_GROUP_WINDOW_SECONDS": ("alerts", "group_window_seconds"),
+    f"{PREFIX}ALERT_TIMEOUT_SECONDS": ("alerts", "timeout_seconds"),
+}
+_LEGACY_BY_PATH = {path: name for name, path in LEGACY_NAMES.items()}
+# Values never shown in an error or a log line.
+SECRET_PATHS = {("alerts", "slack_webhook_url"), ("alerts", "webhook_url"), ("alerts", "smtp_password")}
+
+_ENV: ContextVar[Mapping[str, str] | None] = ContextVar("alphapulse_settings_env", default=None)
+
+
+def env_name(path: tuple[str, ...], env: Mapping[str, str] | None = None) -> str:
+    """The variable that sets ``path`` (e.g. ``("alerts", "smtp_host")``): the nested name, or its legacy
+    alias when only the alias is set."""
     env = os.environ if env is None else env
-    problems = []
+    nested = PREFIX + "__".join(p.upper() for p in path)
+    legacy = _LEGACY_BY_PATH.get(tuple(path))
+    return legacy if legacy and not (env.get(nested) or "").strip() and (env.get(legacy) or "").strip() else nested
+
+
+def _decode(raw: str) -> Any:
+    text = raw.strip()
+    if text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass  # not JSON after all: the field's validator says what is wrong with it
+    return raw
+
+
+def env_tree(env: Mapping[str, str]) -> dict[str, Any]:
+    """The ``ALPHAPULSE_*`` variables as nested values: ``A__B__C=1`` becomes ``{"a": {"b": {"c": "1"}}}``.
+
+    Legacy aliases are applied first, so that a nested name set as well wins; empty values count as unset."""
+    tree: dict[str, Any] = {}
+
+    def put(path: tuple[str, ...], value: Any) -> None:
+        node = tree
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        old = node.get(path[-1])
+        if isinstance(old, dict) and isinstance(value, dict):  # ALPHAPULSE_WEEKLY='{..}' and ALPHAPULSE_WEEKLY__X
+            node[path[-1]] = {**value, **old}
+        elif not isinstance(old, dict):
+            node[path[-1]] = value
+
+    items = [(k.upper(), v) for k, v in env.items() if k.upper().startswith(PREFIX) and v is not None and v.strip()]
+    for key, raw in items:
+        if key in LEGACY_NAMES:
+            put(LEGACY_NAMES[key], _decode(raw))
+    # Shorter names first, so that ALPHAPULSE_WEEKLY='{...}' is merged under ALPHAPULSE_WEEKLY__MIN_ROWS.
+    for key, raw in sorted(items, key=lambda item: item[0].count("__")):
+        if key not in LEGACY_NAMES:
+            path = tuple(p.lower() for p in key[len(PREFIX):].split("__"))
+            if all(path):
+                put(path, _decode(raw))
+    return tree
+
+
+class _EnvTree(PydanticBaseSettingsSource):
+    """Reads the environment (or the mapping given to :func:`load_settings`) with :func:`env_tree`."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        env = _ENV.get()
+        return env_tree(os.environ if env is None else env)
+
+
+@contextmanager
+def _reading(env: Mapping[str, str] | None) -> Iterator[None]:
+    token = _ENV.set(env)
+    try:
+        yield
+    finally:
+        _ENV.reset(token)
+
+
+def settings_error(exc: ValidationError, prefix: str = PREFIX, env: Mapping[str, str] | None = None,
+                   nested: str = "__") -> SettingsError:
+    """A pydantic error, told as the environment variables that caused it and their values (secrets hidden)."""
+    env = os.environ if env is None else env
+    problems, names = [], []
     for error in exc.errors():
-        path = [str(p) for p in error["loc"]]
-        name = prefix + nested.join(p.upper() for p in path)
+        loc = tuple(str(p) for p in error["loc"])
+        path = loc
+        name = env_name(path, env) if prefix == PREFIX else prefix + nested.join(p.upper() for p in path)
         # A nested value may come from its parent's JSON (ALPHAPULSE_NIGHTLY='{"min_rows": 5}').
         while name not in env and len(path) > 1:
             path = path[:-1]
             parent = prefix + nested.join(p.upper() for p in path)
             if parent in env:
-                name = f"{parent} ({'.'.join(str(p) for p in error['loc'][len(path):])})"
+                name = f"{parent} ({'.'.join(loc[len(path):])})"
                 break
         value = error.get("input")
-        shown = "(missing)" if isinstance(value, dict) and not value else repr(value)
-        problems.append(f"{name}={shown}: {error['msg']}")
-    return SettingsError("invalid settings: " + "; ".join(problems), where="environment")
+        if loc in SECRET_PATHS:
+            shown = "'**********'"
+        elif isinstance(value, dict) and not value:
+            shown = "(missing)"
+        elif isinstance(value, dict):  # a rule between a group's values: the message names them
+            shown = None
+        else:
+            shown = repr(value)
+        msg = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {msg}" if shown is None else f"{name}={shown}: {msg}")
+        names.append(name)
+    where = names[0] if len(names) == 1 else "environment"
+    return SettingsError("invalid settings: " + "; ".join(problems), where=where)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> AlphaPulseSettings:
+    """The settings read now from ``env`` (``os.environ`` by default); a bad value raises SettingsError."""
+    try:
+        with _reading(env):
+            return AlphaPulseSettings()
+    except ValidationError as exc:
+        raise settings_error(exc, PREFIX, env) from None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> AlphaPulseSettings:
     """The process-wide settings, read once from the environment; a bad value raises SettingsError."""
-    try:
-        return AlphaPulseSettings()
-    except ValidationError as exc:
-        raise settings_error(exc, "ALPHAPULSE_") from None
+    return load_settings()

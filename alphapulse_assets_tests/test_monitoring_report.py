@@ -87,11 +87,10 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("ALPHAPULSE_MONITORING_REPORT_DIR", str(tmp_path / "reports"))
     for name in ("ALPHAPULSE_SLACK_WEBHOOK_URL", "ALPHAPULSE_ALERT_WEBHOOK_URL", "ALPHAPULSE_SMTP_HOST"):
         monkeypatch.delenv(name, raising=False)
-    from alphapulse_assets.monitoring.config import get_monitoring_settings
 
-    get_monitoring_settings.cache_clear()
+    get_settings.cache_clear()
     yield url
-    get_monitoring_settings.cache_clear()
+    get_settings.cache_clear()
 
 
 def _weekly_definitions(root, url, candles_url):

@@ -61,7 +61,6 @@ def nightly_cadence_stub():
 
 def make_healthy(project) -> None:
     """Daemon heartbeats fresh, every cadence's due partition trained, a champion, a successful run."""
-    from alphapulse_assets.monitoring.config import get_monitoring_settings
     from alphapulse_assets.training.registry import ModelRegistry
 
     import time
@@ -72,7 +71,7 @@ def make_healthy(project) -> None:
         for daemon in instance.get_required_daemon_types():
             instance.add_daemon_heartbeat(DaemonHeartbeat(now, daemon, "d1"))
         for cadence in probes.CADENCE_NAMES:
-            key = probes.expected_partition(cadence, now, settings, get_monitoring_settings())
+            key = probes.expected_partition(cadence, now, settings, get_settings().monitoring)
             for symbol in settings.symbols:
                 instance.report_runless_asset_event(dg.AssetMaterialization(["models", cadence, symbol], partition=key))
         nightly_cadence_stub.execute_in_process(instance=instance, tags={"dagster/partition": "2026-01-01"})

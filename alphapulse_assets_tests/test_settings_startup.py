@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from alphapulse_assets.config_check import check_configuration
-from alphapulse_assets.monitoring.config import get_monitoring_settings
 from alphapulse_assets.settings import SettingsError, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,10 +23,8 @@ def fresh_settings(monkeypatch):
         if key.startswith("ALPHAPULSE_"):
             monkeypatch.delenv(key)
     get_settings.cache_clear()
-    get_monitoring_settings.cache_clear()
     yield monkeypatch
     get_settings.cache_clear()
-    get_monitoring_settings.cache_clear()
 
 
 BAD = [

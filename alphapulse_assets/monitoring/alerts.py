@@ -28,8 +28,6 @@ values of all its channels. This module does not import Dagster.
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +38,7 @@ from typing import TYPE_CHECKING, Literal
 from alphapulse_assets.monitoring import alert_store as st
 from alphapulse_assets.monitoring.alert_store import AlertStore, OpenAlert
 from alphapulse_assets.recovery.errors import DataValidationError, PermanentError, Severity
+from alphapulse_assets.settings import AlertSettings, env_name, load_settings
 
 if TYPE_CHECKING:  # channels import this module; the router only needs the interface
     from alphapulse_assets.monitoring.channels import Channel
@@ -475,37 +474,19 @@ class AlertRouter:
         return outcomes
 
 
-# -- construction from the environment ---------------------------------------------------------------
+# -- construction from the settings ----------------------------------------------------------------------
 
+# The variables that enable each channel (aliases of ALPHAPULSE_ALERTS__SLACK_WEBHOOK_URL, ...; see settings.py).
 SLACK_URL_ENV = "ALPHAPULSE_SLACK_WEBHOOK_URL"
 WEBHOOK_URL_ENV = "ALPHAPULSE_ALERT_WEBHOOK_URL"
 SMTP_HOST_ENV = "ALPHAPULSE_SMTP_HOST"
-MIN_SEVERITY_ENV = "ALPHAPULSE_ALERT_MIN_SEVERITY_{}"
-# A pager should wake someone only for critical alerts; chat and email get warnings too.
-DEFAULT_MIN_SEVERITY = {"log": Severity.INFO, "slack": Severity.WARNING, "webhook": Severity.CRITICAL, "email": Severity.WARNING}
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise DataValidationError(f"{name}={raw!r} is not a number", where="build_router_from_env") from None
-    if not math.isfinite(value) or value < 0:
-        raise DataValidationError(f"{name}={raw!r} must be a non-negative number", where="build_router_from_env")
-    return value
+def build_router_from_env(db_url: str, clock: Callable[[], float] = time.time,
+                          settings: AlertSettings | None = None) -> AlertRouter:
+    """A router with the log channel always, and each other channel when its setting is set.
 
-
-def _min_severity(channel: str) -> Severity:
-    env = MIN_SEVERITY_ENV.format(channel.upper())
-    raw = os.environ.get(env)
-    return parse_severity(raw, where=env) if raw else DEFAULT_MIN_SEVERITY[channel]
-
-
-def build_router_from_env(db_url: str, clock: Callable[[], float] = time.time) -> AlertRouter:
-    """A router with the log channel always, and each other channel when its env var is set.
+    The values come from the settings tree (``settings.alerts``, read now from the environment unless given):
 
     ============================================  =====================================================
     ``ALPHAPULSE_SLACK_WEBHOOK_URL``              Slack incoming webhook (enables ``slack``)
@@ -521,6 +502,7 @@ def build_router_from_env(db_url: str, clock: Callable[[], float] = time.time) -
     ``ALPHAPULSE_ALERT_TIMEOUT_SECONDS``          per-channel timeout (5)
     ============================================  =====================================================
 
+    Each also has a nested name (``ALPHAPULSE_ALERTS__SMTP_HOST``, ``ALPHAPULSE_ALERTS__MIN_SEVERITY__SLACK``).
     Channels keep only the *names* of the variables holding secrets and read them when they send.
     """
     from alphapulse_assets.monitoring.channels import (
@@ -530,32 +512,30 @@ def build_router_from_env(db_url: str, clock: Callable[[], float] = time.time) -
         SlackWebhookChannel,
     )
 
-    timeout = _env_float("ALPHAPULSE_ALERT_TIMEOUT_SECONDS", 5.0)
-    channels: list[Channel] = [LogChannel(min_severity=_min_severity("log"))]
-    if os.environ.get(SLACK_URL_ENV):
-        channels.append(SlackWebhookChannel(url_env=SLACK_URL_ENV, min_severity=_min_severity("slack"), timeout=timeout))
-    if os.environ.get(WEBHOOK_URL_ENV):
-        channels.append(JsonWebhookChannel(url_env=WEBHOOK_URL_ENV, min_severity=_min_severity("webhook"), timeout=timeout))
-    host = os.environ.get(SMTP_HOST_ENV)
-    if host:
-        where = "build_router_from_env(email)"
-        sender = os.environ.get("ALPHAPULSE_ALERT_EMAIL_FROM")
-        recipients = [r.strip() for r in os.environ.get("ALPHAPULSE_ALERT_EMAIL_TO", "").split(",") if r.strip()]
-        if not sender or not recipients:
-            raise DataValidationError(
-                f"{SMTP_HOST_ENV} is set but ALPHAPULSE_ALERT_EMAIL_FROM / ALPHAPULSE_ALERT_EMAIL_TO are not", where=where
-            )
-        starttls = os.environ.get("ALPHAPULSE_SMTP_STARTTLS", "true").strip().lower() not in ("0", "false", "no", "off")
+    a = load_settings().alerts if settings is None else settings
+    timeout = a.timeout_seconds
+
+    def level(channel: str) -> Severity:
+        return Severity(getattr(a.min_severity, channel))
+
+    channels: list[Channel] = [LogChannel(min_severity=level("log"))]
+    if a.slack_webhook_url is not None:
+        channels.append(SlackWebhookChannel(url_env=env_name(("alerts", "slack_webhook_url")), min_severity=level("slack"),
+                                            timeout=timeout))
+    if a.webhook_url is not None:
+        channels.append(JsonWebhookChannel(url_env=env_name(("alerts", "webhook_url")), min_severity=level("webhook"),
+                                           timeout=timeout))
+    if a.smtp_host:
         channels.append(
             EmailChannel(
-                host=host,
-                port=int(_env_float("ALPHAPULSE_SMTP_PORT", 587)),
-                sender=sender,
-                recipients=recipients,
-                username_env="ALPHAPULSE_SMTP_USERNAME" if os.environ.get("ALPHAPULSE_SMTP_USERNAME") else None,
-                password_env="ALPHAPULSE_SMTP_PASSWORD",
-                starttls=starttls,
-                min_severity=_min_severity("email"),
+                host=a.smtp_host,
+                port=a.smtp_port,
+                sender=a.email_from,
+                recipients=list(a.email_to),
+                username_env=env_name(("alerts", "smtp_username")) if a.smtp_username else None,
+                password_env=env_name(("alerts", "smtp_password")),
+                starttls=a.smtp_starttls,
+                min_severity=level("email"),
                 timeout=timeout,
             )
         )
@@ -563,6 +543,6 @@ def build_router_from_env(db_url: str, clock: Callable[[], float] = time.time) -
         channels,
         AlertStore(db_url),
         clock=clock,
-        repeat_interval=_env_float("ALPHAPULSE_ALERT_REPEAT_SECONDS", DEFAULT_REPEAT_INTERVAL),
-        group_window=_env_float("ALPHAPULSE_ALERT_GROUP_WINDOW_SECONDS", DEFAULT_GROUP_WINDOW),
+        repeat_interval=a.repeat_seconds,
+        group_window=a.group_window_seconds,
     )

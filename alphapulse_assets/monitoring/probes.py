@@ -17,11 +17,10 @@ import sqlalchemy as sa
 from dagster import DagsterEventType
 
 from alphapulse_assets.monitoring import health as hl
-from alphapulse_assets.monitoring.config import MonitoringSettings, get_monitoring_settings
 from alphapulse_assets.monitoring.failures import StepFailure
 from alphapulse_assets.monitoring.report import DecisionRecord, RunRecord, StepRecord, TripRecord
 from alphapulse_assets.platform_db import engine_for, platform_db_url, redact
-from alphapulse_assets.settings import AlphaPulseSettings, get_settings
+from alphapulse_assets.settings import AlphaPulseSettings, MonitoringSettings, get_settings
 
 CADENCE_NAMES = ("nightly", "weekly", "monthly")
 # Checks shown in the health status but alerted on elsewhere, so that one problem makes one alert:
@@ -215,7 +214,7 @@ def collect_health(
     """Run every health probe; returns the report and the raw facts (breakers, alerts) it was built on."""
     now = time.time() if now is None else now
     settings = settings or get_settings()
-    msettings = msettings or get_monitoring_settings()
+    msettings = msettings or get_settings().monitoring
     url = db_url or platform_db_url()
     checks = [storage_check(instance), platform_db_check(url)]
     if checks[-1].status == hl.Status.HEALTHY:

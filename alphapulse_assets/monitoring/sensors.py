@@ -30,7 +30,6 @@ import dagster as dg
 
 from alphapulse_assets.monitoring import probes
 from alphapulse_assets.monitoring.alerts import DEFAULT_REPEAT_INTERVAL, Alert, AlertRouter, build_router_from_env
-from alphapulse_assets.monitoring.config import get_monitoring_settings
 from alphapulse_assets.monitoring.failures import summarize
 from alphapulse_assets.monitoring.health import Status
 from alphapulse_assets.monitoring.metrics import Counters, ResourceSampler, SampleStore
@@ -38,14 +37,14 @@ from alphapulse_assets.monitoring.report import build_report, render_markdown, r
 from alphapulse_assets.monitoring.thresholds import DEFAULT_RULES, RuleState, evaluate
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery.errors import Severity
-from alphapulse_assets.settings import get_settings
+from alphapulse_assets.settings import get_settings, load_settings
 
 HOST_RESOURCES = dg.AssetKey(["platform", "host_resources"])
 HEALTH = dg.AssetKey(["platform", "health"])
 PIPELINE_REPORT = dg.AssetKey(["platform", "pipeline_report"])
 
-MSETTINGS = get_monitoring_settings()
 SETTINGS = get_settings()
+MSETTINGS = SETTINGS.monitoring
 
 host_resources = dg.AssetSpec(
     HOST_RESOURCES, group_name="platform", kinds={"python"},
@@ -121,7 +120,7 @@ def build_resource_metrics_sensor(
                     "observes platform/host_resources.",
     )
     def _sensor(context: dg.SensorEvaluationContext):
-        ms = get_monitoring_settings()
+        ms = get_settings().monitoring
         state = _load_cursor(context.cursor)
         sampler = sampler_factory() if sampler_factory else ResourceSampler(
             ms.mount_points, ms.process_match, instance_home=context.instance.root_directory)
@@ -165,10 +164,7 @@ def build_resource_metrics_sensor(
 
 
 def _repeat_seconds() -> float:
-    try:
-        return float(os.environ.get("ALPHAPULSE_ALERT_REPEAT_SECONDS") or DEFAULT_REPEAT_INTERVAL)
-    except ValueError:
-        return DEFAULT_REPEAT_INTERVAL
+    return load_settings().alerts.repeat_seconds
 
 
 def build_health_check_sensor(
@@ -400,7 +396,7 @@ REPORT_PARTITIONS = dg.DailyPartitionsDefinition(start_date=SETTINGS.start_date.
 
 
 def report_dir() -> Path:
-    return get_monitoring_settings().report_dir or (get_settings().home / "reports")
+    return get_settings().monitoring.report_dir or (get_settings().home / "reports")
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

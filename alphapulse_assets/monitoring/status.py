@@ -14,6 +14,7 @@ import dagster as dg
 from alphapulse_assets.monitoring import probes
 from alphapulse_assets.monitoring.health import Status
 from alphapulse_assets.platform_db import platform_db_url
+from alphapulse_assets.settings import get_settings
 
 CRITICAL_EXIT = 2
 # A stored sample older than this means the resource sensor is not running: show a live one instead.
@@ -58,13 +59,12 @@ def _champions(url: str) -> list[dict]:
 
 
 def _resources(url: str, now: float, instance_home: str | None = None) -> dict | None:
-    from alphapulse_assets.monitoring.config import get_monitoring_settings
     from alphapulse_assets.monitoring.metrics import ResourceSampler, SampleStore
 
     sample = SampleStore(url).latest()
     source = "stored by resource_metrics_sensor"
     if sample is None or now - sample.at > SAMPLE_STALE_SECONDS:
-        ms = get_monitoring_settings()
+        ms = get_settings().monitoring
         sampler = ResourceSampler(ms.mount_points, ms.process_match, instance_home=instance_home)
         counters = sampler.counters(time.time())
         time.sleep(0.25)  # a command may wait a moment (a sensor never does): CPU % and rates need two readings

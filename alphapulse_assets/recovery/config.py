@@ -1,12 +1,14 @@
 """Recovery configuration in one place: breakers per dependency, escalation, host limits, heavy cadences.
 
 Defaults follow the design guide (breaker: 5 failures, 60 s recovery timeout; escalation: 5 critical errors
-within 1 h; critical memory / disk: 95 % / 95 %; the monthly cadence is the heavy one). Every value can be
-overridden from the environment, nested with ``__`` like the rest of the settings::
+within 1 h; critical memory / disk: 95 % / 95 %; the monthly cadence is the heavy one). The values are read
+from the one settings tree (``settings.py``: ``breaker``, ``escalation``, ``host``, ``heavy_cadences``), so
+every one can be overridden from the environment::
 
     ALPHAPULSE_BREAKER__RECOVERY_TIMEOUT=120                 every breaker
     ALPHAPULSE_BREAKER__MARKET_DATA__FAILURE_THRESHOLD=3     one breaker (any BreakerConfig field)
-    ALPHAPULSE_BREAKER_DEPENDENCIES=market_data,training,db  the protected dependencies
+    ALPHAPULSE_BREAKER__DEPENDENCIES=market_data,training,db the protected dependencies
+                                                             (alias: ALPHAPULSE_BREAKER_DEPENDENCIES)
     ALPHAPULSE_ESCALATION__THRESHOLD=5  ALPHAPULSE_ESCALATION__WINDOW_SECONDS=3600
     ALPHAPULSE_HOST__MEMORY_CRITICAL_PERCENT=95  ALPHAPULSE_HOST__DISK_CRITICAL_PERCENT=95
     ALPHAPULSE_HEAVY_CADENCES=monthly
@@ -20,11 +22,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 from alphapulse_assets.recovery.breaker import BreakerConfig, BreakerConfigError
 from alphapulse_assets.recovery.errors import DataValidationError
-from alphapulse_assets.settings import SettingsError
+from alphapulse_assets.settings import AlphaPulseSettings, SettingsError, load_settings
 
 DEPENDENCY_TAG = "alphapulse/dependency"
 PROBE_TAG = "alphapulse/probe"
@@ -99,93 +101,56 @@ def host_pressure(memory_percent: float, disk_percent: float, limits: HostLimits
     return "host critically short of " + " and ".join(short) if short else None
 
 
-_BREAKER_FIELDS = {f.name: f.type for f in fields(BreakerConfig)}
-
-
-def _parse(value: str, name: str, where: str) -> object:
-    text = value.strip()
-    if name in ("failure_rate_threshold", "probe_timeout") and text.lower() in ("", "none", "off"):
-        return None
-    kind = str(_BREAKER_FIELDS.get(name, "float"))
-    try:
-        return int(text) if kind.startswith("int") else float(text)
-    except ValueError:
-        raise DataValidationError(f"{text!r} is not a number", where=where) from None
-
-
-def _overrides(env: Mapping[str, str], prefix: str, where_prefix: str) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in env.items():
-        if not key.startswith(prefix):
-            continue
-        name = key[len(prefix):].lower()
-        if name in _BREAKER_FIELDS:
-            out[name] = _parse(value, name, where=f"{where_prefix}{name.upper()}")
-    return out
-
-
 def load_recovery_config(env: Mapping[str, str] | None = None) -> RecoveryConfig:
-    """The recovery configuration from the environment (``os.environ`` by default).
+    """The recovery configuration read now from the environment (``os.environ`` by default).
 
-    A bad value raises SettingsError (a DataValidationError) naming the environment variable(s) that set it and the value:
-    the definitions and the CLI load this at start, so it never surfaces first as a failing sensor tick."""
-    env = os.environ if env is None else env
+    A bad value raises SettingsError (a DataValidationError) naming the environment variable(s) that set it and the
+    value: the definitions and the CLI load this at start, so it never surfaces first as a failing sensor tick."""
+    return recovery_config(load_settings(env), env)
+
+
+def recovery_config(settings: AlphaPulseSettings, env: Mapping[str, str] | None = None) -> RecoveryConfig:
+    """The recovery configuration from the settings tree; BreakerConfig's rules are told as the variables."""
+    b = settings.breaker
     try:
-        return _load_recovery_config(env)
-    except (DataValidationError, BreakerConfigError) as exc:
-        where = exc.where or ""
-        if where.startswith(("BreakerConfig.", "EscalationConfig.")):  # a rule between values: name them all
-            field_name = where.split(".", 1)[1].upper()
-            named = sorted(k for k in env if k.startswith(("ALPHAPULSE_BREAKER__", "ALPHAPULSE_ESCALATION__"))
-                           and k.endswith("__" + field_name))
-            where = ", ".join(f"{k}={env[k]!r}" for k in named) or where
-        raise SettingsError(f"invalid recovery settings: {exc.message}", where=where) from None
-
-
-def _load_recovery_config(env: Mapping[str, str]) -> RecoveryConfig:
-    deps_raw = env.get("ALPHAPULSE_BREAKER_DEPENDENCIES")
-    dependencies = tuple(d.strip() for d in deps_raw.split(",") if d.strip()) if deps_raw else DEFAULT_DEPENDENCIES
-
-    common = {k: v for k, v in env.items() if k.startswith("ALPHAPULSE_BREAKER__") and k.count("__") == 1}
-    default = replace(BreakerConfig(), **_overrides(common, "ALPHAPULSE_BREAKER__", "ALPHAPULSE_BREAKER__"))
+        default = replace(BreakerConfig(), **b.values())
+    except BreakerConfigError as exc:
+        raise _named(exc, None, settings, env) from None
     breakers: dict[str, BreakerConfig] = {}
-    for dep in dependencies:
-        prefix = f"ALPHAPULSE_BREAKER__{dep.upper()}__"
-        own = _overrides(env, prefix, prefix)
-        breakers[dep] = replace(default, **own) if own else default
-
-    def number(name: str, default: float) -> float:
-        raw = env.get(name)
-        if raw is None or not raw.strip():
-            return default
+    for dep in dict.fromkeys(b.dependencies + b.named()):
+        own = b.own(dep)
         try:
-            return float(raw)
-        except ValueError:
-            raise DataValidationError(f"{raw!r} is not a number", where=name) from None
+            breakers[dep] = replace(default, **own.values()) if own else default
+        except BreakerConfigError as exc:
+            raise _named(exc, dep, settings, env) from None
+    if not all(d in b.dependencies for d in b.named()):
+        unknown = ", ".join(d for d in b.named() if d not in b.dependencies)
+        raise SettingsError(f"invalid recovery settings: breaker overrides for {unknown}, which is not in "
+                            f"ALPHAPULSE_BREAKER__DEPENDENCIES ({', '.join(b.dependencies)})",
+                            where="ALPHAPULSE_BREAKER__DEPENDENCIES")
+    return RecoveryConfig(
+        dependencies=b.dependencies,
+        default_breaker=default,
+        breakers={d: breakers[d] for d in b.dependencies},
+        escalation=EscalationConfig(settings.escalation.threshold, settings.escalation.window_seconds),
+        host=HostLimits(settings.host.memory_critical_percent, settings.host.disk_critical_percent),
+        heavy_cadences=settings.heavy_cadences,
+    )
 
-    threshold = number("ALPHAPULSE_ESCALATION__THRESHOLD", 5)
-    if threshold != int(threshold):
-        raise DataValidationError(f"{threshold!r} is not a whole number", where="ALPHAPULSE_ESCALATION__THRESHOLD")
-    escalation = EscalationConfig(
-        threshold=int(threshold),
-        window_seconds=number("ALPHAPULSE_ESCALATION__WINDOW_SECONDS", 3600.0),
-    )
-    host = HostLimits(
-        memory_critical_percent=number("ALPHAPULSE_HOST__MEMORY_CRITICAL_PERCENT", 95.0),
-        disk_critical_percent=number("ALPHAPULSE_HOST__DISK_CRITICAL_PERCENT", 95.0),
-    )
-    heavy_raw = env.get("ALPHAPULSE_HEAVY_CADENCES")
-    heavy = tuple(h.strip() for h in heavy_raw.split(",") if h.strip()) if heavy_raw is not None else ("monthly",)
-    unknown = [h for h in heavy if h not in ("nightly", "weekly", "monthly")]
-    if unknown:
-        raise DataValidationError(f"{heavy_raw!r}: unknown cadence(s) {', '.join(unknown)}; use nightly, weekly, monthly",
-                                  where="ALPHAPULSE_HEAVY_CADENCES")
-    for name, value in (("ALPHAPULSE_HOST__MEMORY_CRITICAL_PERCENT", host.memory_critical_percent),
-                        ("ALPHAPULSE_HOST__DISK_CRITICAL_PERCENT", host.disk_critical_percent)):
-        if not 0 < value <= 100:
-            raise DataValidationError(f"{value!r}: must be a percentage in (0, 100]", where=name)
-    return RecoveryConfig(dependencies=dependencies, default_breaker=default, breakers=breakers,
-                          escalation=escalation, host=host, heavy_cadences=heavy)
+
+def _named(exc: BreakerConfigError, dependency: str | None, settings: AlphaPulseSettings,
+           env: Mapping[str, str] | None) -> SettingsError:
+    # A rule on one field (or between two): name the variable that set the field, for that breaker.
+    field_name = (exc.where or "").removeprefix("BreakerConfig.")
+    own = settings.breaker.own(dependency) if dependency else None
+    if own is not None and field_name in own.values():
+        var = f"ALPHAPULSE_BREAKER__{dependency.upper()}__{field_name.upper()}"
+        value = own.values()[field_name]
+    else:
+        var = f"ALPHAPULSE_BREAKER__{field_name.upper()}"
+        value = settings.breaker.values().get(field_name)
+    raw = (os.environ if env is None else env).get(var, str(value))  # as the operator typed it
+    return SettingsError(f"invalid recovery settings: {var}={raw!r}: {exc.message}", where=var)
 
 
 __all__ = [
@@ -201,4 +166,5 @@ __all__ = [
     "RecoveryConfig",
     "host_pressure",
     "load_recovery_config",
+    "recovery_config",
 ]

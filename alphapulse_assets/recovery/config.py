@@ -123,11 +123,14 @@ def recovery_config(settings: AlphaPulseSettings, env: Mapping[str, str] | None 
             breakers[dep] = replace(default, **own.values()) if own else default
         except BreakerConfigError as exc:
             raise _named(exc, dep, settings, env) from None
-    if not all(d in b.dependencies for d in b.named()):
-        unknown = ", ".join(d for d in b.named() if d not in b.dependencies)
-        raise SettingsError(f"invalid recovery settings: breaker overrides for {unknown}, which is not in "
+    unknown = [d for d in b.named() if d not in b.dependencies]
+    if unknown:  # most likely a typo in the dependency's name: its overrides would silently do nothing
+        env = os.environ if env is None else env
+        names = [f"ALPHAPULSE_BREAKER__{d.upper()}__{f.upper()}" for d in unknown for f in b.own(d).values()]
+        shown = ", ".join(f"{n}={env.get(n, '')!r}" for n in names)
+        raise SettingsError(f"invalid recovery settings: {shown}: {', '.join(unknown)} is not in "
                             f"ALPHAPULSE_BREAKER__DEPENDENCIES ({', '.join(b.dependencies)})",
-                            where="ALPHAPULSE_BREAKER__DEPENDENCIES")
+                            where=names[0] if len(names) == 1 else "environment")
     return RecoveryConfig(
         dependencies=b.dependencies,
         default_breaker=default,

@@ -148,11 +148,11 @@ CsvTuple = Annotated[tuple[str, ...], NoDecode]
 
 
 class RetrySettings(BaseModel):
-    """Step retries for transient faults (``recovery/policies.py``): Dagster's exponential backoff (the wait
-    doubles after each attempt, starting at ``base_delay_seconds``) with jitter."""
+    """Step retries for transient faults (``recovery/policies.py``): Dagster's exponential backoff waits
+    (2^n - 1) x ``base_delay_seconds`` before retry n (1, 3, 7 s by default), plus or minus one base delay of jitter."""
 
     # Refuse a name that is not here, such as the removed ALPHAPULSE_RETRY__BACKOFF_FACTOR / __MAX_DELAY_SECONDS:
-    # Dagster's RetryPolicy always doubles and has no cap, so those values could not be honoured.
+    # Dagster's RetryPolicy has a fixed exponential form and no cap, so those values could not be honoured.
     model_config = ConfigDict(extra="forbid")
 
     max_retries: int = Field(3, ge=0)

@@ -115,6 +115,8 @@ def run_weekly(project, key):
 def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the_champion(project):
     registry = project["resources"]["model_registry"].get()
     first = run_weekly(project, "2024-05-26")
+    assert first.success  # rejections are the gate doing its job: no step failed, the run is SUCCESS
+    assert not [e for e in first.all_events if e.is_step_failure]
     champions = {m.asset_key.path[-1] for m in first.get_asset_materialization_events() if m.asset_key.path[0] == "champions"}
     assert champions == {"ETHUSDT", "DOTUSDT"}  # the sample market at this week: two symbols clear the gate
     evaluations = {e.asset_key.path[-1]: e for e in first.get_asset_check_evaluations()}
@@ -143,7 +145,18 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     assert champion_meta["version"].value == "v1" and champion_meta["previous_version"].value == "none (first champion)"
 
     second = run_weekly(project, "2024-06-02")  # ETH's next challenger fails the gate
+    assert second.success
     assert not any(m.asset_key.path[0] == "champions" for m in second.get_asset_materialization_events())
+    # The champion asset's newest materialization is still the promotion of v1: current, not failed.
+    instance = project["instance"]
+    latest = instance.get_latest_materialization_event(dg.AssetKey(["champions", "weekly", "ETHUSDT"]))
+    assert latest.run_id == first.run_id and latest.asset_materialization.metadata["version"].value == 1
+    failed_mats = instance.get_event_records(dg.EventRecordsFilter(
+        event_type=dg.DagsterEventType.ASSET_FAILED_TO_MATERIALIZE,
+        asset_key=dg.AssetKey(["champions", "weekly", "ETHUSDT"])))
+    assert not failed_mats
+    eth_gate = next(e for e in second.get_asset_check_evaluations() if e.asset_key.path[-1] == "ETHUSDT")
+    assert not eth_gate.passed and eth_gate.description.startswith("rejected: ")
     assert registry.champion("ETHUSDT", "weekly").version == 1  # the champion keeps serving
     history = registry.history("ETHUSDT", "weekly")
     assert [d.action for d in history] == ["promoted", "rejected"]

@@ -1,6 +1,6 @@
 """The promotion gate: the rules a challenger must pass to replace the champion, and automatic rollback.
 
-Each rule is one blocking asset check on the challenger's model asset:
+The rules are reported together in one asset check, ``promotion_gate``, on the challenger's model asset:
 
 - ``enough_validation_samples``: at least ``min_validation_samples`` out-of-sample rows;
 - ``beats_baselines``: lower out-of-sample log loss than every calibrated naive baseline (base rate, and

@@ -144,8 +144,7 @@ def ingest(start: date, end: date, *, days_per_run: int = 92, out=sys.stdout) ->
         totals["run_ids"].append(result.run_id)
         if not result.success:
             print("FAILED", file=out)
-            failure = next((e for e in result.all_events if e.is_step_failure), None)
-            reason = failure.step_failure_data.error.message.strip() if failure else "see the run in the UI"
+            reason = "; ".join(failure_lines(result)) or "see the run in the UI"
             raise SystemExit(f"alphapulse: ingestion of {a}..{b} failed (run {result.run_id}): {reason}")
         mats = result.asset_materializations_for_node("market_candles")
         rows = sum(int(m.metadata["rows"].value) for m in mats)  # one materialization per day, with its rows
@@ -169,21 +168,17 @@ def run_cadence(name: str, partition_key: str | None = None, *, out=sys.stdout):
     print(f"{name} cadence, partition {key} ...", end=" ", flush=True, file=out)
     result = execute(defs.resolve_job_def(f"{name}_cadence"), out=out, partition_key=key,
                      tags={"alphapulse/trigger": "cli"})
-    failures = unexpected_failures(result)
-    status = "done" if not failures else "FAILED: " + "; ".join(failures)
+    status = "done" if result.success else "FAILED: " + ("; ".join(failure_lines(result)) or "see the run in the UI")
     print(f"{status} in {time.perf_counter() - t0:.1f}s (run {result.run_id})", file=out)
     return result, key
 
 
-def unexpected_failures(result) -> list[str]:
-    """Step failures other than a promotion gate's blocking checks (a rejected challenger is not a fault)."""
-    out = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.error
-            if error is None or error.cls_name != "DagsterAssetCheckFailedError":
-                out.append(f"{event.step_key}: {error.message.strip().splitlines()[0] if error else 'failed'}")
-    return out
+def failure_lines(result) -> list[str]:
+    """One line per failed step: its class and the real cause (not Dagster's "Exceeded max_retries")."""
+    from alphapulse_assets.recovery.policies import step_failure_record
+
+    return [f"{event.step_key}: {step_failure_record(event).describe()}"
+            for event in result.all_events if event.is_step_failure]
 
 
 def _num(value, spec: str) -> str:
@@ -229,12 +224,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from alphapulse_assets.training.schedules import CADENCES
 
     names = CADENCES if args.cadence == "all" else (args.cadence,)
-    failures = []
+    failed = 0
     for name in names:
         result, _ = run_cadence(name, args.partition)
-        failures += unexpected_failures(result)
+        failed += not result.success
     champion_table()
-    return 1 if failures else 0
+    return 1 if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:

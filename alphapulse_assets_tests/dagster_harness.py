@@ -436,7 +436,3 @@ class RunSummary:
                 return int(match.group(1))
         return None
 
-    def unexpected_failures(self) -> list[tuple[str, str, str]]:
-        """Step failures other than blocking checks failing (a rejected challenger is not a fault)."""
-        return [f for f in self.step_failures if f[1] != "DagsterAssetCheckFailedError"]
-

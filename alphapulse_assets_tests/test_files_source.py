@@ -23,6 +23,7 @@ from alphapulse_assets.recovery.errors import (
     DataValidationError,
     ErrorClass,
     PermanentError,
+    TransientError,
     UnknownSymbolError,
     classify,
 )
@@ -447,9 +448,10 @@ def test_garbage_files_never_raise_a_bare_library_error(tmp_path, name, content,
 
 def test_check_reachable(tmp_path):
     FileSource(tmp_path).check_reachable()
-    with pytest.raises(PermanentError, match="does not exist"):
+    # A folder that is not there (removed, unmounted) is an outage: transient, counted by the breaker.
+    with pytest.raises(TransientError, match="does not exist"):
         FileSource(tmp_path / "nope").check_reachable()
-    with pytest.raises(PermanentError, match="does not exist"):
+    with pytest.raises(TransientError, match="does not exist"):
         FileSource(tmp_path / "nope").fetch(["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(PermanentError, match="not a folder"):

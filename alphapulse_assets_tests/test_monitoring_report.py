@@ -41,21 +41,22 @@ def test_percentile_matches_numpy_linear():
     assert percentile([], 50) is None
 
 
-def _run(i, status, durations, *, gate_only=False, eth="trained", retry=False):
+def _run(i, status, durations, *, error_class=None, eth="trained", retry=False):
     steps = (StepRecord("training_set", "success", 0, 1.0), StepRecord("nightly_models", status, 1.0, sum(durations),
                                                                          attempts=2 if retry else 1))
     trained = {"BTC"} | ({"ETH"} if eth == "trained" else set())
-    return RunRecord(f"r{i}", "nightly", status, 0.0, sum(durations), steps=steps, gate_only=gate_only,
+    return RunRecord(f"r{i}", "nightly", status, 0.0, sum(durations), steps=steps, error_class=error_class,
                      planned=frozenset({"BTC", "ETH"}), trained=frozenset(trained))
 
 
 def test_report_rates_durations_and_alerts():
-    runs = [_run(1, "success", (100, 200)), _run(2, "failure", (100, 300), eth="failed"),
-            _run(3, "failure", (50, 50), gate_only=True), _run(4, "success", (1000, 3000), retry=True),
+    runs = [_run(1, "success", (100, 200)), _run(2, "failure", (100, 300), eth="failed", error_class="permanent"),
+            _run(3, "success", (50, 50)), _run(4, "success", (1000, 3000), retry=True),
             RunRecord("r5", "weekly", "success", 0.0, 4000.0)]
     report = build_report("2024-05-01", (0.0, 86400.0), ["nightly", "weekly", "monthly"], ["BTC", "ETH"], runs)
     nightly = report["cadences"][0]
-    assert (nightly["runs"], nightly["succeeded"], nightly["failed"]) == (4, 3, 1)  # the gate-only run completed
+    assert (nightly["runs"], nightly["succeeded"], nightly["failed"]) == (4, 3, 1)
+    assert nightly["failed_by_class"] == {"permanent": 1}
     assert nightly["failure_rate"] == 0.25 and nightly["step_retries"] == 1
     assert nightly["p50_seconds"] == pytest.approx(350.0)
     eth = next(r for r in report["symbols"] if r["cadence"] == "nightly" and r["symbol"] == "ETH")
@@ -66,7 +67,7 @@ def test_report_rates_durations_and_alerts():
     assert alerts["report:pipeline_failure_rate_percent:weekly"] is None
     assert "report:pipeline_failure_rate_percent:monthly" not in alerts  # no runs, nothing to judge
     tables = render_markdown(report)
-    assert "| nightly | 4 | 3 | 1 | 75.0% | 25.0% |" in tables["cadences"]
+    assert "| nightly | 4 | 3 | 1 (1 permanent) | 75.0% | 25.0% |" in tables["cadences"]
 
 
 def test_report_alerts_are_never_stamped_in_the_future():
@@ -128,7 +129,8 @@ def test_report_rows_per_symbol_from_real_cadence_runs(env, tmp_path):
     registry = ModelRegistryResource(artifact_root=str(tmp_path / "models"), db_url=env).get()
     report = json.loads((tmp_path / "reports" / f"pipeline_report_{today}.json").read_text())
     weekly = next(r for r in report["cadences"] if r["cadence"] == "weekly")
-    assert (weekly["runs"], weekly["failed"]) == (3, 1)
+    assert (weekly["runs"], weekly["failed"]) == (3, 1)  # the runs with rejections succeeded
+    assert weekly["failed_by_class"] == {"permanent": 1}  # missing candles: the platform's one classifier
     rows = {r["symbol"]: r for r in report["symbols"] if r["cadence"] == "weekly"}
     assert set(rows) == set(SYMBOLS)
     for symbol in SYMBOLS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import sqlite3
 import time
 from collections import namedtuple
 from types import SimpleNamespace
@@ -270,7 +271,7 @@ RUN_STATE = {"fail": True}
 @dg.op
 def write_model():
     if RUN_STATE["fail"]:
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise RUN_STATE.get("error") or OSError(errno.ENOSPC, "No space left on device")
 
 
 @dg.job
@@ -282,11 +283,16 @@ def _status_event(instance, run_id, event_type):
     return instance.all_logs(run_id, of_type=event_type)[0].dagster_event
 
 
-def test_run_failure_alert_is_classified_and_resolved_by_success(platform_db):
+@pytest.mark.parametrize("error, text", [
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left"),
+    # SQLite's SQLITE_FULL comes as an OperationalError, which otherwise reads as a transient database fault.
+    (sqlite3.OperationalError("database or disk is full"), "database or disk is full"),
+])
+def test_run_failure_alert_is_classified_and_resolved_by_success(platform_db, error, text):
     failure_sensor, success_sensor = build_run_failure_sensors()
     store = AlertStore(platform_db)
     with dg.instance_for_test() as instance:
-        RUN_STATE["fail"] = True
+        RUN_STATE["fail"], RUN_STATE["error"] = True, error
         run = nightly_like.execute_in_process(instance=instance, raise_on_error=False)
         assert not run.success
         dagster_run = instance.get_run_by_id(run.run_id)
@@ -296,7 +302,7 @@ def test_run_failure_alert_is_classified_and_resolved_by_success(platform_db):
         failure_sensor(ctx)
         [alert] = store.open_alerts()
         assert alert.key == "run:nightly_like" and alert.severity.value == "critical"
-        assert "system error" in alert.title and "No space left" in alert.body
+        assert "system error" in alert.title and text in alert.body
 
         RUN_STATE["fail"] = False
         ok = nightly_like.execute_in_process(instance=instance)

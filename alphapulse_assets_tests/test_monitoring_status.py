@@ -4,7 +4,13 @@ a failed check, each checked for content and exit code."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 import psutil
@@ -186,3 +192,77 @@ def test_a_past_cpu_spike_does_not_keep_status_critical_and_a_sustained_one_does
     status = json.loads(raw)
     assert code == 2 and status["health"]["status"] == "critical"
     assert any(r.startswith("resources: cpu 97.0%, at or above 90% for 15 min (critical)") for r in status["health"]["reasons"])
+
+
+DISK = {"full": True}
+
+
+@dg.op
+def write_candles():
+    if DISK["full"]:  # what SQLite says when the platform database's disk is full
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+@dg.job(name="ingest_market_data", tags={"alphapulse/dependency": "market_data"})
+def ingest_stub():
+    write_candles()
+
+
+def test_status_after_a_disk_full_failure_says_critical_system_error(project, capsys):
+    """A run failed on a full disk: the alert is critical (a system error, not a transient database fault),
+    and ``status`` shows it, exits 2, and does not crash."""
+    from alphapulse_assets.monitoring.alert_store import AlertStore
+    from alphapulse_assets.monitoring.alerts import build_router_from_env
+    from alphapulse_assets.monitoring.sensors import run_failure_alert
+
+    make_healthy(project)
+    with instance_for(project) as instance:
+        result = ingest_stub.execute_in_process(instance=instance, raise_on_error=False)
+        assert not result.success
+        run_failure_alert(instance, instance.get_run_by_id(result.run_id), build_router_from_env(platform_db_url()))
+    [alert] = AlertStore(platform_db_url()).open_alerts()
+    assert alert.severity.value == "critical" and "system error" in alert.title
+
+    code, out = run_status(capsys)
+    assert code == 2, out
+    assert ": CRITICAL" in out.splitlines()[0] and "run:ingest_market_data" in out
+    code, raw = run_status(capsys, "--json")
+    assert code == 2 and json.loads(raw)["open_alerts"][0]["severity"] == "critical"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 MiB file system (tmpfs) for the project, to be filled; skipped where it cannot be mounted."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_status_on_a_full_disk_is_critical_and_does_not_crash(small_disk):
+    """The instance's disk fills up: ``status`` (the real command) still answers, critical, exit 2."""
+    home = small_disk
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAPULSE_", "DAGSTER_"))}
+    env["DAGSTER_HOME"] = str(home)
+    command = [str(Path(sys.executable).parent / "alphapulse"), "status", "--no-sources"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr  # the instance and platform database exist now
+    with open(home / "filler", "wb") as fh:  # fill the disk to the last byte
+        chunk = b"\0" * 2**20
+        try:
+            while True:
+                fh.write(chunk)
+                fh.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    full = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    out = full.stdout + full.stderr
+    assert "Traceback" not in out, out
+    assert full.returncode == 2, out
+    assert ": CRITICAL" in (full.stdout.splitlines() or [""])[0] and "system error" in full.stdout, out

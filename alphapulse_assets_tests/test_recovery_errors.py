@@ -1,7 +1,13 @@
 """Error classification, and what Dagster does with each class: transient retried, permanent not."""
 
 import errno
+import os
+import shutil
 import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -14,9 +20,13 @@ from alphapulse_assets.recovery.errors import (
     AuthenticationError,
     DataValidationError,
     ErrorClass,
+    FailureRecord,
+    Severity,
     TransientError,
     UnknownSymbolError,
     classify,
+    classify_run,
+    failure_record,
 )
 
 
@@ -118,3 +128,126 @@ def test_system_fault_fails_at_once_marked_critical():
     result, retries, failure = _materialize(OSError(errno.ENOSPC, "No space left on device"), failures=99)
     assert not result.success and retries == []
     assert failure.step_failure_data.user_failure_data.metadata["severity"].value == "critical"
+
+
+# -- one classifier, for live exceptions and for failures read back from Dagster's event log -----------------
+
+
+def _as_recorded(exc: BaseException, retried: bool = True) -> FailureRecord:
+    """``exc`` as Dagster stores a failed step's error after its retries (Dagster's "Exceeded max_retries"
+    wrapper around the user's error), read back the way the breakers, alerts, report and CLI read it."""
+    from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
+
+    try:
+        raise exc
+    except BaseException:
+        info = serializable_error_info_from_exc_info(sys.exc_info())
+    if retried:
+        info = SerializableErrorInfo("Exceeded max_retries of 3\n", [], "RetryRequestedFromPolicy", cause=info)
+    return failure_record(info)
+
+
+def _sqlalchemy_disk_full():
+    import sqlalchemy.exc
+
+    return sqlalchemy.exc.OperationalError("INSERT INTO alerts ...", {}, sqlite3.OperationalError("database or disk is full"))
+
+
+CLASSIFIER_TABLE = [
+    # error, class, severity
+    (OSError(errno.ENOSPC, "No space left on device"), ErrorClass.SYSTEM, Severity.CRITICAL),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), ErrorClass.SYSTEM, Severity.CRITICAL),
+    (sqlite3.OperationalError("database or disk is full"), ErrorClass.SYSTEM, Severity.CRITICAL),
+    (_sqlalchemy_disk_full(), ErrorClass.SYSTEM, Severity.CRITICAL),
+    (MemoryError(), ErrorClass.SYSTEM, Severity.CRITICAL),
+    (PermissionError(errno.EACCES, "Permission denied"), ErrorClass.PERMANENT, Severity.ERROR),
+    (ValueError("Protocol not known: nosuch"), ErrorClass.PERMANENT, Severity.ERROR),  # unknown URL scheme
+    (dg.DagsterUnknownPartitionError("no partition 1999-01-01"), ErrorClass.PERMANENT, Severity.ERROR),
+    (DataValidationError("partition 2024-03-01 of candles_1h has not been written"), ErrorClass.PERMANENT,
+     Severity.ERROR),
+    (sqlite3.OperationalError("database is locked"), ErrorClass.TRANSIENT, Severity.ERROR),
+    (TimeoutError("read timed out"), ErrorClass.TRANSIENT, Severity.ERROR),
+    (TransientError("the market-data folder does not exist"), ErrorClass.TRANSIENT, Severity.ERROR),
+]
+
+
+@pytest.mark.parametrize("exc, error_class, severity", CLASSIFIER_TABLE, ids=lambda v: type(v).__name__)
+def test_one_classifier_live_and_recorded(exc, error_class, severity):
+    live = classify(exc)
+    assert (live.error_class, live.severity) == (error_class, severity)
+    for recorded in (_as_recorded(exc), _as_recorded(exc, retried=False)):
+        assert (recorded.classify().error_class, recorded.classify().severity) == (error_class, severity), recorded
+        assert "Exceeded max_retries" not in recorded.message  # the real cause, not Dagster's wrapper
+
+
+def test_run_level_classification_interruptions_and_order():
+    # A stopped step (SIGTERM, Ctrl-C) is no fault of a dependency and nothing critical about the host.
+    stopped = FailureRecord(("DagsterExecutionInterruptedError",), "Execution was interrupted").classify()
+    assert (stopped.error_class, stopped.severity) == (ErrorClass.TRANSIENT, Severity.ERROR)
+    # A failed run without a failed step (a crashed or lost worker): transient, with the run's reason.
+    lost = classify_run([], "UNEXPECTED_TERMINATION")
+    assert lost.error_class is ErrorClass.TRANSIENT and "UNEXPECTED_TERMINATION" in lost.reason
+    # The worst step decides, in one order everywhere: system > transient > permanent.
+    bad, down, full = (FailureRecord(("UnknownSymbolError",)), FailureRecord(("TimeoutError",)),
+                       FailureRecord(("OSError",), "[Errno 28] No space left on device"))
+    assert classify_run([bad, down]).error_class is ErrorClass.TRANSIENT
+    assert classify_run([bad, full, down]).error_class is ErrorClass.SYSTEM
+
+
+def test_a_permanent_error_in_the_io_manager_is_not_retried(tmp_path):
+    """Storing the candles under an unknown URL scheme cannot work on a retry: one attempt, the real cause."""
+    from alphapulse_assets.market_data.assets import market_candles
+    from alphapulse_assets.market_data.resources import MarketDataResource, PartitionedParquetIOManager
+
+    assert market_candles.op.retry_policy.max_retries == 3
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [market_candles], partition_key="2024-03-01", instance=instance, raise_on_error=False,
+            resources={"market_data": MarketDataResource(sources=["sample"], symbols=["BTCUSDT"]),
+                       "candle_io_manager": PartitionedParquetIOManager(base_url="nosuch://bucket/candles")},
+        )
+        events = [e.event_type_value for e in result.all_events]
+    assert not result.success
+    assert events.count("STEP_START") == 1 and "STEP_UP_FOR_RETRY" not in events  # one attempt
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    record = failure_record(failure.step_failure_data.error, failure.step_failure_data.user_failure_data.metadata)
+    assert record.classify().error_class is ErrorClass.PERMANENT
+    assert "nosuch" in failure.step_failure_data.error.message and "permanent error" in failure.step_failure_data.error.message
+
+
+def test_a_missing_input_partition_fails_the_models_step_at_once(tmp_path):
+    """The models step reads its training set through the IO manager: a partition that was never written is
+    permanent, so the step (retry policy: 1) fails at once instead of training twice on nothing."""
+    from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
+    from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
+
+    training_set, models = cadence_assets["weekly"]
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [training_set, models], selection=[k for k in models.keys], partition_key="2024-05-26",
+            instance=instance, raise_on_error=False,
+            resources={"candle_store": CandleStoreResource(base_url=str(tmp_path / "candles")),
+                       "training_set_io_manager": PartitionedParquetIOManager(base_url=str(tmp_path / "ts"),
+                                                                               layout="keys"),
+                       "model_registry": ModelRegistryResource(artifact_root=str(tmp_path / "models"),
+                                                               db_url=f"sqlite:///{tmp_path}/p.db")},
+        )
+        events = [e.event_type_value for e in result.all_events]
+    assert not result.success and "STEP_UP_FOR_RETRY" not in events
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "has not been written" in failure.step_failure_data.error.message
+    assert failure.step_failure_data.user_failure_data.metadata["error_class"].value == "permanent"
+
+
+def test_cli_ingest_prints_the_real_cause_not_the_retry_count(tmp_path):
+    """``alphapulse ingest`` (as cron runs it) whose store cannot be written: exit 1 and the cause."""
+    shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", tmp_path / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAPULSE_", "DAGSTER_"))}
+    env.update(DAGSTER_HOME=str(tmp_path), ALPHAPULSE_SOURCES="sample", ALPHAPULSE_SYMBOLS="BTCUSDT",
+               ALPHAPULSE_STORAGE_URL="nosuch://bucket/candles")
+    alphapulse = Path(sys.executable).parent / "alphapulse"
+    out = subprocess.run([str(alphapulse), "ingest", "--start", "2024-03-01", "--end", "2024-03-01"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text
+    assert "nosuch" in out.stderr and "Exceeded max_retries" not in text, text

@@ -6,7 +6,8 @@ from alphapulse_assets.recovery.breaker import BreakerConfig
 from alphapulse_assets.recovery.config import EscalationConfig, load_recovery_config
 from alphapulse_assets.recovery.errors import DataValidationError, ErrorClass, Severity
 from alphapulse_assets.recovery.escalation import EscalationState, observe
-from alphapulse_assets.recovery.outcomes import StepFailure, class_of_name, classify_step_failure, run_outcomes
+from alphapulse_assets.recovery.errors import FailureRecord, class_of_name
+from alphapulse_assets.recovery.outcomes import StepFailure, run_outcomes
 
 CFG = EscalationConfig(threshold=5, window_seconds=3600)
 
@@ -48,14 +49,11 @@ def test_escalation_state_round_trips_and_rejects_garbage():
 
 
 def test_classification_from_failure_metadata_and_cause_chain():
-    meta = classify_step_failure(StepFailure(("market_data",), ("Failure", "SystemResourceError"),
-                                             {"error_class": "system", "severity": "critical", "reason": "disk"}))
+    meta = FailureRecord(("Failure", "SystemResourceError"), "", {"error_class": "system", "reason": "disk"}).classify()
     assert meta.error_class is ErrorClass.SYSTEM and meta.severity is Severity.CRITICAL
-    chain = classify_step_failure(StepFailure(("market_data",), ("RetryRequestedFromPolicy", "TransientError")))
+    chain = FailureRecord(("RetryRequestedFromPolicy", "TransientError")).classify()
     assert chain.error_class is ErrorClass.TRANSIENT and chain.severity is Severity.ERROR
-    gate = classify_step_failure(StepFailure(("training",), ("DagsterAssetCheckFailedError",)))
-    assert gate.error_class is None
-    assert classify_step_failure(StepFailure(("x",), ("KeyError",))).error_class is ErrorClass.PERMANENT
+    assert FailureRecord(("KeyError",)).classify().error_class is ErrorClass.PERMANENT
     assert class_of_name("ConnectionResetError") is ErrorClass.TRANSIENT
     assert class_of_name("MemoryError") is ErrorClass.SYSTEM
     assert class_of_name("UnknownSymbolError") is ErrorClass.PERMANENT
@@ -64,14 +62,14 @@ def test_classification_from_failure_metadata_and_cause_chain():
 
 
 def test_run_outcomes_one_per_dependency_worst_class_wins():
-    failures = [StepFailure(("training",), ("TransientError",), message="db gone"),
-                StepFailure(("training",), ("SystemResourceError",), message="oom"),
-                StepFailure(("training",), ("DagsterAssetCheckFailedError",))]
+    failures = [StepFailure(("training",), FailureRecord(("TransientError",), "db gone")),
+                StepFailure(("training",), FailureRecord(("SystemResourceError",), "oom")),
+                StepFailure(("training",), FailureRecord(("UnknownSymbolError",), "no such symbol"))]
     [out] = run_outcomes(False, ["training"], [], failures)
     assert not out.ok and out.error_class is ErrorClass.SYSTEM and out.critical and "oom" in out.detail
-    # Only a gate rejection and successful steps: the dependency worked.
-    [ok] = run_outcomes(False, ["training"], ["training"], [StepFailure(("training",), ("DagsterAssetCheckFailedError",))])
-    assert ok.ok
+    # Transient beats permanent: the run still says the dependency had an outage.
+    [out] = run_outcomes(False, ["training"], [], [failures[2], failures[0]])
+    assert out.error_class is ErrorClass.TRANSIENT and "db gone" in out.detail
     # A run that failed before any step: every dependency of its job failed, transiently.
     outs = run_outcomes(False, ["market_data"], [], [], "RUN_EXCEPTION")
     assert [(o.dependency, o.ok, o.error_class) for o in outs] == [("market_data", False, ErrorClass.TRANSIENT)]

@@ -139,47 +139,50 @@ def _preview(frame: pd.DataFrame) -> str:
 )
 @stop_on_interrupt  # a SIGTERM / Ctrl-C stops the run; it is not retried
 def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataResource):
-    window = context.partition_time_window
-    start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
-    context.log.info(f"fetching {len(market_data.symbols)} symbol(s) from {start:%Y-%m-%d} to {end:%Y-%m-%d} "
-                     f"through {' -> '.join(market_data.sources)}")
-    with classified_failures(f"fetching candles {start:%Y-%m-%d}..{end:%Y-%m-%d}"):
+    """Permanent and system errors anywhere in the step fail it at once (``classified_failures``);
+    transient ones are retried by the step's policy."""
+    with classified_failures(f"ingesting market_candles {context.partition_key_range.start}.."
+                             f"{context.partition_key_range.end}"):
+        window = context.partition_time_window
+        start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+        context.log.info(f"fetching {len(market_data.symbols)} symbol(s) from {start:%Y-%m-%d} to {end:%Y-%m-%d} "
+                         f"through {' -> '.join(market_data.sources)}")
         result = market_data.fetch(start, end)
-    candles = result.candles
-    for source, symbol, message in result.fallbacks:
-        context.log.warning(f"fallback: {source} could not serve {symbol} ({message}); the next source was used")
-    rules = dict(
-        symbols=[s.upper() for s in market_data.symbols],
-        timeframe=market_data.base_timeframe,
-        max_missing_fraction=SETTINGS.quality.max_missing_fraction,
-        outlier_zscore=SETTINGS.quality.outlier_zscore,
-        max_outlier_fraction=SETTINGS.quality.max_outlier_fraction,
-        max_bar_move_factor=SETTINGS.quality.max_bar_move_factor,
-    )
-    checks = quality.run_all(candles, start=start, end=end, **rules)
-    per_day = {}  # a run over many days also judges each day on its own, so that a verdict names its day
-    if len(context.partition_keys) > 1:
-        for key, rows in _days(context, candles):
-            day_start = pd.Timestamp(key, tz="UTC")
-            per_day[key] = quality.run_all(rows.reset_index(drop=True), start=day_start,
-                                           end=day_start + pd.Timedelta(days=1), **rules)
-    synthetic = "sample" in result.source_by_symbol.values()
-    _add_daily_metadata(context, candles, summary=True)
-    yield dg.Output(
-        candles,
-        metadata={
-            "days_in_run": len(context.partition_keys),
-            "source_by_symbol": result.source_by_symbol,
-            "sources_used": ", ".join(sorted(set(result.source_by_symbol.values()))),
-            "fallbacks_used": len(result.fallbacks),
-            "fallback_details": [f"{s} -> {sym}: {m}" for s, sym, m in result.fallbacks],
-            "synthetic_data": synthetic,
-            "note": "SYNTHETIC sample market, not real prices" if synthetic else "market data",
-        },
-    )
-    yield from _day_evaluations(per_day)
-    for check in checks:
-        yield _check_result(check)
+        candles = result.candles
+        for source, symbol, message in result.fallbacks:
+            context.log.warning(f"fallback: {source} could not serve {symbol} ({message}); the next source was used")
+        rules = dict(
+            symbols=[s.upper() for s in market_data.symbols],
+            timeframe=market_data.base_timeframe,
+            max_missing_fraction=SETTINGS.quality.max_missing_fraction,
+            outlier_zscore=SETTINGS.quality.outlier_zscore,
+            max_outlier_fraction=SETTINGS.quality.max_outlier_fraction,
+            max_bar_move_factor=SETTINGS.quality.max_bar_move_factor,
+        )
+        checks = quality.run_all(candles, start=start, end=end, **rules)
+        per_day = {}  # a run over many days also judges each day on its own, so that a verdict names its day
+        if len(context.partition_keys) > 1:
+            for key, rows in _days(context, candles):
+                day_start = pd.Timestamp(key, tz="UTC")
+                per_day[key] = quality.run_all(rows.reset_index(drop=True), start=day_start,
+                                               end=day_start + pd.Timedelta(days=1), **rules)
+        synthetic = "sample" in result.source_by_symbol.values()
+        _add_daily_metadata(context, candles, summary=True)
+        yield dg.Output(
+            candles,
+            metadata={
+                "days_in_run": len(context.partition_keys),
+                "source_by_symbol": result.source_by_symbol,
+                "sources_used": ", ".join(sorted(set(result.source_by_symbol.values()))),
+                "fallbacks_used": len(result.fallbacks),
+                "fallback_details": [f"{s} -> {sym}: {m}" for s, sym, m in result.fallbacks],
+                "synthetic_data": synthetic,
+                "note": "SYNTHETIC sample market, not real prices" if synthetic else "market data",
+            },
+        )
+        yield from _day_evaluations(per_day)
+        for check in checks:
+            yield _check_result(check)
 
 
 def _resampled_asset(name: str, timeframe: str) -> dg.AssetsDefinition:

@@ -11,6 +11,7 @@ import pyarrow as pa
 from alphapulse_assets.market_data.schema import CANDLE_COLUMNS, to_arrow
 from alphapulse_assets.market_data.sources import FetchResult, build_chain
 from alphapulse_assets.market_data.storage import ParquetPartitionStore
+from alphapulse_assets.recovery.policies import classified_failures
 from alphapulse_assets.settings import get_settings
 
 
@@ -54,7 +55,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """Stores day-partitioned frames as one Parquet file per day under ``base_url`` (path or fsspec URL).
 
     A run over a range of partitions (a backfill) writes all of its days from one frame, and a
-    downstream asset that maps to many upstream days reads them back as one frame.
+    downstream asset that maps to many upstream days reads them back as one frame. Its errors are
+    classified like the step's own: a permanent or system error (unknown URL scheme, permission denied,
+    a partition never written, a full disk) fails the step at once instead of being retried.
     """
 
     base_url: str = get_settings().candle_store_url
@@ -87,7 +90,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             raise dg.DagsterInvariantViolationError("PartitionedParquetIOManager stores partitioned assets only")
         _last_written.clear()
-        self._store(context, obj)
+        with classified_failures(f"storing {self._dataset(context)} {self._key(context)} in {self.base_url}"):
+            self._store(context, obj)
         _last_written[self._handoff_key(context, context.run_id)] = obj
 
     def _store(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
@@ -118,7 +122,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         written = _last_written.pop(self._handoff_key(context, run_id), None) if run_id else None
         if written is not None:  # stored a moment ago by the upstream step of this run, in this process
             return written
-        if not self._is_daily(context):
-            return self.store.read_key(self._dataset(context), self._key(context))
-        keys = context.asset_partition_keys
-        return self.store.read_days(self._dataset(context), keys)
+        with classified_failures(f"loading {self._dataset(context)} {self._key(context)} from {self.base_url}"):
+            if not self._is_daily(context):
+                return self.store.read_key(self._dataset(context), self._key(context))
+            return self.store.read_days(self._dataset(context), context.asset_partition_keys)

@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from dagster import DagsterEventType
 
 from alphapulse_assets.monitoring import health as hl
-from alphapulse_assets.monitoring.failures import StepFailure
 from alphapulse_assets.monitoring.report import DecisionRecord, RunRecord, StepRecord, TripRecord
 from alphapulse_assets.platform_db import engine_for, platform_db_url, redact
+from alphapulse_assets.recovery.errors import ErrorClass, FailureRecord, classify, classify_run
+from alphapulse_assets.recovery.policies import step_failure_record
 from alphapulse_assets.settings import AlphaPulseSettings, MonitoringSettings, get_settings
 
 CADENCE_NAMES = ("nightly", "weekly", "monthly")
@@ -59,12 +60,25 @@ def _with_timeout(fn: Callable[[], None], timeout: float) -> str | None:
 # -- individual probes -------------------------------------------------------------------------------------
 
 
+def probe_failure(name: str, what: str, exc: Exception, status: hl.Status = hl.Status.WARNING, *,
+                  detail: bool = True) -> hl.CheckResult:
+    """A probe that raised, as a finding: classified by the platform's classifier, and critical when the host
+    itself is in trouble (a full disk shows as SQLite's "database or disk is full" or "disk I/O error").
+    ``detail=False`` leaves the message out (a database driver's message may name the server and user)."""
+    c = classify(exc)
+    if c.error_class is ErrorClass.SYSTEM:
+        status = hl.Status.CRITICAL
+    first = (str(exc).strip().splitlines() or [""])[0] if detail else ""
+    return hl.CheckResult(name, status, (f"{what}: {c.error_class.value} error ({c.reason})"
+                                         + (f": {first}" if first else ""))[:400])
+
+
 def storage_check(instance: dg.DagsterInstance) -> hl.CheckResult:
     try:
         instance.get_runs(limit=1)
         instance.get_daemon_heartbeats()
     except Exception as exc:  # noqa: BLE001
-        return hl.CheckResult("storage", hl.Status.CRITICAL, f"instance storage unreachable: {type(exc).__name__}: {exc}"[:400])
+        return probe_failure("storage", "instance storage unreachable", exc, hl.Status.CRITICAL)
     return hl.CheckResult("storage", hl.Status.HEALTHY, "instance storage reachable")
 
 
@@ -227,7 +241,7 @@ def collect_health(
         beats, required = heartbeats(instance)
         checks.append(hl.heartbeat_check(beats, required, now, msettings.heartbeat_max_age_seconds))
     except Exception as exc:  # noqa: BLE001
-        checks.append(hl.CheckResult("daemon", hl.Status.CRITICAL, f"cannot read heartbeats: {type(exc).__name__}"))
+        checks.append(probe_failure("daemon", "cannot read heartbeats", exc, hl.Status.CRITICAL))
     checks += disk_checks(msettings.mount_points)
     try:
         series, max_gap = resource_series(url, now, msettings)
@@ -240,8 +254,7 @@ def collect_health(
         try:
             checks.append(freshness(instance, cadence, now, settings, msettings))
         except Exception as exc:  # noqa: BLE001
-            checks.append(hl.CheckResult(f"freshness {cadence}", hl.Status.WARNING,
-                                         f"cannot judge freshness: {type(exc).__name__}: {exc}"[:300]))
+            checks.append(probe_failure(f"freshness {cadence}", "cannot judge freshness", exc))
     ok, text = code_location
     checks.append(hl.CheckResult("code_location", hl.Status.HEALTHY if ok else hl.Status.CRITICAL, text))
     facts: dict = {"breakers": {}, "open_alerts": []}
@@ -250,13 +263,13 @@ def collect_health(
         checks.append(hl.breakers_check({n: b["state"] for n, b in facts["breakers"].items()},
                                         {n: b["reason"] for n, b in facts["breakers"].items()}))
     except Exception as exc:  # noqa: BLE001
-        checks.append(hl.CheckResult("breakers", hl.Status.WARNING, f"cannot read breakers: {type(exc).__name__}"))
+        checks.append(probe_failure("breakers", "cannot read breakers", exc, detail=False))
     try:
         facts["open_alerts"] = open_alerts(url)
         checks.append(hl.alerts_check({a["key"]: a["severity"] for a in facts["open_alerts"]
                                        if not a["key"].startswith(JUDGED_ELSEWHERE_PREFIXES) and not a["inhibited"]}))
     except Exception as exc:  # noqa: BLE001
-        checks.append(hl.CheckResult("alerts", hl.Status.WARNING, f"cannot read open alerts: {type(exc).__name__}"))
+        checks.append(probe_failure("alerts", "cannot read open alerts", exc, detail=False))
     return hl.overall(checks, now), facts
 
 
@@ -271,27 +284,10 @@ def alerted(check: hl.CheckResult) -> bool:
 # -- runs, steps, checks ---------------------------------------------------------------------------------
 
 
-def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[StepFailure]:
-    out = []
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
-        event = entry.dagster_event
-        data = event.step_failure_data
-        names, message, err = [], "", data.error if data else None
-        cur = err
-        while cur is not None:  # Dagster wraps the user's error: report the first one that is not Dagster's
-            names.append(cur.cls_name or "")
-            if not message and not (cur.cls_name or "").startswith("DagsterExecution"):
-                message = cur.message
-            cur = cur.cause
-        if not message and err is not None:
-            message = err.message
-        error_class = None
-        if data is not None and data.user_failure_data is not None:
-            raw = data.user_failure_data.metadata.get("error_class")
-            error_class = getattr(raw, "value", raw) if raw is not None else None
-            message = data.user_failure_data.description or message
-        out.append(StepFailure(event.step_key or "?", tuple(names), message or "", error_class))
-    return out
+def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[FailureRecord]:
+    """The run's failed steps, as the platform's classifier reads them."""
+    return [step_failure_record(entry.dagster_event)
+            for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)]
 
 
 _STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failure",
@@ -321,8 +317,10 @@ def cadence_runs(instance: dg.DagsterInstance, cadence: str, start: float, end: 
     for rec in records:
         run = rec.dagster_run
         status = _STATUS.get(run.status, run.status.value.lower())
-        failures = step_failures(instance, run.run_id) if run.status == dg.DagsterRunStatus.FAILURE else []
-        gate_only = bool(failures) and all(f.is_check_failure for f in failures)
+        error_class = None
+        if run.status == dg.DagsterRunStatus.FAILURE:
+            failed = classify_run(step_failures(instance, run.run_id), run.tags.get("dagster/failure_reason", ""))
+            error_class = failed.error_class.value
         steps = tuple(
             StepRecord(step_key=s.step_key, status=(s.status.value.lower() if s.status else "in_progress"),
                        start=s.start_time, end=s.end_time, attempts=int(s.attempts or 1))
@@ -331,7 +329,7 @@ def cadence_runs(instance: dg.DagsterInstance, cadence: str, start: float, end: 
         planned, trained = _model_symbols(instance, run.run_id, cadence)
         is_retry = int(run.tags.get("dagster/retry_number", "0") or 0) > 0
         out.append(RunRecord(run.run_id, cadence, status, rec.start_time, rec.end_time, is_retry=is_retry,
-                             steps=steps, planned=planned, trained=trained, gate_only=gate_only))
+                             steps=steps, planned=planned, trained=trained, error_class=error_class))
     return out
 
 

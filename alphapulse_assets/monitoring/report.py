@@ -1,12 +1,12 @@
 """The daily pipeline performance report, computed from plain records. Pure; no Dagster import.
 
-Per cadence: runs, success and failure rate (a run stopped only by a gate's blocking checks counts as
-completed), p50/p95 run duration, retries. Per cadence and symbol, from what a cadence run records (one
-step trains every symbol): whether the run trained the symbol's challenger (its ``models/<cadence>/<SYMBOL>``
-materialization; a challenger rejected by its gate was trained: the pipeline did its job), failed it (planned
-in a failed run but never materialized), and the promotions, rejections and rollbacks the registry recorded
-that day. Breaker trips come from the breaker events table. ``report_alerts`` applies the failure-rate and duration threshold rules
-(defaults 10 % / 20 % and 1800 s / 3600 s) to the report.
+Per cadence: runs, success and failure rate, failed runs by error class (the platform's one classifier,
+``recovery.errors.classify_run``), p50/p95 run duration, retries. Per cadence and symbol, from what a cadence
+run records (one step trains every symbol): whether the run trained the symbol's challenger (its
+``models/<cadence>/<SYMBOL>`` materialization; a challenger rejected by its gate was trained: the pipeline did
+its job), failed it (planned in a failed run but never materialized), and the promotions, rejections and
+rollbacks the registry recorded that day. Breaker trips come from the breaker events table. ``report_alerts``
+applies the failure-rate and duration threshold rules (defaults 10 % / 20 % and 1800 s / 3600 s) to the report.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ class RunRecord:
     planned: frozenset[str] = frozenset()
     #: Symbols whose challenger the run trained (materialized ``models/<cadence>/<SYMBOL>``).
     trained: frozenset[str] = frozenset()
-    # Failed only because blocking checks failed (a gate rejected a challenger): the pipeline worked.
-    gate_only: bool = False
+    #: A failed run's class (transient | permanent | system), from ``recovery.errors.classify_run``.
+    error_class: str | None = None
 
     @property
     def completed(self) -> bool:
-        return self.status == "success" or (self.status == "failure" and self.gate_only)
+        return self.status == "success"
 
     @property
     def duration(self) -> float | None:
@@ -92,7 +92,7 @@ def _symbol_outcome(run: RunRecord, symbol: str) -> str:
     """ok / failed / not_attempted for one symbol in one run."""
     if symbol in run.trained:
         return "ok"
-    if symbol in run.planned and run.status == "failure" and not run.gate_only:
+    if symbol in run.planned and run.status == "failure":
         return "failed"  # the run was to train it and broke before it did
     return "not_attempted"
 
@@ -129,6 +129,8 @@ def build_report(
             "failed": failed,
             "success_rate": _rate(ok, len(rs)),
             "failure_rate": _rate(failed, len(rs)),
+            "failed_by_class": dict(sorted(Counter(r.error_class for r in rs
+                                                   if r.status == "failure" and r.error_class).items())),
             "p50_seconds": percentile(durations, 50),
             "p95_seconds": percentile(durations, 95),
             "step_retries": sum(max(0, s.attempts - 1) for r in rs for s in r.steps),
@@ -223,12 +225,18 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _failed_cell(row: dict) -> str:
+    by_class = row.get("failed_by_class") or {}
+    detail = ", ".join(f"{n} {cls}" for cls, n in by_class.items())
+    return f"{row['failed']} ({detail})" if detail else str(row["failed"])
+
+
 def render_markdown(report: dict) -> dict[str, str]:
     """Markdown tables: per cadence, per cadence and symbol, and breaker trips."""
     cad = _table(
         ["cadence", "runs", "ok", "failed", "success", "failure", "p50 s", "p95 s", "step retries", "run retries",
          "promoted", "rejected"],
-        ([r["cadence"], str(r["runs"]), str(r["succeeded"]), str(r["failed"]), _fmt(r["success_rate"], "pct"),
+        ([r["cadence"], str(r["runs"]), str(r["succeeded"]), _failed_cell(r), _fmt(r["success_rate"], "pct"),
           _fmt(r["failure_rate"], "pct"), _fmt(r["p50_seconds"], "s"), _fmt(r["p95_seconds"], "s"),
           str(r["step_retries"]), str(r["run_retries"]), str(r["promotions"]), str(r["rejections"])]
          for r in report["cadences"]),

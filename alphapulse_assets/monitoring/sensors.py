@@ -30,13 +30,12 @@ import dagster as dg
 
 from alphapulse_assets.monitoring import probes
 from alphapulse_assets.monitoring.alerts import DEFAULT_REPEAT_INTERVAL, Alert, AlertRouter, build_router_from_env
-from alphapulse_assets.monitoring.failures import summarize
 from alphapulse_assets.monitoring.health import Status
 from alphapulse_assets.monitoring.metrics import Counters, ResourceSampler, SampleStore
 from alphapulse_assets.monitoring.report import build_report, render_markdown, report_alerts
 from alphapulse_assets.monitoring.thresholds import DEFAULT_RULES, RuleState, evaluate
 from alphapulse_assets.platform_db import platform_db_url
-from alphapulse_assets.recovery.errors import Severity
+from alphapulse_assets.recovery.errors import Severity, classify_run
 from alphapulse_assets.settings import get_settings, load_settings
 
 HOST_RESOURCES = dg.AssetKey(["platform", "host_resources"])
@@ -307,26 +306,25 @@ def run_alert_key(job_name: str) -> str:
 
 
 def run_failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, router: AlertRouter,
-                      by: str = "run_failure_alert_sensor") -> str:
-    """Raise (or, for a run stopped only by blocking checks, resolve) the job's run alert, once per run;
-    returns what it did."""
+                      by: str = "run_failure_alert_sensor", limit: int = 5) -> str:
+    """Raise the job's run alert, once per run, classified by the platform's one classifier; returns what it
+    did."""
     if run.tags.get(ALERTED_TAG):
         return f"already alerted by {run.tags[ALERTED_TAG]}"
     instance.add_run_tags(run.run_id, {ALERTED_TAG: by})  # claimed before raising: once per run
-    summary = summarize(probes.step_failures(instance, run.run_id))
+    failures = probes.step_failures(instance, run.run_id)
+    c = classify_run(failures, run.tags.get("dagster/failure_reason", ""))
     key = run_alert_key(run.job_name)
-    if not summary.is_fault:
-        router.resolve(key)
-        return "not a fault: only blocking checks failed"
     partition = run.tags.get("dagster/partition")
-    title = f"run of {run.job_name}{' (' + partition + ')' if partition else ''} failed: " \
-            f"{summary.error_class.value} error"
-    body = (summary.describe() or _no_step_failure(instance, run)) + \
-        f"\nrun {run.run_id}\nSee docs/runbook.md#run-failures"
-    router.raise_alert(Alert(key=key, severity=summary.severity, title=title, body=body, source=by,
-                             labels={"job": run.job_name, "run_id": run.run_id, "error_class": summary.error_class.value}))
+    title = f"run of {run.job_name}{' (' + partition + ')' if partition else ''} failed: {c.error_class.value} error"
+    lines = [f"- {f.step_key}: {f.describe()}" for f in failures[:limit]]
+    if len(failures) > limit:
+        lines.append(f"- ... and {len(failures) - limit} more failed steps")
+    body = ("\n".join(lines) or _no_step_failure(instance, run)) + f"\nrun {run.run_id}\nSee docs/runbook.md#run-failures"
+    router.raise_alert(Alert(key=key, severity=c.severity, title=title, body=body, source=by,
+                             labels={"job": run.job_name, "run_id": run.run_id, "error_class": c.error_class.value}))
     router.flush()
-    return f"raised {key} ({summary.severity.value})"
+    return f"raised {key} ({c.severity.value})"
 
 
 def _no_step_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from alphapulse_assets.recovery.errors import ErrorClass, classify
+from alphapulse_assets.recovery.errors import Classification, ErrorClass, FailureRecord, classify, failure_record
 from alphapulse_assets.settings import RetrySettings, get_settings
 
 
@@ -50,10 +50,21 @@ def classified_failures(what: str) -> Iterator[None]:
             raise
         raise dg.Failure(
             description=f"{what} failed, {c.error_class.value} error ({c.reason}): {exc}",
-            metadata={
-                "error_class": c.error_class.value,
-                "severity": c.severity.value,
-                "reason": c.reason,
-            },
+            metadata=classification_metadata(c),
             allow_retries=False,
         ) from exc
+
+
+def classification_metadata(c: Classification) -> dict[str, str]:
+    """What a ``Failure`` carries for the breakers, the alerts and the report (``errors.FailureRecord``)."""
+    return {"error_class": c.error_class.value, "severity": c.severity.value, "reason": c.reason}
+
+
+def step_failure_record(event: dg.DagsterEvent) -> FailureRecord:
+    """A failed step's event as the platform's classifier reads it: the error's class names along its
+    causes, the real cause's message (not Dagster's "Exceeded max_retries"), a ``Failure``'s metadata."""
+    data = event.step_failure_data
+    user = data.user_failure_data if data is not None else None
+    return failure_record(data.error if data is not None else None, user.metadata if user is not None else None,
+                          description=user.description if user is not None else None,
+                          step_key=event.step_key or "")

@@ -7,8 +7,8 @@ Every tick (30 s):
    failure also reads its own step events);
 2. maps each finished run to the protected dependencies it exercised (the ``alphapulse/dependency``
    tag of the assets whose steps ran or failed; the job's assets when no step ran) and records one
-   success or classified failure per dependency (``recovery.outcomes``): a promotion-gate rejection is
-   never a failure, permanent errors are tallied but do not trip;
+   success or classified failure per dependency (``recovery.outcomes``, with the platform's one classifier
+   in ``recovery.errors``): permanent errors are tallied but do not trip;
 3. makes the lazy OPEN -> HALF_OPEN transition durable for breakers whose timeout passed, so it shows
    even when no schedule asks;
 4. turns every new breaker event (from the sensor, the schedules' probes or the operator CLI) into
@@ -51,7 +51,8 @@ from alphapulse_assets.recovery.config import (
 )
 from alphapulse_assets.recovery.errors import DataValidationError, Severity
 from alphapulse_assets.recovery.escalation import EscalationState, observe
-from alphapulse_assets.recovery.outcomes import WRAPPERS, Outcome, StepFailure, run_outcomes
+from alphapulse_assets.recovery.outcomes import Outcome, StepFailure, run_outcomes
+from alphapulse_assets.recovery.policies import step_failure_record
 
 BREAKERS_ASSET_KEY = dg.AssetKey(["platform", "breakers"])
 ESCALATION_KEY = "escalation:critical_errors"
@@ -182,31 +183,6 @@ class TickReport:
     alerts_resolved: list[str]
 
 
-def _metadata_text(metadata: Mapping[str, object]) -> dict[str, str]:
-    out = {}
-    for key, value in metadata.items():
-        raw = getattr(value, "value", value)
-        out[key] = raw if isinstance(raw, str) else json.dumps(raw, default=str)
-    return out
-
-
-def _error_chain(error) -> tuple[tuple[str, ...], str]:
-    """Class names along the cause chain, and the message of the first error that is not Dagster's wrapper."""
-    names, message, seen = [], "", 0
-    while error is not None and seen < 20:
-        name = error.cls_name or ""
-        names.append(name)
-        if not message and name not in WRAPPERS and error.message:
-            text = error.message.strip().splitlines()[0]
-            head, sep, rest = text.partition(": ")
-            message = rest if sep and head.endswith(name) else text  # drop "package.Class: "
-        error = error.cause or error.context
-        seen += 1
-    if not message and names:
-        message = names[-1]
-    return tuple(n for n in names if n), message
-
-
 def _run_step_outcome(instance: dg.DagsterInstance, run: dg.DagsterRun, deps: DependencyMap):
     """(dependencies of steps that succeeded, step failures) of one failed run, from its own events."""
     records = instance.get_records_for_run(
@@ -224,11 +200,7 @@ def _run_step_outcome(instance: dg.DagsterInstance, run: dg.DagsterRun, deps: De
             continue
         if not step_deps:  # a failed step of no protected dependency (e.g. a resample) says nothing
             continue
-        data = event.step_failure_data
-        error = data.error if data else None
-        metadata = _metadata_text(data.user_failure_data.metadata) if data and data.user_failure_data else {}
-        chain, message = _error_chain(error)
-        failures.append(StepFailure(step_deps, chain, metadata, message[:300]))
+        failures.append(StepFailure(step_deps, step_failure_record(event)))
     return succeeded, failures
 
 

@@ -29,7 +29,8 @@ from alphapulse_assets.market_data.assets import BASE_ASSET, quality_verdicts
 from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
 from alphapulse_assets.platform_db import platform_db_url
-from alphapulse_assets.recovery.policies import classified_failures, training_retry_policy
+from alphapulse_assets.recovery.errors import Classification, classify, worst
+from alphapulse_assets.recovery.policies import classification_metadata, classified_failures, training_retry_policy
 from alphapulse_assets.recovery.runs import stop_on_interrupt
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.cadence import promote, train_symbol
@@ -248,61 +249,66 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
     )
     @stop_on_interrupt  # a SIGTERM / Ctrl-C stops the run; it is not retried
     def models(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistryResource):
-        registry = model_registry.get(context.instance)
-        dataset = Dataset.from_frame(training_set)
-        selected = context.selected_asset_keys
-        partition_keys = context.partition_keys
-        backfill = len(partition_keys) > 1
-        failed: list[str] = []
-        transient: list[Exception] = []
-        for symbol in SETTINGS.symbols:
-            model_key, champion_key = keys(symbol)
-            if model_key not in selected:
-                continue
-            done = {v.info.get("partition") for v in registry.versions(symbol, name) if v.info.get("run_id") == context.run_id}
-            outcomes, promoted = [], []
-            symbol_rows = dataset.for_symbol(symbol)
-            for key in partition_keys:  # in time order: each day's nightly update starts from the last champion
-                if key in done:  # a retry of this step: this turn already happened in an earlier attempt
+        # Permanent and system errors anywhere in the step fail it at once; transient ones are retried.
+        with classified_failures(f"the {name} models step"):
+            registry = model_registry.get(context.instance)
+            dataset = Dataset.from_frame(training_set)
+            selected = context.selected_asset_keys
+            partition_keys = context.partition_keys
+            backfill = len(partition_keys) > 1
+            failed: list[str] = []
+            failed_classes: list[Classification] = []
+            transient: list[Exception] = []
+            for symbol in SETTINGS.symbols:
+                model_key, champion_key = keys(symbol)
+                if model_key not in selected:
                     continue
-                window = partitions.time_window_for_partition_key(key)
-                rows = symbol_rows.between(
-                    pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days), pd.Timestamp(window.end))
-                try:
-                    with classified_failures(f"training the {name} model for {symbol} ({key})"):
-                        outcome = train_symbol(registry, rows, spec, gate_cfg, symbol=symbol, partition=key,
-                                               code_version=CODE_VERSION, git_revision=GIT_REVISION,
-                                               run_id=context.run_id)
-                except dg.Failure as exc:  # recorded by train_symbol as "champion kept"; the others go on
-                    context.log.error(f"{symbol} {key}: {exc.description}")
-                    failed.append(f"{symbol} {key}: {exc.description}")
+                done = {v.info.get("partition") for v in registry.versions(symbol, name) if v.info.get("run_id") == context.run_id}
+                outcomes, promoted = [], []
+                symbol_rows = dataset.for_symbol(symbol)
+                for key in partition_keys:  # in time order: each day's nightly update starts from the last champion
+                    if key in done:  # a retry of this step: this turn already happened in an earlier attempt
+                        continue
+                    window = partitions.time_window_for_partition_key(key)
+                    rows = symbol_rows.between(
+                        pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days), pd.Timestamp(window.end))
+                    try:
+                        with classified_failures(f"training the {name} model for {symbol} ({key})"):
+                            outcome = train_symbol(registry, rows, spec, gate_cfg, symbol=symbol, partition=key,
+                                                   code_version=CODE_VERSION, git_revision=GIT_REVISION,
+                                                   run_id=context.run_id)
+                    except dg.Failure as exc:  # recorded by train_symbol as "champion kept"; the others go on
+                        context.log.error(f"{symbol} {key}: {exc.description}")
+                        failed.append(f"{symbol} {key}: {exc.description}")
+                        failed_classes.append(classify(exc.__cause__ or exc))
+                        continue
+                    except Exception as exc:  # transient: finish the others, then let the retry policy act
+                        context.log.warning(f"{symbol} {key}: {exc}; will be retried")
+                        transient.append(exc)
+                        continue
+                    outcomes.append(outcome)
+                    if outcome.gate.passed and champion_key in selected:
+                        promoted.append(promote(registry, symbol, name, outcome.version.version, key))
+                if not outcomes:
                     continue
-                except Exception as exc:  # transient: finish the others, then let the retry policy act
-                    context.log.warning(f"{symbol} {key}: {exc}; will be retried")
-                    transient.append(exc)
-                    continue
-                outcomes.append(outcome)
-                if outcome.gate.passed and champion_key in selected:
-                    promoted.append(promote(registry, symbol, name, outcome.version.version, key))
-            if not outcomes:
-                continue
-            last = outcomes[-1]
-            metadata = as_metadata(model_fields(last, f"{CODE_VERSION} ({GIT_REVISION})"))
-            metadata["artifact"] = dg.MetadataValue.path(last.version.uri)
-            if backfill:
-                metadata.update({"backfill_days": len(outcomes), "promoted_days": len(promoted),
-                                 "versions": f"v{outcomes[0].version.version}..v{last.version.version}"})
-            yield dg.MaterializeResult(asset_key=model_key, metadata=metadata)
-            yield gate_check_result(model_key, outcomes, backfill)
-            if promoted:
-                decision, _previous = promoted[-1]
-                yield dg.MaterializeResult(asset_key=champion_key, metadata=champion_change_metadata(
-                    decision, registry.get(symbol, name, decision.version), promotions_in_run=len(promoted)))
-        if transient:
-            raise transient[0]
-        if failed:
-            raise dg.Failure(description=f"{len(failed)} training(s) failed; those champions keep serving: "
-                                         + "; ".join(failed[:10]), allow_retries=False)
+                last = outcomes[-1]
+                metadata = as_metadata(model_fields(last, f"{CODE_VERSION} ({GIT_REVISION})"))
+                metadata["artifact"] = dg.MetadataValue.path(last.version.uri)
+                if backfill:
+                    metadata.update({"backfill_days": len(outcomes), "promoted_days": len(promoted),
+                                     "versions": f"v{outcomes[0].version.version}..v{last.version.version}"})
+                yield dg.MaterializeResult(asset_key=model_key, metadata=metadata)
+                yield gate_check_result(model_key, outcomes, backfill)
+                if promoted:
+                    decision, _previous = promoted[-1]
+                    yield dg.MaterializeResult(asset_key=champion_key, metadata=champion_change_metadata(
+                        decision, registry.get(symbol, name, decision.version), promotions_in_run=len(promoted)))
+            if transient:
+                raise transient[0]
+            if failed:
+                raise dg.Failure(description=f"{len(failed)} training(s) failed; those champions keep serving: "
+                                             + "; ".join(failed[:10]), allow_retries=False,
+                                 metadata=classification_metadata(worst(failed_classes)))
 
     return models
 

@@ -96,7 +96,7 @@ def test_run_worker_killed_with_sigkill_during_training_is_detected_and_retried(
     again = RunSummary(instance, retry.run_id)
     assert retry.tags["dagster/partition"] == key and retry.tags.get("dagster/retry_number") == "1"
     assert again.went_through_queue
-    assert not again.unexpected_failures(), again.unexpected_failures()
+    assert not again.step_failures, again.step_failures
     # The retry trained every model the killed run had not finished (from the training set it had stored).
     done_before = {a for a, p in failed.materialized if p == key}
     done_after = {a for a, p in again.materialized if p == key}

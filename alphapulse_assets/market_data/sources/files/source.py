@@ -46,6 +46,7 @@ from alphapulse_assets.recovery.errors import (
     AlphaPulseError,
     DataValidationError,
     PermanentError,
+    TransientError,
     UnknownSymbolError,
 )
 
@@ -71,10 +72,10 @@ class FileSource(CandleSource):
     # -- catalogue --------------------------------------------------------------------------------
 
     def check_reachable(self) -> None:
-        if not self.root.exists():
-            raise PermanentError(
-                f"the market-data folder does not exist: {self.root} (set ALPHAPULSE_FILES_DIR to a folder of "
-                "CSV/Parquet files)",
+        if not self.root.exists():  # a folder that disappears (unmounted, being replaced) is an outage
+            raise TransientError(
+                f"the market-data folder does not exist: {self.root} (removed or not mounted? "
+                "ALPHAPULSE_FILES_DIR must name a folder of CSV/Parquet files)",
                 where=str(self.root),
             )
         if not self.root.is_dir():

@@ -420,9 +420,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from alphapulse_assets.monitoring.status import collect_status, exit_code, render_status
+    from alphapulse_assets.monitoring.status import (
+        collect_status,
+        exit_code,
+        render_status,
+        unopenable_instance_status,
+    )
 
-    status = collect_status(dg.DagsterInstance.get(), check_sources=not args.no_sources)
+    try:
+        instance = dg.DagsterInstance.get()
+    except Exception as exc:  # noqa: BLE001 - a full disk or a broken database is a finding, not a crash
+        status = unopenable_instance_status(exc)
+    else:
+        status = collect_status(instance, check_sources=not args.no_sources)
     print(json.dumps(status, indent=2, default=str) if args.json else render_status(status))
     return exit_code(status)
 

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from alphapulse_assets.monitoring import health as hl
 from alphapulse_assets.monitoring import probes
 from alphapulse_assets.monitoring.health import Status
 from alphapulse_assets.platform_db import platform_db_url
@@ -90,6 +91,25 @@ def collect_status(instance: dg.DagsterInstance, *, now: float | None = None, ch
         except Exception as exc:  # noqa: BLE001 - show what could be read
             status[name] = None
             status.setdefault("errors", []).append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+    return status
+
+
+def unopenable_instance_status(exc: Exception, *, now: float | None = None) -> dict:
+    """What ``status`` can still say when the Dagster instance cannot be opened at all (its disk is full, its
+    database is unreachable or corrupt): critical, the classified reason, and what the platform database holds."""
+    now = time.time() if now is None else now
+    url = platform_db_url()
+    checks = [probes.probe_failure("storage", "cannot open the Dagster instance", exc, Status.CRITICAL)]
+    status: dict = {"at": now, "breakers": {}, "open_alerts": []}
+    for name, reader in (("breakers", lambda: probes.breaker_states(url)),
+                         ("open_alerts", lambda: probes.open_alerts(url)),
+                         ("champions", lambda: _champions(url))):
+        try:
+            status[name] = reader()
+        except Exception as read_exc:  # noqa: BLE001 - show what could be read
+            checks.append(probes.probe_failure(name, f"cannot read {name.replace('_', ' ')}", read_exc, detail=False))
+            status.setdefault("errors", []).append(f"{name}: {type(read_exc).__name__}")
+    status["health"] = hl.overall(checks, now).to_dict()
     return status
 
 

@@ -150,7 +150,7 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     # The champion asset's newest materialization is still the promotion of v1: current, not failed.
     instance = project["instance"]
     latest = instance.get_latest_materialization_event(dg.AssetKey(["champions", "weekly", "ETHUSDT"]))
-    assert latest.run_id == first.run_id and latest.asset_materialization.metadata["version"].value == 1
+    assert latest.run_id == first.run_id and latest.asset_materialization.metadata["version"].value == "v1"
     failed_mats = instance.get_event_records(dg.EventRecordsFilter(
         event_type=dg.DagsterEventType.ASSET_FAILED_TO_MATERIALIZE,
         asset_key=dg.AssetKey(["champions", "weekly", "ETHUSDT"])))

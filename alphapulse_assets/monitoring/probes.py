@@ -247,7 +247,7 @@ def collect_health(
         series, max_gap = resource_series(url, now, msettings)
         checks.append(hl.resources_check(series, now, max_gap))
     except Exception as exc:  # noqa: BLE001
-        checks.append(hl.CheckResult("resources", hl.Status.WARNING, f"cannot read resource samples: {type(exc).__name__}"))
+        checks.append(probe_failure("resources", "cannot read resource samples", exc, detail=False))
     if check_sources:
         checks.append(hl.sources_check(source_results(settings, msettings.source_check_timeout_seconds)))
     for cadence in CADENCE_NAMES:

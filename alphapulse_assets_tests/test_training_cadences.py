@@ -157,6 +157,10 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     assert not failed_mats
     eth_gate = next(e for e in second.get_asset_check_evaluations() if e.asset_key.path[-1] == "ETHUSDT")
     assert not eth_gate.passed and eth_gate.description.startswith("rejected: ")
+    # The gate's history holds its verdicts only: passed, then failed; no "execution failed" row.
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey(["models", "weekly", "ETHUSDT"]), "promotion_gate"), limit=10)
+    assert [r.status.value for r in history] == ["FAILED", "SUCCEEDED"], history
     assert registry.champion("ETHUSDT", "weekly").version == 1  # the champion keeps serving
     history = registry.history("ETHUSDT", "weekly")
     assert [d.action for d in history] == ["promoted", "rejected"]

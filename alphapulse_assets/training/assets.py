@@ -233,7 +233,10 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
                          description=f"The {symbol} {name} model in service: materialized when a challenger passes "
                                      "its gate and is promoted."),
         ]
-        checks.append(dg.AssetCheckSpec(GATE_CHECK, asset=model_key, description=GATE_DESCRIPTION))
+        # Partitioned like its asset: the verdict lands on the row Dagster planned for the run's partition
+        # (without it, each run leaves a planned row behind, shown as a stray "skipped"/"execution failed").
+        checks.append(dg.AssetCheckSpec(GATE_CHECK, asset=model_key, description=GATE_DESCRIPTION,
+                                        partitions_def=partitions))
 
     @dg.multi_asset(
         name=f"{name}_models",

@@ -76,11 +76,17 @@ def test_scheduled_tick_of_each_cadence_goes_through_queue_and_materializes(live
     info = d.graphql(LATEST_INFO_QUERY, {"keys": [{"path": ["champions", "weekly", "BTCUSDT"]}]})["assetsLatestInfo"]
     assert info and (info[0]["latestRun"] or {}).get("status") in (None, "SUCCESS"), info
     assert not node["assetMaterializations"] or node["assetMaterializations"][0]["runId"] != weekly.run.run_id
+    executions = d.graphql(CHECK_HISTORY_QUERY, {"path": ["models", "weekly", "BTCUSDT"]})["assetCheckExecutions"]
+    assert [e["status"] for e in executions] == ["FAILED"], executions  # the verdict only, no "execution failed"
 
 
 CHAMPION_QUERY = """
 query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
   __typename ... on AssetNode { assetMaterializations(limit: 1) { runId } } } }
+"""
+CHECK_HISTORY_QUERY = """
+query ($path: [String!]!) { assetCheckExecutions(assetKey: {path: $path}, checkName: "promotion_gate", limit: 10) {
+  status runId } }
 """
 LATEST_INFO_QUERY = """
 query ($keys: [AssetKeyInput!]!) { assetsLatestInfo(assetKeys: $keys) { latestRun { id status } } }

@@ -29,7 +29,7 @@ from pathlib import Path
 import dagster as dg
 
 from alphapulse_assets.monitoring import probes
-from alphapulse_assets.monitoring.alerts import DEFAULT_REPEAT_INTERVAL, Alert, AlertRouter, build_router_from_env
+from alphapulse_assets.monitoring.alerts import Alert, AlertRouter, build_router_from_env
 from alphapulse_assets.monitoring.health import Status
 from alphapulse_assets.monitoring.metrics import Counters, ResourceSampler, SampleStore
 from alphapulse_assets.monitoring.report import build_report, render_markdown, report_alerts

@@ -50,6 +50,29 @@ query { instance { daemonHealth { allDaemonStatuses { daemonType healthy require
 RUN_QUERY = """
 query ($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { id status jobName tags { key value } } } }
 """
+RUNS_QUERY = """
+query ($filter: RunsFilter) { runsOrError(filter: $filter) { __typename
+  ... on Runs { results { runId jobName status creationTime startTime endTime tags { key value } } }
+  ... on PythonError { message } } }
+"""
+STEP_STATS_QUERY = """
+query ($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status stepStats { stepKey status } } } }
+"""
+POOL_QUERY = """
+query ($key: String) { instance { concurrencyLimit(concurrencyKey: $key) {
+  concurrencyKey slotCount claimedSlots { runId stepKey } pendingSteps { runId stepKey } } } }
+"""
+ASSET_EVENTS_QUERY = """
+fragment entry on MetadataEntry { __typename label
+  ... on TextMetadataEntry { text } ... on IntMetadataEntry { intRepr } ... on FloatMetadataEntry { floatValue }
+  ... on MarkdownMetadataEntry { mdStr } ... on JsonMetadataEntry { jsonString } ... on BoolMetadataEntry { boolValue }
+  ... on TimestampMetadataEntry { timestamp } ... on PathMetadataEntry { path } }
+query ($key: AssetKeyInput!) { assetOrError(assetKey: $key) { __typename ... on Asset {
+  assetMaterializations(limit: 1) { timestamp runId description metadataEntries { ...entry } }
+  assetObservations(limit: 1) { timestamp runId description metadataEntries { ...entry } } } } }
+"""
+# Run statuses of a run that has not ended yet.
+UNFINISHED_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
 class DeploymentError(RuntimeError):
@@ -323,6 +346,41 @@ class DagsterDeployment:
             raise DeploymentError(f"run {run_id}: {data['__typename']}")
         return data["status"]
 
+    def runs(self, **run_filter: Any) -> list[dict]:
+        """Runs as the UI lists them (GraphQL ``runsOrError``), newest first; ``run_filter`` is a GraphQL
+        RunsFilter, e.g. ``pipelineName="nightly_cadence", createdAfter=<epoch seconds>``."""
+        data = self.graphql(RUNS_QUERY, {"filter": run_filter})["runsOrError"]
+        if data["__typename"] != "Runs":
+            raise DeploymentError(f"runsOrError: {data}")
+        for run in data["results"]:
+            run["tags"] = {t["key"]: t["value"] for t in run["tags"]}
+        return data["results"]
+
+    def step_statuses(self, run_id: str) -> dict[str, str]:
+        """{step key: IN_PROGRESS | SUCCESS | FAILURE | SKIPPED} of one run, as the run page shows them."""
+        data = self.graphql(STEP_STATS_QUERY, {"runId": run_id})["runOrError"]
+        return {s["stepKey"]: s["status"] for s in data.get("stepStats") or []}
+
+    def pool(self, name: str) -> dict:
+        """A concurrency pool: its slot count, the slots claimed (by run and step) and the steps waiting."""
+        return self.graphql(POOL_QUERY, {"key": name})["instance"]["concurrencyLimit"]
+
+    def latest_asset_events(self, asset_path: list[str]) -> list[dict]:
+        """The asset page's newest materialization and newest observation (those that exist), newest first,
+        each with ``metadata`` as {label: value}."""
+        data = self.graphql(ASSET_EVENTS_QUERY, {"key": {"path": asset_path}})["assetOrError"]
+        if data["__typename"] != "Asset":
+            return []
+        events = []
+        for kind in ("assetMaterializations", "assetObservations"):
+            for event in data[kind]:
+                values = {}
+                for entry in event["metadataEntries"]:
+                    rest = {k: v for k, v in entry.items() if k not in ("__typename", "label")}
+                    values[entry["label"]] = next(iter(rest.values()), None) if rest else None
+                events.append({**event, "kind": kind, "metadata": values})
+        return sorted(events, key=lambda e: float(e["timestamp"]), reverse=True)
+
     def wait_for_run(self, run_id: str, timeout: float = 180.0) -> str:
         """Poll until the run is finished; returns its final status. Raises with logs on timeout."""
         deadline = time.monotonic() + timeout
@@ -346,10 +404,22 @@ class DagsterDeployment:
             time.sleep(interval)
         raise DeploymentError(f"timed out after {timeout:.0f} s waiting for {what}\n{self.logs()}")
 
-    def cli(self, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
-        """Run the ``alphapulse`` command against this deployment's instance and settings."""
-        return subprocess.run([str(BIN_DIR / "alphapulse"), *args], env=self.env, cwd=self.dagster_home,
-                              capture_output=True, text=True, timeout=timeout)
+    def cli(self, *args: str, timeout: float = 300.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run the ``alphapulse`` command against this deployment's instance and settings (``env`` overrides
+        some of them for this command only, e.g. another source)."""
+        return subprocess.run([str(BIN_DIR / "alphapulse"), *args], env={**self.env, **(env or {})},
+                              cwd=self.dagster_home, capture_output=True, text=True, timeout=timeout)
+
+    def cli_popen(self, *args: str, env: dict[str, str] | None = None, name: str = "cli") -> subprocess.Popen:
+        """Start the ``alphapulse`` command in the background, in its own process group (so a test can signal
+        it and only it); its output goes to ``logs/<name>.log`` (``logs()`` shows it)."""
+        log = open(self.log_dir / f"{name}.log", "ab")
+        try:
+            return subprocess.Popen([str(BIN_DIR / "alphapulse"), *args], env={**self.env, **(env or {})},
+                                    cwd=self.dagster_home, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
 
     def cli_python(self, code: str, timeout: float = 120.0) -> str:
         """Run a Python snippet with the deployment's environment (its settings); return its stdout."""
@@ -396,6 +466,7 @@ class RunSummary:
         self.materialized: list[tuple[str, str | None]] = []
         self.step_failures: list[tuple[str, str, str]] = []
         self.checks: list[tuple[str, str, bool]] = []
+        self.check_severities: dict[tuple[str, str], str] = {}
         self.retries_up = 0
         self.engine_messages: list[str] = []
         for record in self.events:
@@ -411,6 +482,7 @@ class RunSummary:
             elif ev.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
                 data = ev.event_specific_data
                 self.checks.append((data.asset_key.to_user_string(), data.check_name, data.passed))
+                self.check_severities[(data.asset_key.to_user_string(), data.check_name)] = data.severity.value
             elif ev.event_type == DagsterEventType.STEP_UP_FOR_RETRY:
                 self.retries_up += 1
             elif ev.event_type == DagsterEventType.ENGINE_EVENT:
@@ -435,4 +507,9 @@ class RunSummary:
             if match:
                 return int(match.group(1))
         return None
+
+    def blocking_check_failures(self, asset: str) -> list[str]:
+        """Checks of ``asset`` that failed with ERROR severity in this run (those stop downstream steps)."""
+        return [c for a, c, passed in self.checks
+                if a == asset and not passed and self.check_severities.get((a, c)) == "ERROR"]
 

@@ -10,6 +10,7 @@ so that a failed blocking check is always there to look at.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,7 +27,7 @@ START = TODAY - timedelta(days=120)
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
-def _cadence(cron: str, timeframe: str, window_days: int, min_validation_samples: int) -> str:
+def cadence_setting(cron: str, timeframe: str, window_days: int, min_validation_samples: int) -> str:
     return json.dumps({"cron": cron, "timeframe": timeframe, "window_days": window_days, "budget_seconds": 3600,
                        "min_rows": 100, "min_validation_samples": min_validation_samples})
 
@@ -36,10 +37,10 @@ def e2e_settings(exchange_url: str) -> dict[str, str]:
         "ALPHAPULSE_SYMBOLS": json.dumps(list(SYMBOLS)),
         "ALPHAPULSE_START_DATE": START.isoformat(),
         "ALPHAPULSE_SOURCES": '["sample"]',
-        "ALPHAPULSE_NIGHTLY": _cadence("* * * * *", "15m", 6, 100),
-        "ALPHAPULSE_WEEKLY": _cadence("* * * * *", "1h", 28, 1_000_000),
+        "ALPHAPULSE_NIGHTLY": cadence_setting("* * * * *", "15m", 6, 100),
+        "ALPHAPULSE_WEEKLY": cadence_setting("* * * * *", "1h", 28, 1_000_000),
         # 1h bars instead of 4h: the walk-forward needs ~620 bars, which 4h bars reach only after 100+ days.
-        "ALPHAPULSE_MONTHLY": _cadence("* * * * *", "1h", 35, 100),
+        "ALPHAPULSE_MONTHLY": cadence_setting("* * * * *", "1h", 35, 100),
         "ALPHAPULSE_SOURCE_TIMEOUT_SECONDS": "2",
         "ALPHAPULSE_RETRY__MAX_RETRIES": "1",
         "ALPHAPULSE_RETRY__BASE_DELAY_SECONDS": "0.2",
@@ -60,10 +61,11 @@ def pd_timestamp(day: date):
     return pd.Timestamp(day.isoformat(), tz="UTC")
 
 
-@pytest.fixture(scope="session")
-def deployment(postgres_server, fake_exchange):
-    """Daemon + web UI on deploy/dagster.yaml and PostgreSQL, with START..YESTERDAY ingested by the CLI."""
-    d = DagsterDeployment(postgres_server, settings_env=e2e_settings(fake_exchange.url))
+@contextmanager
+def seeded_deployment(postgres_server, exchange_url: str, settings: dict[str, str] | None = None, **kwargs):
+    """A started deployment (e2e settings, ``settings`` on top) with START..YESTERDAY ingested by the CLI;
+    stopped on exit."""
+    d = DagsterDeployment(postgres_server, settings_env={**e2e_settings(exchange_url), **(settings or {})}, **kwargs)
     try:
         d.start()
         proc = d.cli("ingest", "--start", START.isoformat(), "--end", YESTERDAY.isoformat(), timeout=600)
@@ -71,6 +73,13 @@ def deployment(postgres_server, fake_exchange):
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture(scope="session")
+def deployment(postgres_server, fake_exchange):
+    """Daemon + web UI on deploy/dagster.yaml and PostgreSQL, with START..YESTERDAY ingested by the CLI."""
+    with seeded_deployment(postgres_server, fake_exchange.url) as d:
+        yield d
 
 
 @pytest.fixture

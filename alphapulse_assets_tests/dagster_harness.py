@@ -488,6 +488,11 @@ class RunSummary:
             elif ev.event_type == DagsterEventType.ENGINE_EVENT:
                 self.engine_messages.append(record.message or "")
 
+    def blocking_check_failures(self, asset: str) -> list[str]:
+        """Checks of ``asset`` that failed with ERROR severity in this run (those stop downstream steps)."""
+        return [c for a, c, passed in self.checks
+                if a == asset and not passed and self.check_severities.get((a, c)) == "ERROR"]
+
     @property
     def went_through_queue(self) -> bool:
         from dagster import DagsterEventType

@@ -46,11 +46,12 @@ from alphapulse_assets_tests.pg_harness import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-# Bounds. The run-status sensors tick every 30 s; a dead CLI run must be ended within a documented bound
-# (the test allows DEAD_RUN_BOUND); a cadence run through the queue takes well under a minute here.
+# Bounds. The run-status sensors tick every 30 s; a dead CLI run is to be ended within about 30 s (the
+# README's bound: the next command, or the daemon's dead-run sensor), DEAD_RUN_BOUND allows for a busy
+# machine; a cadence run through the queue takes well under a minute here.
 ALERT_WAIT = 75.0
 RUN_WAIT = 240.0
-DEAD_RUN_BOUND = 150.0
+DEAD_RUN_BOUND = 90.0
 STOP_BOUND = 30.0
 
 FAILED_DAY = str(YESTERDAY - pd.Timedelta(days=20))  # the day the broken source fails on

@@ -202,7 +202,6 @@ def test_operator_day(day_deployment):
     day = OperatorDay(d)
     keys = {c: latest_key(d, c) for c in CADENCES}
     keys["nightly_before"] = str((pd.Timestamp(keys["nightly"]) - pd.Timedelta(days=1)).date())
-    keys["monthly_before"] = str((pd.Timestamp(keys["monthly"]) - pd.offsets.MonthBegin(1)).date())
 
     day.run_phase(phase_cadences, keys)
     day.run_phase(phase_cli_failure)
@@ -224,7 +223,7 @@ def test_operator_day(day_deployment):
 def phase_cadences(day: OperatorDay, keys: dict) -> None:
     d, phase = day.d, "cadences"
     day.start(phase)
-    names = ("nightly_before", "nightly", "weekly", "monthly_before", "monthly")
+    names = ("nightly_before", "nightly", "weekly", "monthly")
     for name in names:  # the day before first: a nightly warm-starts from the previous day's champion
         job = f"{name.split('_')[0]}_cadence"
         day.runs[f"cadence:{name}"] = d.submit(job, tags={"dagster/partition": keys[name],

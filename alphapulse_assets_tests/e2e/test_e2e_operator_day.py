@@ -6,8 +6,8 @@ faults are counted here):
 1. cadences      nightly (two days), weekly and monthly through the daemon's queue on the sample market; the
                  weekly gate asks for more validation rows than exist, so its run has only rejections.
 2. cli failure   ``alphapulse ingest`` with a source that is down (a loopback port nobody listens on).
-3. sigterm       ``alphapulse run weekly`` stopped with SIGTERM while it trains (as cron or systemd stops it).
-4. recovery      ``alphapulse ingest`` succeeds again on the day that failed.
+3. recovery      ``alphapulse ingest`` succeeds again on the day that failed.
+4. sigterm       ``alphapulse run weekly`` stopped with SIGTERM while it trains (as cron or systemd stops it).
 5. sigkill       ``alphapulse run monthly`` killed with SIGKILL while it holds the "training" pool slot; the
                  next monthly run, through the daemon, must not wait for the dead one forever.
 6. bad day       two days from the files source: one with a negative volume, one with a 1000x spike; the
@@ -41,7 +41,7 @@ from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.monitoring.alert_store import RAISED, RESOLVED, AlertStore
 from alphapulse_assets.training.registry import ModelRegistry
 from alphapulse_assets_tests.dagster_harness import UNFINISHED_STATUSES, RunSummary
-from alphapulse_assets_tests.e2e.conftest import SYMBOLS, YESTERDAY, cadence_setting, seeded_deployment
+from alphapulse_assets_tests.e2e.conftest import START, SYMBOLS, YESTERDAY, cadence_setting, seeded_deployment
 from alphapulse_assets_tests.pg_harness import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -54,7 +54,9 @@ RUN_WAIT = 240.0
 DEAD_RUN_BOUND = 90.0
 STOP_BOUND = 30.0
 
-FAILED_DAY = str(YESTERDAY - pd.Timedelta(days=20))  # the day the broken source fails on
+# The day the broken source fails on: before every cadence's training window, so that until it is
+# re-ingested (a failed ingest leaves it unchecked) it stops no cadence.
+FAILED_DAY = str(START + pd.Timedelta(days=5))
 NEGATIVE_VOLUME_DAY = str(YESTERDAY - pd.Timedelta(days=2))  # both bad days are inside the nightly window
 SPIKE_DAY = str(YESTERDAY - pd.Timedelta(days=1))
 BAD_DAYS = (NEGATIVE_VOLUME_DAY, SPIKE_DAY)
@@ -205,8 +207,8 @@ def test_operator_day(day_deployment):
 
     day.run_phase(phase_cadences, keys)
     day.run_phase(phase_cli_failure)
-    day.run_phase(phase_sigterm)
     day.run_phase(phase_recovery)
+    day.run_phase(phase_sigterm)
     day.run_phase(phase_sigkill, keys)
     day.run_phase(phase_bad_day, keys)
     day.run_phase(phase_rollback)
@@ -276,7 +278,17 @@ def phase_cli_failure(day: OperatorDay) -> None:
                               f"within {ALERT_WAIT:.0f} s: CLI runs are watched like any other run")
 
 
-# -- 3. SIGTERM -------------------------------------------------------------------------------------------
+# -- 3. the failed day succeeds ----------------------------------------------------------------------------
+
+
+def phase_recovery(day: OperatorDay) -> None:
+    d, phase = day.d, "recovery"
+    day.start(phase)
+    proc = d.cli("ingest", "--start", FAILED_DAY, "--end", FAILED_DAY, timeout=300)
+    assert proc.returncode == 0, f"set-up: ingest from the sample source failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+# -- 4. SIGTERM -------------------------------------------------------------------------------------------
 
 
 def phase_sigterm(day: OperatorDay) -> None:
@@ -309,16 +321,6 @@ def phase_sigterm(day: OperatorDay) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-
-
-# -- 4. the failed day succeeds ----------------------------------------------------------------------------
-
-
-def phase_recovery(day: OperatorDay) -> None:
-    d, phase = day.d, "recovery"
-    day.start(phase)
-    proc = d.cli("ingest", "--start", FAILED_DAY, "--end", FAILED_DAY, timeout=300)
-    assert proc.returncode == 0, f"set-up: ingest from the sample source failed:\n{proc.stdout}\n{proc.stderr}"
 
 
 # -- 5. SIGKILL --------------------------------------------------------------------------------------------
@@ -473,7 +475,7 @@ def phase_end_of_day(day: OperatorDay) -> None:
     at = day.at
 
     # One alert per real failure, one resolution after the next success.
-    failure_window = (at["cli failure"], at["sigterm"])
+    failure_window = (at["cli failure"], at["recovery"])
     raised = day.alert_events("run:ingest_market_data", RAISED, *failure_window)
     day.expect(len(raised) == 1, phase, f"the failed CLI ingest raised exactly one alert (got {len(raised)})")
     resolved = day.wait_alert_events("run:ingest_market_data", RESOLVED, at["recovery"])

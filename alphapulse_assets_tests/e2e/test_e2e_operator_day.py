@@ -438,7 +438,8 @@ def phase_rollback(day: OperatorDay) -> None:
     latest = events[0] if events else None
     shown = json.dumps(latest, default=str) if latest else ""
     day.expect(latest is not None and float(latest["timestamp"]) / 1000 >= day.at[phase]
-               and str(target) in [str(v) for v in latest["metadata"].values()] and reason in shown, phase,
+               and {str(target), f"v{target}"} & {str(v) for v in latest["metadata"].values()} and reason in shown,
+               phase,
                f"the champions/{cadence}/{symbol} asset page's newest event is the rollback to v{target} with its "
                f"reason (newest event: {shown[:600]})")
 
@@ -484,9 +485,12 @@ def phase_end_of_day(day: OperatorDay) -> None:
                f"the successful CLI ingest resolved the ingest alert exactly once (got {len(resolved)})")
     stopped = day.alert_events("run:weekly_cadence", RAISED, at["cadences"])
     day.expect(not stopped, phase, f"neither a rejection nor an operator's SIGTERM raises a run alert: {stopped}")
-    killed = [e for e in day.alerts.history(event=RAISED)
-              if e.key == "run:monthly_cadence" and at["sigkill"] <= e.at < at["bad day"]]
+    killed = day.wait_alert_events("run:monthly_cadence", RAISED, at["sigkill"])
     day.expect(len(killed) == 1, phase, f"the SIGKILLed run raised exactly one alert (got {[e.title for e in killed]})")
+    if killed:
+        again = day.wait_alert_events("run:monthly_cadence", RESOLVED, killed[0].at)
+        day.expect(len(again) == 1, phase, "the SIGKILLed run's alert is resolved once by the next monthly success "
+                                           f"(got {len(again)})")
     nightly_resolved = day.wait_alert_events("run:nightly_cadence", RESOLVED, at["bad day fixed"])
     day.expect(len(nightly_resolved) == 1, phase,
                f"the nightly's alert is resolved once after it succeeded again (got {len(nightly_resolved)})")

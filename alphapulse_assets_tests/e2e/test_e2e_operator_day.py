@@ -3,8 +3,8 @@
 One scenario, in the order an operator lives it, on its own deployment (its own database, so no other test's
 faults are counted here):
 
-1. cadences      nightly (two days), weekly and monthly through the daemon's queue on the sample market; the
-                 weekly gate asks for more validation rows than exist, so its run has only rejections.
+1. cadences      nightly (the two days before yesterday), weekly and monthly through the daemon's queue on the
+                 sample market; the weekly gate asks for more validation rows than exist: only rejections.
 2. cli failure   ``alphapulse ingest`` with a source that is down (a loopback port nobody listens on).
 3. recovery      ``alphapulse ingest`` succeeds again on the day that failed.
 4. sigterm       ``alphapulse run weekly`` stopped with SIGTERM while it trains (as cron or systemd stops it).
@@ -57,8 +57,10 @@ STOP_BOUND = 30.0
 # The day the broken source fails on: before every cadence's training window, so that until it is
 # re-ingested (a failed ingest leaves it unchecked) it stops no cadence.
 FAILED_DAY = str(START + pd.Timedelta(days=5))
-NEGATIVE_VOLUME_DAY = str(YESTERDAY - pd.Timedelta(days=2))  # both bad days are inside the nightly window
-SPIKE_DAY = str(YESTERDAY - pd.Timedelta(days=1))
+# Both bad days are in the newest nightly partition's window; the morning's nightly runs are the two days
+# before it, so the nightly that meets the bad days (and its re-run once they are repaired) is a new partition.
+NEGATIVE_VOLUME_DAY = str(YESTERDAY - pd.Timedelta(days=1))
+SPIKE_DAY = str(YESTERDAY)
 BAD_DAYS = (NEGATIVE_VOLUME_DAY, SPIKE_DAY)
 BAD_SYMBOL = SYMBOLS[0]
 CADENCES = ("nightly", "weekly", "monthly")
@@ -203,7 +205,9 @@ def test_operator_day(day_deployment):
     d = day_deployment
     day = OperatorDay(d)
     keys = {c: latest_key(d, c) for c in CADENCES}
-    keys["nightly_before"] = str((pd.Timestamp(keys["nightly"]) - pd.Timedelta(days=1)).date())
+    assert keys["nightly"] == str(YESTERDAY), f"set-up: the newest nightly partition is {keys['nightly']}, not yesterday"
+    for n, name in ((2, "nightly_2_days_before"), (1, "nightly_1_day_before")):
+        keys[name] = str((pd.Timestamp(keys["nightly"]) - pd.Timedelta(days=n)).date())
 
     day.run_phase(phase_cadences, keys)
     day.run_phase(phase_cli_failure)
@@ -225,7 +229,7 @@ def test_operator_day(day_deployment):
 def phase_cadences(day: OperatorDay, keys: dict) -> None:
     d, phase = day.d, "cadences"
     day.start(phase)
-    names = ("nightly_before", "nightly", "weekly", "monthly")
+    names = ("nightly_2_days_before", "nightly_1_day_before", "weekly", "monthly")
     for name in names:  # the day before first: a nightly warm-starts from the previous day's champion
         job = f"{name.split('_')[0]}_cadence"
         day.runs[f"cadence:{name}"] = d.submit(job, tags={"dagster/partition": keys[name],

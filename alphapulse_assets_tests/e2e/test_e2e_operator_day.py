@@ -416,7 +416,9 @@ def phase_bad_day(day: OperatorDay, keys: dict) -> None:
     day.at["bad day fixed"] = time.time()
     again = day.runs["nightly again"] = d.submit("nightly_cadence", tags={"dagster/partition": keys["nightly"],
                                                                           "alphapulse/test": "operator-day"})
-    day.expect(day.wait_run(again) == "SUCCESS", phase, "the nightly on the repaired days ends SUCCESS")
+    status = day.wait_run(again)
+    failures = [m[:300] for _s, _c, m in RunSummary(instance, again).step_failures]
+    day.expect(status == "SUCCESS", phase, f"the nightly on the repaired days ends SUCCESS (got {status}: {failures})")
 
 
 # -- 7. rollback -------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from alphapulse_assets.atomic_files import atomic_write
 from alphapulse_assets.recovery.errors import DataValidationError, ErrorClass, SystemResourceError, classify
 
 NS_PER_DAY = 86_400 * 10**9
@@ -67,36 +68,6 @@ def _consecutive_runs(days: Sequence[date]) -> list[list[date]]:
         else:
             runs.append([d])
     return runs
-
-
-def atomic_write(fs, is_local: bool, target: str, write, *, what: str) -> None:
-    """Write a file so that a reader sees the old content or the new, never a part.
-
-    Locally: a hidden temporary file beside the target, flushed and fsynced, renamed over it. On an
-    object store: one upload, which the store publishes only when complete. A full disk is a system error.
-    """
-    try:
-        if is_local:
-            directory = os.path.dirname(target)
-            os.makedirs(directory, exist_ok=True)
-            tmp = f"{directory}/.{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp"
-            try:
-                with open(tmp, "wb") as fh:
-                    write(fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        else:
-            fs.makedirs(os.path.dirname(target), exist_ok=True)
-            with fs.open(target, "wb") as fh:
-                write(fh)
-    except OSError as exc:
-        if classify(exc).error_class is ErrorClass.SYSTEM:
-            raise SystemResourceError(f"cannot write {what}: {exc}", where=target) from exc
-        raise
 
 
 class ParquetPartitionStore:

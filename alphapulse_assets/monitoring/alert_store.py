@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from alphapulse_assets.platform_db import engine_for, redact
+from alphapulse_assets.platform_db import platform_engine, redact
 from alphapulse_assets.recovery.errors import Severity, TransientError
 
 metadata = sa.MetaData()
@@ -124,19 +124,8 @@ class AlertStore:
 
     def __init__(self, url: str):
         self._where = f"AlertStore({redact(url)})"
-        self.engine = engine_for(url)
+        self.engine = platform_engine(url)
         self._insert = _insert(self.engine.dialect.name)
-        self._create_tables()
-
-    def _create_tables(self) -> None:
-        # Two fresh processes may create the tables at the same moment; the loser sees "already exists".
-        for attempt in range(3):
-            try:
-                metadata.create_all(self.engine, checkfirst=True)
-                return
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
-                if attempt == 2:
-                    raise TransientError(f"cannot create alert tables: {type(exc).__name__}", where=self._where) from exc
 
     # -- history -------------------------------------------------------------------------------------
 

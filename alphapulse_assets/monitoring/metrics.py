@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from alphapulse_assets.platform_db import engine_for, redact
+from alphapulse_assets.platform_db import platform_engine, redact
 from alphapulse_assets.recovery.errors import SystemResourceError, TransientError
 
 
@@ -229,14 +229,7 @@ class SampleStore:
 
     def __init__(self, url: str):
         self._where = f"alphapulse_resource_samples at {redact(url)}"
-        self.engine = engine_for(url)
-        for attempt in range(3):  # fresh processes may race to create the table
-            try:
-                metadata.create_all(self.engine, checkfirst=True)
-                break
-            except sa.exc.DBAPIError as exc:
-                if attempt == 2:
-                    raise TransientError(f"cannot create the samples table: {type(exc).__name__}", where=self._where) from exc
+        self.engine = platform_engine(url)
 
     def add(self, sample: ResourceSample) -> None:
         try:

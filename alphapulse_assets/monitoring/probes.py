@@ -334,20 +334,11 @@ def cadence_runs(instance: dg.DagsterInstance, cadence: str, start: float, end: 
 
 
 def decisions(url: str, start: float, end: float) -> list[DecisionRecord]:
-    from alphapulse_assets.training.registry import decisions_table, metadata
+    from alphapulse_assets.training.assets import ModelRegistryResource
 
-    engine = engine_for(url)
-    metadata.create_all(engine, checkfirst=True)
-    t = decisions_table
     lo, hi = datetime.fromtimestamp(start, tz=timezone.utc), datetime.fromtimestamp(end, tz=timezone.utc)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.cadence, t.c.symbol, t.c.action, t.c.at)
-                            .where(t.c.at >= lo, t.c.at < hi)).all()
-    out = []
-    for r in rows:
-        at = r.at if r.at.tzinfo else r.at.replace(tzinfo=timezone.utc)  # SQLite drops the zone
-        out.append(DecisionRecord(r.cadence, r.symbol, r.action, at.timestamp()))
-    return out
+    return [DecisionRecord(d.cadence, d.symbol, d.action, d.at.timestamp())
+            for d in ModelRegistryResource(db_url=url).get().decisions_between(lo, hi)]
 
 
 def breaker_trips(url: str, start: float, end: float) -> list[TripRecord]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from alphapulse_assets.atomic_files import atomic_write
 from alphapulse_assets.monitoring import probes
 from alphapulse_assets.monitoring.alerts import Alert, AlertRouter, build_router_from_env
 from alphapulse_assets.monitoring.health import Status
@@ -397,19 +397,6 @@ def report_dir() -> Path:
     return get_settings().monitoring.report_dir or (get_settings().home / "reports")
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def compute_report(instance: dg.DagsterInstance, partition_key: str, start: float, end: float, *,
                    db_url: str | None = None, now: float | None = None) -> dict:
     url = db_url or platform_db_url()
@@ -435,7 +422,8 @@ def pipeline_report(context) -> dg.MaterializeResult:
     now = time.time()
     report = compute_report(context.instance, context.partition_key, start, end, now=now)
     path = report_dir() / f"pipeline_report_{context.partition_key}.json"
-    _write_json_atomic(path, report)
+    atomic_write(None, True, str(path), lambda fh: fh.write(json.dumps(report, indent=2, sort_keys=True).encode()),
+                 what="the daily report")
 
     alerts = []
     if end >= now - 2 * 86400:  # a backfill of old days reports, but does not page anyone

@@ -35,27 +35,14 @@ def _load_code_location():
 
 
 def _champions(url: str) -> list[dict]:
-    import sqlalchemy as sa
-
-    from alphapulse_assets.platform_db import engine_for
-    from alphapulse_assets.training.registry import champions_table, metadata, versions_table
-
-    engine = engine_for(url)
-    metadata.create_all(engine, checkfirst=True)
-    c, v = champions_table, versions_table
-    q = (sa.select(c.c.symbol, c.c.cadence, c.c.version, c.c.since, v.c.info_json)
-         .join(v, sa.and_(v.c.symbol == c.c.symbol, v.c.cadence == c.c.cadence, v.c.version == c.c.version))
-         .order_by(c.c.symbol, c.c.cadence))
-    import json
+    from alphapulse_assets.training.assets import ModelRegistryResource
 
     out = []
-    with engine.connect() as conn:
-        for r in conn.execute(q):
-            metrics = json.loads(r.info_json or "{}").get("metrics", {})
-            since = r.since if r.since.tzinfo else r.since.replace(tzinfo=timezone.utc)
-            out.append({"symbol": r.symbol, "cadence": r.cadence, "version": r.version, "since": since.isoformat(),
-                        "metrics": {k: metrics[k] for k in ("log_loss", "auc", "f1", "precision", "sharpe")
-                                    if isinstance(metrics.get(k), (int, float))}})
+    for mv, since in ModelRegistryResource(db_url=url).get().champions_since():
+        metrics = mv.info.get("metrics", {})
+        out.append({"symbol": mv.symbol, "cadence": mv.cadence, "version": mv.version, "since": since.isoformat(),
+                    "metrics": {k: metrics[k] for k in ("log_loss", "auc", "f1", "precision", "sharpe")
+                                if isinstance(metrics.get(k), (int, float))}})
     return out
 
 

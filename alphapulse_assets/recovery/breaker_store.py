@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from alphapulse_assets.platform_db import engine_for, redact
+from alphapulse_assets.platform_db import platform_engine, redact
 from alphapulse_assets.recovery import breaker as bk
 from alphapulse_assets.recovery.breaker import BreakerConfig, BreakerState, Decision, Transition
 from alphapulse_assets.recovery.errors import DataValidationError, ErrorClass, TransientError
@@ -88,24 +88,9 @@ class BreakerStore:
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time, max_attempts: int = 500):
         self.url = url
-        self.engine = engine_for(url)
+        self.engine = platform_engine(url)
         self.clock = clock
         self.max_attempts = max_attempts
-        self._create_tables()
-
-    # -- schema ------------------------------------------------------------------------------------
-
-    def _create_tables(self) -> None:
-        # Several processes may start at once; CREATE TABLE racing CREATE TABLE fails in the loser,
-        # whose second look then finds the tables.
-        for attempt in range(5):
-            try:
-                metadata.create_all(self.engine, checkfirst=True)
-                return
-            except sa.exc.DBAPIError:
-                if attempt == 4:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
 
     def _where(self, name: str | None = None) -> str:
         table = f"alphapulse_breakers[{name}]" if name else "alphapulse_breakers"

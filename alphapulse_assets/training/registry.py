@@ -25,7 +25,6 @@ This module does not import Dagster.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import importlib
 import io
@@ -33,7 +32,6 @@ import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,7 +41,8 @@ import fsspec
 import sqlalchemy as sa
 import skops.io as sio
 
-from alphapulse_assets.platform_db import engine_for
+from alphapulse_assets import atomic_files
+from alphapulse_assets.platform_db import platform_engine
 from alphapulse_assets.recovery.errors import PermanentError
 
 metadata = sa.MetaData()
@@ -88,7 +87,6 @@ log = logging.getLogger("alphapulse.registry")
 TRUSTED_PREFIXES = ("sklearn.", "numpy.")
 # Decisions after which another version is champion (``promoted`` included).
 CHAMPION_CHANGES = ("promoted", "rolled_back", "fell_back")
-_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV)
 _VERSION_FILE = re.compile(r"^v(\d+)\.skops$")
 # A version number is taken by at most one writer per commit of another: this bounds the retries far above
 # any real contention (the old bound of 5 failed with a handful of concurrent registrants).
@@ -163,10 +161,9 @@ class ModelRegistry:
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.is_local = "file" in protocols or "local" in protocols
-        self.engine = engine_for(db_url)
+        self.engine = platform_engine(db_url)
         self.clock = clock
         self.on_change = on_change
-        metadata.create_all(self.engine)
 
     # -- artifacts -------------------------------------------------------------------------------
     @staticmethod
@@ -205,59 +202,15 @@ class ModelRegistry:
 
         Done before the database transaction, so a slow upload never holds the database's write lock.
         """
-        directory = f"{self._root_path}/{symbol}/{cadence}"
-        tmp = f"{directory}/.staging-{uuid.uuid4().hex}.tmp"
-        try:
-            if self.is_local:
-                os.makedirs(directory, exist_ok=True)
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            else:
-                self.fs.makedirs(directory, exist_ok=True)
-                # Some filesystems (memory://) commit a half-written file when the writer fails:
-                # it lands at the staging name, never at a version's name.
-                with self.fs.open(tmp, "wb") as fh:
-                    fh.write(data)
-        except BaseException:
-            self._discard(tmp)
-            raise
-        return tmp
+        return atomic_files.stage(self.fs, self.is_local, f"{self._root_path}/{symbol}/{cadence}/staging",
+                                  lambda fh: fh.write(data))
 
     def _publish(self, tmp: str, path: str) -> None:
         """Give a staged file its final name, never replacing a file of that name (FileExistsError)."""
-        if self.is_local:
-            try:
-                os.link(tmp, path)  # atomic, and fails if ``path`` exists; the staged name is removed later
-            except OSError as exc:
-                if exc.errno not in _NO_HARD_LINKS:
-                    raise
-                if os.path.exists(path):  # a filesystem without hard links: check, then rename
-                    raise FileExistsError(path) from None
-                os.replace(tmp, path)
-            try:  # make the new name durable
-                dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
-            except OSError:
-                pass
-        else:
-            if self.fs.exists(path):
-                raise FileExistsError(path)
-            self.fs.mv(tmp, path)
+        atomic_files.publish(self.fs, self.is_local, tmp, path, replace=False)
 
     def _discard(self, tmp: str) -> None:
-        try:
-            if self.is_local:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            elif self.fs.exists(tmp):
-                self.fs.rm(tmp)
-        except OSError:
-            pass
+        atomic_files.discard(self.fs, self.is_local, tmp)
 
     def register(self, symbol: str, cadence: str, model: Any, info: dict[str, Any] | None = None) -> ModelVersion:
         """Save ``model`` as the next version of (symbol, cadence). It is not champion until promoted."""
@@ -368,6 +321,16 @@ class ModelRegistry:
             rows = conn.execute(sa.select(champions_table).order_by(champions_table.c.symbol,
                                                                     champions_table.c.cadence)).all()
         return [self.get(r.symbol, r.cadence, r.version) for r in rows]
+
+    def champions_since(self) -> list[tuple[ModelVersion, datetime]]:
+        """Every champion with the time it became champion, by symbol and cadence."""
+        c, v = champions_table, versions_table
+        query = (sa.select(v, c.c.since)
+                 .join(c, sa.and_(v.c.symbol == c.c.symbol, v.c.cadence == c.c.cadence, v.c.version == c.c.version))
+                 .order_by(c.c.symbol, c.c.cadence))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(self._row_to_version(r), _aware(r.since)) for r in rows]
 
     def _set_champion(self, conn, symbol: str, cadence: str, version: int, at: datetime) -> int | None:
         previous = conn.execute(sa.select(champions_table.c.version).where(
@@ -551,6 +514,17 @@ class ModelRegistry:
                 chain.append(version)
         return chain
 
+    def decisions_between(self, start: datetime, end: datetime) -> list[Decision]:
+        """Every decision taken at ``start`` or later and before ``end``, oldest first."""
+        t = decisions_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t).where(t.c.at >= start, t.c.at < end).order_by(t.c.id)).all()
+        return [self._row_to_decision(r) for r in rows]
+
+    @staticmethod
+    def _row_to_decision(r) -> Decision:
+        return Decision(r.symbol, r.cadence, r.version, r.action, r.previous_champion, r.reason, r.by, _aware(r.at))
+
     def history(self, symbol: str | None = None, cadence: str | None = None, limit: int = 1000) -> list[Decision]:
         """The most recent ``limit`` decisions, oldest first."""
         query = sa.select(decisions_table).order_by(decisions_table.c.id.desc())
@@ -560,5 +534,4 @@ class ModelRegistry:
             query = query.where(decisions_table.c.cadence == cadence)
         with self.engine.connect() as conn:
             rows = conn.execute(query.limit(limit)).all()[::-1]
-        return [Decision(r.symbol, r.cadence, r.version, r.action, r.previous_champion, r.reason, r.by,
-                         _aware(r.at)) for r in rows]
+        return [self._row_to_decision(r) for r in rows]

@@ -26,6 +26,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from alphapulse_assets import atomic_files
 from alphapulse_assets.platform_db import engine_for
 from alphapulse_assets.recovery.errors import ErrorClass, PermanentError
 from alphapulse_assets.training import registry as registry_module
@@ -463,7 +464,7 @@ def test_crash_in_write_leaves_no_row_and_no_file(tmp_path, sqlite_url, models, 
     def crashing_open(path, mode="r", *args, **kwargs):
         return HalfWriter(real_open(path, mode, *args, **kwargs))
 
-    monkeypatch.setattr(registry_module, "open", crashing_open, raising=False)
+    monkeypatch.setattr(atomic_files, "open", crashing_open, raising=False)  # where the registry writes files
     with pytest.raises(OSError, match="mid-write"):
         reg.register("BTCUSDT", "weekly", models["hgb_a"])
     monkeypatch.undo()

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alphapulse_assets.atomic_files import atomic_write
-from alphapulse_assets.recovery.errors import DataValidationError, ErrorClass, SystemResourceError, classify
+from alphapulse_assets.recovery.errors import DataValidationError, ErrorClass, classify
 
 NS_PER_DAY = 86_400 * 10**9
 _DAYS_KEY = b"alphapulse.days"

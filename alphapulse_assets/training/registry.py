@@ -38,8 +38,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
-import sqlalchemy as sa
 import skops.io as sio
+import sqlalchemy as sa
 
 from alphapulse_assets import atomic_files
 from alphapulse_assets.platform_db import platform_engine

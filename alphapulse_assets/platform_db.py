@@ -131,7 +131,7 @@ def _migration_engine(url: str) -> sa.Engine:
 
 
 def migrate(url: str, *, script_location: str | os.PathLike = MIGRATIONS_DIR) -> set[str]:
-    """Bring the platform's tables at ``url`` to the newest revision; returns the revisions applied to.
+    """Bring the platform's tables at ``url`` to the newest revision; returns the revision(s) it is at.
 
     A database made before migrations existed (tables, no version) is adopted by the baseline revision,
     which creates only what is missing, so no row is touched. Safe when several processes call it at once:

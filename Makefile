@@ -1,10 +1,13 @@
-# AlphaPulse: `make demo` sets up and runs the main job; `make test` runs the whole test suite.
+# AlphaPulse: `make demo` sets up and runs the main job; `make test` runs the whole test suite (as CI does);
+# `make test-fast` runs the tier without PostgreSQL, Chromium, Dagster deployments and slow tests.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: setup demo test bench ui clean
+FAST_TIER = not slow and not postgres and not browser and not e2e
+
+.PHONY: setup demo test test-fast bench ui clean
 
 $(BIN)/alphapulse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +20,14 @@ setup: $(BIN)/alphapulse
 demo: setup
 	$(BIN)/alphapulse demo
 
+# pytest exits 5 when it collected no test: say so, and fail.
 test: setup
-	$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+test-fast: setup
+	@$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; fi; exit $$rc
 
 # The quick benchmarks, as recorded in bench/README.md (the 50-symbol and one-year runs are listed there).
 bench: setup

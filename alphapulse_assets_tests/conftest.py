@@ -1,15 +1,112 @@
-"""Shared fixtures. Only the real-PostgreSQL ones live here; see ``pg_harness.py``."""
+"""Shared fixtures (the real-PostgreSQL ones; see ``pg_harness.py``) and the suite's tiers.
+
+Tiers (README, "Tests"): a test is marked by what it starts and how long it takes. ``postgres``, ``browser``
+and ``e2e`` are added here from what a test uses (``postgres_server`` directly or through another fixture,
+the Chromium ``browser``, the session ``deployment`` or a test under ``e2e/``), so those marks cannot be
+forgotten; ``slow`` is written on the test, and an unmarked test that runs longer than ``SLOW_SECONDS`` is
+named at the end of the run. The suite writes nothing into the checkout: DAGSTER_HOME is a temporary
+project folder for the session, and new or changed files in the checkout fail the run.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from alphapulse_assets_tests.pg_harness import PG_BIN_DIR, PostgresServer, pg_binaries_present
 
 _db_counter = itertools.count(1)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
+#: An unmarked test slower than this is named at the end of the run (it should carry ``slow``).
+SLOW_SECONDS = 5.0
+#: Fixtures that make a test a tier: using the first (directly or through another fixture) adds the mark.
+TIER_FIXTURES = {"postgres_server": "postgres", "browser": "browser", "deployment": "e2e"}
+#: Not the suite's output: the venv, caches and build metadata that installing and importing create.
+_NOT_OUTPUT = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
+
+# Code that falls back to DAGSTER_HOME (settings, the platform DB, the CLI) must not fall back to the checkout,
+# which `make` exports as DAGSTER_HOME: the session gets a project folder of its own under the temp dir.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="alphapulse-test-home-"))
+shutil.copyfile(REPO_ROOT / "dagster.yaml", _SESSION_HOME / "dagster.yaml")
+os.environ["DAGSTER_HOME"] = str(_SESSION_HOME)
+# Hypothesis keeps its example database and constants cache in ./.hypothesis unless told otherwise (read lazily).
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "alphapulse-hypothesis"))
+
+
+def _checkout_files() -> dict[str, float]:
+    """Every file in the checkout that is not a venv, cache or egg-info, with its modification time."""
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(REPO_ROOT):
+        dirnames[:] = [d for d in dirnames if d not in _NOT_OUTPUT and not d.endswith(".egg-info")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                files[os.path.relpath(path, REPO_ROOT)] = os.stat(path).st_mtime
+            except FileNotFoundError:  # removed while walking
+                pass
+    return files
+
+
+_checkout_key = pytest.StashKey[dict]()
+_written_key = pytest.StashKey[list]()
+_slow_unmarked: list[tuple[str, float]] = []
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_checkout_key] = _checkout_files()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, mark in TIER_FIXTURES.items():
+            if fixture in used and item.get_closest_marker(mark) is None:
+                item.add_marker(mark)
+        if E2E_DIR in Path(str(item.fspath)).parents and item.get_closest_marker("e2e") is None:
+            item.add_marker("e2e")
+
+
+def pytest_runtest_setup(item):
+    # The check behind the automatic marks: a test that reaches the server some other way must say so.
+    if "postgres_server" in getattr(item, "fixturenames", ()) and item.get_closest_marker("postgres") is None:
+        pytest.fail(f"{item.nodeid} uses PostgreSQL but is not marked postgres", pytrace=False)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.duration > SLOW_SECONDS and "slow" not in report.keywords:
+        _slow_unmarked.append((report.nodeid, report.duration))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = session.config.stash.get(_checkout_key, None)
+    if before is None:
+        return
+    after = _checkout_files()
+    written = sorted(p for p, mtime in after.items() if before.get(p) != mtime)
+    removed = sorted(set(before) - set(after))
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+    if written or removed:
+        session.config.stash[_written_key] = written + [f"{p} (removed)" for p in removed]
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _slow_unmarked:
+        terminalreporter.section("unmarked tests slower than %.0f s (mark them slow)" % SLOW_SECONDS)
+        for nodeid, seconds in sorted(_slow_unmarked, key=lambda x: -x[1]):
+            terminalreporter.write_line(f"{seconds:7.1f}s {nodeid}")
+    written = config.stash.get(_written_key, [])
+    if written:
+        terminalreporter.section("the suite wrote into the checkout (tests must use tmp dirs)")
+        for path in written:
+            terminalreporter.write_line(path)
 
 
 @pytest.fixture(scope="session")

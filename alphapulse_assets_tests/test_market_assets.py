@@ -1,5 +1,7 @@
 """The candle assets end to end through Dagster: partitions, checks, fallbacks, blocking."""
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,11 +94,14 @@ def test_bad_data_fails_blocking_checks_and_stops_downstream(tmp_path):
     assert not ParquetPartitionStore(str(tmp_path)).exists("candles_1h", "2024-03-01")
 
 
-def test_definitions_validate_with_dagster_cli():
+def test_definitions_validate_with_dagster_cli(tmp_path):
+    # The project's workspace and instance config, in a project folder outside the checkout: the instance's
+    # SQLite paths are relative to the working directory.
+    shutil.copyfile(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     out = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**__import__("os").environ, "DAGSTER_HOME": str(ROOT)},
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Validation successful" in out.stdout + out.stderr

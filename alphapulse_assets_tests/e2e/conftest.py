@@ -10,13 +10,15 @@ so that a failed blocking check is always there to look at.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from alphapulse_assets_tests.dagster_harness import REPO_ROOT, DagsterDeployment
+from alphapulse_assets_tests.dagster_harness import DagsterDeployment
 from alphapulse_assets_tests.fake_exchange import FakeBinance
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -24,7 +26,8 @@ TODAY = datetime.now(timezone.utc).date()
 YESTERDAY = TODAY - timedelta(days=1)
 # Long enough for the newest complete monthly partition's window (35 days of 1h bars plus warm-up).
 START = TODAY - timedelta(days=120)
-ARTIFACTS = REPO_ROOT / "test-artifacts"
+# Screenshots and logs for a failed run to look at: outside the checkout (the suite writes nothing into it).
+ARTIFACTS = Path(os.environ.get("ALPHAPULSE_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "alphapulse-test-artifacts")
 
 
 def cadence_setting(cron: str, timeframe: str, window_days: int, min_validation_samples: int) -> str:
@@ -96,5 +99,5 @@ def live_deployment(deployment, postgres_server):
 
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS

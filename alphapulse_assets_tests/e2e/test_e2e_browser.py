@@ -1,7 +1,7 @@
 """The web UI in headless Chromium (Debian's package, driven by Playwright) against the live deployment.
 
-Screenshots of every page an assertion is made on go to ``test-artifacts/`` (gitignored), named after the
-test, so a failed CI run shows what the operator would have seen.
+Screenshots of every page an assertion is made on go to ``$ALPHAPULSE_TEST_ARTIFACTS`` (default
+``<tmp>/alphapulse-test-artifacts/``), named after the test, so a failed CI run shows what the operator saw.
 """
 
 from __future__ import annotations

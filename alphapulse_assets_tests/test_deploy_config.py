@@ -139,6 +139,7 @@ def test_dockerfile_copies_what_exists_and_runs_the_definitions_module():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_image_entry_point_serves_the_definitions_over_grpc(tmp_path):
     from dagster._grpc.client import DagsterGrpcClient
 

@@ -124,6 +124,8 @@ def test_writer_killed_mid_run_leaves_every_database_intact_and_finished_runs_co
         assert _materialize(instance, "2024-05-01").success  # and the instance keeps working
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_web_ui_reads_runs_and_checks_from_this_storage(tmp_path, monkeypatch):
     import json
     import urllib.request

@@ -126,8 +126,11 @@ def postgres_server():
 
 
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> str:
+def postgres_url(request, postgres_server: PostgresServer) -> str:
     """A fresh, empty database for this test; its URL uses the password role ``alphapulse``."""
+    if request.node.get_closest_marker("postgres") is None:  # requested with getfixturevalue: mark the param
+        pytest.fail(f"{request.node.nodeid} uses PostgreSQL but is not marked postgres "
+                    '(parametrize with pytest.param("postgres", marks=pytest.mark.postgres))', pytrace=False)
     if not postgres_server.running:  # a fault-injection test left it stopped
         postgres_server.start()
     name = f"t{os.getpid()}_{next(_db_counter)}"

@@ -123,6 +123,7 @@ def test_a_re_ingested_good_day_is_read_again(project, tmp_path):
         m.asset_key.path == ["training_sets", "nightly"] for m in result.get_asset_materialization_events())
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_symbol_whose_history_fails_a_blocking_rule(tmp_path, capsys):
     from alphapulse_assets.cli import main
 

@@ -78,6 +78,7 @@ def test_status_prints_run_ids_and_check_descriptions_whole():
     assert "p=0.062)" in screen
 
 
+@pytest.mark.slow
 def test_importing_the_assets_prints_no_beta_or_preview_warning():
     """The CLI imports the training assets before the definitions: nothing may be printed on the console."""
     code = "import alphapulse_assets.training.assets, alphapulse_assets.market_data.assets, alphapulse_assets.definitions"

@@ -86,6 +86,7 @@ def _writer(home: Path, days: list[str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_other_processes_write_while_this_one_holds_its_connections_open(tmp_path, monkeypatch):
     home = _home(tmp_path, monkeypatch)
     with dg.DagsterInstance.from_config(str(home)) as instance:

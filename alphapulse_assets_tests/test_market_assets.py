@@ -94,6 +94,7 @@ def test_bad_data_fails_blocking_checks_and_stops_downstream(tmp_path):
     assert not ParquetPartitionStore(str(tmp_path)).exists("candles_1h", "2024-03-01")
 
 
+@pytest.mark.slow
 def test_definitions_validate_with_dagster_cli(tmp_path):
     # The project's workspace and instance config, in a project folder outside the checkout: the instance's
     # SQLite paths are relative to the working directory.

@@ -88,6 +88,7 @@ def test_write_failing_midway_leaves_the_previous_file(tmp_path, monkeypatch):
     assert len(os.listdir(tmp_path / "c")) == 1  # the old segment only: no temporary file left behind
 
 
+@pytest.mark.slow
 def test_writer_killed_with_sigkill_never_leaves_a_half_partition(tmp_path):
     """A writer rewriting one partition in a loop is killed at a random moment, five times over."""
     store = ParquetPartitionStore(str(tmp_path))

@@ -105,6 +105,7 @@ def _weekly_definitions(root, url, candles_url):
                           executor=dg.in_process_executor)
 
 
+@pytest.mark.slow
 def test_report_rows_per_symbol_from_real_cadence_runs(env, tmp_path):
     job = _weekly_definitions(tmp_path, env, str(tmp_path / "candles")).resolve_job_def("weekly_cadence")
     # The week of 2024-06-09 needs candles up to 2024-06-16: this run's training set fails, no symbol is trained.

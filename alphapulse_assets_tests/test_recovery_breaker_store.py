@@ -201,6 +201,7 @@ def test_state_survives_a_new_process(db_url, tmp_path):
     assert out == {"probes": 0, "allowed": 0}
 
 
+@pytest.mark.slow
 def test_four_processes_lose_no_update(db_url, tmp_path):
     cfg = {"failure_threshold": 10**6, "failure_rate_threshold": None}
     n = 200

@@ -52,6 +52,7 @@ def observed_states(instance) -> list[str]:
             if "market_data/state" in r.asset_observation.metadata]
 
 
+@pytest.mark.slow
 def test_outage_opens_the_breaker_skips_alerts_once_probes_and_recovers(tmp_path, platform):
     db, clock = platform
     router, capture = router_with_capture(db, clock)

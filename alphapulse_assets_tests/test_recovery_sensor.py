@@ -144,6 +144,7 @@ def test_a_promotion_gate_rejection_is_not_an_outage(env):
     assert state.state.value == "closed" and state.failures == 0 and state.successes == 3
 
 
+@pytest.mark.slow
 def test_critical_errors_escalate_once_and_resolve_when_the_window_clears(env):
     cursor = step(env, None).cursor
     for day in (1, 2, 3):  # disk full: system errors, critical
@@ -161,6 +162,7 @@ def test_critical_errors_escalate_once_and_resolve_when_the_window_clears(env):
     assert "escalation resolve" in result.skip_reason.skip_message
 
 
+@pytest.mark.slow
 def test_a_small_batch_limit_never_skips_a_run(env):
     instance, store = env["instance"], env["store"]
     cursor = step(env, None).cursor

@@ -105,6 +105,7 @@ def _history_with_every_kind_of_version(project: Path) -> None:
     ("2", "v2 is already the champion of BTCUSDT/weekly"),
     ("9", "BTCUSDT/weekly has no version 9"),
 ])
+@pytest.mark.slow
 def test_cli_rollback_refuses_ineligible_versions_and_lists_the_eligible(project, target, why):
     _history_with_every_kind_of_version(project)
     before = _history(project)
@@ -118,6 +119,7 @@ def test_cli_rollback_refuses_ineligible_versions_and_lists_the_eligible(project
     assert _history(project) == before  # nothing recorded
 
 
+@pytest.mark.slow
 def test_cli_rollback_to_an_earlier_champion_and_a_forced_one_show_on_the_champion_asset(project):
     _history_with_every_kind_of_version(project)
 
@@ -213,7 +215,7 @@ def test_tampered_champion_is_refused_recorded_alerted_once_and_the_previous_one
     assert store.open_alert(key) is None
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_rollback_eligibility_and_fall_back_on_each_database(tmp_path, request, backend):
     """The same rules on PostgreSQL (the production platform database) as on SQLite, registry only."""
     url = request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'p.db'}"
@@ -355,6 +357,7 @@ class sqlite3_checkpoint:
 
 
 # -- the same through a real cadence run --------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path):
     """The weekly cadence (real assets, real run) meets a tampered champion file: it trains against the previous
     verified champion, records the fall-back, alerts once, and the champion asset shows the change."""

@@ -70,6 +70,7 @@ BROKEN = {"ALPHAPULSE_SOURCES": "files", "ALPHAPULSE_FILES_DIR": "/nonexistent/a
 # -- section 2: every run is watched ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_failed_cli_ingests_alert_once_each_feed_the_breaker_and_resolve_on_success(home):
     from alphapulse_assets.monitoring.sensors import run_failure_alert_sensor, run_success_resolve_sensor
     from alphapulse_assets.recovery.config import load_recovery_config
@@ -125,6 +126,7 @@ def test_failed_cli_ingests_alert_once_each_feed_the_breaker_and_resolve_on_succ
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_signal_stops_a_cli_run_canceled_nonzero_nothing_written(home, signum, code):
     from alphapulse_assets_tests.fake_exchange import KLINES, FakeBinance
 
@@ -169,6 +171,7 @@ def _holds_training_slot(instance, run_id_holder: list) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_sigkilled_cadence_run_is_ended_and_its_slot_freed(home):
     from alphapulse_assets.definitions import defs
     from alphapulse_assets.monitoring.sensors import run_failure_alert_sensor
@@ -215,6 +218,7 @@ def test_sigkilled_cadence_run_is_ended_and_its_slot_freed(home):
     assert "nightly cadence, partition 2025-01-30" in proc.stdout and " in " in proc.stdout, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_ends_a_dead_run_before_it_starts(home):
     """Without the daemon: the next ``alphapulse run`` ends the SIGKILLed run itself and is not stuck."""
     proc = cli("ingest", "--start", "2025-01-01", "--end", "2025-01-31")
@@ -269,6 +273,7 @@ def test_a_cli_run_waiting_for_a_pool_slot_says_which_pool_and_which_run_holds_i
         assert "nightly cadence, partition 2025-01-30" in log.read_text()
 
 
+@pytest.mark.slow
 def test_sigterm_mid_training_cancels_and_leaves_no_partial_model(home):
     from alphapulse_assets.training.registry import ModelRegistry
 

@@ -99,6 +99,7 @@ def alphapulse(home: Path, *args: str, timeout: float = 120, **settings: str) ->
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_definitions_refuse_a_bad_breaker_setting_when_they_load(home):
     # Today the breaker sensor would fail on every tick while `status` says fine: refused at load instead.
     out = subprocess.run([str(BIN / "dagster"), "definitions", "validate", "-m", "alphapulse_assets.definitions"],
@@ -128,6 +129,7 @@ def test_a_non_positive_count_is_an_error_not_an_endless_loop(home, args):
     assert out.returncode == 2 and "must be at least 1" in out.stderr, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_demo_exits_non_zero_when_its_cadences_fail(home):
     # Two days of candles cannot feed any cadence: each one fails for missing days, and the demo says so.
     out = alphapulse(home, "demo", "--days", "2", "--end", "2024-03-02", timeout=300)
@@ -177,6 +179,7 @@ print("ok")
 '''
 
 
+@pytest.mark.slow
 def test_a_local_time_zone_moves_the_schedules_and_partitions_stay_utc_days(home, tmp_path):
     out = subprocess.run([sys.executable, "-c", BERLIN_SCRIPT, str(tmp_path / "candles")], cwd=home, timeout=180,
                          env=_env(home, ALPHAPULSE_TIMEZONE="Europe/Berlin",

@@ -112,6 +112,7 @@ def run_weekly(project, key):
                           resources=project["resources"], raise_on_error=False)
 
 
+@pytest.mark.slow
 def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the_champion(project):
     registry = project["resources"]["model_registry"].get()
     first = run_weekly(project, "2024-05-26")
@@ -170,6 +171,7 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     assert_reads_well(second_meta)
 
 
+@pytest.mark.slow
 def test_a_failed_cadence_keeps_every_champion_and_records_it(project, tmp_path):
     resources = dict(project["resources"], candle_store=CandleStoreResource(base_url=str(tmp_path / "empty")))
     result = dg.materialize(cadence_assets["weekly"], partition_key="2024-06-09", instance=project["instance"],
@@ -183,6 +185,7 @@ def test_a_failed_cadence_keeps_every_champion_and_records_it(project, tmp_path)
     assert registry.champion("ETHUSDT", "weekly").version == 1
 
 
+@pytest.mark.slow
 def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project, monkeypatch, tmp_path):
     monkeypatch.setenv("ALPHAPULSE_PLATFORM_DB_URL", f"sqlite:///{tmp_path}/platform.db")  # breakers live here
     instance = dg.DagsterInstance.ephemeral()
@@ -227,6 +230,7 @@ def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project,
     assert json.loads(ctx.cursor)["last_request"]["ETHUSDT"] == t0 + 24 * 3600 + 1
 
 
+@pytest.mark.slow
 def test_a_nightly_backfill_runs_many_days_in_one_run_in_order(project):
     """Six nightly partitions in one run: one version per symbol per day, warm-started along the chain."""
     result = dg.materialize(

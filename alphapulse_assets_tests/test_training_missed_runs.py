@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import dagster._daemon  # noqa: F401  (import order: the scheduler module needs the daemon package first)
+import pytest
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, ScheduleInstigatorData
 from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
@@ -34,6 +35,7 @@ def _tick(workspace_context, now: datetime) -> None:
         list(launch_scheduled_runs(workspace_context, logging.getLogger("test"), now, {}, max_catchup_runs=1))
 
 
+@pytest.mark.slow
 def test_nightly_catches_up_once_after_three_missed_nights():
     with dg.instance_for_test(synchronous_run_launcher=False) as instance:
         target = ModuleTarget(module_name="alphapulse_assets.definitions", attribute="defs",

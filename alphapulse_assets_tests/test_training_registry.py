@@ -74,7 +74,7 @@ class StepClock:
         return T0 + timedelta(minutes=self.calls)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path) -> str:
     if request.param == "postgres":
         return request.getfixturevalue("postgres_url")

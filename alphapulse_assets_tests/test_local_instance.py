@@ -102,6 +102,7 @@ def test_other_processes_write_while_this_one_holds_its_connections_open(tmp_pat
         assert len(instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]))) == 9
 
 
+@pytest.mark.slow
 def test_writer_killed_mid_run_leaves_every_database_intact_and_finished_runs_complete(tmp_path, monkeypatch):
     home = _home(tmp_path, monkeypatch)
     with dg.DagsterInstance.from_config(str(home)) as instance:

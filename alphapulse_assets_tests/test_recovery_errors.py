@@ -105,6 +105,7 @@ def _materialize(error, failures):
         return result, retries, failure
 
 
+@pytest.mark.slow
 def test_transient_fault_is_retried_with_backoff_and_recovers(monkeypatch):
     monkeypatch.setattr("time.sleep", lambda s: None)  # keep the test quick; the policy's delays are asserted below
     result, retries, _ = _materialize(TimeoutError("exchange timed out"), failures=2)

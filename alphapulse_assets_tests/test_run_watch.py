@@ -241,6 +241,7 @@ def test_cli_ends_a_dead_run_before_it_starts(home):
         assert instance.event_log_storage.get_concurrency_info("training").claimed_slots == []
 
 
+@pytest.mark.slow
 def test_a_cli_run_waiting_for_a_pool_slot_says_which_pool_and_which_run_holds_it(home):
     from alphapulse_assets.definitions import defs
     from alphapulse_assets.recovery.runs import owner_tags

@@ -40,6 +40,7 @@ def hourly():
     return resample_candles(base, "15m", "1h")
 
 
+@pytest.mark.slow
 def test_models_trained_on_shuffled_labels_are_never_promoted(hourly):
     """Repeat over seeds and symbols: the gate must reject every model trained on labels with no signal."""
     promoted, trials = 0, 0
@@ -54,6 +55,7 @@ def test_models_trained_on_shuffled_labels_are_never_promoted(hourly):
     assert promoted == 0
 
 
+@pytest.mark.slow
 def test_a_planted_informative_feature_leads_to_promotion(hourly):
     ds = make_dataset(hourly[hourly.symbol == "ETHUSDT"], WEEKLY)
     signal = ds.X["ret_z_4"].to_numpy()  # plant: the label follows a feature, with noise
@@ -266,6 +268,7 @@ def test_automatic_rollback_rule():
     assert not held and "only 100 newly labelled rows" in why
 
 
+@pytest.mark.slow
 def test_a_champion_that_degrades_on_new_data_is_rolled_back(hourly, tmp_path):
     from alphapulse_assets.training.cadence import promote, train_symbol
     from alphapulse_assets.training.registry import ModelRegistry

@@ -174,6 +174,7 @@ def _gbm():
     return HistGradientBoostingClassifier(max_iter=30, learning_rate=0.1, max_depth=2, min_samples_leaf=1000, random_state=0)
 
 
+@pytest.mark.slow
 def test_shuffled_label_models_are_rarely_significant():
     candles, X, y, _, _ = _sample_xy(60, ["BTCUSDT", "ETHUSDT"])
     fast_model = lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=200))  # noqa: E731
@@ -205,6 +206,7 @@ def test_bootstrap_holds_its_level_where_an_iid_test_does_not():
     assert iid_hits >= 2 * max(boot_hits, 3)
 
 
+@pytest.mark.slow
 def test_end_to_end_edge_is_significant_with_more_data():
     """120 days of all 5 default symbols: the same pipeline's edge is significant at 5%."""
     candles, X, y, _, _ = _sample_xy(120, ["BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT"])

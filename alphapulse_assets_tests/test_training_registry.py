@@ -522,6 +522,7 @@ _WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_concurrent_registrations_get_distinct_versions(tmp_path, db_url):
     root = tmp_path / "models"
     ModelRegistry(str(root), db_url)  # tables exist before the race

@@ -244,6 +244,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_status_on_a_full_disk_is_critical_and_does_not_crash(small_disk):
     """The instance's disk fills up: ``status`` (the real command) still answers, critical, exit 2."""
     home = small_disk

@@ -148,12 +148,21 @@ def ingest(start: date, end: date, *, days_per_run: int = 92, out=sys.stdout) ->
             raise SystemExit(f"alphapulse: ingestion of {a}..{b} failed (run {result.run_id}): {reason}")
         mats = result.asset_materializations_for_node("market_candles")
         rows = sum(int(m.metadata["rows"].value) for m in mats)  # one materialization per day, with its rows
-        failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+        failed = _failed_check_days(result.get_asset_check_evaluations())
         totals["candles"] += rows
         totals["failed_checks"] += [f"{c} ({a}..{b})" for c in failed]
-        flag = f", checks not passed: {', '.join(failed)}" if failed else ""
+        flag = f", checks not passed: {', '.join(f'{c} on {n} day(s)' for c, n in failed.items())}" if failed else ""
         print(f"ok: {rows:,} candles in {time.perf_counter() - t0:.1f}s{flag}", flush=True, file=out)
     return totals
+
+
+def _failed_check_days(evaluations) -> dict[str, int]:
+    """{check: days it failed}; each day has its own verdict, and the run's whole range one more."""
+    days: dict[str, set] = {}
+    for e in evaluations:
+        if not e.passed:
+            days.setdefault(e.check_name, set()).add(e.partition)
+    return {check: len(parts - {None}) or 1 for check, parts in days.items()}
 
 
 def run_cadence(name: str, partition_key: str | None = None, *, out=sys.stdout):

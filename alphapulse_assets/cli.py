@@ -422,6 +422,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def load_code_location():
+    """(ok, text, check keys): import the definitions the daemon and web UI load."""
+    try:
+        # Imported here: a definitions module that fails to import is reported by `status`, not a crash.
+        from alphapulse_assets.definitions import defs
+
+        repo = defs.get_repository_def()
+        keys = list(repo.asset_graph.asset_check_keys)
+        return True, f"loaded: {len(list(repo.asset_graph.get_all_asset_keys()))} assets, {len(repo.sensor_defs)} sensors", keys
+    except Exception as exc:  # noqa: BLE001 - a broken code location is a finding, not a crash
+        return False, f"cannot load alphapulse_assets.definitions: {type(exc).__name__}: {exc}"[:400], []
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Health, breakers, cadences, champions, alerts and resources; exit 2 when critical (a probe)."""
     _prepare_home()
@@ -441,7 +454,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - a full disk or a broken database is a finding, not a crash
         status = unopenable_instance_status(exc)
     else:
-        status = collect_status(instance, check_sources=not args.no_sources)
+        status = collect_status(instance, load_code_location, check_sources=not args.no_sources)
     print(json.dumps(status, indent=2, default=str) if args.json else render_status(status))
     return exit_code(status)
 

@@ -28,11 +28,11 @@ from typing import Annotated, Any, Iterator, Literal, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from alphapulse_assets.market_data.schema import timeframe_to_timedelta
 from alphapulse_assets.recovery.errors import DataValidationError
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT")
@@ -40,6 +40,18 @@ DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT")
 
 class SettingsError(DataValidationError):
     """A setting is invalid. The message names each environment variable and its bad value."""
+
+
+# Bar sizes: the grammar every timeframe setting and the candle schema share.
+TIMEFRAME_UNITS = {"m": "min", "h": "h", "d": "D", "w": "W"}
+
+
+def timeframe_to_timedelta(timeframe: str) -> pd.Timedelta:
+    """'15m' -> 15 minutes, '1h', '4h', '1d'. Raises ValueError naming the bad value."""
+    tf = timeframe.strip().lower()
+    if len(tf) < 2 or tf[-1] not in TIMEFRAME_UNITS or not tf[:-1].isdigit() or int(tf[:-1]) <= 0:
+        raise ValueError(f"unknown bar size {timeframe!r}: use a number and one of m, h, d, w (e.g. 15m, 1h, 1d)")
+    return pd.Timedelta(int(tf[:-1]), unit=TIMEFRAME_UNITS[tf[-1]])
 
 
 def _timeframe(value: str) -> str:
@@ -329,7 +341,7 @@ class AlertSettings(BaseModel):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
     min_severity: MinSeverity = MinSeverity()
-    # De-duplication: an unchanged alert is sent again after this long (monitoring/alerts.py DEFAULT_REPEAT_INTERVAL).
+    # De-duplication: an unchanged alert is sent again after this long (alerting/alerts.py DEFAULT_REPEAT_INTERVAL).
     repeat_seconds: float = Field(4 * 3600.0, ge=0, allow_inf_nan=False)
     group_window_seconds: float = Field(60.0, ge=0, allow_inf_nan=False)
     timeout_seconds: float = Field(5.0, ge=0, allow_inf_nan=False)

@@ -12,9 +12,9 @@ from alphapulse_assets.market_data.resources import MarketDataResource, Partitio
 from alphapulse_assets.market_data.sources import register_source
 from alphapulse_assets.market_data.sources.base import CandleSource
 from alphapulse_assets.market_data.sources.sample import SampleSource
-from alphapulse_assets.monitoring.alert_store import AlertStore
-from alphapulse_assets.monitoring.alerts import AlertRouter, Notification
-from alphapulse_assets.monitoring.channels import Channel
+from alphapulse_assets.alerting.alert_store import AlertStore
+from alphapulse_assets.alerting.alerts import AlertRouter, Notification
+from alphapulse_assets.alerting.channels import Channel
 from alphapulse_assets.recovery.errors import SystemResourceError, TransientError, UnknownSymbolError
 from alphapulse_assets_tests.clock import FakeClock  # noqa: F401  (re-exported for the recovery tests)
 

@@ -11,10 +11,10 @@ import threading
 
 import pytest
 
-from alphapulse_assets.monitoring import alert_store as st
-from alphapulse_assets.monitoring.alert_store import AlertStore
-from alphapulse_assets.monitoring.alerts import Alert, AlertRouter, build_router_from_env, inhibition_key
-from alphapulse_assets.monitoring.channels import (
+from alphapulse_assets.alerting import alert_store as st
+from alphapulse_assets.alerting.alert_store import AlertStore
+from alphapulse_assets.alerting.alerts import Alert, AlertRouter, build_router_from_env, inhibition_key
+from alphapulse_assets.alerting.channels import (
     Channel,
     EmailChannel,
     JsonWebhookChannel,
@@ -371,7 +371,7 @@ def test_each_channel_has_a_minimum_severity(db_url, clock):
 def test_a_failing_channel_does_not_block_the_others_and_is_retried_next_time(db_url, clock, caplog):
     good, bad = Recorder("chat"), Recorder("pager", fail=True)
     router = make_router(db_url, clock, bad, good)
-    with caplog.at_level("WARNING", logger="alphapulse_assets.monitoring.alerts"):
+    with caplog.at_level("WARNING", logger="alphapulse_assets.alerting.alerts"):
         outcomes = router.raise_alert(crit())
     assert sorted((o.channel, o.result) for o in outcomes) == [("chat", "sent"), ("pager", "failed")]
     assert good.keys == [["cpu"]]

@@ -19,9 +19,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from alphapulse_assets.monitoring.alert_store import AlertStore
-from alphapulse_assets.monitoring.alerts import Alert, AlertRouter, Notification
-from alphapulse_assets.monitoring.channels import (
+from alphapulse_assets.alerting.alert_store import AlertStore
+from alphapulse_assets.alerting.alerts import Alert, AlertRouter, Notification
+from alphapulse_assets.alerting.channels import (
     EmailChannel,
     JsonWebhookChannel,
     LogChannel,
@@ -371,7 +371,7 @@ def test_a_failing_channel_does_not_stop_the_others_and_secrets_stay_out_of_logs
     failures = {f.channel: f.detail for f in router.store.delivery_failures()}
     assert set(failures) == {"slack", "pager"}
     assert "HTTP 500" in failures["slack"] and "unreachable" in failures["pager"]
-    warnings = [r.getMessage() for r in caplog.records if r.name == "alphapulse_assets.monitoring.alerts"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "alphapulse_assets.alerting.alerts"]
     assert any("slack" in m and "HTTP 500" in m for m in warnings)
     assert any("pager" in m for m in warnings)
 

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
-from alphapulse_assets.monitoring.alert_store import AlertStore
+from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets.monitoring.report import (
     RunRecord,
     StepRecord,

@@ -19,7 +19,7 @@ from dagster._core.events import DagsterEventType
 from dagster._daemon.types import DaemonHeartbeat
 
 from alphapulse_assets.monitoring import health as hl
-from alphapulse_assets.monitoring.alert_store import AlertStore
+from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets.monitoring.metrics import Counters, ResourceSample, ResourceSampler, SampleStore
 from alphapulse_assets.monitoring.sensors import (
     HEALTH,

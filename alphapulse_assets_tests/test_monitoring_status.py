@@ -170,7 +170,7 @@ def test_a_past_cpu_spike_does_not_keep_status_critical_and_a_sustained_one_does
     is not critical. CPU at 97 % for the last 16 minutes (sampled every 30 s): critical, and it says why."""
     import time
 
-    from alphapulse_assets.monitoring.alert_store import AlertStore
+    from alphapulse_assets.alerting.alert_store import AlertStore
     from alphapulse_assets.recovery.errors import Severity
 
     make_healthy(project)
@@ -211,8 +211,8 @@ def ingest_stub():
 def test_status_after_a_disk_full_failure_says_critical_system_error(project, capsys):
     """A run failed on a full disk: the alert is critical (a system error, not a transient database fault),
     and ``status`` shows it, exits 2, and does not crash."""
-    from alphapulse_assets.monitoring.alert_store import AlertStore
-    from alphapulse_assets.monitoring.alerts import build_router_from_env
+    from alphapulse_assets.alerting.alert_store import AlertStore
+    from alphapulse_assets.alerting.alerts import build_router_from_env
     from alphapulse_assets.monitoring.sensors import run_failure_alert
 
     make_healthy(project)

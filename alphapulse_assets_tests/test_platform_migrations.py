@@ -18,8 +18,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from alphapulse_assets import platform_db
-from alphapulse_assets.monitoring import alert_store, metrics
-from alphapulse_assets.monitoring.alert_store import AlertStore
+from alphapulse_assets.alerting import alert_store
+from alphapulse_assets.alerting.alert_store import AlertStore
+from alphapulse_assets.monitoring import metrics
 from alphapulse_assets.monitoring.metrics import SampleStore
 from alphapulse_assets.platform_db import MIGRATIONS_DIR, VERSION_TABLE, engine_for, head_revisions, migrate
 from alphapulse_assets.recovery import breaker_store

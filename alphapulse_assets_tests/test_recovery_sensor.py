@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pytest
 
-from alphapulse_assets.monitoring.alerts import iso_utc
+from alphapulse_assets.alerting.alerts import iso_utc
 from alphapulse_assets.recovery.breaker_store import BreakerStore
 from alphapulse_assets.recovery.config import DEPENDENCY_TAG, load_recovery_config
 from alphapulse_assets.recovery.gating import gate_run_request

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 
 from alphapulse_assets import cli
-from alphapulse_assets.monitoring.alert_store import AlertStore
+from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets.platform_db import engine_for
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.champion_events import ChampionChangeReporter, artifact_alert_key

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from alphapulse_assets.monitoring.alert_store import AlertStore
+from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets.platform_db import platform_db_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def test_failed_cli_ingests_alert_once_each_feed_the_breaker_and_resolve_on_succ
     from alphapulse_assets.recovery.config import load_recovery_config
     from alphapulse_assets.recovery.gating import default_store
     from alphapulse_assets.recovery.sensors import evaluate_tick
-    from alphapulse_assets.monitoring.alerts import build_router_from_env
+    from alphapulse_assets.alerting.alerts import build_router_from_env
     from alphapulse_assets.definitions import defs
 
     with dg.DagsterInstance.get() as instance:

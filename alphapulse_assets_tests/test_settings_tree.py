@@ -3,7 +3,7 @@
 
 import pytest
 
-from alphapulse_assets.monitoring.alerts import build_router_from_env
+from alphapulse_assets.alerting.alerts import build_router_from_env
 from alphapulse_assets.recovery.config import load_recovery_config
 from alphapulse_assets.settings import LEGACY_NAMES, SettingsError, env_tree, load_settings
 

@@ -29,9 +29,9 @@ import dagster as dg  # noqa: E402
 from dagster import DagsterEvent, DagsterEventType  # noqa: E402
 from dagster._core.test_utils import create_run_for_test  # noqa: E402
 
-from alphapulse_assets.monitoring.alert_store import AlertStore  # noqa: E402
-from alphapulse_assets.monitoring.alerts import AlertRouter  # noqa: E402
-from alphapulse_assets.monitoring.channels import LogChannel  # noqa: E402
+from alphapulse_assets.alerting.alert_store import AlertStore  # noqa: E402
+from alphapulse_assets.alerting.alerts import AlertRouter  # noqa: E402
+from alphapulse_assets.alerting.channels import LogChannel  # noqa: E402
 from alphapulse_assets.recovery.breaker_store import BreakerStore  # noqa: E402
 from alphapulse_assets.recovery.config import load_recovery_config  # noqa: E402
 from alphapulse_assets.recovery.sensors import build_breaker_sensor  # noqa: E402

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 
 from alphapulse_assets.recovery.errors import DataValidationError
+from alphapulse_assets.settings import TIMEFRAME_UNITS, timeframe_to_timedelta  # noqa: F401 (imported from here too)
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 NUMERIC_COLUMNS = (*PRICE_COLUMNS, "volume")
@@ -56,21 +57,10 @@ COLUMN_ALIASES: Mapping[str, tuple[str, ...]] = {
     "volume": ("volume", "v", "vol", "base_volume", "volume_base", "tick volume", "tickvol", "qty"),
 }
 
-_TIMEFRAME_UNITS = {"m": "min", "h": "h", "d": "D", "w": "W"}
-
-
-def timeframe_to_timedelta(timeframe: str) -> pd.Timedelta:
-    """'15m' -> 15 minutes, '1h', '4h', '1d'. Raises ValueError naming the bad value."""
-    tf = timeframe.strip().lower()
-    if len(tf) < 2 or tf[-1] not in _TIMEFRAME_UNITS or not tf[:-1].isdigit() or int(tf[:-1]) <= 0:
-        raise ValueError(f"unknown bar size {timeframe!r}: use a number and one of m, h, d, w (e.g. 15m, 1h, 1d)")
-    return pd.Timedelta(int(tf[:-1]), unit=_TIMEFRAME_UNITS[tf[-1]])
-
-
 def pandas_freq(timeframe: str) -> str:
     tf = timeframe.strip().lower()
     timeframe_to_timedelta(tf)
-    return f"{int(tf[:-1])}{_TIMEFRAME_UNITS[tf[-1]]}"
+    return f"{int(tf[:-1])}{TIMEFRAME_UNITS[tf[-1]]}"
 
 
 def day_bounds(day: date | str) -> tuple[pd.Timestamp, pd.Timestamp]:

@@ -16,12 +16,19 @@ import dagster as dg
 import sqlalchemy as sa
 from dagster import DagsterEventType
 
+from alphapulse_assets.alerting.alert_store import AlertStore
+from alphapulse_assets.market_data.sources import build_source
 from alphapulse_assets.monitoring import health as hl
+from alphapulse_assets.monitoring.metrics import SampleStore
 from alphapulse_assets.monitoring.report import DecisionRecord, RunRecord, StepRecord, TripRecord
+from alphapulse_assets.monitoring.thresholds import DEFAULT_RULES
 from alphapulse_assets.platform_db import engine_for, platform_db_url, redact
+from alphapulse_assets.recovery.breaker_store import BreakerStore
 from alphapulse_assets.recovery.errors import ErrorClass, FailureRecord, classify, classify_run
 from alphapulse_assets.recovery.policies import step_failure_record
 from alphapulse_assets.settings import AlphaPulseSettings, MonitoringSettings, get_settings
+from alphapulse_assets.training.assets import ModelRegistryResource, partitions_for
+from alphapulse_assets.training.registry import ArtifactIntegrityError
 
 CADENCE_NAMES = ("nightly", "weekly", "monthly")
 # Checks shown in the health status but alerted on elsewhere, so that one problem makes one alert:
@@ -101,8 +108,6 @@ def platform_db_check(url: str) -> hl.CheckResult:
 
 def champion_files_check(url: str) -> hl.CheckResult:
     """Every champion's model file against its recorded digest (read and hashed, never deserialised)."""
-    from alphapulse_assets.training.assets import ModelRegistryResource
-    from alphapulse_assets.training.registry import ArtifactIntegrityError
 
     registry = ModelRegistryResource(db_url=url).get()
     refused = []
@@ -138,8 +143,6 @@ def disk_checks(mount_points: Sequence[str], ps=None) -> list[hl.CheckResult]:
 
 
 def source_results(settings: AlphaPulseSettings, timeout: float) -> dict[str, str | None]:
-    from alphapulse_assets.market_data.sources import build_source
-
     results: dict[str, str | None] = {}
     for name in settings.sources:
         results[name] = _with_timeout(lambda n=name: build_source(n, settings).check_reachable(), timeout)
@@ -147,8 +150,6 @@ def source_results(settings: AlphaPulseSettings, timeout: float) -> dict[str, st
 
 
 def _partitions(cadence: str):
-    from alphapulse_assets.training.assets import partitions_for
-
     return partitions_for(cadence)
 
 
@@ -179,8 +180,6 @@ def freshness(instance: dg.DagsterInstance, cadence: str, now: float, settings: 
 
 
 def breaker_states(url: str) -> dict[str, dict]:
-    from alphapulse_assets.recovery.breaker_store import BreakerStore
-
     out = {}
     for name, state in BreakerStore(url).all().items():
         out[name] = {
@@ -196,8 +195,6 @@ def breaker_states(url: str) -> dict[str, dict]:
 def resource_series(url: str, now: float, msettings: MonitoringSettings) -> tuple[dict, float]:
     """[(at, value)] per rule metric from the stored samples long enough to judge them; and the gap
     between samples beyond which they say nothing (three sampling intervals)."""
-    from alphapulse_assets.monitoring.metrics import SampleStore
-    from alphapulse_assets.monitoring.thresholds import DEFAULT_RULES
 
     max_gap = 3.0 * msettings.metrics_interval_seconds
     reach = max(DEFAULT_RULES[m].for_seconds for m in hl.RESOURCE_METRICS) + max_gap
@@ -206,8 +203,6 @@ def resource_series(url: str, now: float, msettings: MonitoringSettings) -> tupl
 
 
 def open_alerts(url: str) -> list[dict]:
-    from alphapulse_assets.monitoring.alert_store import AlertStore
-
     return [
         {"key": a.key, "severity": a.severity.value, "title": a.title, "source": a.source,
          "first_at": a.first_at, "last_at": a.last_at, "inhibited": a.inhibited}
@@ -334,16 +329,12 @@ def cadence_runs(instance: dg.DagsterInstance, cadence: str, start: float, end: 
 
 
 def decisions(url: str, start: float, end: float) -> list[DecisionRecord]:
-    from alphapulse_assets.training.assets import ModelRegistryResource
-
     lo, hi = datetime.fromtimestamp(start, tz=timezone.utc), datetime.fromtimestamp(end, tz=timezone.utc)
     return [DecisionRecord(d.cadence, d.symbol, d.action, d.at.timestamp())
             for d in ModelRegistryResource(db_url=url).get().decisions_between(lo, hi)]
 
 
 def breaker_trips(url: str, start: float, end: float) -> list[TripRecord]:
-    from alphapulse_assets.recovery.breaker_store import BreakerStore
-
     events = BreakerStore(url).events(since=start, limit=100_000)
     return [TripRecord(e.name, e.at, e.reason) for e in events
             if e.at < end and e.to_state == "open"]  # tripped by failures; a forced open is an operator's act
@@ -371,18 +362,15 @@ def last_runs(instance: dg.DagsterInstance) -> dict[str, dict | None]:
 
 def latest_check_executions(instance: dg.DagsterInstance, check_keys) -> dict:
     """The newest *completed* evaluation of each check that has one: {check_key: facts}."""
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as S
-
-    if not check_keys:
-        return {}
     out = {}
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
-    for key, rec in latest.items():
-        if rec.status not in (S.SUCCEEDED, S.FAILED) or rec.event is None:
-            continue  # planned or still running: handled when it completes
+    for key in check_keys or ():
+        rec = instance.get_latest_asset_check_evaluation_record(key)
+        # Status values of Dagster's check record: PLANNED (still running), SUCCEEDED, FAILED.
+        if rec is None or rec.status.value not in ("SUCCEEDED", "FAILED") or rec.event is None:
+            continue  # never run, planned or still running: handled when it completes
         ev = rec.event.dagster_event.event_specific_data
         out[key] = {
-            "id": rec.id, "status": rec.status.value, "passed": rec.status == S.SUCCEEDED,
+            "id": rec.id, "status": rec.status.value, "passed": rec.status.value == "SUCCEEDED",
             "severity": ev.severity.value, "description": ev.description or "", "at": rec.event.timestamp,
             "run_id": rec.run_id, "partition": rec.partition,
         }

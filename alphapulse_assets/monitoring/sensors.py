@@ -27,9 +27,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from alphapulse_assets.alerting.alert_store import AlertStore
+from alphapulse_assets.alerting.alerts import Alert, AlertRouter, build_router_from_env
 from alphapulse_assets.atomic_files import atomic_write
 from alphapulse_assets.monitoring import probes
-from alphapulse_assets.monitoring.alerts import Alert, AlertRouter, build_router_from_env
 from alphapulse_assets.monitoring.health import Status
 from alphapulse_assets.monitoring.metrics import Counters, ResourceSampler, SampleStore
 from alphapulse_assets.monitoring.report import build_report, render_markdown, report_alerts
@@ -37,6 +38,7 @@ from alphapulse_assets.monitoring.thresholds import DEFAULT_RULES, RuleState, ev
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery.errors import Severity, classify_run
 from alphapulse_assets.settings import get_settings, load_settings
+from alphapulse_assets.training.promotion import GATE_CHECK
 
 HOST_RESOURCES = dg.AssetKey(["platform", "host_resources"])
 HEALTH = dg.AssetKey(["platform", "health"])
@@ -231,8 +233,6 @@ GATE_ASSET_PREFIX = "models/"
 def check_alert_severity(asset: str, check_name: str, check_severity: str) -> Severity:
     """A promotion gate rejecting a challenger is news, not a fault (the champion keeps serving): info.
     Other checks: their own severity (WARN -> warning, ERROR -> error)."""
-    from alphapulse_assets.training.promotion import GATE_CHECK
-
     if asset.startswith(GATE_ASSET_PREFIX) and check_name == GATE_CHECK:
         return Severity.INFO
     return Severity.WARNING if check_severity.upper() == "WARN" else Severity.ERROR
@@ -337,8 +337,6 @@ def _no_step_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
 
 def resolve_run_alert(job_name: str, router_factory: RouterFactory = default_router) -> bool:
     """A job's success resolves its open run-failure alert; True when there was one."""
-    from alphapulse_assets.monitoring.alert_store import AlertStore
-
     key = run_alert_key(job_name)
     if AlertStore(platform_db_url()).open_alert(key) is None:
         return False

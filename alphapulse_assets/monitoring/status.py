@@ -7,6 +7,7 @@ turns it into the screen; ``exit_code`` is 2 when health is critical, so the com
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -14,29 +15,17 @@ import dagster as dg
 from alphapulse_assets.monitoring import health as hl
 from alphapulse_assets.monitoring import probes
 from alphapulse_assets.monitoring.health import Status
+from alphapulse_assets.monitoring.metrics import ResourceSampler, SampleStore
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.settings import get_settings
+from alphapulse_assets.training.assets import ModelRegistryResource
 
 CRITICAL_EXIT = 2
 # A stored sample older than this means the resource sensor is not running: show a live one instead.
 SAMPLE_STALE_SECONDS = 300.0
 
 
-def _load_code_location():
-    """(ok, text, check keys): import the definitions the daemon and web UI load."""
-    try:
-        from alphapulse_assets.definitions import defs
-
-        repo = defs.get_repository_def()
-        keys = list(repo.asset_graph.asset_check_keys)
-        return True, f"loaded: {len(list(repo.asset_graph.get_all_asset_keys()))} assets, {len(repo.sensor_defs)} sensors", keys
-    except Exception as exc:  # noqa: BLE001 - a broken code location is a finding, not a crash
-        return False, f"cannot load alphapulse_assets.definitions: {type(exc).__name__}: {exc}"[:400], []
-
-
 def _champions(url: str) -> list[dict]:
-    from alphapulse_assets.training.assets import ModelRegistryResource
-
     out = []
     for mv, since in ModelRegistryResource(db_url=url).get().champions_since():
         metrics = mv.info.get("metrics", {})
@@ -47,8 +36,6 @@ def _champions(url: str) -> list[dict]:
 
 
 def _resources(url: str, now: float, instance_home: str | None = None) -> dict | None:
-    from alphapulse_assets.monitoring.metrics import ResourceSampler, SampleStore
-
     sample = SampleStore(url).latest()
     source = "stored by resource_metrics_sensor"
     if sample is None or now - sample.at > SAMPLE_STALE_SECONDS:
@@ -61,10 +48,12 @@ def _resources(url: str, now: float, instance_home: str | None = None) -> dict |
     return {**sample.to_dict(), "age_seconds": max(0.0, now - sample.at), "source": source}
 
 
-def collect_status(instance: dg.DagsterInstance, *, now: float | None = None, check_sources: bool = True) -> dict:
+def collect_status(instance: dg.DagsterInstance, code_location: Callable[[], tuple[bool, str, list]], *,
+                   now: float | None = None, check_sources: bool = True) -> dict:
+    """``code_location()`` loads the definitions: (ok, text, check keys); the caller owns that import."""
     now = time.time() if now is None else now
     url = platform_db_url()
-    ok, text, check_keys = _load_code_location()
+    ok, text, check_keys = code_location()
     report, facts = probes.collect_health(instance, now=now, code_location=(ok, text), db_url=url,
                                           check_sources=check_sources)
     status: dict = {"at": now, "health": report.to_dict(), "breakers": facts["breakers"],

@@ -20,7 +20,10 @@ import os
 import sys
 from collections.abc import Callable
 
-from alphapulse_assets.monitoring.alerts import iso_utc
+from alphapulse_assets.alerting.alerts import iso_utc
+from alphapulse_assets.recovery import breaker as bk
+from alphapulse_assets.recovery.config import load_recovery_config
+from alphapulse_assets.recovery.gating import default_store
 
 
 def _operator() -> str:
@@ -59,9 +62,6 @@ def cmd_breaker(args: argparse.Namespace, prepare: Callable[[], object] | None =
     out = out or sys.stdout
     if prepare is not None:
         prepare()
-    from alphapulse_assets.recovery import breaker as bk
-    from alphapulse_assets.recovery.config import load_recovery_config
-    from alphapulse_assets.recovery.gating import default_store
 
     store = default_store()
     config = load_recovery_config()

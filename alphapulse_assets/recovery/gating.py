@@ -26,7 +26,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from alphapulse_assets.monitoring.alerts import iso_utc
+from alphapulse_assets.alerting.alerts import iso_utc
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery.breaker import BreakerState, CircuitState
 from alphapulse_assets.recovery.breaker_store import BreakerStore

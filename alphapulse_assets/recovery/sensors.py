@@ -37,7 +37,7 @@ from functools import lru_cache
 import dagster as dg
 from dagster import DagsterEventType
 
-from alphapulse_assets.monitoring.alerts import Alert, AlertRouter, build_router_from_env, iso_utc
+from alphapulse_assets.alerting.alerts import Alert, AlertRouter, build_router_from_env, iso_utc
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery import breaker as bk
 from alphapulse_assets.recovery.breaker import BreakerState, CircuitState
@@ -51,6 +51,7 @@ from alphapulse_assets.recovery.config import (
 )
 from alphapulse_assets.recovery.errors import DataValidationError, Severity
 from alphapulse_assets.recovery.escalation import EscalationState, observe
+from alphapulse_assets.recovery.gating import default_store
 from alphapulse_assets.recovery.outcomes import Outcome, StepFailure, run_outcomes
 from alphapulse_assets.recovery.policies import step_failure_record
 
@@ -415,8 +416,6 @@ def build_breaker_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
     """The breaker sensor; tests inject the store, router, configuration and clock."""
-    from alphapulse_assets.recovery.gating import default_store
-
     @dg.sensor(
         name=name,
         minimum_interval_seconds=minimum_interval_seconds,

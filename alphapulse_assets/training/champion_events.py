@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from alphapulse_assets.monitoring.alerts import Alert, build_router_from_env
+from alphapulse_assets.alerting.alerts import Alert, build_router_from_env
 from alphapulse_assets.recovery.errors import Severity
 from alphapulse_assets.training.display import champion_fields
 from alphapulse_assets.training.metadata import as_metadata

@@ -10,7 +10,7 @@ import time
 import dagster as dg
 import pytest
 
-from alphapulse_assets.monitoring.alert_store import AlertStore
+from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets_tests.dagster_harness import BIN_DIR
 from alphapulse_assets_tests.e2e.test_e2e_faults import latest_key
 

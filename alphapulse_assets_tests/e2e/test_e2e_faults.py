@@ -220,7 +220,7 @@ def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(live_depl
     from sklearn.preprocessing import StandardScaler
     import numpy as np
 
-    from alphapulse_assets.monitoring.alert_store import AlertStore
+    from alphapulse_assets.alerting.alert_store import AlertStore
 
     d = live_deployment
     instance = d.instance()

@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 
 from alphapulse_assets.market_data.storage import ParquetPartitionStore
-from alphapulse_assets.monitoring.alert_store import RAISED, RESOLVED, AlertStore
+from alphapulse_assets.alerting.alert_store import RAISED, RESOLVED, AlertStore
 from alphapulse_assets.training.registry import ModelRegistry
 from alphapulse_assets_tests.dagster_harness import UNFINISHED_STATUSES, RunSummary
 from alphapulse_assets_tests.e2e.conftest import START, SYMBOLS, YESTERDAY, cadence_setting, seeded_deployment

@@ -36,7 +36,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
@@ -51,9 +51,7 @@ from alphapulse_assets.recovery.errors import (
     TransientError,
     UnknownSymbolError,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from alphapulse_assets.settings import AlphaPulseSettings
+from alphapulse_assets.settings import AlphaPulseSettings
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from urllib.parse import urlsplit
 
-from alphapulse_assets.monitoring.alerts import Alert, Notification, iso_utc, parse_severity
+from alphapulse_assets.alerting.messages import Alert, Notification, iso_utc, parse_severity
 from alphapulse_assets.recovery.errors import (
     AuthenticationError,
     PermanentError,

@@ -31,151 +31,35 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Literal
 
-from alphapulse_assets.monitoring import alert_store as st
-from alphapulse_assets.monitoring.alert_store import AlertStore, OpenAlert
+from alphapulse_assets.alerting import alert_store as st
+from alphapulse_assets.alerting.alert_store import AlertStore, OpenAlert
+from alphapulse_assets.alerting.channels import (
+    Channel,
+    EmailChannel,
+    JsonWebhookChannel,
+    LogChannel,
+    SlackWebhookChannel,
+)
+from alphapulse_assets.alerting.messages import (  # noqa: F401 (Alert, Notification, iso_utc: imported from here too)
+    GROUP_LABEL,
+    SEVERITY_RANK,
+    Alert,
+    Notification,
+    iso_utc,
+    parse_severity,
+)
 from alphapulse_assets.recovery.errors import DataValidationError, PermanentError, Severity
 from alphapulse_assets.settings import AlertSettings, env_name, load_settings
 
-if TYPE_CHECKING:  # channels import this module; the router only needs the interface
-    from alphapulse_assets.monitoring.channels import Channel
-    from alphapulse_assets.monitoring.thresholds import AlertEvent
-
 logger = logging.getLogger(__name__)
 
-SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2, Severity.CRITICAL: 3}
 DEFAULT_REPEAT_INTERVAL = 4 * 3600.0
 DEFAULT_GROUP_WINDOW = 60.0
-GROUP_LABEL = "group"
 INHIBIT_LABEL = "inhibit_key"
-
-
-def parse_severity(value: Severity | str, *, where: str) -> Severity:
-    if isinstance(value, Severity):
-        return value
-    try:
-        return Severity(str(value).strip().lower())
-    except ValueError:
-        names = ", ".join(s.value for s in Severity)
-        raise DataValidationError(f"unknown severity {value!r}; expected one of {names}", where=where) from None
-
-
-def iso_utc(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One alert. ``key`` identifies the problem (de-duplication, resolution); ``at`` is epoch seconds
-    (``None``: the router's clock at the time it is raised)."""
-
-    key: str
-    severity: Severity
-    title: str
-    body: str = ""
-    source: str = "alphapulse"
-    labels: dict[str, str] = field(default_factory=dict)
-    at: float | None = None
-    status: Literal["firing", "resolved"] = "firing"
-
-    def __post_init__(self) -> None:
-        where = f"Alert({self.key!r})"
-        if not self.key or not isinstance(self.key, str):
-            raise DataValidationError("an alert needs a non-empty string key", where="Alert")
-        object.__setattr__(self, "severity", parse_severity(self.severity, where=where))
-        if self.status not in ("firing", "resolved"):
-            raise DataValidationError(f"status must be 'firing' or 'resolved', not {self.status!r}", where=where)
-        object.__setattr__(self, "labels", {str(k): str(v) for k, v in (self.labels or {}).items()})
-
-    @property
-    def group(self) -> str | None:
-        return self.labels.get(GROUP_LABEL) or None
-
-    @classmethod
-    def from_event(
-        cls,
-        event: AlertEvent,
-        *,
-        key: str | None = None,
-        labels: dict[str, str] | None = None,
-        source: str = "thresholds",
-        body: str | None = None,
-    ) -> Alert:
-        """The alert for a threshold event; the key defaults to ``threshold:<metric>``."""
-        return cls(
-            key=key or f"threshold:{event.metric}",
-            severity=event.severity,
-            title=event.title,
-            body=body if body is not None else f"{event.metric} = {event.value:g} (threshold {event.threshold:g})",
-            source=source,
-            labels=dict(labels or {}),
-            at=event.at,
-            status=event.status,
-        )
-
-    @classmethod
-    def from_open(cls, row: OpenAlert) -> Alert:
-        return cls(row.key, row.severity, row.title, row.body, row.source, dict(row.labels), row.last_at)
-
-
-@dataclass(frozen=True)
-class Notification:
-    """What a channel sends: one alert, or a group of alerts raised together."""
-
-    alerts: tuple[Alert, ...]
-    group: str | None = None
-
-    @property
-    def severity(self) -> Severity:
-        return max((a.severity for a in self.alerts), key=SEVERITY_RANK.__getitem__)
-
-    @property
-    def status(self) -> Literal["firing", "resolved"]:
-        return "resolved" if all(a.status == "resolved" for a in self.alerts) else "firing"
-
-    @property
-    def key(self) -> str:
-        return self.alerts[0].key if len(self.alerts) == 1 else f"group:{self.group}"
-
-    @property
-    def at(self) -> float:
-        return max(a.at or 0.0 for a in self.alerts)
-
-    @property
-    def common_labels(self) -> dict[str, str]:
-        first = self.alerts[0].labels
-        return {k: v for k, v in first.items() if all(a.labels.get(k) == v for a in self.alerts[1:])}
-
-    @property
-    def title(self) -> str:
-        if len(self.alerts) == 1:
-            return self.alerts[0].title
-        firing = sum(a.status == "firing" for a in self.alerts)
-        parts = [f"{firing} firing"] if firing else []
-        if len(self.alerts) - firing:
-            parts.append(f"{len(self.alerts) - firing} resolved")
-        return f"{len(self.alerts)} alerts in group {self.group}: {', '.join(parts)}"
-
-    @property
-    def subject(self) -> str:
-        tag = "RESOLVED" if self.status == "resolved" else self.severity.value.upper()
-        return f"[{tag}] {self.title}"
-
-    def body_text(self) -> str:
-        """Plain text for email and logs: each alert's status, severity, title, body, source and time."""
-        blocks = []
-        for a in self.alerts:
-            head = f"[{'RESOLVED' if a.status == 'resolved' else a.severity.value.upper()}] {a.title}"
-            lines = [head]
-            if a.body:
-                lines.append(a.body)
-            labels = ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items()))
-            lines.append(f"key: {a.key} | source: {a.source} | at: {iso_utc(a.at or 0.0)}" + (f" | {labels}" if labels else ""))
-            blocks.append("\n".join(lines))
-        return "\n\n".join(blocks)
 
 
 @dataclass(frozen=True)
@@ -505,13 +389,6 @@ def build_router_from_env(db_url: str, clock: Callable[[], float] = time.time,
     Each also has a nested name (``ALPHAPULSE_ALERTS__SMTP_HOST``, ``ALPHAPULSE_ALERTS__MIN_SEVERITY__SLACK``).
     Channels keep only the *names* of the variables holding secrets and read them when they send.
     """
-    from alphapulse_assets.monitoring.channels import (
-        EmailChannel,
-        JsonWebhookChannel,
-        LogChannel,
-        SlackWebhookChannel,
-    )
-
     a = load_settings().alerts if settings is None else settings
     timeout = a.timeout_seconds
 

@@ -19,6 +19,9 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+# The package's modules are imported inside the commands, not here: the asset modules read the settings when
+# imported, which must follow _prepare_home (DAGSTER_HOME, working folder), and importing the definitions takes
+# ~9 s against 0.05 s for this module, so `alphapulse --help` and argument errors answer at once.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -29,6 +29,8 @@ LAYERS: list[list[str]] = [
     ["alphapulse_assets.definitions", "alphapulse_assets.config_check"],
     ["alphapulse_assets.cli"],
 ]
+# Modules that import the package's modules inside functions by design (the reason is in the module).
+LAZY_BY_DESIGN = {"alphapulse_assets.cli": "settings are read after _prepare_home; --help stays fast"}
 # Packages whose modules must not import each other in a cycle (modules, not just packages).
 MODULE_ACYCLIC = ["alphapulse_assets.alerting", "alphapulse_assets.monitoring", "alphapulse_assets.recovery"]
 
@@ -160,6 +162,26 @@ def test_no_cycles_between_modules_of_a_package():
     assert not cycles, "\n".join(
         f"import cycle between {c}:\n" + _where(imports, {(x, y) for x in c for y in c if x != y}, lambda m: m)
         for c in cycles)
+
+
+def test_imports_inside_functions_say_why():
+    """An import of our own module inside a function hides a dependency: it needs a comment saying why."""
+    silent = []
+    for path in sorted(ROOT.rglob("*.py")):
+        module = _module_name(path)
+        if module in LAZY_BY_DESIGN:
+            continue
+        lines = path.read_text().splitlines()
+        tree = ast.parse("\n".join(lines))
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(PACKAGE)):
+                    said = any("#" in line and "import" in line.lower() for line in lines[func.lineno - 1:node.end_lineno])
+                    if not said:
+                        silent.append(f"  {path.relative_to(ROOT.parent)}:{node.lineno}: from {node.module} import ...")
+    assert not silent, "imports inside functions without a comment saying why (move them to the top):\n" + "\n".join(silent)
 
 
 def test_no_dagster_internals_in_product_code():

@@ -84,8 +84,10 @@ def end_dead_runs(instance: dg.DagsterInstance) -> list[str]:
         pid, host = run.tags[PID_TAG], run.tags[HOST_TAG]
         reason = (f"worker process {pid} on {host} died (killed or crashed) while the run was "
                   f"{run.status.value}; run ended and its pool slots freed")
-        instance.report_run_failed(run, message=reason)
+        # Slots first: whoever sees the run ended must find its slots free (the owner is dead; nothing
+        # re-claims them, and a failed report is retried on the next pass, freeing again harmlessly).
         free_pool_slots(instance, run.run_id)
+        instance.report_run_failed(run, message=reason)
         ended.append(f"run {run.run_id} ({run.job_name}): {reason}")
     return ended
 

@@ -9,6 +9,7 @@ so that a failed blocking check is always there to look at.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -95,6 +96,20 @@ def live_deployment(deployment, postgres_server):
 
     deployment.wait_ready(time.monotonic() + 120)
     return deployment
+
+
+_own_counter = itertools.count(1)
+
+
+@pytest.fixture
+def own_deployment(postgres_server, fake_exchange):
+    """A deployment of its own (fresh database and home), for a test that counts alerts, decisions or events
+    exactly: the session deployment carries whatever the tests before it did."""
+    if not postgres_server.running:
+        postgres_server.start()
+    with seeded_deployment(postgres_server, fake_exchange.url,
+                           database=f"dagster_own_{os.getpid()}_{next(_own_counter)}") as d:
+        yield d
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 DEAD_RUN_BOUND_SECONDS = 90
 
 
-def test_cli_runs_are_watched_by_the_daemon(live_deployment):
-    d = live_deployment
+def test_cli_runs_are_watched_by_the_daemon(own_deployment):
+    d = own_deployment
     instance = d.instance()
     alerts = AlertStore(d.database_url)
 

@@ -214,7 +214,7 @@ def test_source_that_hangs_or_returns_garbage_fails_cleanly_and_writes_nothing(l
     pd.testing.assert_frame_equal(store.read_days("market_candles", [day]), stored_before)
 
 
-def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(live_deployment):
+def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(own_deployment):
     from sklearn.linear_model import SGDClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -222,7 +222,7 @@ def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(live_depl
 
     from alphapulse_assets.alerting.alert_store import AlertStore
 
-    d = live_deployment
+    d = own_deployment
     instance = d.instance()
     reg = registry(d)
     symbol = SYMBOLS[1]

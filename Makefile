@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)
 
 FAST_TIER = not slow and not postgres and not browser and not e2e
 
-.PHONY: setup demo test test-fast bench ui clean
+.PHONY: setup demo lint test test-fast bench ui clean
 
 $(BIN)/alphapulse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ setup: $(BIN)/alphapulse
 
 demo: setup
 	$(BIN)/alphapulse demo
+
+# Lint and format check (configured in pyproject.toml); `ruff format .` and `ruff check --fix .` repair most.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # pytest exits 5 when it collected no test: say so, and fail.
 test: setup

@@ -93,7 +93,7 @@ class _RunWatch:
         last = ""
         while not self._done.is_set():
             ready, _, _ = select.select([self._read], [], [], self.every)
-            for byte in (os.read(self._read, 64) if ready else b""):
+            for byte in os.read(self._read, 64) if ready else b"":
                 if byte in SIGNAL_EXIT and self.signum is None and not self._done.is_set():
                     self.signum = byte
                     name = signal.Signals(byte).name
@@ -120,12 +120,22 @@ def execute(job, *, out=sys.stdout, tags: dict | None = None, **kwargs):
         print(f"alphapulse: ended {line}", file=out, flush=True)
     run_id = str(uuid.uuid4())
     with _RunWatch(instance, run_id, out) as watch:
-        result = job.execute_in_process(instance=instance, run_id=run_id, run_config=QUIET_LOGS,
-                                        tags={**(tags or {}), **owner_tags()}, raise_on_error=False, **kwargs)
+        result = job.execute_in_process(
+            instance=instance,
+            run_id=run_id,
+            run_config=QUIET_LOGS,
+            tags={**(tags or {}), **owner_tags()},
+            raise_on_error=False,
+            **kwargs,
+        )
     if watch.signum is not None:
         run = instance.get_run_by_id(run_id)
-        print(f"alphapulse: run {run_id} stopped by {signal.Signals(watch.signum).name}; it is "
-              f"{run.status.value if run else 'gone'}", file=sys.stderr, flush=True)
+        print(
+            f"alphapulse: run {run_id} stopped by {signal.Signals(watch.signum).name}; it is "
+            f"{run.status.value if run else 'gone'}",
+            file=sys.stderr,
+            flush=True,
+        )
         raise Stopped(SIGNAL_EXIT[watch.signum])
     alert_run_outcome(instance, instance.get_run_by_id(run_id))  # the daemon's sensors will not alert twice
     return result
@@ -141,8 +151,11 @@ def ingest(start: date, end: date, *, days_per_run: int = 92, out=sys.stdout) ->
     for i, (a, b) in enumerate(windows, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(windows)}] market data {a}..{b}", end=" ", flush=True, file=out)
-        result = execute(job, out=out, tags={"dagster/asset_partition_range_start": str(a),
-                                             "dagster/asset_partition_range_end": str(b)})
+        result = execute(
+            job,
+            out=out,
+            tags={"dagster/asset_partition_range_start": str(a), "dagster/asset_partition_range_end": str(b)},
+        )
         totals["runs"] += 1
         totals["run_ids"].append(result.run_id)
         if not result.success:
@@ -178,8 +191,9 @@ def run_cadence(name: str, partition_key: str | None = None, *, out=sys.stdout):
         raise SystemExit(f"alphapulse: no complete {name} partition yet")
     t0 = time.perf_counter()
     print(f"{name} cadence, partition {key} ...", end=" ", flush=True, file=out)
-    result = execute(defs.resolve_job_def(f"{name}_cadence"), out=out, partition_key=key,
-                     tags={"alphapulse/trigger": "cli"})
+    result = execute(
+        defs.resolve_job_def(f"{name}_cadence"), out=out, partition_key=key, tags={"alphapulse/trigger": "cli"}
+    )
     status = "done" if result.success else "FAILED: " + ("; ".join(failure_lines(result)) or "see the run in the UI")
     print(f"{status} in {time.perf_counter() - t0:.1f}s (run {result.run_id})", file=out)
     return result, key
@@ -189,8 +203,11 @@ def failure_lines(result) -> list[str]:
     """One line per failed step: its class and the real cause (not Dagster's "Exceeded max_retries")."""
     from alphapulse_assets.recovery.policies import step_failure_record
 
-    return [f"{event.step_key}: {step_failure_record(event).describe()}"
-            for event in result.all_events if event.is_step_failure]
+    return [
+        f"{event.step_key}: {step_failure_record(event).describe()}"
+        for event in result.all_events
+        if event.is_step_failure
+    ]
 
 
 def _num(value, spec: str) -> str:
@@ -219,11 +236,13 @@ def champion_table(out=sys.stdout) -> None:
                 continue
             latest = versions[-1]
             m, b = latest.info.get("metrics", {}), latest.info.get("baselines", {})
-            verdict = "promoted" if latest.info.get("gate_passed") else f"rejected: {latest.info.get('gate_reason', '')}"
+            verdict = (
+                "promoted" if latest.info.get("gate_passed") else f"rejected: {latest.info.get('gate_reason', '')}"
+            )
             if champion and champion.version != latest.version and latest.info.get("gate_passed"):
                 verdict = f"passed, champion is v{champion.version}"
             print(
-                f"{symbol:<9} {cadence:<8} {('v%d' % champion.version) if champion else 'none':>8} {'v%d' % latest.version:>6} "
+                f"{symbol:<9} {cadence:<8} {f'v{champion.version}' if champion else 'none':>8} {f'v{latest.version}':>6} "
                 f"{_num(m.get('log_loss'), '.4f'):>8} {_num(b.get('base_rate', {}).get('log_loss'), '.4f'):>7} "
                 f"{_num(b.get('persistence_calibrated', {}).get('log_loss'), '.4f'):>7} {_num(m.get('auc'), '.3f'):>6} "
                 f"{_num(m.get('sharpe'), '.2f'):>7}  {verdict}",
@@ -260,8 +279,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         known = sorted(set(get_settings().symbols) | {d.symbol for d in registry.history(None, None)})
         if symbol not in known:
-            print(f"alphapulse: unknown symbol {args.symbol!r}; known: {', '.join(known)} "
-                  "(ALPHAPULSE_SYMBOLS and the model registry)", file=sys.stderr)
+            print(
+                f"alphapulse: unknown symbol {args.symbol!r}; known: {', '.join(known)} "
+                "(ALPHAPULSE_SYMBOLS and the model registry)",
+                file=sys.stderr,
+            )
             return 2
     if args.models_command == "rollback":
         cadence = args.cadence_arg or args.cadence
@@ -269,18 +291,28 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise SystemExit("alphapulse: models rollback needs one cadence: alphapulse models rollback SYMBOL CADENCE")
         if args.force and args.to is None:
             raise SystemExit("alphapulse: --force needs --to N (the version to crown)")
-        decision = registry.rollback(symbol, cadence, args.to, reason=args.reason, force=args.force,
-                                     by=os.environ.get("USER") or getpass.getuser())
-        print(f"{symbol} {cadence}: champion is now v{decision.version} (was v{decision.previous_champion}); "
-              f"reason: {decision.reason} ({decision.by})")
+        decision = registry.rollback(
+            symbol,
+            cadence,
+            args.to,
+            reason=args.reason,
+            force=args.force,
+            by=os.environ.get("USER") or getpass.getuser(),
+        )
+        print(
+            f"{symbol} {cadence}: champion is now v{decision.version} (was v{decision.previous_champion}); "
+            f"reason: {decision.reason} ({decision.by})"
+        )
         return 0
     if args.models_command == "history":
         rows = registry.history(symbol, args.cadence)
         print(f"{'when (UTC)':<20} {'symbol':<9} {'cadence':<8} {'action':<12} {'version':>7} {'prev':>5}  reason (by)")
         for d in rows:
-            print(f"{d.at:%Y-%m-%d %H:%M:%S}  {d.symbol:<9} {d.cadence:<8} {d.action:<12} "
-                  f"{('v%d' % d.version) if d.version else '-':>7} {('v%d' % d.previous_champion) if d.previous_champion else '-':>5}"
-                  f"  {d.reason} ({d.by})")
+            print(
+                f"{d.at:%Y-%m-%d %H:%M:%S}  {d.symbol:<9} {d.cadence:<8} {d.action:<12} "
+                f"{f'v{d.version}' if d.version else '-':>7} {f'v{d.previous_champion}' if d.previous_champion else '-':>5}"
+                f"  {d.reason} ({d.by})"
+            )
         if not rows:
             print("no decisions recorded yet")
         return 0
@@ -306,27 +338,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else source.symbols()
     start = pd.Timestamp(args.start or "1970-01-01", tz="UTC")
     end = pd.Timestamp(args.end, tz="UTC") if args.end else pd.Timestamp.now(tz="UTC").normalize()
-    spec = CadenceSpec("evaluate", args.timeframe, window_days=(end - start).days, estimator="hgb",
-                       n_splits=args.splits, min_train_bars=args.min_train_bars)
-    print(f"{'symbol':<10} {'bars':>7} {'n_val':>6} {'logloss':>8} {'base':>7} {'persist':>7} {'auc':>6} {'sharpe':>7}  verdict")
+    spec = CadenceSpec(
+        "evaluate",
+        args.timeframe,
+        window_days=(end - start).days,
+        estimator="hgb",
+        n_splits=args.splits,
+        min_train_bars=args.min_train_bars,
+    )
+    print(
+        f"{'symbol':<10} {'bars':>7} {'n_val':>6} {'logloss':>8} {'base':>7} {'persist':>7} {'auc':>6} {'sharpe':>7}  verdict"
+    )
     refused = 0
     for symbol in symbols:
         candles = source.fetch([symbol], start, end)
         bad = [r for r in quality_results(candles, symbol, args.timeframe, settings) if r.blocking and not r.passed]
         if bad:
             refused += 1
-            print(f"{symbol:<10} {len(candles):>7}  refused, bad data: "
-                  + "; ".join(f"{r.rule}: {r.description}, first {r.examples[0] if r.examples else '-'}" for r in bad))
+            print(
+                f"{symbol:<10} {len(candles):>7}  refused, bad data: "
+                + "; ".join(f"{r.rule}: {r.description}, first {r.examples[0] if r.examples else '-'}" for r in bad)
+            )
             continue
         ch = train_challenger(candles, spec, symbol=symbol)
         r = ch.report
-        gate = evaluate_gate(n_validation=ch.n_validation, model_log_loss=float(r.model["log_loss"]),
-                             baseline_log_loss={k: float(v["log_loss"]) for k, v in r.baselines.items()},
-                             significance=ch.significance, champion=None, drift=None, cfg=cfg)
+        gate = evaluate_gate(
+            n_validation=ch.n_validation,
+            model_log_loss=float(r.model["log_loss"]),
+            baseline_log_loss={k: float(v["log_loss"]) for k, v in r.baselines.items()},
+            significance=ch.significance,
+            champion=None,
+            drift=None,
+            cfg=cfg,
+        )
         verdict = "would be promoted" if gate.passed else f"would be rejected: {gate.reason}"
-        print(f"{symbol:<10} {len(candles):>7} {ch.n_validation:>6} {r.model['log_loss']:>8.4f} "
-              f"{r.baselines['base_rate']['log_loss']:>7.4f} {r.baselines['persistence_calibrated']['log_loss']:>7.4f} "
-              f"{r.model['auc']:>6.3f} {r.model['sharpe']:>7.2f}  {verdict}")
+        print(
+            f"{symbol:<10} {len(candles):>7} {ch.n_validation:>6} {r.model['log_loss']:>8.4f} "
+            f"{r.baselines['base_rate']['log_loss']:>7.4f} {r.baselines['persistence_calibrated']['log_loss']:>7.4f} "
+            f"{r.model['auc']:>6.3f} {r.model['sharpe']:>7.2f}  {verdict}"
+        )
     if refused:
         print(f"alphapulse: {refused} symbol(s) refused: their bars fail blocking quality rules", file=sys.stderr)
         return 1
@@ -344,10 +394,17 @@ def quality_results(candles, symbol: str, timeframe: str, settings) -> list:
         return []
     ts = pd.DatetimeIndex(candles["timestamp"])
     q = settings.quality
-    return quality.run_all(candles, symbols=[symbol], start=ts.min(), end=ts.max() + timeframe_to_timedelta(timeframe),
-                           timeframe=timeframe, max_missing_fraction=q.max_missing_fraction,
-                           outlier_zscore=q.outlier_zscore, max_outlier_fraction=q.max_outlier_fraction,
-                           max_bar_move_factor=q.max_bar_move_factor)
+    return quality.run_all(
+        candles,
+        symbols=[symbol],
+        start=ts.min(),
+        end=ts.max() + timeframe_to_timedelta(timeframe),
+        timeframe=timeframe,
+        max_missing_fraction=q.max_missing_fraction,
+        outlier_zscore=q.outlier_zscore,
+        max_outlier_fraction=q.max_outlier_fraction,
+        max_bar_move_factor=q.max_bar_move_factor,
+    )
 
 
 def demo_window(end: date) -> date:
@@ -374,8 +431,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = get_settings()
     end = args.end or (datetime.now(timezone.utc).date() - timedelta(days=1))
     start = max(settings.start_date, demo_window(end) if args.days is None else end - timedelta(days=args.days - 1))
-    print(f"AlphaPulse demo: {len(settings.symbols)} symbols ({', '.join(settings.symbols)}), "
-          f"source chain {' -> '.join(settings.sources)}, {start}..{end}")
+    print(
+        f"AlphaPulse demo: {len(settings.symbols)} symbols ({', '.join(settings.symbols)}), "
+        f"source chain {' -> '.join(settings.sources)}, {start}..{end}"
+    )
     if "sample" in settings.sources:
         print("Note: the sample source is a SYNTHETIC market generated on this machine, not real prices.")
     print(f"Dagster instance: {home}/dagster.yaml (SQLite under {home}/.alphapulse)")
@@ -433,7 +492,11 @@ def load_code_location():
 
         repo = defs.get_repository_def()
         keys = list(repo.asset_graph.asset_check_keys)
-        return True, f"loaded: {len(list(repo.asset_graph.get_all_asset_keys()))} assets, {len(repo.sensor_defs)} sensors", keys
+        return (
+            True,
+            f"loaded: {len(list(repo.asset_graph.get_all_asset_keys()))} assets, {len(repo.sensor_defs)} sensors",
+            keys,
+        )
     except Exception as exc:  # noqa: BLE001 - a broken code location is a finding, not a crash
         return False, f"cannot load alphapulse_assets.definitions: {type(exc).__name__}: {exc}"[:400], []
 
@@ -474,8 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the main job on the local instance and print a summary")
-    demo.add_argument("--days", type=_positive_int, default=None,
-                      help="days of market data to ingest (default: what the newest monthly partition needs)")
+    demo.add_argument(
+        "--days",
+        type=_positive_int,
+        default=None,
+        help="days of market data to ingest (default: what the newest monthly partition needs)",
+    )
     demo.add_argument("--end", type=_date, default=None, help="last day (default: yesterday, UTC)")
     demo.add_argument("--days-per-run", type=_positive_int, default=92)
     demo.set_defaults(func=cmd_demo)
@@ -495,11 +562,17 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("symbol")
     rb.add_argument("cadence_arg", nargs="?", metavar="CADENCE", choices=["nightly", "weekly", "monthly"])
     rb.add_argument("--cadence", choices=["nightly", "weekly", "monthly"], help="same as CADENCE")
-    rb.add_argument("--to", type=int, default=None,
-                    help="version: an earlier champion never rejected by the gate (default: the champion before "
-                         "the current one)")
-    rb.add_argument("--force", action="store_true",
-                    help="crown --to even if it was never champion or was rejected (recorded with --reason)")
+    rb.add_argument(
+        "--to",
+        type=int,
+        default=None,
+        help="version: an earlier champion never rejected by the gate (default: the champion before the current one)",
+    )
+    rb.add_argument(
+        "--force",
+        action="store_true",
+        help="crown --to even if it was never champion or was rejected (recorded with --reason)",
+    )
     rb.add_argument("--reason", required=True)
     models.set_defaults(func=cmd_models)
 
@@ -521,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--days-per-run", type=_positive_int, default=92)
     ing.set_defaults(func=cmd_ingest)
 
-    st = sub.add_parser("status", help="health, breakers, cadences, champions, open alerts, resources (exit 2 if critical)")
+    st = sub.add_parser(
+        "status", help="health, breakers, cadences, champions, open alerts, resources (exit 2 if critical)"
+    )
     st.add_argument("--json", action="store_true", help="print the status as JSON for scripts")
     st.add_argument("--no-sources", action="store_true", help="skip the market-data source reachability check")
     st.set_defaults(func=cmd_status)

@@ -30,8 +30,10 @@ def _store_problems(settings: AlphaPulseSettings, env: Mapping[str, str]) -> lis
     if settings.storage_url:
         protocol = get_protocol(settings.storage_url)
         if protocol in EPHEMERAL_PROTOCOLS and not settings.allow_ephemeral_storage:
-            problems.append(f"ALPHAPULSE_STORAGE_URL={settings.storage_url!r}: {protocol}:// keeps nothing after the "
-                            f"process ends; use a folder or a persistent URL (s3://, gs://), or set {OPT_IN} in tests")
+            problems.append(
+                f"ALPHAPULSE_STORAGE_URL={settings.storage_url!r}: {protocol}:// keeps nothing after the "
+                f"process ends; use a folder or a persistent URL (s3://, gs://), or set {OPT_IN} in tests"
+            )
         else:
             try:
                 get_filesystem_class(protocol)
@@ -40,19 +42,26 @@ def _store_problems(settings: AlphaPulseSettings, env: Mapping[str, str]) -> lis
     db_url = env.get(PLATFORM_DB_ENV, "")
     if db_url.startswith("sqlite") and (db_url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:") or ":memory:" in db_url):
         if not settings.allow_ephemeral_storage:
-            problems.append(f"{PLATFORM_DB_ENV}={db_url!r}: an in-memory database loses breakers, alerts and models' "
-                            f"history on exit; use a file or PostgreSQL, or set {OPT_IN} in tests")
+            problems.append(
+                f"{PLATFORM_DB_ENV}={db_url!r}: an in-memory database loses breakers, alerts and models' "
+                f"history on exit; use a file or PostgreSQL, or set {OPT_IN} in tests"
+            )
     return problems
 
 
 def _source_problems(settings: AlphaPulseSettings) -> list[str]:
     known = known_source_names()
-    problems = [f"ALPHAPULSE_SOURCES={','.join(settings.sources)!r}: unknown source {name!r}; choose from "
-                f"{', '.join(known)}" for name in settings.sources if name not in known]
+    problems = [
+        f"ALPHAPULSE_SOURCES={','.join(settings.sources)!r}: unknown source {name!r}; choose from {', '.join(known)}"
+        for name in settings.sources
+        if name not in known
+    ]
     if not settings.sources:
         problems.append("ALPHAPULSE_SOURCES='': at least one source is required")
     if "files" in settings.sources and settings.files_dir is None:
-        problems.append("ALPHAPULSE_SOURCES includes 'files' but ALPHAPULSE_FILES_DIR is not set (a folder of CSV/Parquet files)")
+        problems.append(
+            "ALPHAPULSE_SOURCES includes 'files' but ALPHAPULSE_FILES_DIR is not set (a folder of CSV/Parquet files)"
+        )
     return problems
 
 

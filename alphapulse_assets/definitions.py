@@ -38,6 +38,7 @@ ingest_market_data_job = dg.define_asset_job(
     description="Fetch, validate and resample candles for every configured symbol over the selected days.",
 )
 
+
 @dg.schedule(
     name="ingest_market_data_schedule",
     job=ingest_market_data_job,
@@ -54,8 +55,13 @@ def ingest_market_data_schedule(context: dg.ScheduleEvaluationContext):
 
 
 defs = dg.Definitions(
-    assets=[*candle_assets, *(a for assets in cadence_assets.values() for a in assets), *drift_assets, breakers_asset,
-            *MONITORING_ASSETS],
+    assets=[
+        *candle_assets,
+        *(a for assets in cadence_assets.values() for a in assets),
+        *drift_assets,
+        breakers_asset,
+        *MONITORING_ASSETS,
+    ],
     jobs=[ingest_market_data_job, *CADENCE_JOBS.values(), drift_monitoring_job, *MONITORING_JOBS],
     schedules=[ingest_market_data_schedule, *CADENCE_SCHEDULES, drift_monitoring_schedule, *MONITORING_SCHEDULES],
     sensors=[drift_retrain_sensor, breaker_sensor, dead_run_sensor, *MONITORING_SENSORS],
@@ -64,7 +70,8 @@ defs = dg.Definitions(
         "candle_io_manager": PartitionedParquetIOManager(),
         "candle_store": CandleStoreResource(),
         "training_set_io_manager": PartitionedParquetIOManager(
-            base_url=str(get_settings().home / "training_sets"), layout="keys"),
+            base_url=str(get_settings().home / "training_sets"), layout="keys"
+        ),
         "model_registry": ModelRegistryResource(),
     },
     # Steps are small: spawning a process per step (about 2 s here) would cost more than the work.

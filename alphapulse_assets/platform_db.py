@@ -71,7 +71,7 @@ def engine_for(url: str) -> sa.Engine:
 
 def _driver_url(url: str) -> str:
     if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
 
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal, Mapping
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -226,15 +227,19 @@ class BreakerOverrides(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _numbers(cls, value: object, info) -> object:
-        if info.field_name in ("failure_rate_threshold", "probe_timeout") and isinstance(value, str) \
-                and value.strip().lower() in ("none", "off"):
+        if (
+            info.field_name in ("failure_rate_threshold", "probe_timeout")
+            and isinstance(value, str)
+            and value.strip().lower() in ("none", "off")
+        ):
             return "off"
         return _number(value)
 
     def values(self) -> dict[str, float | int | None]:
         """The fields that were set, ready for ``dataclasses.replace(BreakerConfig(), **values)``."""
-        return {k: (None if v == "off" else v) for k in BreakerOverrides.model_fields
-                if (v := getattr(self, k)) is not None}
+        return {
+            k: (None if v == "off" else v) for k in BreakerOverrides.model_fields if (v := getattr(self, k)) is not None
+        }
 
 
 class BreakerSettings(BreakerOverrides):
@@ -359,8 +364,10 @@ class AlertSettings(BaseModel):
     @model_validator(mode="after")
     def _email_needs_addresses(self) -> AlertSettings:
         if self.smtp_host and (not self.email_from or not self.email_to):
-            raise ValueError("ALPHAPULSE_SMTP_HOST is set but ALPHAPULSE_ALERT_EMAIL_FROM / ALPHAPULSE_ALERT_EMAIL_TO "
-                             "are not (or their nested names ALPHAPULSE_ALERTS__EMAIL_FROM / __EMAIL_TO)")
+            raise ValueError(
+                "ALPHAPULSE_SMTP_HOST is set but ALPHAPULSE_ALERT_EMAIL_FROM / ALPHAPULSE_ALERT_EMAIL_TO "
+                "are not (or their nested names ALPHAPULSE_ALERTS__EMAIL_FROM / __EMAIL_TO)"
+            )
         return self
 
 
@@ -409,8 +416,12 @@ class AlphaPulseSettings(BaseSettings):
     monthly: MonthlySettings = MonthlySettings()
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   **others: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **others: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Arguments first, then the environment read by _EnvTree (nested names and their legacy aliases).
         return init_settings, _EnvTree(settings_cls)
 
@@ -456,7 +467,10 @@ LEGACY_NAMES: dict[str, tuple[str, ...]] = {
     f"{PREFIX}SMTP_STARTTLS": ("alerts", "smtp_starttls"),
     f"{PREFIX}ALERT_EMAIL_FROM": ("alerts", "email_from"),
     f"{PREFIX}ALERT_EMAIL_TO": ("alerts", "email_to"),
-    **{f"{PREFIX}ALERT_MIN_SEVERITY_{name.upper()}": ("alerts", "min_severity", name) for name in MinSeverity.model_fields},
+    **{
+        f"{PREFIX}ALERT_MIN_SEVERITY_{name.upper()}": ("alerts", "min_severity", name)
+        for name in MinSeverity.model_fields
+    },
     f"{PREFIX}ALERT_REPEAT_SECONDS": ("alerts", "repeat_seconds"),
     f"{PREFIX}ALERT_GROUP_WINDOW_SECONDS": ("alerts", "group_window_seconds"),
     f"{PREFIX}ALERT_TIMEOUT_SECONDS": ("alerts", "timeout_seconds"),
@@ -513,7 +527,7 @@ def env_tree(env: Mapping[str, str]) -> dict[str, Any]:
     # Shorter names first, so that ALPHAPULSE_WEEKLY='{...}' is merged under ALPHAPULSE_WEEKLY__MIN_ROWS.
     for key, raw in sorted(items, key=lambda item: item[0].count("__")):
         if key not in LEGACY_NAMES:
-            path = tuple(p.lower() for p in key[len(PREFIX):].split("__"))
+            path = tuple(p.lower() for p in key[len(PREFIX) :].split("__"))
             if all(path):
                 put(path, _decode(raw))
     return tree
@@ -539,8 +553,9 @@ def _reading(env: Mapping[str, str] | None) -> Iterator[None]:
         _ENV.reset(token)
 
 
-def settings_error(exc: ValidationError, prefix: str = PREFIX, env: Mapping[str, str] | None = None,
-                   nested: str = "__") -> SettingsError:
+def settings_error(
+    exc: ValidationError, prefix: str = PREFIX, env: Mapping[str, str] | None = None, nested: str = "__"
+) -> SettingsError:
     """A pydantic error, told as the environment variables that caused it and their values (secrets hidden)."""
     env = os.environ if env is None else env
     problems, names = [], []
@@ -553,7 +568,7 @@ def settings_error(exc: ValidationError, prefix: str = PREFIX, env: Mapping[str,
             path = path[:-1]
             parent = prefix + nested.join(p.upper() for p in path)
             if parent in env:
-                name = f"{parent} ({'.'.join(loc[len(path):])})"
+                name = f"{parent} ({'.'.join(loc[len(path) :])})"
                 break
         value = error.get("input")
         if loc in SECRET_PATHS:

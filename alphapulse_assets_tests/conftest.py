@@ -110,7 +110,7 @@ def pytest_runtest_teardown(item):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if _slow_unmarked:
-        terminalreporter.section("unmarked tests slower than %.0f s (mark them slow)" % SLOW_SECONDS)
+        terminalreporter.section(f"unmarked tests slower than {SLOW_SECONDS:.0f} s (mark them slow)")
         for nodeid, seconds in sorted(_slow_unmarked, key=lambda x: -x[1]):
             terminalreporter.write_line(f"{seconds:7.1f}s {nodeid}")
     written = config.stash.get(_written_key, [])
@@ -142,8 +142,11 @@ def postgres_server():
 def postgres_url(request, postgres_server: PostgresServer) -> str:
     """A fresh, empty database for this test; its URL uses the password role ``alphapulse``."""
     if request.node.get_closest_marker("postgres") is None:  # requested with getfixturevalue: mark the param
-        pytest.fail(f"{request.node.nodeid} uses PostgreSQL but is not marked postgres "
-                    '(parametrize with pytest.param("postgres", marks=pytest.mark.postgres))', pytrace=False)
+        pytest.fail(
+            f"{request.node.nodeid} uses PostgreSQL but is not marked postgres "
+            '(parametrize with pytest.param("postgres", marks=pytest.mark.postgres))',
+            pytrace=False,
+        )
     if not postgres_server.running:  # a fault-injection test left it stopped
         postgres_server.start()
     name = f"t{os.getpid()}_{next(_db_counter)}"

@@ -134,18 +134,20 @@ class DagsterDeployment:
         """The environment every process of the deployment (and the ``alphapulse`` CLI) runs with."""
         assert self.base_dir is not None and self.postgres.port is not None
         env = _scrubbed_environ()
-        env.update({
-            "DAGSTER_HOME": str(self.dagster_home),
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_PORT": str(self.postgres.port),
-            "DAGSTER_PG_DB": self.database,
-            "DAGSTER_PG_USERNAME": "alphapulse",
-            "DAGSTER_PG_PASSWORD": self.postgres.password,
-            "ALPHAPULSE_HOME": str(self.alphapulse_home),
-            "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "PYTHONUNBUFFERED": "1",
-            "TZ": "UTC",
-        })
+        env.update(
+            {
+                "DAGSTER_HOME": str(self.dagster_home),
+                "DAGSTER_PG_HOST": "127.0.0.1",
+                "DAGSTER_PG_PORT": str(self.postgres.port),
+                "DAGSTER_PG_DB": self.database,
+                "DAGSTER_PG_USERNAME": "alphapulse",
+                "DAGSTER_PG_PASSWORD": self.postgres.password,
+                "ALPHAPULSE_HOME": str(self.alphapulse_home),
+                "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+                "PYTHONUNBUFFERED": "1",
+                "TZ": "UTC",
+            }
+        )
         env.update(self.settings_env)
         return env
 
@@ -175,16 +177,29 @@ class DagsterDeployment:
 
     def _migrate(self) -> None:
         # Create Dagster's schema once, before two processes race to create it.
-        proc = subprocess.run([str(BIN_DIR / "dagster"), "instance", "migrate"], env=self.env,
-                              cwd=self.dagster_home, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [str(BIN_DIR / "dagster"), "instance", "migrate"],
+            env=self.env,
+            cwd=self.dagster_home,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if proc.returncode != 0:
             raise DeploymentError(f"dagster instance migrate failed:\n{proc.stdout}\n{proc.stderr}")
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")
         try:
-            proc = subprocess.Popen(args, cwd=self.dagster_home, env=self.env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                args,
+                cwd=self.dagster_home,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             log.close()
         self._procs[name] = proc
@@ -193,12 +208,21 @@ class DagsterDeployment:
     def start_webserver(self) -> None:
         if self.port is None:
             self.port = free_port()
-        self._spawn("webserver", [str(BIN_DIR / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
-                                  "-w", str(self.dagster_home / "workspace.yaml")])
+        self._spawn(
+            "webserver",
+            [
+                str(BIN_DIR / "dagster-webserver"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-w",
+                str(self.dagster_home / "workspace.yaml"),
+            ],
+        )
 
     def start_daemon(self) -> None:
-        self._spawn("daemon", [str(BIN_DIR / "dagster-daemon"), "run",
-                               "-w", str(self.dagster_home / "workspace.yaml")])
+        self._spawn("daemon", [str(BIN_DIR / "dagster-daemon"), "run", "-w", str(self.dagster_home / "workspace.yaml")])
 
     def stop_process(self, name: str, timeout: float = 30.0) -> None:
         """SIGTERM the process group, SIGKILL it if it has not exited within ``timeout``."""
@@ -256,8 +280,11 @@ class DagsterDeployment:
                 statuses = self.daemon_statuses()
                 unhealthy = [t for t in REQUIRED_DAEMONS if not statuses.get(t, {}).get("healthy")]
                 if heartbeat_after is not None:
-                    unhealthy += [t for t in REQUIRED_DAEMONS
-                                  if (statuses.get(t, {}).get("lastHeartbeatTime") or 0) < heartbeat_after]
+                    unhealthy += [
+                        t
+                        for t in REQUIRED_DAEMONS
+                        if (statuses.get(t, {}).get("lastHeartbeatTime") or 0) < heartbeat_after
+                    ]
                 if not unhealthy:
                     return
                 last_error = f"daemons not healthy yet: {sorted(set(unhealthy))}"
@@ -284,8 +311,9 @@ class DagsterDeployment:
         """
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
         for attempt in range(attempts):
-            req = urllib.request.Request(self.base_url + "/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                self.base_url + "/graphql", data=body, headers={"Content-Type": "application/json"}
+            )
             try:
                 with urllib.request.urlopen(req, timeout=timeout) as resp:
                     payload = json.loads(resp.read().decode())
@@ -334,9 +362,14 @@ class DagsterDeployment:
             reader.mkdir(exist_ok=True)
             url = self.postgres.url(self.database, user="alphapulse", password=self.postgres.password)
             url = url.replace("postgresql+psycopg://", "postgresql+psycopg2://")
-            (reader / "dagster.yaml").write_text(json.dumps({
-                "storage": {"postgres": {"postgres_url": url}}, "telemetry": {"enabled": False},
-            }))
+            (reader / "dagster.yaml").write_text(
+                json.dumps(
+                    {
+                        "storage": {"postgres": {"postgres_url": url}},
+                        "telemetry": {"enabled": False},
+                    }
+                )
+            )
             self._instance = dg.DagsterInstance.from_config(str(reader))
         return self._instance
 
@@ -407,24 +440,42 @@ class DagsterDeployment:
     def cli(self, *args: str, timeout: float = 300.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run the ``alphapulse`` command against this deployment's instance and settings (``env`` overrides
         some of them for this command only, e.g. another source)."""
-        return subprocess.run([str(BIN_DIR / "alphapulse"), *args], env={**self.env, **(env or {})},
-                              cwd=self.dagster_home, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(BIN_DIR / "alphapulse"), *args],
+            env={**self.env, **(env or {})},
+            cwd=self.dagster_home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def cli_popen(self, *args: str, env: dict[str, str] | None = None, name: str = "cli") -> subprocess.Popen:
         """Start the ``alphapulse`` command in the background, in its own process group (so a test can signal
         it and only it); its output goes to ``logs/<name>.log`` (``logs()`` shows it)."""
         log = open(self.log_dir / f"{name}.log", "ab")
         try:
-            return subprocess.Popen([str(BIN_DIR / "alphapulse"), *args], env={**self.env, **(env or {})},
-                                    cwd=self.dagster_home, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                [str(BIN_DIR / "alphapulse"), *args],
+                env={**self.env, **(env or {})},
+                cwd=self.dagster_home,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             log.close()
 
     def cli_python(self, code: str, timeout: float = 120.0) -> str:
         """Run a Python snippet with the deployment's environment (its settings); return its stdout."""
-        proc = subprocess.run([sys.executable, "-c", code], env=self.env, cwd=self.dagster_home,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            env=self.env,
+            cwd=self.dagster_home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if proc.returncode != 0:
             raise DeploymentError(f"python snippet failed:\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
@@ -490,8 +541,11 @@ class RunSummary:
 
     def blocking_check_failures(self, asset: str) -> list[str]:
         """Checks of ``asset`` that failed with ERROR severity in this run (those stop downstream steps)."""
-        return [c for a, c, passed in self.checks
-                if a == asset and not passed and self.check_severities.get((a, c)) == "ERROR"]
+        return [
+            c
+            for a, c, passed in self.checks
+            if a == asset and not passed and self.check_severities.get((a, c)) == "ERROR"
+        ]
 
     @property
     def went_through_queue(self) -> bool:
@@ -500,8 +554,11 @@ class RunSummary:
         # Enqueued by the run coordinator, then handed to the run launcher (the daemon's dequeuer does that;
         # this Dagster version writes no separate RUN_DEQUEUED event).
         order = [e.dagster_event.event_type for e in self.events if e.dagster_event]
-        return (DagsterEventType.RUN_ENQUEUED in order and DagsterEventType.RUN_STARTING in order
-                and order.index(DagsterEventType.RUN_ENQUEUED) < order.index(DagsterEventType.RUN_STARTING))
+        return (
+            DagsterEventType.RUN_ENQUEUED in order
+            and DagsterEventType.RUN_STARTING in order
+            and order.index(DagsterEventType.RUN_ENQUEUED) < order.index(DagsterEventType.RUN_STARTING)
+        )
 
     @property
     def worker_pid(self) -> int | None:
@@ -512,9 +569,3 @@ class RunSummary:
             if match:
                 return int(match.group(1))
         return None
-
-    def blocking_check_failures(self, asset: str) -> list[str]:
-        """Checks of ``asset`` that failed with ERROR severity in this run (those stop downstream steps)."""
-        return [c for a, c, passed in self.checks
-                if a == asset and not passed and self.check_severities.get((a, c)) == "ERROR"]
-

@@ -47,7 +47,9 @@ DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT")
 BINANCE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 INVALID_SYMBOL_BODY = '{"code":-1121,"msg":"Invalid symbol."}'
 INVALID_INTERVAL_BODY = '{"code":-1120,"msg":"Invalid interval."}'
-HTML_BODY = "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
+HTML_BODY = (
+    "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
+)
 
 _QUOTES = ("USDT", "USDC", "BTC", "ETH", "EUR", "USD")
 
@@ -93,7 +95,12 @@ def _market_entry(symbol: str) -> dict:
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
         "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": "0.00000001", "maxPrice": "1000000.00000000", "tickSize": "0.00000001"},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": "0.00000001",
+                "maxPrice": "1000000.00000000",
+                "tickSize": "0.00000001",
+            },
             {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000", "stepSize": "0.00001000"},
         ],
         "permissions": [],
@@ -246,7 +253,9 @@ class FakeBinance:
             rows = self._bars(symbol, interval, end - bar * (limit + 1), end, limit, from_end=True)
         return 200, [self._wire_row(r, bar) for r in rows]
 
-    def _bars(self, symbol: str, interval: str, start: pd.Timestamp, end: pd.Timestamp, limit: int, *, from_end: bool) -> list:
+    def _bars(
+        self, symbol: str, interval: str, start: pd.Timestamp, end: pd.Timestamp, limit: int, *, from_end: bool
+    ) -> list:
         if end < start:
             return []
         rows: list = []

@@ -208,10 +208,14 @@ class PostgresServer:
         self._run(
             [
                 str(self.bin_dir / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", SUPERUSER,
-                "-A", "trust",
-                "-E", "UTF8",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
                 "--locale=C.UTF-8",
                 "--no-sync",
                 "--no-instructions",
@@ -227,17 +231,20 @@ class PostgresServer:
 
     def _start_server(self, deadline: float) -> None:
         keep_port = self.port is not None  # a restart must come back where clients expect it
-        for attempt in range(5):  # a fresh free port can be taken between probing and binding
+        for _attempt in range(5):  # a fresh free port can be taken between probing and binding
             if not keep_port:
                 self.port = free_port()
             self._write_conf()
             proc = self._run(
                 [
                     str(self.bin_dir / "pg_ctl"),
-                    "-D", str(self.data_dir),
-                    "-l", str(self.log_file),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
                     "-w",
-                    "-t", str(max(int(deadline - time.monotonic()), 1)),
+                    "-t",
+                    str(max(int(deadline - time.monotonic()), 1)),
                     "start",
                 ],
                 timeout=deadline - time.monotonic() + 5,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
+from alphapulse_assets.alerting.alert_store import AlertStore
+from alphapulse_assets.alerting.alerts import AlertRouter, Notification
+from alphapulse_assets.alerting.channels import Channel
 from alphapulse_assets.definitions import defs as platform_defs
 from alphapulse_assets.definitions import ingest_market_data_job
 from alphapulse_assets.market_data.assets import market_candles
@@ -12,9 +15,6 @@ from alphapulse_assets.market_data.resources import MarketDataResource, Partitio
 from alphapulse_assets.market_data.sources import register_source
 from alphapulse_assets.market_data.sources.base import CandleSource
 from alphapulse_assets.market_data.sources.sample import SampleSource
-from alphapulse_assets.alerting.alert_store import AlertStore
-from alphapulse_assets.alerting.alerts import AlertRouter, Notification
-from alphapulse_assets.alerting.channels import Channel
 from alphapulse_assets.recovery.errors import SystemResourceError, TransientError, UnknownSymbolError
 from alphapulse_assets_tests.clock import FakeClock  # noqa: F401  (re-exported for the recovery tests)
 
@@ -82,8 +82,7 @@ def fast_ingestion_retries(monkeypatch) -> None:
 
 def run_ingestion(defs: dg.Definitions, instance, partition_key: str, tags: dict | None = None):
     job = defs.resolve_job_def("ingest_market_data")
-    return job.execute_in_process(instance=instance, partition_key=partition_key, tags=tags or {},
-                                  raise_on_error=False)
+    return job.execute_in_process(instance=instance, partition_key=partition_key, tags=tags or {}, raise_on_error=False)
 
 
 def tick(sensor, instance, defs, cursor):

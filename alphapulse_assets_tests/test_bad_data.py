@@ -21,13 +21,24 @@ NEGATIVE_VOLUME_DAY, SPIKE_DAY = "2024-06-05", "2024-06-06"
 
 def ingest(project, first: str, last: str, instance=None):
     """The market-data assets over [first, last] in one run from the files source, as `alphapulse ingest` runs them."""
-    return ingest_days(instance or project["instance"], str(project["root"] / "candles"), first, last,
-                       market_data=project["resources"]["market_data"], raise_on_error=False)
+    return ingest_days(
+        instance or project["instance"],
+        str(project["root"] / "candles"),
+        first,
+        last,
+        market_data=project["resources"]["market_data"],
+        raise_on_error=False,
+    )
 
 
 def cadence(project, name: str, key: str, instance=None):
-    return dg.materialize(cadence_assets[name], partition_key=key, instance=instance or project["instance"],
-                          resources=project["resources"], raise_on_error=False)
+    return dg.materialize(
+        cadence_assets[name],
+        partition_key=key,
+        instance=instance or project["instance"],
+        resources=project["resources"],
+        raise_on_error=False,
+    )
 
 
 def failure_message(result) -> str:
@@ -72,14 +83,18 @@ def test_the_bad_days_fail_blocking_checks_each_on_its_own_partition(project):
     instance = project["instance"]
     infos = instance.event_log_storage.get_asset_check_partition_info(
         [dg.AssetCheckKey(dg.AssetKey(BASE_ASSET), rule) for rule in ("non_negative_volume", "implausible_moves")],
-        partition_keys=[NEGATIVE_VOLUME_DAY, SPIKE_DAY])
+        partition_keys=[NEGATIVE_VOLUME_DAY, SPIKE_DAY],
+    )
     status = {(i.check_key.name, i.partition_key): i.latest_execution_status.value for i in infos}
-    assert status == {("non_negative_volume", NEGATIVE_VOLUME_DAY): "FAILED",
-                      ("non_negative_volume", SPIKE_DAY): "SUCCEEDED",
-                      ("implausible_moves", NEGATIVE_VOLUME_DAY): "SUCCEEDED",
-                      ("implausible_moves", SPIKE_DAY): "FAILED"}
-    spike = next(e for e in bad.get_asset_check_evaluations()
-                 if e.check_name == "implausible_moves" and e.partition == SPIKE_DAY)
+    assert status == {
+        ("non_negative_volume", NEGATIVE_VOLUME_DAY): "FAILED",
+        ("non_negative_volume", SPIKE_DAY): "SUCCEEDED",
+        ("implausible_moves", NEGATIVE_VOLUME_DAY): "SUCCEEDED",
+        ("implausible_moves", SPIKE_DAY): "FAILED",
+    }
+    spike = next(
+        e for e in bad.get_asset_check_evaluations() if e.check_name == "implausible_moves" and e.partition == SPIKE_DAY
+    )
     assert "ETHUSDT 2024-06-06T10:15:00+00:00" in spike.metadata["first_offenders"].value
     assert spike.blocking and spike.severity == dg.AssetCheckSeverity.ERROR
 
@@ -108,7 +123,11 @@ def test_a_day_whose_checks_never_ran_is_refused(project):
     result = cadence(project, "nightly", "2024-05-20", instance=dg.DagsterInstance.ephemeral())
     assert not result.success
     message = failure_message(result)
-    assert "18 day(s)" in message and "2024-05-03 (never checked)" in message and "did not pass the blocking quality checks" in message
+    assert (
+        "18 day(s)" in message
+        and "2024-05-03 (never checked)" in message
+        and "did not pass the blocking quality checks" in message
+    )
 
 
 def test_a_re_ingested_good_day_is_read_again(project, tmp_path):
@@ -120,18 +139,37 @@ def test_a_re_ingested_good_day_is_read_again(project, tmp_path):
     messages = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
     assert not any("quality checks" in m for m in messages), messages
     assert result.asset_materializations_for_node("training_sets__nightly") or any(
-        m.asset_key.path == ["training_sets", "nightly"] for m in result.get_asset_materialization_events())
+        m.asset_key.path == ["training_sets", "nightly"] for m in result.get_asset_materialization_events()
+    )
 
 
 @pytest.mark.slow
 def test_evaluate_refuses_a_symbol_whose_history_fails_a_blocking_rule(tmp_path, capsys):
     from alphapulse_assets.cli import main
 
-    export_sample(tmp_path, ["SPYUSD", "EURUSD"], date(2024, 5, 1), date(2024, 6, 15), layout="per-symbol",
-                  timeframe="1h")
+    export_sample(
+        tmp_path, ["SPYUSD", "EURUSD"], date(2024, 5, 1), date(2024, 6, 15), layout="per-symbol", timeframe="1h"
+    )
     corrupt(tmp_path, "EURUSD", "2024-06-03T10:00", close=1000, high=1000)  # the same 1000x spike
-    code = main(["evaluate", "--files", str(tmp_path), "--timeframe", "1h", "--start", "2024-05-01", "--end",
-                 "2024-06-15", "--splits", "3", "--min-train-bars", "200", "--min-validation", "300"])
+    code = main(
+        [
+            "evaluate",
+            "--files",
+            str(tmp_path),
+            "--timeframe",
+            "1h",
+            "--start",
+            "2024-05-01",
+            "--end",
+            "2024-06-15",
+            "--splits",
+            "3",
+            "--min-train-bars",
+            "200",
+            "--min-validation",
+            "300",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 1 and "1 symbol(s) refused" in err
     eurusd = next(line for line in out.splitlines() if line.startswith("EURUSD"))
@@ -146,8 +184,25 @@ def test_evaluate_judges_with_the_gate_settings_of_the_cadences(tmp_path, capsys
     get_settings.cache_clear()
     try:
         export_sample(tmp_path, ["SPYUSD"], date(2024, 5, 1), date(2024, 6, 15), layout="per-symbol", timeframe="1h")
-        code = main(["evaluate", "--files", str(tmp_path), "--timeframe", "1h", "--start", "2024-05-01", "--end",
-                     "2024-06-15", "--splits", "3", "--min-train-bars", "200", "--min-validation", "300"])
+        code = main(
+            [
+                "evaluate",
+                "--files",
+                str(tmp_path),
+                "--timeframe",
+                "1h",
+                "--start",
+                "2024-05-01",
+                "--end",
+                "2024-06-15",
+                "--splits",
+                "3",
+                "--min-train-bars",
+                "200",
+                "--min-validation",
+                "300",
+            ]
+        )
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

@@ -31,16 +31,24 @@ def test_the_champion_table_shows_the_whole_verdict_and_missing_figures_as_dashe
 
     resource = assets.ModelRegistryResource(artifact_root=str(tmp_path / "models"), db_url=url)
     monkeypatch.setattr(assets, "ModelRegistryResource", lambda: resource)
-    reason = ("beats_baselines: not significantly better than base_rate (diff -0.0012, p=0.201), "
-              "persistence_calibrated (diff -0.0009, p=0.062)")
+    reason = (
+        "beats_baselines: not significantly better than base_rate (diff -0.0012, p=0.201), "
+        "persistence_calibrated (diff -0.0009, p=0.062)"
+    )
     registry = ModelRegistry(str(tmp_path / "models"), url)
     model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
-    registry.reject(registry.register("BTCUSDT", "weekly", model, info={
-        "gate_passed": False, "gate_reason": reason, "metrics": {"log_loss": 0.69123, "auc": 0.51}}),
-        reason=reason)
+    registry.reject(
+        registry.register(
+            "BTCUSDT",
+            "weekly",
+            model,
+            info={"gate_passed": False, "gate_reason": reason, "metrics": {"log_loss": 0.69123, "auc": 0.51}},
+        ),
+        reason=reason,
+    )
     out = io.StringIO()
     champion_table(out=out)
-    line = next(l for l in out.getvalue().splitlines() if l.startswith("BTCUSDT   weekly"))
+    line = next(ln for ln in out.getvalue().splitlines() if ln.startswith("BTCUSDT   weekly"))
     assert line.endswith(f"rejected: {reason}")  # p=0.062, not p=0.0
     assert " 0.6912 " in line and " nan" not in line and " - " in line  # no baseline recorded: a dash
 
@@ -64,14 +72,37 @@ def test_breaker_history_says_when_there_is_nothing_and_refuses_unknown_names(ho
 
 def test_status_prints_run_ids_and_check_descriptions_whole():
     run_id = "3f1c2b9e-8d7a-4c6b-9e5f-0a1b2c3d4e5f"
-    description = ("rejected: beats_baselines: not significantly better than base_rate (diff -0.0012, p=0.201), "
-                   "persistence_calibrated (diff -0.0009, p=0.062)")
-    status = {"at": 0.0, "health": {"status": "healthy", "reasons": [], "checks": []}, "breakers": {},
-              "open_alerts": [], "cadences": {"weekly": {"run_id": run_id, "status": "success", "partition": "2024-05-26",
-                                                        "start": 1.0, "end": 2.0, "duration_seconds": 1.0}},
-              "champions": [], "resources": None,
-              "failed_checks": [{"asset": "models/weekly/BTCUSDT", "check": "promotion_gate", "severity": "ERROR",
-                                 "at": 1.0, "description": description}]}
+    description = (
+        "rejected: beats_baselines: not significantly better than base_rate (diff -0.0012, p=0.201), "
+        "persistence_calibrated (diff -0.0009, p=0.062)"
+    )
+    status = {
+        "at": 0.0,
+        "health": {"status": "healthy", "reasons": [], "checks": []},
+        "breakers": {},
+        "open_alerts": [],
+        "cadences": {
+            "weekly": {
+                "run_id": run_id,
+                "status": "success",
+                "partition": "2024-05-26",
+                "start": 1.0,
+                "end": 2.0,
+                "duration_seconds": 1.0,
+            }
+        },
+        "champions": [],
+        "resources": None,
+        "failed_checks": [
+            {
+                "asset": "models/weekly/BTCUSDT",
+                "check": "promotion_gate",
+                "severity": "ERROR",
+                "at": 1.0,
+                "description": description,
+            }
+        ],
+    }
     screen = render_status(status)
     assert f"run {run_id}" in screen  # usable in the UI: /runs/<run id>
     assert description in screen
@@ -81,7 +112,9 @@ def test_status_prints_run_ids_and_check_descriptions_whole():
 @pytest.mark.slow
 def test_importing_the_assets_prints_no_beta_or_preview_warning():
     """The CLI imports the training assets before the definitions: nothing may be printed on the console."""
-    code = "import alphapulse_assets.training.assets, alphapulse_assets.market_data.assets, alphapulse_assets.definitions"
+    code = (
+        "import alphapulse_assets.training.assets, alphapulse_assets.market_data.assets, alphapulse_assets.definitions"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # Python's defaults, as on a console
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr

@@ -24,8 +24,13 @@ from alphapulse_assets_tests.pg_harness import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
-PG_ENV = {"DAGSTER_PG_HOST": "db.invalid", "DAGSTER_PG_PORT": "5433", "DAGSTER_PG_DB": "dagster",
-          "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": "from-the-environment"}
+PG_ENV = {
+    "DAGSTER_PG_HOST": "db.invalid",
+    "DAGSTER_PG_PORT": "5433",
+    "DAGSTER_PG_DB": "dagster",
+    "DAGSTER_PG_USERNAME": "dagster",
+    "DAGSTER_PG_PASSWORD": "from-the-environment",
+}
 
 
 def _home_with(tmp_path: Path, source: Path, edit=None) -> Path:
@@ -61,7 +66,9 @@ def test_production_instance_reads_every_connection_setting_from_the_environment
     assert settings["run_monitoring"]["enabled"] is True
     assert settings["run_retries"] == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}
     assert settings["concurrency"]["pools"]["default_limit"] == 1
-    assert {"key": "alphapulse/cadence", "value": "monthly", "limit": 1} in settings["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": "alphapulse/cadence", "value": "monthly", "limit": 1} in settings["concurrency"]["runs"][
+        "tag_concurrency_limits"
+    ]
 
 
 def _storage_url(config: dict) -> str:
@@ -98,12 +105,18 @@ def test_k8s_instance_loads_with_dagster_k8s_without_contacting_a_cluster(tmp_pa
     from dagster_k8s import K8sRunLauncher
 
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "none",
-        "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "none", "user": {}}],
-        "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
-    }))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "none",
+                "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "none", "user": {}}],
+                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
+            }
+        )
+    )
 
     def outside_cluster(config):
         config["run_launcher"]["config"].update(load_incluster_config=False, kubeconfig_file=str(kubeconfig))
@@ -148,8 +161,12 @@ def test_image_entry_point_serves_the_definitions_over_grpc(tmp_path):
     cmd[cmd.index("-h") + 1] = "127.0.0.1"  # here: loopback only
     cmd[cmd.index("-p") + 1] = str(port)
     cmd[0] = str(Path(sys.executable).parent / "dagster")
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "DAGSTER_HOME": str(tmp_path),
-           "ALPHAPULSE_HOME": str(tmp_path / "alphapulse"), "HOME": str(tmp_path)}
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "DAGSTER_HOME": str(tmp_path),
+        "ALPHAPULSE_HOME": str(tmp_path / "alphapulse"),
+        "HOME": str(tmp_path),
+    }
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     log = open(tmp_path / "code-server.log", "wb")
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -201,6 +218,9 @@ def test_helm_values_have_what_the_chart_needs():
     assert daemon["runRetries"]["retryOnAssetOrOpFailure"] is False
     assert daemon["runMonitoring"]["enabled"] is True
     instance = yaml.safe_load((DEPLOY / "dagster-k8s.yaml").read_text())
-    assert values["concurrency"]["runs"]["tagConcurrencyLimits"] == instance["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert (
+        values["concurrency"]["runs"]["tagConcurrencyLimits"]
+        == instance["concurrency"]["runs"]["tag_concurrency_limits"]
+    )
     assert values["concurrency"]["pools"]["defaultLimit"] == instance["concurrency"]["pools"]["default_limit"]
     assert values["telemetry"]["enabled"] is False

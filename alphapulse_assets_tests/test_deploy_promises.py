@@ -17,8 +17,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
-PG_ENV = {"DAGSTER_PG_HOST": "db.invalid", "DAGSTER_PG_PORT": "5433", "DAGSTER_PG_DB": "dagster",
-          "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": "from-the-environment"}
+PG_ENV = {
+    "DAGSTER_PG_HOST": "db.invalid",
+    "DAGSTER_PG_PORT": "5433",
+    "DAGSTER_PG_DB": "dagster",
+    "DAGSTER_PG_USERNAME": "dagster",
+    "DAGSTER_PG_PASSWORD": "from-the-environment",
+}
 
 
 def _snake(config: dict | None, keys: dict[str, str]) -> dict:
@@ -30,13 +35,17 @@ def helm_instance_config(values: dict) -> dict:
     """The instance dagster.yaml that Dagster's chart (1.13) renders from ``values`` (configmap-instance.yaml and
     helpers/instance/*.tpl), for the settings the README promises. Storage is the external PostgreSQL."""
     daemon = values.get("dagsterDaemon", {})
-    out: dict = {"storage": yaml.safe_load((DEPLOY / "dagster.yaml").read_text())["storage"],
-                 "telemetry": {"enabled": values["telemetry"]["enabled"]}}
+    out: dict = {
+        "storage": yaml.safe_load((DEPLOY / "dagster.yaml").read_text())["storage"],
+        "telemetry": {"enabled": values["telemetry"]["enabled"]},
+    }
     scheduler = values.get("scheduler", {"type": "DagsterDaemonScheduler"})
     if scheduler["type"] == "DagsterDaemonScheduler":
         out["scheduler"] = {"module": "dagster._core.scheduler", "class": "DagsterDaemonScheduler"}
-        config = _snake((scheduler.get("config") or {}).get("daemonScheduler"),
-                        {"maxCatchupRuns": "max_catchup_runs", "maxTickRetries": "max_tick_retries"})
+        config = _snake(
+            (scheduler.get("config") or {}).get("daemonScheduler"),
+            {"maxCatchupRuns": "max_catchup_runs", "maxTickRetries": "max_tick_retries"},
+        )
         if config:
             out["scheduler"]["config"] = config
     if daemon.get("enabled") and daemon.get("runCoordinator", {}).get("enabled"):
@@ -44,21 +53,36 @@ def helm_instance_config(values: dict) -> dict:
         out["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}
     monitoring = daemon.get("runMonitoring", {})
     if daemon.get("enabled") and monitoring.get("enabled"):
-        out["run_monitoring"] = {"enabled": True, **_snake(monitoring, {
-            "startTimeoutSeconds": "start_timeout_seconds", "cancelTimeoutSeconds": "cancel_timeout_seconds",
-            "maxResumeRunAttempts": "max_resume_run_attempts", "pollIntervalSeconds": "poll_interval_seconds",
-            "freeSlotsAfterRunEndSeconds": "free_slots_after_run_end_seconds"})}
+        out["run_monitoring"] = {
+            "enabled": True,
+            **_snake(
+                monitoring,
+                {
+                    "startTimeoutSeconds": "start_timeout_seconds",
+                    "cancelTimeoutSeconds": "cancel_timeout_seconds",
+                    "maxResumeRunAttempts": "max_resume_run_attempts",
+                    "pollIntervalSeconds": "poll_interval_seconds",
+                    "freeSlotsAfterRunEndSeconds": "free_slots_after_run_end_seconds",
+                },
+            ),
+        }
     retries = daemon.get("runRetries", {})
     if daemon.get("enabled") and retries.get("enabled"):
-        out["run_retries"] = {"enabled": True, **_snake(retries, {
-            "maxRetries": "max_retries", "retryOnAssetOrOpFailure": "retry_on_asset_or_op_failure"})}
+        out["run_retries"] = {
+            "enabled": True,
+            **_snake(retries, {"maxRetries": "max_retries", "retryOnAssetOrOpFailure": "retry_on_asset_or_op_failure"}),
+        }
     concurrency = values.get("concurrency") or {}
     rendered: dict = {}
     if concurrency.get("pools"):
-        rendered["pools"] = _snake(concurrency["pools"], {"defaultLimit": "default_limit", "granularity": "granularity"})
+        rendered["pools"] = _snake(
+            concurrency["pools"], {"defaultLimit": "default_limit", "granularity": "granularity"}
+        )
     if concurrency.get("runs"):
-        rendered["runs"] = _snake(concurrency["runs"], {"maxConcurrentRuns": "max_concurrent_runs",
-                                                        "tagConcurrencyLimits": "tag_concurrency_limits"})
+        rendered["runs"] = _snake(
+            concurrency["runs"],
+            {"maxConcurrentRuns": "max_concurrent_runs", "tagConcurrencyLimits": "tag_concurrency_limits"},
+        )
     if rendered:
         out["concurrency"] = rendered
     return out
@@ -112,7 +136,9 @@ def test_run_monitoring_detects_dead_workers_and_frees_their_slots(instance_ref)
 def test_runs_are_queued_with_limits_and_trainings_share_one_pool(instance_ref):
     assert instance_ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
     concurrency = instance_ref.settings["concurrency"]
-    assert {"key": "alphapulse/cadence", "value": "monthly", "limit": 1} in concurrency["runs"]["tag_concurrency_limits"]
+    assert {"key": "alphapulse/cadence", "value": "monthly", "limit": 1} in concurrency["runs"][
+        "tag_concurrency_limits"
+    ]
     assert concurrency["runs"]["max_concurrent_runs"] >= 1
     assert concurrency["pools"]["default_limit"] == 1
 

@@ -13,20 +13,32 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SKIP_DIRS = {".git", ".venv", ".alphapulse", ".hypothesis", ".pytest_cache", "node_modules", "test-artifacts",
-             "build", "__pycache__", "alphapulse_assets.egg-info"}
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    ".alphapulse",
+    ".hypothesis",
+    ".pytest_cache",
+    "node_modules",
+    "test-artifacts",
+    "build",
+    "__pycache__",
+    "alphapulse_assets.egg-info",
+}
 CONFIG_SUFFIXES = {".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".env", ".json"}
 CONFIG_NAMES = {"Dockerfile", "Makefile", "run", ".env", "docker-compose.yml"}
 
 # key: value / key = value / KEY=value, for keys that name a secret's value.
 SECRET_KEY = re.compile(
     r"""(?ix) ^\s*[-\s]*["']?(?P<key>[a-z0-9_.-]*(password|passwd|secret_key|api_?key|token|private_key)[a-z0-9_]*)["']?
-        \s*[:=]\s*(?P<value>[^#\n]*)""")
+        \s*[:=]\s*(?P<value>[^#\n]*)"""
+)
 URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@'\"{}$]+:(?P<pw>[^@\s/'\"{}$]+)@")
 # Values that are not secrets: empty, env references, template variables, secret names.
 ALLOWED_VALUE = re.compile(
     r"""^\s*["']?(|~|null|true|false|\{\s*env\s*:.*\}|\$\{?[A-Z_][A-Z0-9_]*\}?.*|\{\{.*\}\}|.*\.\.\..*)["']?\s*$""",
-    flags=re.I)
+    flags=re.I,
+)
 
 
 def config_files() -> list[Path]:
@@ -49,7 +61,7 @@ def literal_secrets(text: str) -> list[str]:
             value = match.group("value").strip()
             if not value.endswith(":") and value not in ("|", ">"):  # a nested block, checked line by line
                 found.append(f"line {lineno}: {match.group('key')}")
-        for url in URL_WITH_CREDENTIALS.finditer(line):
+        for _url in URL_WITH_CREDENTIALS.finditer(line):
             found.append(f"line {lineno}: credentials in a URL")
     return found
 
@@ -73,8 +85,16 @@ def test_no_literal_secret_in_any_configuration_file():
     files = config_files()
     names = {p.relative_to(REPO).as_posix() for p in files}
     # The files that matter most are really scanned.
-    assert {"dagster.yaml", "deploy/dagster.yaml", "deploy/dagster-k8s.yaml", "deploy/helm/values.yaml",
-            "deploy/Dockerfile", "pyproject.toml", "Makefile", ".ci/run"} <= names, sorted(names)
+    assert {
+        "dagster.yaml",
+        "deploy/dagster.yaml",
+        "deploy/dagster-k8s.yaml",
+        "deploy/helm/values.yaml",
+        "deploy/Dockerfile",
+        "pyproject.toml",
+        "Makefile",
+        ".ci/run",
+    } <= names, sorted(names)
     problems = {}
     for path in files:
         found = literal_secrets(path.read_text(errors="replace"))
@@ -85,16 +105,26 @@ def test_no_literal_secret_in_any_configuration_file():
 
 def test_webserver_binds_to_loopback_unless_told_otherwise():
     # Dagster's own default...
-    help_text = subprocess.run([str(Path(sys.executable).parent / "dagster-webserver"), "--help"],
-                               capture_output=True, text=True, timeout=60).stdout
+    help_text = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster-webserver"), "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
     assert re.search(r"--host.*?\[default:\s*127\.0\.0\.1\]", help_text, flags=re.S), help_text
     # ...and every command this project documents or runs says so explicitly.
     commands = []
     for name in ("Makefile", "README.md", "docs/deployment.md", ".ci/run"):
         text = (REPO / name).read_text()
-        commands += [line for line in text.splitlines() if re.search(r"dagster(-webserver| dev)\b", line)
-                     and not line.lstrip().startswith("#") and ("-h " in line or "--host" in line or "dagster dev" in line
-                                                               or line.strip().startswith("dagster-webserver"))]
+        commands += [
+            line
+            for line in text.splitlines()
+            if re.search(r"dagster(-webserver| dev)\b", line)
+            and not line.lstrip().startswith("#")
+            and (
+                "-h " in line
+                or "--host" in line
+                or "dagster dev" in line
+                or line.strip().startswith("dagster-webserver")
+            )
+        ]
     assert commands
     for line in commands:
         assert re.search(r"(-h|--host)[ =]127\.0\.0\.1", line), f"webserver not bound to loopback: {line.strip()}"
@@ -105,7 +135,16 @@ def test_readme_production_section_covers_access_control_and_secrets():
     match = re.search(r"^## Production\b(.*?)(?=^## )", readme, flags=re.S | re.M)
     assert match, "README has no '## Production' section"
     section = match.group(1)
-    for needle in ("no login", "oauth2-proxy", "TLS", "127.0.0.1", "cp deploy/dagster.yaml", "dagster-daemon run",
-                   "DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "docs/deployment.md"):
+    for needle in (
+        "no login",
+        "oauth2-proxy",
+        "TLS",
+        "127.0.0.1",
+        "cp deploy/dagster.yaml",
+        "dagster-daemon run",
+        "DAGSTER_PG_HOST",
+        "DAGSTER_PG_PASSWORD",
+        "docs/deployment.md",
+    ):
         assert needle in section, f"README production section does not mention {needle!r}"
     assert not literal_secrets(section)

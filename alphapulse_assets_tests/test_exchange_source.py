@@ -178,16 +178,46 @@ def test_rate_limited_then_retried_recovers(fake, ftime, tmp_path):
 
 # (status, body, what ccxt raises for it, what the source raises, class)
 ERROR_CASES = [
-    (418, '{"code":-1003,"msg":"Way too many requests; IP banned."}', "DDoSProtection", TransientError, ErrorClass.TRANSIENT),
+    (
+        418,
+        '{"code":-1003,"msg":"Way too many requests; IP banned."}',
+        "DDoSProtection",
+        TransientError,
+        ErrorClass.TRANSIENT,
+    ),
     # ccxt calls these two permanent-looking (OperationFailed, ExchangeError): a 5xx is the server's trouble.
-    (500, '{"code":-1000,"msg":"An unknown error occurred while processing the request."}', "OperationFailed", TransientError, ErrorClass.TRANSIENT),
-    (503, '{"code":-1008,"msg":"Server is currently overloaded with other requests."}', "ExchangeError", TransientError, ErrorClass.TRANSIENT),
+    (
+        500,
+        '{"code":-1000,"msg":"An unknown error occurred while processing the request."}',
+        "OperationFailed",
+        TransientError,
+        ErrorClass.TRANSIENT,
+    ),
+    (
+        503,
+        '{"code":-1008,"msg":"Server is currently overloaded with other requests."}',
+        "ExchangeError",
+        TransientError,
+        ErrorClass.TRANSIENT,
+    ),
     (503, HTML_BODY, "ExchangeNotAvailable", TransientError, ErrorClass.TRANSIENT),
     (400, INVALID_SYMBOL_BODY, "BadSymbol", UnknownSymbolError, ErrorClass.PERMANENT),
-    (400, '{"code":-1100,"msg":"Illegal characters found in parameter \'symbol\'."}', "BadRequest", PermanentError, ErrorClass.PERMANENT),
+    (
+        400,
+        '{"code":-1100,"msg":"Illegal characters found in parameter \'symbol\'."}',
+        "BadRequest",
+        PermanentError,
+        ErrorClass.PERMANENT,
+    ),
     # ccxt calls a bare 400 ExchangeNotAvailable, a NetworkError: retrying the same bad request cannot help.
     (400, "", "ExchangeNotAvailable", PermanentError, ErrorClass.PERMANENT),
-    (401, '{"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}', "AuthenticationError", AuthenticationError, ErrorClass.PERMANENT),
+    (
+        401,
+        '{"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}',
+        "AuthenticationError",
+        AuthenticationError,
+        ErrorClass.PERMANENT,
+    ),
     (404, "<html><body>Not Found</body></html>", "ExchangeNotAvailable", PermanentError, ErrorClass.PERMANENT),
 ]
 
@@ -315,7 +345,7 @@ def test_requests_are_spaced_by_the_rate_limit_on_the_injected_clock(ftime):
         make_source(fake, ftime, rate_limit_ms=1000).fetch(["BTCUSDT"], START, END)
         times = [t for _, _, t in fake.log]
     assert len(times) == 4  # exchangeInfo + 3 kline pages
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert all(g >= 1.0 for g in gaps), gaps
     assert len(ftime.sleeps) == 3 and all(s > 0 for s in ftime.sleeps)
 
@@ -328,7 +358,7 @@ def test_ccxt_endpoint_weights_also_run_on_the_injected_clock(ftime):
         source.fetch(["BTCUSDT"], START, END)
         log = [(p, t) for p, _, t in fake.log]
     assert [p for p, _ in log] == [TIME, EXCHANGE_INFO, KLINES, KLINES, KLINES]
-    gaps = [b[1] - a[1] for a, b in zip(log, log[1:])]
+    gaps = [b[1] - a[1] for a, b in zip(log, log[1:], strict=False)]
     assert gaps[0] == pytest.approx(0.2)
     assert all(g == pytest.approx(0.02) for g in gaps[1:])
 

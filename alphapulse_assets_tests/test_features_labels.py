@@ -141,13 +141,17 @@ def _frame(close, high=None, low=None, symbol="TESTUSDT") -> pd.DataFrame:
 
 def test_take_profit_first() -> None:
     # bar 0 at 100; bar 2's high reaches 102 (TP) and bar 3's low reaches 99 (SL) afterwards
-    c = _frame([100, 100.5, 101, 100, 100, 100], high=[100, 100.5, 102.1, 100, 100, 100], low=[100, 100, 100.5, 98.5, 100, 100])
+    c = _frame(
+        [100, 100.5, 101, 100, 100, 100], high=[100, 100.5, 102.1, 100, 100, 100], low=[100, 100, 100.5, 98.5, 100, 100]
+    )
     y = triple_barrier_labels(c, 0.02, 0.01, horizon=4)
     assert y.iloc[0] == 1.0
 
 
 def test_stop_loss_first() -> None:
-    c = _frame([100, 99.5, 100, 100, 100, 100], high=[100, 100, 100, 103, 100, 100], low=[100, 98.9, 100, 100, 100, 100])
+    c = _frame(
+        [100, 99.5, 100, 100, 100, 100], high=[100, 100, 100, 103, 100, 100], low=[100, 98.9, 100, 100, 100, 100]
+    )
     y = triple_barrier_labels(c, 0.02, 0.01, horizon=4)
     assert y.iloc[0] == 0.0
 
@@ -221,6 +225,8 @@ def test_positive_rates_on_the_sample_market() -> None:
     c = SampleSource().fetch(["BTCUSDT", "ETHUSDT"], START, START + pd.Timedelta(days=60))
     fixed = triple_barrier_labels(c).mean()
     scaled = make_labels(c, RECOMMENDED_LABELS["nightly"]["name"], **RECOMMENDED_LABELS["nightly"]["params"]).mean()
-    print(f"\npositive rate, 60 days of 15m sample bars: fixed +2%/-1% over 10 bars {fixed:.3f}, recommended {scaled:.3f}")
+    print(
+        f"\npositive rate, 60 days of 15m sample bars: fixed +2%/-1% over 10 bars {fixed:.3f}, recommended {scaled:.3f}"
+    )
     assert fixed < 0.15
     assert 0.4 < scaled < 0.6

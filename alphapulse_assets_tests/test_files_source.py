@@ -16,8 +16,8 @@ import pytest
 
 from alphapulse_assets.market_data import quality
 from alphapulse_assets.market_data.schema import CANDLE_COLUMNS, schema_problems
-from alphapulse_assets.market_data.sources.files import cache as files_cache
 from alphapulse_assets.market_data.sources.files import FileSource, cache_info, clear_cache, export_sample
+from alphapulse_assets.market_data.sources.files import cache as files_cache
 from alphapulse_assets.market_data.sources.sample import SampleSource
 from alphapulse_assets.recovery.errors import (
     DataValidationError,
@@ -154,8 +154,9 @@ def test_binance_style_top_level_names_and_bar_size_folders(tmp_path):
     day = (ts("2024-01-10"), ts("2024-01-11"))
     assert_same_candles(FileSource(tmp_path, "1h").fetch(["BTCUSDT"], *day), expected(["BTCUSDT"], *day, "1h"))
     assert_same_candles(FileSource(tmp_path, "15m").fetch(["BTCUSDT", "ETHUSDT"], *day), expected(SYMBOLS, *day))
-    raises_validation(["hold 15m, 1h bars", "ALPHAPULSE_BASE_TIMEFRAME", "4h"],
-                      FileSource(tmp_path, "4h").fetch, ["BTCUSDT"], *day)
+    raises_validation(
+        ["hold 15m, 1h bars", "ALPHAPULSE_BASE_TIMEFRAME", "4h"], FileSource(tmp_path, "4h").fetch, ["BTCUSDT"], *day
+    )
 
 
 # ------------------------------------------------------------------------- real export formats
@@ -166,7 +167,7 @@ def test_yahoo_finance_daily_equities(tmp_path):
     rng = np.random.default_rng(1)
     close = 180 + rng.normal(0, 1, len(days)).cumsum()
     lines = ["Date,Open,High,Low,Close,Adj Close,Volume"]
-    for d, c in zip(days, close):
+    for d, c in zip(days, close, strict=False):
         lines.append(f"{d:%Y-%m-%d},{c - 0.5:.6f},{c + 1:.6f},{c - 1:.6f},{c:.6f},{c * 0.99:.6f},{int(5e7)}")
     (tmp_path / "AAPL.csv").write_text("\n".join(lines) + "\n")
     got = FileSource(tmp_path, timeframe="1d").fetch(["AAPL"], ts("2024-02-01"), ts("2024-03-01"))
@@ -240,7 +241,7 @@ def test_binance_headerless_kline_dump(tmp_path, unit, packing):
     lines = [
         f"{o},{r.open!r},{r.high!r},{r.low!r},{r.close!r},{r.volume!r},{o + 15 * 60 * scale - 1},"
         f"{r.volume * r.close!r},1234,{r.volume / 2!r},{r.volume * r.close / 2!r},0"
-        for o, r in zip(open_time, want.itertuples())
+        for o, r in zip(open_time, want.itertuples(), strict=False)
     ]
     folder = tmp_path / "BTCUSDT"
     folder.mkdir()
@@ -275,10 +276,13 @@ def test_iso_strings_with_changing_offsets(tmp_path):
 
 def test_naive_local_times_in_a_source_timezone(tmp_path):
     local = pd.date_range("2024-01-02 09:00", periods=8, freq="1h")
-    frame = pd.DataFrame({"time": local.strftime("%Y-%m-%d %H:%M"), "open": 1.0, "high": 2.0, "low": 0.5,
-                          "close": 1.5, "volume": 10.0})
+    frame = pd.DataFrame(
+        {"time": local.strftime("%Y-%m-%d %H:%M"), "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10.0}
+    )
     frame.to_csv(tmp_path / "SPY.csv", index=False)
-    got = FileSource(tmp_path, "1h", source_timezone="America/New_York").fetch(["SPY"], ts("2024-01-02"), ts("2024-01-03"))
+    got = FileSource(tmp_path, "1h", source_timezone="America/New_York").fetch(
+        ["SPY"], ts("2024-01-02"), ts("2024-01-03")
+    )
     assert got["timestamp"].iloc[0] == ts("2024-01-02 14:00")
 
 
@@ -293,26 +297,45 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 def test_missing_columns(tmp_path):
     path = write(tmp_path, "BTCUSDT.csv", "timestamp,open,high,close\n2024-01-01 00:00,1,2,1.5\n")
-    raises_validation([str(path), "missing required column(s) low, volume", "found columns"],
-                      FileSource(tmp_path).fetch, ["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))
+    raises_validation(
+        [str(path), "missing required column(s) low, volume", "found columns"],
+        FileSource(tmp_path).fetch,
+        ["BTCUSDT"],
+        ts("2024-01-01"),
+        ts("2024-01-02"),
+    )
 
 
 def test_text_in_a_price_column(tmp_path):
     path = write(
-        tmp_path, "BTCUSDT.csv",
+        tmp_path,
+        "BTCUSDT.csv",
         "timestamp,open,high,low,close,volume\n"
         "2024-01-01 00:00,1,2,0.5,1.5,10\n"
         "2024-01-01 00:15,1,2,0.5,n/a price,10\n",
     )
-    raises_validation([str(path), "non-numeric value 'n/a price'", "column 'close'", "row 1", "line 3"],
-                      FileSource(tmp_path).fetch, ["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))
+    raises_validation(
+        [str(path), "non-numeric value 'n/a price'", "column 'close'", "row 1", "line 3"],
+        FileSource(tmp_path).fetch,
+        ["BTCUSDT"],
+        ts("2024-01-01"),
+        ts("2024-01-02"),
+    )
 
 
 def test_unparseable_timestamp(tmp_path):
-    path = write(tmp_path, "BTCUSDT.csv",
-                 "timestamp,open,high,low,close,volume\n2024-01-01 00:00,1,2,0.5,1.5,10\nyesterday,1,2,0.5,1.5,10\n")
-    raises_validation([str(path), "unparseable timestamp 'yesterday'", "line 3"],
-                      FileSource(tmp_path).fetch, ["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))
+    path = write(
+        tmp_path,
+        "BTCUSDT.csv",
+        "timestamp,open,high,low,close,volume\n2024-01-01 00:00,1,2,0.5,1.5,10\nyesterday,1,2,0.5,1.5,10\n",
+    )
+    raises_validation(
+        [str(path), "unparseable timestamp 'yesterday'", "line 3"],
+        FileSource(tmp_path).fetch,
+        ["BTCUSDT"],
+        ts("2024-01-01"),
+        ts("2024-01-02"),
+    )
 
 
 def test_duplicated_timestamps_pass_through_for_the_quality_check(tmp_path):
@@ -337,17 +360,29 @@ def test_local_times_that_do_not_exist_in_the_given_timezone(tmp_path):
     frame = pd.DataFrame({"timestamp": stamps, "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 1.0})
     path = tmp_path / "BTCUSDT.csv"
     frame.to_csv(path, index=False)
-    raises_validation([str(path), "'2024-03-31 02:00'", "line 10", "does not exist", "Europe/Berlin"],
-                      FileSource(tmp_path, source_timezone="Europe/Berlin").fetch,
-                      ["BTCUSDT"], ts("2024-03-31"), ts("2024-04-01"))
+    raises_validation(
+        [str(path), "'2024-03-31 02:00'", "line 10", "does not exist", "Europe/Berlin"],
+        FileSource(tmp_path, source_timezone="Europe/Berlin").fetch,
+        ["BTCUSDT"],
+        ts("2024-03-31"),
+        ts("2024-04-01"),
+    )
 
 
 def test_timestamps_mixing_offsets_and_naive(tmp_path):
-    path = write(tmp_path, "BTCUSDT.csv",
-                 "timestamp,open,high,low,close,volume\n2024-01-01T00:00:00+00:00,1,2,0.5,1.5,10\n"
-                 "2024-01-01 00:15,1,2,0.5,1.5,10\n")
-    raises_validation([str(path), "mix values with a UTC offset", "line 3"],
-                      FileSource(tmp_path).fetch, ["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))
+    path = write(
+        tmp_path,
+        "BTCUSDT.csv",
+        "timestamp,open,high,low,close,volume\n2024-01-01T00:00:00+00:00,1,2,0.5,1.5,10\n"
+        "2024-01-01 00:15,1,2,0.5,1.5,10\n",
+    )
+    raises_validation(
+        [str(path), "mix values with a UTC offset", "line 3"],
+        FileSource(tmp_path).fetch,
+        ["BTCUSDT"],
+        ts("2024-01-01"),
+        ts("2024-01-02"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -371,7 +406,9 @@ def test_a_broken_file_only_fails_its_own_symbol(tmp_path):
     (tmp_path / "ETHUSDT.csv").write_bytes(b"")
     day = (ts("2024-01-01"), ts("2024-01-02"))
     assert len(FileSource(tmp_path).fetch(["BTCUSDT"], *day)) == 96
-    raises_validation([str(tmp_path / "ETHUSDT.csv"), "the file is empty"], FileSource(tmp_path).fetch, ["ETHUSDT"], *day)
+    raises_validation(
+        [str(tmp_path / "ETHUSDT.csv"), "the file is empty"], FileSource(tmp_path).fetch, ["ETHUSDT"], *day
+    )
 
 
 def test_top_level_names_with_dates(tmp_path):
@@ -387,8 +424,13 @@ def test_top_level_names_with_dates(tmp_path):
 def test_parquet_without_rows(tmp_path):
     empty = expected(["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02")).drop(columns="symbol").iloc[:0]
     empty.to_parquet(tmp_path / "BTCUSDT.parquet")
-    raises_validation([str(tmp_path / "BTCUSDT.parquet"), "no rows"],
-                      FileSource(tmp_path).fetch, ["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))
+    raises_validation(
+        [str(tmp_path / "BTCUSDT.parquet"), "no rows"],
+        FileSource(tmp_path).fetch,
+        ["BTCUSDT"],
+        ts("2024-01-01"),
+        ts("2024-01-02"),
+    )
 
 
 def test_unknown_symbol_lists_what_exists(tmp_path):
@@ -411,33 +453,56 @@ def test_unknown_symbol_with_a_shared_file(tmp_path):
 def test_bar_size_mismatch(tmp_path):
     frame = expected(["BTCUSDT"], ts("2024-01-01"), ts("2024-01-03"), "1h").drop(columns="symbol")
     frame.to_csv(tmp_path / "BTCUSDT.csv", index=False)
-    raises_validation([str(tmp_path / "BTCUSDT.csv"), "holds 1h bars", "configured bar size is 15m",
-                       "ALPHAPULSE_BASE_TIMEFRAME=1h"],
-                      FileSource(tmp_path, "15m").fetch, ["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))
+    raises_validation(
+        [str(tmp_path / "BTCUSDT.csv"), "holds 1h bars", "configured bar size is 15m", "ALPHAPULSE_BASE_TIMEFRAME=1h"],
+        FileSource(tmp_path, "15m").fetch,
+        ["BTCUSDT"],
+        ts("2024-01-01"),
+        ts("2024-01-02"),
+    )
     assert len(FileSource(tmp_path, "1h").fetch(["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))) == 24
 
 
 def test_header_less_file_that_is_not_a_binance_dump(tmp_path):
     path = write(tmp_path, "BTCUSDT.csv", "1704067200000,1,2,0.5,1.5,10,99,98\n")
-    raises_validation([str(path), "8 numbers and no column names", "add a header row"],
-                      FileSource(tmp_path).fetch, ["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))
+    raises_validation(
+        [str(path), "8 numbers and no column names", "add a header row"],
+        FileSource(tmp_path).fetch,
+        ["BTCUSDT"],
+        ts("2024-01-01"),
+        ts("2024-01-02"),
+    )
     path = write(tmp_path, "BTCUSDT.csv", "2024-01-01 00:00,1,2,0.5,1.5,10,5\n")
-    raises_validation([str(path), "looks like data, not column names"],
-                      FileSource(tmp_path).fetch, ["BTCUSDT"], ts("2024-01-01"), ts("2024-01-02"))
+    raises_validation(
+        [str(path), "looks like data, not column names"],
+        FileSource(tmp_path).fetch,
+        ["BTCUSDT"],
+        ts("2024-01-01"),
+        ts("2024-01-02"),
+    )
 
 
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("BTCUSDT.csv", b"timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,10,7,8\n",
-         "more fields than the header has column names"),
-        ("BTCUSDT.csv", b"timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,10\n2024-01-02,1,2,0.5,1.5,10,7,8\n",
-         "cannot read the CSV (Error tokenizing data. C error: Expected 6 fields in line 3, saw 8)"),
+        (
+            "BTCUSDT.csv",
+            b"timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,10,7,8\n",
+            "more fields than the header has column names",
+        ),
+        (
+            "BTCUSDT.csv",
+            b"timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,10\n2024-01-02,1,2,0.5,1.5,10,7,8\n",
+            "cannot read the CSV (Error tokenizing data. C error: Expected 6 fields in line 3, saw 8)",
+        ),
         ("BTCUSDT.csv.gz", b"\x1f\x8b\x08 this is not gzip", "corrupt or truncated"),
         ("BTCUSDT.zip", b"PK not a zip", "corrupt or truncated"),
         ("BTCUSDT.parquet", b"PAR1 garbage", "not a readable Parquet file"),
-        ("BTCUSDT.csv", "timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,10\n".encode("utf-16"),
-         "not a UTF-8 text file"),
+        (
+            "BTCUSDT.csv",
+            "timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,10\n".encode("utf-16"),
+            "not a UTF-8 text file",
+        ),
     ],
 )
 def test_garbage_files_never_raise_a_bare_library_error(tmp_path, name, content, message):

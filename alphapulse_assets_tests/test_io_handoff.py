@@ -30,8 +30,9 @@ def test_next_step_of_the_same_run_gets_the_stored_frame_without_reading_it(tmp_
     real_read = ParquetPartitionStore.read_key
     monkeypatch.setattr(ParquetPartitionStore, "read_key", lambda self, *a: reads.append(a) or real_read(self, *a))
     with dg.instance_for_test() as instance:
-        result = dg.materialize([upstream_frame, downstream_sum], partition_key="2024-01-14", instance=instance,
-                                resources={"frames": io})
+        result = dg.materialize(
+            [upstream_frame, downstream_sum], partition_key="2024-01-14", instance=instance, resources={"frames": io}
+        )
     assert result.success and reads == []  # handed over, not read back
     stored = ParquetPartitionStore(str(tmp_path / "store")).read_key("upstream_frame", "2024-01-14")
     pd.testing.assert_frame_equal(SEEN[result.run_id].reset_index(drop=True), stored)  # and it was stored
@@ -40,13 +41,21 @@ def test_next_step_of_the_same_run_gets_the_stored_frame_without_reading_it(tmp_
 def test_a_later_run_reads_the_store_not_a_frame_kept_from_an_earlier_run(tmp_path):
     io = PartitionedParquetIOManager(base_url=str(tmp_path / "store"), layout="keys")
     with dg.instance_for_test() as instance:
-        first = dg.materialize([upstream_frame], partition_key="2024-01-14", instance=instance, resources={"frames": io})
+        first = dg.materialize(
+            [upstream_frame], partition_key="2024-01-14", instance=instance, resources={"frames": io}
+        )
         assert first.success
         # Someone rewrites the partition (another process, a repair): the next run must see the file's content.
         changed = pd.DataFrame({"week": ["2024-01-14"], "value": [42.0]})
-        ParquetPartitionStore(str(tmp_path / "store")).write_key("upstream_frame", "2024-01-14",
-                                                                 pa.Table.from_pandas(changed, preserve_index=False))
-        second = dg.materialize([upstream_frame, downstream_sum], partition_key="2024-01-14", instance=instance,
-                                resources={"frames": io}, selection=[downstream_sum])
+        ParquetPartitionStore(str(tmp_path / "store")).write_key(
+            "upstream_frame", "2024-01-14", pa.Table.from_pandas(changed, preserve_index=False)
+        )
+        second = dg.materialize(
+            [upstream_frame, downstream_sum],
+            partition_key="2024-01-14",
+            instance=instance,
+            resources={"frames": io},
+            selection=[downstream_sum],
+        )
         assert second.success
     assert SEEN[second.run_id]["value"].tolist() == [42.0]

@@ -58,13 +58,15 @@ def _imports() -> list[tuple[str, str, str, int]]:
                 else:
                     base_name = node.module or ""
                 # `from pkg import mod` imports the module pkg.mod when there is one
-                targets = [f"{base_name}.{a.name}" if _is_module(f"{base_name}.{a.name}") else base_name
-                           for a in node.names]
+                targets = [
+                    f"{base_name}.{a.name}" if _is_module(f"{base_name}.{a.name}") else base_name for a in node.names
+                ]
             else:
                 continue
             rel = str(path.relative_to(ROOT.parent))
-            out.extend((module, t, rel, node.lineno) for t in set(targets)
-                       if t == PACKAGE or t.startswith(PACKAGE + "."))
+            out.extend(
+                (module, t, rel, node.lineno) for t in set(targets) if t == PACKAGE or t.startswith(PACKAGE + ".")
+            )
     return out
 
 
@@ -119,23 +121,31 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _where(imports, pairs: set[tuple[str, str]], key) -> str:
-    return "\n".join(f"  {f}:{line}: {src} imports {dst}" for src, dst, f, line in imports
-                     if (key(src), key(dst)) in pairs)
+    return "\n".join(
+        f"  {f}:{line}: {src} imports {dst}" for src, dst, f, line in imports if (key(src), key(dst)) in pairs
+    )
 
 
 def test_every_module_is_in_a_layer():
     missing = sorted({m for m, _, _, _ in _imports()} - {m for m, _, _, _ in _imports() if _unit(m)})
-    missing += [_module_name(p) for p in ROOT.rglob("*.py") if _unit(_module_name(p)) is None
-                and _module_name(p) != PACKAGE and _module_name(p) not in missing]
+    missing += [
+        _module_name(p)
+        for p in ROOT.rglob("*.py")
+        if _unit(_module_name(p)) is None and _module_name(p) != PACKAGE and _module_name(p) not in missing
+    ]
     assert not missing, f"modules in no layer of LAYERS: {missing}"
 
 
 def test_imports_flow_downwards():
     imports = _imports()
-    upward = [(src, dst, f, line) for src, dst, f, line in imports
-              if _unit(src) and _unit(dst) and _unit(dst)[0] > _unit(src)[0]]
+    upward = [
+        (src, dst, f, line)
+        for src, dst, f, line in imports
+        if _unit(src) and _unit(dst) and _unit(dst)[0] > _unit(src)[0]
+    ]
     assert not upward, "a lower layer imports a higher one:\n" + "\n".join(
-        f"  {f}:{line}: {src} ({_unit(src)[1]}) imports {dst} ({_unit(dst)[1]})" for src, dst, f, line in upward)
+        f"  {f}:{line}: {src} ({_unit(src)[1]}) imports {dst} ({_unit(dst)[1]})" for src, dst, f, line in upward
+    )
 
 
 def test_no_cycles_between_packages():
@@ -147,9 +157,10 @@ def test_no_cycles_between_packages():
             edges[a[1]].add(b[1])
     cycles = _cycles(edges)
     assert not cycles, "\n".join(
-        f"import cycle between {c}:\n" + _where(imports, {(x, y) for x in c for y in c if x != y},
-                                               lambda m: _unit(m)[1] if _unit(m) else m)
-        for c in cycles)
+        f"import cycle between {c}:\n"
+        + _where(imports, {(x, y) for x in c for y in c if x != y}, lambda m: _unit(m)[1] if _unit(m) else m)
+        for c in cycles
+    )
 
 
 def test_no_cycles_between_modules_of_a_package():
@@ -161,7 +172,8 @@ def test_no_cycles_between_modules_of_a_package():
     cycles = _cycles(edges)
     assert not cycles, "\n".join(
         f"import cycle between {c}:\n" + _where(imports, {(x, y) for x in c for y in c if x != y}, lambda m: m)
-        for c in cycles)
+        for c in cycles
+    )
 
 
 def test_imports_inside_functions_say_why():
@@ -178,14 +190,21 @@ def test_imports_inside_functions_say_why():
                 continue
             for node in ast.walk(func):
                 if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(PACKAGE)):
-                    said = any("#" in line and "import" in line.lower() for line in lines[func.lineno - 1:node.end_lineno])
+                    said = any(
+                        "#" in line and "import" in line.lower() for line in lines[func.lineno - 1 : node.end_lineno]
+                    )
                     if not said:
                         silent.append(f"  {path.relative_to(ROOT.parent)}:{node.lineno}: from {node.module} import ...")
-    assert not silent, "imports inside functions without a comment saying why (move them to the top):\n" + "\n".join(silent)
+    assert not silent, "imports inside functions without a comment saying why (move them to the top):\n" + "\n".join(
+        silent
+    )
 
 
 def test_no_dagster_internals_in_product_code():
-    hits = [f"  {p.relative_to(ROOT.parent)}:{n}: {line.strip()}"
-            for p in sorted(ROOT.rglob("*.py"))
-            for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"dagster\._", line)]
+    hits = [
+        f"  {p.relative_to(ROOT.parent)}:{n}: {line.strip()}"
+        for p in sorted(ROOT.rglob("*.py"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"dagster\._", line)
+    ]
     assert not hits, "Dagster's private modules (use the public `dagster` API):\n" + "\n".join(hits)

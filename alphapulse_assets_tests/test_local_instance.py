@@ -82,8 +82,14 @@ WRITER = textwrap.dedent("""
 
 def _writer(home: Path, days: list[str]) -> subprocess.Popen:
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", WRITER, *days], cwd=home, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, *days],
+        cwd=home,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -135,22 +141,34 @@ def test_the_web_ui_reads_runs_and_checks_from_this_storage(tmp_path, monkeypatc
     home = _home(tmp_path, monkeypatch)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run_id = _materialize(instance, "2024-01-03").run_id
-    (home / "defs.py").write_text("import dagster as dg\nfrom alphapulse_assets_tests.test_local_instance import prices\n"
-                                  "defs = dg.Definitions(assets=[prices])\n")
+    (home / "defs.py").write_text(
+        "import dagster as dg\nfrom alphapulse_assets_tests.test_local_instance import prices\n"
+        "defs = dg.Definitions(assets=[prices])\n"
+    )
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-                               "-f", "defs.py"], cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-f", "defs.py"],
+        cwd=home,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
-        query = ('{ runOrError(runId: "%s") { ... on Run { status } } assetNodeOrError(assetKey: {path: ["prices"]}) '
-                 '{ ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name '
-                 'executionForLatestMaterialization { status } } } } } } }' % run_id)
+        query = (
+            f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} assetNodeOrError(assetKey: {{path: ["prices"]}}) '
+            "{ ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name "
+            "executionForLatestMaterialization { status } } } } } } }"
+        )
         deadline, answer = time.monotonic() + 90, None
         while answer is None and time.monotonic() < deadline:
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", json.dumps({"query": query}).encode(),
-                                                 {"Content-Type": "application/json"})
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    json.dumps({"query": query}).encode(),
+                    {"Content-Type": "application/json"},
+                )
                 answer = json.load(urllib.request.urlopen(request, timeout=10))["data"]
             except OSError:
                 assert server.poll() is None, server.stderr.read().decode()[-2000:]

@@ -36,7 +36,11 @@ class CorruptingSource(CandleSource):
     def fetch(self, symbols, start, end):
         frame = SampleSource().fetch(symbols, start, end)
         frame.loc[7, "high"] = frame.loc[7, "low"] / 2
-        return pd.concat([frame, frame.iloc[[3]]]).sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
+        return (
+            pd.concat([frame, frame.iloc[[3]]])
+            .sort_values(["symbol", "timestamp"], kind="stable")
+            .reset_index(drop=True)
+        )
 
 
 register_source("down", lambda s: DownSource())
@@ -101,7 +105,10 @@ def test_definitions_validate_with_dagster_cli(tmp_path):
     shutil.copyfile(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     out = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -141,4 +148,7 @@ def test_a_run_over_many_days_materializes_each_day_once_with_that_days_figures(
         assert mat.metadata["source_by_symbol"].value == {"BTCUSDT": "sample", "ETHUSDT": "sample"}
     hourly = result.asset_materializations_for_node("candles_1h")
     assert [(m.partition, m.metadata["rows"].value) for m in hourly] == [
-        ("2024-03-01", 48), ("2024-03-02", 48), ("2024-03-03", 48)]
+        ("2024-03-01", 48),
+        ("2024-03-02", 48),
+        ("2024-03-03", 48),
+    ]

@@ -17,9 +17,16 @@ def candles() -> pd.DataFrame:
 
 
 def run(frame, **kw):
-    args = dict(symbols=["BTCUSDT", "ETHUSDT"], start=DAY, end=NEXT, timeframe="15m",
-                max_missing_fraction=0.05, outlier_zscore=12.0, max_outlier_fraction=0.001,
-                max_bar_move_factor=10.0)
+    args = dict(
+        symbols=["BTCUSDT", "ETHUSDT"],
+        start=DAY,
+        end=NEXT,
+        timeframe="15m",
+        max_missing_fraction=0.05,
+        outlier_zscore=12.0,
+        max_outlier_fraction=0.001,
+        max_bar_move_factor=10.0,
+    )
     args.update(kw)
     return {r.rule: r for r in quality.run_all(frame, **args)}
 
@@ -121,8 +128,11 @@ def test_an_ordinary_outlier_still_only_warns_but_a_1000x_spike_blocks(candles):
 
 def test_days_are_refused_when_a_blocking_check_failed_or_never_ran():
     passed = {rule: "passed" for rule in quality.BLOCKING_RULES}
-    statuses = {"2024-03-01": passed, "2024-03-02": {**passed, "non_negative_volume": "failed"},
-                "2024-03-03": {**passed, "outlier_returns": "failed"}}  # a warning only: not a reason to refuse
+    statuses = {
+        "2024-03-01": passed,
+        "2024-03-02": {**passed, "non_negative_volume": "failed"},
+        "2024-03-03": {**passed, "outlier_returns": "failed"},
+    }  # a warning only: not a reason to refuse
     refused = quality.refused_days(["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04"], statuses)
     assert [v.day for v in refused] == ["2024-03-02", "2024-03-04"]
     assert str(refused[0]) == "2024-03-02 (failed non_negative_volume)"
@@ -132,6 +142,13 @@ def test_days_are_refused_when_a_blocking_check_failed_or_never_ran():
 
 def test_weekday_calendar_expects_no_bars_on_weekends():
     saturday = pd.Timestamp("2024-03-02", tz="UTC")
-    r = quality.check_coverage(pd.DataFrame({"symbol": [], "timestamp": []}), ["SPY"], saturday,
-                               saturday + pd.Timedelta(days=1), "1h", 0.05, weekdays_only=True)
+    r = quality.check_coverage(
+        pd.DataFrame({"symbol": [], "timestamp": []}),
+        ["SPY"],
+        saturday,
+        saturday + pd.Timedelta(days=1),
+        "1h",
+        0.05,
+        weekdays_only=True,
+    )
     assert r.passed and "market closed" in r.description

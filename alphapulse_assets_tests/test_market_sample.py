@@ -9,7 +9,7 @@ import pytest
 from alphapulse_assets.market_data.quality import run_all
 from alphapulse_assets.market_data.schema import schema_problems
 from alphapulse_assets.market_data.sources.sample import SampleSource, _daily_path, generate_day
-from alphapulse_assets.recovery.errors import NoDataError, UnknownSymbolError, classify, ErrorClass
+from alphapulse_assets.recovery.errors import ErrorClass, NoDataError, UnknownSymbolError, classify
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT"]
 
@@ -21,8 +21,12 @@ def year() -> pd.DataFrame:
 
 def test_same_symbol_and_day_give_the_same_frame_whatever_else_is_asked():
     alone = generate_day("ETHUSDT", date(2024, 6, 3))
-    within = SampleSource().fetch(["BTCUSDT", "ETHUSDT"], pd.Timestamp("2024-06-01", tz="UTC"), pd.Timestamp("2024-06-05", tz="UTC"))
-    pd.testing.assert_frame_equal(within[(within.symbol == "ETHUSDT") & (within.timestamp.dt.day == 3)].reset_index(drop=True), alone)
+    within = SampleSource().fetch(
+        ["BTCUSDT", "ETHUSDT"], pd.Timestamp("2024-06-01", tz="UTC"), pd.Timestamp("2024-06-05", tz="UTC")
+    )
+    pd.testing.assert_frame_equal(
+        within[(within.symbol == "ETHUSDT") & (within.timestamp.dt.day == 3)].reset_index(drop=True), alone
+    )
     assert not generate_day("ETHUSDT", date(2024, 6, 4))["close"].equals(alone["close"])
 
 
@@ -34,9 +38,17 @@ def test_days_are_continuous_and_canonical(year):
 
 
 def test_every_quality_rule_passes_on_a_year_of_sample_data(year):
-    results = run_all(year, symbols=SYMBOLS, start=pd.Timestamp("2024-01-01", tz="UTC"),
-                      end=pd.Timestamp("2025-01-01", tz="UTC"), timeframe="15m", max_missing_fraction=0.05,
-                      outlier_zscore=12, max_outlier_fraction=0.001, max_bar_move_factor=10.0)
+    results = run_all(
+        year,
+        symbols=SYMBOLS,
+        start=pd.Timestamp("2024-01-01", tz="UTC"),
+        end=pd.Timestamp("2025-01-01", tz="UTC"),
+        timeframe="15m",
+        max_missing_fraction=0.05,
+        outlier_zscore=12,
+        max_outlier_fraction=0.001,
+        max_bar_move_factor=10.0,
+    )
     assert [r.rule for r in results if not r.passed] == []
 
 

@@ -127,7 +127,11 @@ def test_rerunning_one_day_shadows_it_and_collects_fully_shadowed_segments(tmp_p
     day2 = three[three.timestamp.dt.day == 2].assign(volume=1.0)
     store.write_days("c", to_arrow(day2), ["2024-05-02"])
     assert (store.read_days("c", ["2024-05-02"])["volume"] == 1.0).all()
-    pd.testing.assert_frame_equal(store.read_days("c", ["2024-05-01"]), three[three.timestamp.dt.day == 1].reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        store.read_days("c", ["2024-05-01"]),
+        three[three.timestamp.dt.day == 1].reset_index(drop=True),
+        check_dtype=False,
+    )
     assert len(os.listdir(tmp_path / "c")) == 2  # the 3-day segment still serves days 1 and 3
     store.write_days("c", to_arrow(three[three.timestamp.dt.day != 2]), ["2024-05-01", "2024-05-03"])
     names = os.listdir(tmp_path / "c")  # days 1 and 3 are not consecutive: two new segments

@@ -32,7 +32,15 @@ HOUR = 3600.0
 class Recorder(Channel):
     """Keeps every notification it is sent; can be told to fail or to hang."""
 
-    def __init__(self, name: str, min_severity=Severity.INFO, *, fail: bool = False, hang: threading.Event | None = None, timeout: float = 5.0):
+    def __init__(
+        self,
+        name: str,
+        min_severity=Severity.INFO,
+        *,
+        fail: bool = False,
+        hang: threading.Event | None = None,
+        timeout: float = 5.0,
+    ):
         super().__init__(name=name, min_severity=min_severity, timeout=timeout)
         self.sent = []
         self.fail = fail
@@ -296,7 +304,11 @@ def test_raising_a_resolved_alert_is_resolving_it(db_url, clock):
             router.raise_alert(Alert.from_event(ev, labels={"host": "worker-1"}))
     assert chat.statuses == ["firing", "resolved"]
     firing = chat.sent[0].alerts[0]
-    assert (firing.key, firing.severity, firing.labels) == ("threshold:cpu_percent", Severity.CRITICAL, {"host": "worker-1"})
+    assert (firing.key, firing.severity, firing.labels) == (
+        "threshold:cpu_percent",
+        Severity.CRITICAL,
+        {"host": "worker-1"},
+    )
     assert chat.sent[1].alerts[0].key == "threshold:cpu_percent"
     assert router.store.open_alerts() == []
 
@@ -338,7 +350,9 @@ def test_a_key_prefix_critical_inhibits_its_sub_alerts(db_url, clock):
     router.raise_alert(crit("pipeline:nightly"))
     assert [o.result for o in router.raise_alert(warn("pipeline:nightly:BTCUSDT"))] == ["inhibited"]
     assert [o.result for o in router.raise_alert(warn("pipeline:nightlyish"))] == ["sent"]
-    assert [o.result for o in router.raise_alert(crit("pipeline:nightly:ETHUSDT"))] == ["sent"]  # critical: never inhibited
+    assert [o.result for o in router.raise_alert(crit("pipeline:nightly:ETHUSDT"))] == [
+        "sent"
+    ]  # critical: never inhibited
 
 
 def test_inhibition_applies_within_one_group_whatever_the_order(db_url, clock):
@@ -407,7 +421,9 @@ def test_secret_values_are_scrubbed_from_alerts_and_store(db_url, clock, monkeyp
     chat = Recorder("chat")
     hook = JsonWebhookChannel(url_env="TEST_HOOK_URL", name="hook", min_severity="critical")
     router = make_router(db_url, clock, chat, hook)
-    router.raise_alert(Alert("leak", "warning", f"posting to /hooks/{token} failed", f"url was http://127.0.0.1:9/hooks/{token}"))
+    router.raise_alert(
+        Alert("leak", "warning", f"posting to /hooks/{token} failed", f"url was http://127.0.0.1:9/hooks/{token}")
+    )
     n = chat.sent[0].alerts[0]
     assert token not in n.title and token not in n.body and "***" in n.body
     dump = repr(router.store.history()) + repr(router.store.open_alerts()) + repr(router.store.dedupe_rows())

@@ -182,7 +182,11 @@ def test_slack_webhook_posts_text_and_blocks(hook, monkeypatch):
     assert context["type"] == "context"
     ctx = context["elements"][0]
     assert ctx["type"] == "mrkdwn"
-    assert "threshold:cpu_percent" in ctx["text"] and "host=worker-1" in ctx["text"] and "2023-11-14T22:13:20Z" in ctx["text"]
+    assert (
+        "threshold:cpu_percent" in ctx["text"]
+        and "host=worker-1" in ctx["text"]
+        and "2023-11-14T22:13:20Z" in ctx["text"]
+    )
 
 
 def test_slack_payload_respects_block_kit_limits():
@@ -302,13 +306,20 @@ def test_email_with_starttls_and_login_from_env(tmp_path, monkeypatch):
         # handled=False: let the server answer 535 itself on a wrong password.
         return AuthResult(success=auth_data.password == SECRET.encode(), handled=False)
 
-    box, controller = start_smtp(tls_context=server_ctx, require_starttls=True, auth_required=True, authenticator=authenticator)
+    box, controller = start_smtp(
+        tls_context=server_ctx, require_starttls=True, auth_required=True, authenticator=authenticator
+    )
     try:
         monkeypatch.setenv("TEST_SMTP_USER", "alphapulse")
         monkeypatch.setenv("TEST_SMTP_PASSWORD", SECRET)
         channel = EmailChannel(
-            "127.0.0.1", controller.port, "a@example.test", ["ops@example.test"],
-            username_env="TEST_SMTP_USER", password_env="TEST_SMTP_PASSWORD", starttls=True,
+            "127.0.0.1",
+            controller.port,
+            "a@example.test",
+            ["ops@example.test"],
+            username_env="TEST_SMTP_USER",
+            password_env="TEST_SMTP_PASSWORD",
+            starttls=True,
             ssl_context=ssl.create_default_context(cafile=str(cert)),
         )
         assert SECRET not in repr(vars(channel))
@@ -364,7 +375,13 @@ def test_a_failing_channel_does_not_stop_the_others_and_secrets_stay_out_of_logs
     with caplog.at_level(logging.DEBUG):
         outcomes = router.raise_alert(alert())
     results = sorted((o.channel, o.result) for o in outcomes)
-    assert results == [("email", "sent"), ("log", "sent"), ("pager", "failed"), ("slack", "failed"), ("webhook", "sent")]
+    assert results == [
+        ("email", "sent"),
+        ("log", "sent"),
+        ("pager", "failed"),
+        ("slack", "failed"),
+        ("webhook", "sent"),
+    ]
     assert len(hook.payloads("/ok/")) == 1 and len(box.envelopes) == 1
     assert len(hook.payloads("/fail/")) == 1  # Slack's server was reached and answered 500
 

@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
-from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
 from alphapulse_assets.alerting.alert_store import AlertStore
+from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
 from alphapulse_assets.monitoring.report import (
     RunRecord,
     StepRecord,
@@ -42,17 +42,32 @@ def test_percentile_matches_numpy_linear():
 
 
 def _run(i, status, durations, *, error_class=None, eth="trained", retry=False):
-    steps = (StepRecord("training_set", "success", 0, 1.0), StepRecord("nightly_models", status, 1.0, sum(durations),
-                                                                         attempts=2 if retry else 1))
+    steps = (
+        StepRecord("training_set", "success", 0, 1.0),
+        StepRecord("nightly_models", status, 1.0, sum(durations), attempts=2 if retry else 1),
+    )
     trained = {"BTC"} | ({"ETH"} if eth == "trained" else set())
-    return RunRecord(f"r{i}", "nightly", status, 0.0, sum(durations), steps=steps, error_class=error_class,
-                     planned=frozenset({"BTC", "ETH"}), trained=frozenset(trained))
+    return RunRecord(
+        f"r{i}",
+        "nightly",
+        status,
+        0.0,
+        sum(durations),
+        steps=steps,
+        error_class=error_class,
+        planned=frozenset({"BTC", "ETH"}),
+        trained=frozenset(trained),
+    )
 
 
 def test_report_rates_durations_and_alerts():
-    runs = [_run(1, "success", (100, 200)), _run(2, "failure", (100, 300), eth="failed", error_class="permanent"),
-            _run(3, "success", (50, 50)), _run(4, "success", (1000, 3000), retry=True),
-            RunRecord("r5", "weekly", "success", 0.0, 4000.0)]
+    runs = [
+        _run(1, "success", (100, 200)),
+        _run(2, "failure", (100, 300), eth="failed", error_class="permanent"),
+        _run(3, "success", (50, 50)),
+        _run(4, "success", (1000, 3000), retry=True),
+        RunRecord("r5", "weekly", "success", 0.0, 4000.0),
+    ]
     report = build_report("2024-05-01", (0.0, 86400.0), ["nightly", "weekly", "monthly"], ["BTC", "ETH"], runs)
     nightly = report["cadences"][0]
     assert (nightly["runs"], nightly["succeeded"], nightly["failed"]) == (4, 3, 1)
@@ -101,8 +116,9 @@ def _weekly_definitions(root, url, candles_url):
         "training_set_io_manager": PartitionedParquetIOManager(base_url=str(root / "ts"), layout="keys"),
         "model_registry": ModelRegistryResource(artifact_root=str(root / "models"), db_url=url),
     }
-    return dg.Definitions(assets=cadence_assets["weekly"], jobs=[JOBS["weekly"]], resources=resources,
-                          executor=dg.in_process_executor)
+    return dg.Definitions(
+        assets=cadence_assets["weekly"], jobs=[JOBS["weekly"]], resources=resources, executor=dg.in_process_executor
+    )
 
 
 @pytest.mark.slow
@@ -113,8 +129,10 @@ def test_report_rows_per_symbol_from_real_cadence_runs(env, tmp_path):
 
     with dg.instance_for_test() as instance:
         ingest(instance, str(tmp_path / "candles"), "2024-03-01", "2024-06-09", symbols=SYMBOLS)
-        results = [job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
-                   for key in ("2024-05-26", "2024-06-02")]
+        results = [
+            job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+            for key in ("2024-05-26", "2024-06-02")
+        ]
         results.append(broken.execute_in_process(instance=instance, partition_key="2024-06-09", raise_on_error=False))
         assert not results[-1].success
         for _ in range(5):
@@ -142,7 +160,7 @@ def test_report_rows_per_symbol_from_real_cadence_runs(env, tmp_path):
         assert row["promotions"] == history.count("promoted") and row["rejections"] == history.count("rejected")
         assert row["promotions"] + row["rejections"] == 2, symbol
     assert rows["ETHUSDT"]["promotions"] == 1 and rows["ETHUSDT"]["rejections"] == 1
-    assert f"| weekly | ETHUSDT | 3 | 2 | 1 | 66.7% | 33.3% | 1 | 1 | 0 |" in mat.metadata["symbols"].value
+    assert "| weekly | ETHUSDT | 3 | 2 | 1 | 66.7% | 33.3% | 1 | 1 | 0 |" in mat.metadata["symbols"].value
     assert "| training | 1 |" in mat.metadata["breaker_trips_table"].value
 
     # A third of the weekly runs failed (critical at 20 %): one alert, stamped when the report was built.

@@ -18,8 +18,8 @@ import pytest
 from dagster._core.events import DagsterEventType
 from dagster._daemon.types import DaemonHeartbeat
 
-from alphapulse_assets.monitoring import health as hl
 from alphapulse_assets.alerting.alert_store import AlertStore
+from alphapulse_assets.monitoring import health as hl
 from alphapulse_assets.monitoring.metrics import Counters, ResourceSample, ResourceSampler, SampleStore
 from alphapulse_assets.monitoring.sensors import (
     HEALTH,
@@ -50,8 +50,15 @@ class FakePs:
         self.mem = 40.0
         self.disk = {"/": 50.0}
         self.procs = [
-            SimpleNamespace(info={"cmdline": ["python", "-m", "dagster", "api", "grpc"], "memory_info": SimpleNamespace(rss=100 * 2**20)}),
-            SimpleNamespace(info={"cmdline": ["/usr/bin/dagster-daemon", "run"], "memory_info": SimpleNamespace(rss=50 * 2**20)}),
+            SimpleNamespace(
+                info={
+                    "cmdline": ["python", "-m", "dagster", "api", "grpc"],
+                    "memory_info": SimpleNamespace(rss=100 * 2**20),
+                }
+            ),
+            SimpleNamespace(
+                info={"cmdline": ["/usr/bin/dagster-daemon", "run"], "memory_info": SimpleNamespace(rss=50 * 2**20)}
+            ),
             SimpleNamespace(info={"cmdline": ["postgres"], "memory_info": SimpleNamespace(rss=999 * 2**20)}),
             SimpleNamespace(info={"cmdline": None, "memory_info": None}),  # access denied
         ]
@@ -172,7 +179,8 @@ def delivered(ch) -> dict[str, list[str]]:
 def test_resource_breach_alerts_once_and_resolves(channels, platform_db):
     ps, clock = FakePs(), Clock()
     sensor = build_resource_metrics_sensor(
-        "resources_test", sampler_factory=lambda: ResourceSampler(("/",), ps=ps, clock=clock, host="h1"))
+        "resources_test", sampler_factory=lambda: ResourceSampler(("/",), ps=ps, clock=clock, host="h1")
+    )
     cursor = None
     observed = []
     # memory: 4 normal ticks, 10 ticks (5 min) at 97 % (critical after the 120 s hold), a one-tick dip
@@ -186,8 +194,11 @@ def test_resource_breach_alerts_once_and_resolves(channels, platform_db):
             result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
             cursor = result.cursor
             observed += result.asset_events
-    assert delivered(channels) == {"slack": ["firing", "resolved"], "webhook": ["firing", "resolved"],
-                                   "email": ["firing", "resolved"]}
+    assert delivered(channels) == {
+        "slack": ["firing", "resolved"],
+        "webhook": ["firing", "resolved"],
+        "email": ["firing", "resolved"],
+    }
     pager = channels.hook.payloads("/pager")
     assert pager[0]["severity"] == "critical" and pager[0]["alerts"][0]["key"] == "resource:memory_percent"
     assert "memory_percent 97%" in pager[0]["alerts"][0]["title"]
@@ -203,8 +214,9 @@ def test_resource_breach_alerts_once_and_resolves(channels, platform_db):
 
 def test_resource_sensor_prunes_old_samples(platform_db):
     ps, clock = FakePs(), Clock()
-    sensor = build_resource_metrics_sensor("r", sampler_factory=lambda: ResourceSampler(("/",), ps=ps, clock=clock),
-                                           retention_hours=1)
+    sensor = build_resource_metrics_sensor(
+        "r", sampler_factory=lambda: ResourceSampler(("/",), ps=ps, clock=clock), retention_hours=1
+    )
     store = SampleStore(platform_db)
     store.add(ResourceSample(at=T0 - 7200, cpu_percent=1.0, memory_percent=1.0, host="old"))
     with dg.instance_for_test() as instance:
@@ -220,14 +232,19 @@ CHECK_STATE = {"pass": False}
 @dg.asset(key=["market", "prices"], check_specs=[dg.AssetCheckSpec("no_gaps", asset=["market", "prices"])])
 def prices():
     yield dg.Output(1)
-    yield dg.AssetCheckResult(check_name="no_gaps", passed=CHECK_STATE["pass"], severity=dg.AssetCheckSeverity.ERROR,
-                              description="3 gaps in the 15m bars" if not CHECK_STATE["pass"] else "no gaps")
+    yield dg.AssetCheckResult(
+        check_name="no_gaps",
+        passed=CHECK_STATE["pass"],
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="3 gaps in the 15m bars" if not CHECK_STATE["pass"] else "no gaps",
+    )
 
 
 def test_failed_check_alerts_once_per_channel_and_resolves_once(channels, platform_db):
     sensor = build_check_failure_alert_sensor("checks_test")
     defs = dg.Definitions(assets=[prices], sensors=[sensor])
     with dg.instance_for_test() as instance:
+
         def tick(cursor):
             result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
             return result.cursor if isinstance(result, dg.SensorResult) else cursor
@@ -248,8 +265,11 @@ def test_failed_check_alerts_once_per_channel_and_resolves_once(channels, platfo
         dg.materialize([prices], instance=instance)
         cursor = tick(cursor)
         tick(cursor)
-    assert delivered(channels) == {"slack": ["firing", "resolved"], "webhook": ["firing", "resolved"],
-                                   "email": ["firing", "resolved"]}
+    assert delivered(channels) == {
+        "slack": ["firing", "resolved"],
+        "webhook": ["firing", "resolved"],
+        "email": ["firing", "resolved"],
+    }
     assert channels.hook.payloads("/pager")[0]["title"] == "check no_gaps failed on market/prices"
     assert AlertStore(platform_db).open_alerts() == []
 
@@ -283,11 +303,14 @@ def _status_event(instance, run_id, event_type):
     return instance.all_logs(run_id, of_type=event_type)[0].dagster_event
 
 
-@pytest.mark.parametrize("error, text", [
-    (OSError(errno.ENOSPC, "No space left on device"), "No space left"),
-    # SQLite's SQLITE_FULL comes as an OperationalError, which otherwise reads as a transient database fault.
-    (sqlite3.OperationalError("database or disk is full"), "database or disk is full"),
-])
+@pytest.mark.parametrize(
+    "error, text",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left"),
+        # SQLite's SQLITE_FULL comes as an OperationalError, which otherwise reads as a transient database fault.
+        (sqlite3.OperationalError("database or disk is full"), "database or disk is full"),
+    ],
+)
 def test_run_failure_alert_is_classified_and_resolved_by_success(platform_db, error, text):
     failure_sensor, success_sensor = build_run_failure_sensors()
     store = AlertStore(platform_db)
@@ -297,8 +320,11 @@ def test_run_failure_alert_is_classified_and_resolved_by_success(platform_db, er
         assert not run.success
         dagster_run = instance.get_run_by_id(run.run_id)
         ctx = dg.build_run_status_sensor_context(
-            sensor_name="run_failure_alert_sensor", dagster_instance=instance, dagster_run=dagster_run,
-            dagster_event=_status_event(instance, run.run_id, DagsterEventType.RUN_FAILURE)).for_run_failure()
+            sensor_name="run_failure_alert_sensor",
+            dagster_instance=instance,
+            dagster_run=dagster_run,
+            dagster_event=_status_event(instance, run.run_id, DagsterEventType.RUN_FAILURE),
+        ).for_run_failure()
         failure_sensor(ctx)
         [alert] = store.open_alerts()
         assert alert.key == "run:nightly_like" and alert.severity.value == "critical"
@@ -307,9 +333,11 @@ def test_run_failure_alert_is_classified_and_resolved_by_success(platform_db, er
         RUN_STATE["fail"] = False
         ok = nightly_like.execute_in_process(instance=instance)
         ctx = dg.build_run_status_sensor_context(
-            sensor_name="run_success_resolve_sensor", dagster_instance=instance,
+            sensor_name="run_success_resolve_sensor",
+            dagster_instance=instance,
             dagster_run=instance.get_run_by_id(ok.run_id),
-            dagster_event=_status_event(instance, ok.run_id, DagsterEventType.RUN_SUCCESS))
+            dagster_event=_status_event(instance, ok.run_id, DagsterEventType.RUN_SUCCESS),
+        )
         success_sensor(ctx)
     assert store.open_alerts() == []
     assert [h.event for h in store.history("run:nightly_like") if h.channel is None] == ["raised", "resolved"]
@@ -388,10 +416,16 @@ def test_process_counts_are_of_this_instance_only(tmp_path):
     """Other Dagster instances on the host (other projects, other users) are not this platform's processes."""
     ps = FakePs()
     ours, theirs = str(tmp_path / "home"), str(tmp_path / "other")
-    for proc, home in zip(ps.procs, (ours, theirs, ours, None)):
+    for proc, home in zip(ps.procs, (ours, theirs, ours, None), strict=False):
         proc.info["environ"] = {"DAGSTER_HOME": home} if home else None
-    ps.procs.append(SimpleNamespace(info={"cmdline": ["dagster-webserver", "-p", "3000"],
-                                          "memory_info": SimpleNamespace(rss=30 * 2**20),
-                                          "environ": {"DAGSTER_HOME": ours + "/"}}))
+    ps.procs.append(
+        SimpleNamespace(
+            info={
+                "cmdline": ["dagster-webserver", "-p", "3000"],
+                "memory_info": SimpleNamespace(rss=30 * 2**20),
+                "environ": {"DAGSTER_HOME": ours + "/"},
+            }
+        )
+    )
     sample, _ = ResourceSampler(("/",), ps=ps, clock=Clock(), instance_home=ours).sample(None)
     assert sample.dagster_processes == 2 and sample.dagster_rss_bytes == 130 * 2**20  # grpc + webserver

@@ -37,8 +37,13 @@ telemetry:
 def project(tmp_path, monkeypatch):
     (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    for name in ("ALPHAPULSE_PLATFORM_DB_URL", "DAGSTER_PG_HOST", "ALPHAPULSE_SLACK_WEBHOOK_URL",
-                 "ALPHAPULSE_ALERT_WEBHOOK_URL", "ALPHAPULSE_SMTP_HOST"):
+    for name in (
+        "ALPHAPULSE_PLATFORM_DB_URL",
+        "DAGSTER_PG_HOST",
+        "ALPHAPULSE_SLACK_WEBHOOK_URL",
+        "ALPHAPULSE_ALERT_WEBHOOK_URL",
+        "ALPHAPULSE_SMTP_HOST",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()  # settings (and the models folder) follow this project's DAGSTER_HOME
@@ -67,9 +72,9 @@ def nightly_cadence_stub():
 
 def make_healthy(project) -> None:
     """Daemon heartbeats fresh, every cadence's due partition trained, a champion, a successful run."""
-    from alphapulse_assets.training.registry import ModelRegistry
-
     import time
+
+    from alphapulse_assets.training.registry import ModelRegistry
 
     now = time.time()
     settings = get_settings()
@@ -83,7 +88,9 @@ def make_healthy(project) -> None:
         nightly_cadence_stub.execute_in_process(instance=instance, tags={"dagster/partition": "2026-01-01"})
     registry = ModelRegistry(str(settings.home / "models"), platform_db_url())  # where status verifies them
     model = LogisticRegression().fit([[0.0], [1.0], [0.2], [0.9]], [0, 1, 0, 1])
-    version = registry.register("BTCUSDT", "nightly", model, info={"metrics": {"log_loss": 0.6512, "auc": 0.612, "f1": 0.55}})
+    version = registry.register(
+        "BTCUSDT", "nightly", model, info={"metrics": {"log_loss": 0.6512, "auc": 0.612, "f1": 0.55}}
+    )
     registry.promote(version, reason="test")
 
 
@@ -132,9 +139,15 @@ def test_status_with_an_open_breaker_and_a_failed_check(project, capsys, monkeyp
     BreakerStore(platform_db_url()).force_open("source:exchange", by="ops", reason="exchange maintenance")
     check_key = sorted(defs.get_repository_def().asset_graph.asset_check_keys, key=str)[0]
     with instance_for(project) as instance:
-        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-            asset_key=check_key.asset_key, check_name=check_key.name, passed=False,
-            severity=dg.AssetCheckSeverity.ERROR, description="17 missing bars"))
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=check_key.asset_key,
+                check_name=check_key.name,
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="17 missing bars",
+            )
+        )
         # The check sensor turns the failure into an open alert, as the daemon would.
         sensor = build_check_failure_alert_sensor()
         sensor(dg.build_sensor_context(instance=instance, definitions=defs))
@@ -176,8 +189,15 @@ def test_a_past_cpu_spike_does_not_keep_status_critical_and_a_sustained_one_does
     make_healthy(project)
     url, now = platform_db_url(), time.time()
     _cpu_samples(url, now, [(3600 - 30 * i, 99.0) for i in range(5)] + [(30 * i, 30.0) for i in range(20)])
-    AlertStore(url).upsert_open(key="resource:cpu_percent", severity=Severity.CRITICAL, title="cpu_percent 99%",
-                                body="", source="resource_metrics_sensor", labels={}, at=now - 3500)
+    AlertStore(url).upsert_open(
+        key="resource:cpu_percent",
+        severity=Severity.CRITICAL,
+        title="cpu_percent 99%",
+        body="",
+        source="resource_metrics_sensor",
+        labels={},
+        at=now - 3500,
+    )
     code, raw = run_status(capsys, "--json")
     status = json.loads(raw)
     assert code == 0 and status["health"]["status"] != "critical", status["health"]["reasons"]
@@ -191,7 +211,9 @@ def test_a_past_cpu_spike_does_not_keep_status_critical_and_a_sustained_one_does
     code, raw = run_status(capsys, "--json")
     status = json.loads(raw)
     assert code == 2 and status["health"]["status"] == "critical"
-    assert any(r.startswith("resources: cpu 97.0%, at or above 90% for 15 min (critical)") for r in status["health"]["reasons"])
+    assert any(
+        r.startswith("resources: cpu 97.0%, at or above 90% for 15 min (critical)") for r in status["health"]["reasons"]
+    )
 
 
 DISK = {"full": True}

@@ -50,7 +50,13 @@ def test_fires_only_after_the_level_held_for_the_hold_time():
     state, evs = evaluate(rule, state, 85, 120.0)
     assert len(evs) == 1
     ev = evs[0]
-    assert (ev.status, ev.level, ev.severity, ev.threshold, ev.at) == ("firing", Level.WARNING, Severity.WARNING, 80, 120.0)
+    assert (ev.status, ev.level, ev.severity, ev.threshold, ev.at) == (
+        "firing",
+        Level.WARNING,
+        Severity.WARNING,
+        80,
+        120.0,
+    )
     assert "cpu" in ev.title and "80" in ev.title
     # Still above: no second event.
     _, more = run(rule, [85] * 20, start=150.0, state=state)
@@ -182,7 +188,10 @@ def test_state_survives_a_json_round_trip_mid_episode():
 
 
 @settings(max_examples=200, deadline=None)
-@given(values=hst.lists(hst.sampled_from([10.0, 82.0, 95.0]), min_size=1, max_size=60), hold=hst.sampled_from([0.0, 30.0, 90.0]))
+@given(
+    values=hst.lists(hst.sampled_from([10.0, 82.0, 95.0]), min_size=1, max_size=60),
+    hold=hst.sampled_from([0.0, 30.0, 90.0]),
+)
 def test_every_event_is_backed_by_a_full_hold_time_of_samples(values, hold):
     rule = ThresholdRule("cpu", 80, 90, for_seconds=hold)
     _, events = run(rule, values)
@@ -191,7 +200,7 @@ def test_every_event_is_backed_by_a_full_hold_time_of_samples(values, hold):
     for t, e in events:
         assert e.level != previous  # one event per level change
         assert e.previous_level == previous
-        window = [v for ti, v in zip(times, values) if t - hold <= ti <= t]
+        window = [v for ti, v in zip(times, values, strict=False) if t - hold <= ti <= t]
         if e.status == "resolved":
             assert all(v < 80 for v in window)
         elif e.level > previous:

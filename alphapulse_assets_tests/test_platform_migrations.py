@@ -78,18 +78,43 @@ def test_stores_tables_match_what_the_migrations_build(db_url):
 def test_database_made_before_migrations_is_adopted_with_rows_intact(db_url, tmp_path):
     _create_schema_of_the_code_before_migrations(db_url)
     with engine_for(db_url).begin() as conn:  # rows as the code before migrations wrote them
-        conn.execute(registry.versions_table.insert().values(
-            symbol="BTCUSDT", cadence="weekly", version=1, uri="BTCUSDT/weekly/v0001.skops", sha256="0" * 64,
-            created_at=AT, info_json='{"metrics": {"f1": 0.61}}'))
+        conn.execute(
+            registry.versions_table.insert().values(
+                symbol="BTCUSDT",
+                cadence="weekly",
+                version=1,
+                uri="BTCUSDT/weekly/v0001.skops",
+                sha256="0" * 64,
+                created_at=AT,
+                info_json='{"metrics": {"f1": 0.61}}',
+            )
+        )
         conn.execute(registry.champions_table.insert().values(symbol="BTCUSDT", cadence="weekly", version=1, since=AT))
-        conn.execute(registry.decisions_table.insert().values(
-            symbol="BTCUSDT", cadence="weekly", version=1, action="promoted", previous_champion=None,
-            reason="beat the baselines", by="promotion-gate", at=AT))
+        conn.execute(
+            registry.decisions_table.insert().values(
+                symbol="BTCUSDT",
+                cadence="weekly",
+                version=1,
+                action="promoted",
+                previous_champion=None,
+                reason="beat the baselines",
+                by="promotion-gate",
+                at=AT,
+            )
+        )
         conn.execute(alert_store.history_table.insert().values(at=1.0, key="run:weekly", event="raised"))
-        conn.execute(breaker_store.breaker_events_table.insert().values(
-            name="source:exchange", from_state="closed", to_state="open", at=1.0, reason="5 failures"))
-    tables = ("alphapulse_model_versions", "alphapulse_champions", "alphapulse_model_decisions",
-              "alphapulse_alert_history", "alphapulse_breaker_events")
+        conn.execute(
+            breaker_store.breaker_events_table.insert().values(
+                name="source:exchange", from_state="closed", to_state="open", at=1.0, reason="5 failures"
+            )
+        )
+    tables = (
+        "alphapulse_model_versions",
+        "alphapulse_champions",
+        "alphapulse_model_decisions",
+        "alphapulse_alert_history",
+        "alphapulse_breaker_events",
+    )
     before = {t: _count(db_url, t) for t in tables}
     assert _revisions(db_url) == set()
 
@@ -105,8 +130,10 @@ def test_partial_database_gets_the_missing_tables(tmp_path):
     """Code before migrations created each store's tables on first use: a database may hold only some."""
     url = f"sqlite:///{tmp_path / 'platform.db'}"
     with engine_for(url).begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE alphapulse_breakers (name VARCHAR(200) NOT NULL, state_json TEXT NOT NULL, "
-                             "version INTEGER NOT NULL, updated_at DOUBLE NOT NULL, PRIMARY KEY (name))")
+        conn.exec_driver_sql(
+            "CREATE TABLE alphapulse_breakers (name VARCHAR(200) NOT NULL, state_json TEXT NOT NULL, "
+            "version INTEGER NOT NULL, updated_at DOUBLE NOT NULL, PRIMARY KEY (name))"
+        )
         conn.exec_driver_sql("INSERT INTO alphapulse_breakers VALUES ('x', '{}', 1, 1.0)")
     SampleStore(url)
     assert _revisions(url) == head_revisions()
@@ -166,8 +193,9 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(db_url, tmp_path
     ctx = multiprocessing.get_context("fork")
     n = 4
     barrier = ctx.Barrier(n)
-    workers = [ctx.Process(target=_open_every_store, args=(db_url, str(tmp_path / "models"), barrier))
-               for _ in range(n)]
+    workers = [
+        ctx.Process(target=_open_every_store, args=(db_url, str(tmp_path / "models"), barrier)) for _ in range(n)
+    ]
     for w in workers:
         w.start()
     for w in workers:

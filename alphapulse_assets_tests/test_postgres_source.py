@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import psycopg
 import pandas as pd
+import psycopg
 import pytest
 
 from alphapulse_assets.market_data.schema import CANDLE_COLUMNS, normalize_candles, schema_problems
@@ -119,9 +119,7 @@ def test_text_in_numeric_column_is_data_validation_error(postgres_url):
             "CREATE TABLE ohlcv (time timestamptz, symbol text, open text, high text, low text, "
             "close text, volume text)"
         )
-        conn.execute(
-            "INSERT INTO ohlcv VALUES ('2024-03-01 00:00+00', 'BTCUSDT', '1', '2', '0.5', 'n/a', '3')"
-        )
+        conn.execute("INSERT INTO ohlcv VALUES ('2024-03-01 00:00+00', 'BTCUSDT', '1', '2', '0.5', 'n/a', '3')")
     with pytest.raises(DataValidationError, match="close") as info:
         PostgresSource(postgres_url).fetch(["BTCUSDT"], DAY1, DAY3)
     assert "'n/a'" in str(info.value)
@@ -186,7 +184,9 @@ def test_missing_table_and_column_are_permanent_and_named(postgres_url):
         PostgresSource(postgres_url).fetch(SYMBOLS, DAY1, DAY3)
     assert classify(info.value).error_class is ErrorClass.PERMANENT
     with psycopg.connect(_libpq(postgres_url), autocommit=True) as conn:
-        conn.execute("CREATE TABLE prices (time timestamptz, symbol text, open float8, high float8, low float8, close float8)")
+        conn.execute(
+            "CREATE TABLE prices (time timestamptz, symbol text, open float8, high float8, low float8, close float8)"
+        )
     with pytest.raises(PermanentError, match=r"table prices lacks a required column .*volume") as info:
         PostgresSource(postgres_url, table="prices").fetch(SYMBOLS, DAY1, DAY3)
     assert classify(info.value).error_class is ErrorClass.PERMANENT

@@ -501,8 +501,15 @@ def test_property_states_and_counters_stay_sane(cfg, ops):
             state, events = bk.reset(state, "p", "prop", now)
 
         assert isinstance(state.state, CircuitState)
-        counters = (state.consecutive_failures, state.half_open_probes_in_flight, state.half_open_successes,
-                    state.open_count, state.successes, state.failures, state.permanent_failures)
+        counters = (
+            state.consecutive_failures,
+            state.half_open_probes_in_flight,
+            state.half_open_successes,
+            state.open_count,
+            state.successes,
+            state.failures,
+            state.permanent_failures,
+        )
         assert min(counters) >= 0
         assert state.half_open_probes_in_flight <= cfg.half_open_max_probes
         assert len(state.window) <= cfg.window_max_calls
@@ -521,5 +528,8 @@ def test_property_states_and_counters_stay_sane(cfg, ops):
             chain = event.to_state
         assert chain is state.state
         assert (state.successes, state.failures, state.permanent_failures) == (
-            reported["ok"], reported["counted"], reported["permanent"])
+            reported["ok"],
+            reported["counted"],
+            reported["permanent"],
+        )
         assert BreakerState.from_dict(json.loads(json.dumps(state.to_dict()))) == state

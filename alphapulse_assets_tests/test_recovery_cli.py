@@ -27,7 +27,7 @@ def test_force_open_disable_reset_and_list_record_who_and_why(home, capsys):
     assert state.forced_reason == "exchange maintenance"
 
     assert main(["breaker", "list"]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("market_data"))
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("market_data"))
     assert "forced_open" in line and "forced open by carol: exchange maintenance" in line
 
     assert main(["breaker", "disable", "training", "--reason", "flaky GPU"]) == 0

@@ -48,8 +48,11 @@ def schedule_tick(instance, day: int):
 
 def observed_states(instance) -> list[str]:
     records = instance.fetch_observations(BREAKERS_ASSET_KEY, limit=100, ascending=True).records
-    return [r.asset_observation.metadata["market_data/state"].value for r in records
-            if "market_data/state" in r.asset_observation.metadata]
+    return [
+        r.asset_observation.metadata["market_data/state"].value
+        for r in records
+        if "market_data/state" in r.asset_observation.metadata
+    ]
 
 
 @pytest.mark.slow
@@ -72,7 +75,9 @@ def test_outage_opens_the_breaker_skips_alerts_once_probes_and_recovers(tmp_path
             result = tick(sensor, instance, defs, cursor)
             cursor = result.cursor
         store = default_store()
-        assert store.current("market_data", load_recovery_config().breaker("market_data"), clock()).state.value == "open"
+        assert (
+            store.current("market_data", load_recovery_config().breaker("market_data"), clock()).state.value == "open"
+        )
         assert "closed -> open" in result.skip_reason.skip_message
         opened_at = clock()
 

@@ -3,14 +3,12 @@
 import errno
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pytest
 
 from alphapulse_assets.market_data.sources import register_source
@@ -40,7 +38,7 @@ class FakeHTTPError(Exception):
     "exc, expected",
     [
         (TimeoutError("read timed out"), ErrorClass.TRANSIENT),
-        (socket.timeout("timed out"), ErrorClass.TRANSIENT),
+        (TimeoutError("timed out"), ErrorClass.TRANSIENT),
         (ConnectionResetError(errno.ECONNRESET, "reset by peer"), ErrorClass.TRANSIENT),
         (OSError(errno.ECONNREFUSED, "refused"), ErrorClass.TRANSIENT),
         (FakeHTTPError(429), ErrorClass.TRANSIENT),
@@ -96,8 +94,10 @@ def _materialize(error, failures):
             assets,
             partition_key="2024-03-01",
             instance=instance,
-            resources={"market_data": MarketDataResource(sources=["flaky"], symbols=["BTCUSDT"]),
-                       "candle_io_manager": dg.mem_io_manager},
+            resources={
+                "market_data": MarketDataResource(sources=["flaky"], symbols=["BTCUSDT"]),
+                "candle_io_manager": dg.mem_io_manager,
+            },
             raise_on_error=False,
         )
         retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
@@ -112,8 +112,11 @@ def test_transient_fault_is_retried_with_backoff_and_recovers(monkeypatch):
     assert result.success
     assert FlakySource.calls == 3 and len(retries) == 2
     from alphapulse_assets.market_data.assets import market_candles
+
     policy = market_candles.op.retry_policy
-    assert policy.backoff is dg.Backoff.EXPONENTIAL and policy.jitter is dg.Jitter.PLUS_MINUS and policy.max_retries == 3
+    assert (
+        policy.backoff is dg.Backoff.EXPONENTIAL and policy.jitter is dg.Jitter.PLUS_MINUS and policy.max_retries == 3
+    )
 
 
 def test_permanent_fault_fails_at_once_without_retries():
@@ -151,7 +154,9 @@ def _as_recorded(exc: BaseException, retried: bool = True) -> FailureRecord:
 def _sqlalchemy_disk_full():
     import sqlalchemy.exc
 
-    return sqlalchemy.exc.OperationalError("INSERT INTO alerts ...", {}, sqlite3.OperationalError("database or disk is full"))
+    return sqlalchemy.exc.OperationalError(
+        "INSERT INTO alerts ...", {}, sqlite3.OperationalError("database or disk is full")
+    )
 
 
 CLASSIFIER_TABLE = [
@@ -164,8 +169,11 @@ CLASSIFIER_TABLE = [
     (PermissionError(errno.EACCES, "Permission denied"), ErrorClass.PERMANENT, Severity.ERROR),
     (ValueError("Protocol not known: nosuch"), ErrorClass.PERMANENT, Severity.ERROR),  # unknown URL scheme
     (dg.DagsterUnknownPartitionError("no partition 1999-01-01"), ErrorClass.PERMANENT, Severity.ERROR),
-    (DataValidationError("partition 2024-03-01 of candles_1h has not been written"), ErrorClass.PERMANENT,
-     Severity.ERROR),
+    (
+        DataValidationError("partition 2024-03-01 of candles_1h has not been written"),
+        ErrorClass.PERMANENT,
+        Severity.ERROR,
+    ),
     (sqlite3.OperationalError("database is locked"), ErrorClass.TRANSIENT, Severity.ERROR),
     (TimeoutError("read timed out"), ErrorClass.TRANSIENT, Severity.ERROR),
     (TransientError("the market-data folder does not exist"), ErrorClass.TRANSIENT, Severity.ERROR),
@@ -189,8 +197,11 @@ def test_run_level_classification_interruptions_and_order():
     lost = classify_run([], "UNEXPECTED_TERMINATION")
     assert lost.error_class is ErrorClass.TRANSIENT and "UNEXPECTED_TERMINATION" in lost.reason
     # The worst step decides, in one order everywhere: system > transient > permanent.
-    bad, down, full = (FailureRecord(("UnknownSymbolError",)), FailureRecord(("TimeoutError",)),
-                       FailureRecord(("OSError",), "[Errno 28] No space left on device"))
+    bad, down, full = (
+        FailureRecord(("UnknownSymbolError",)),
+        FailureRecord(("TimeoutError",)),
+        FailureRecord(("OSError",), "[Errno 28] No space left on device"),
+    )
     assert classify_run([bad, down]).error_class is ErrorClass.TRANSIENT
     assert classify_run([bad, full, down]).error_class is ErrorClass.SYSTEM
 
@@ -203,9 +214,14 @@ def test_a_permanent_error_in_the_io_manager_is_not_retried(tmp_path):
     assert market_candles.op.retry_policy.max_retries == 3
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [market_candles], partition_key="2024-03-01", instance=instance, raise_on_error=False,
-            resources={"market_data": MarketDataResource(sources=["sample"], symbols=["BTCUSDT"]),
-                       "candle_io_manager": PartitionedParquetIOManager(base_url="nosuch://bucket/candles")},
+            [market_candles],
+            partition_key="2024-03-01",
+            instance=instance,
+            raise_on_error=False,
+            resources={
+                "market_data": MarketDataResource(sources=["sample"], symbols=["BTCUSDT"]),
+                "candle_io_manager": PartitionedParquetIOManager(base_url="nosuch://bucket/candles"),
+            },
         )
         events = [e.event_type_value for e in result.all_events]
     assert not result.success
@@ -213,7 +229,10 @@ def test_a_permanent_error_in_the_io_manager_is_not_retried(tmp_path):
     failure = next(e for e in result.all_events if e.is_step_failure)
     record = failure_record(failure.step_failure_data.error, failure.step_failure_data.user_failure_data.metadata)
     assert record.classify().error_class is ErrorClass.PERMANENT
-    assert "nosuch" in failure.step_failure_data.error.message and "permanent error" in failure.step_failure_data.error.message
+    assert (
+        "nosuch" in failure.step_failure_data.error.message
+        and "permanent error" in failure.step_failure_data.error.message
+    )
 
 
 def test_a_missing_input_partition_fails_the_models_step_at_once(tmp_path):
@@ -225,13 +244,18 @@ def test_a_missing_input_partition_fails_the_models_step_at_once(tmp_path):
     training_set, models = cadence_assets["weekly"]
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [training_set, models], selection=[k for k in models.keys], partition_key="2024-05-26",
-            instance=instance, raise_on_error=False,
-            resources={"candle_store": CandleStoreResource(base_url=str(tmp_path / "candles")),
-                       "training_set_io_manager": PartitionedParquetIOManager(base_url=str(tmp_path / "ts"),
-                                                                               layout="keys"),
-                       "model_registry": ModelRegistryResource(artifact_root=str(tmp_path / "models"),
-                                                               db_url=f"sqlite:///{tmp_path}/p.db")},
+            [training_set, models],
+            selection=[k for k in models.keys],
+            partition_key="2024-05-26",
+            instance=instance,
+            raise_on_error=False,
+            resources={
+                "candle_store": CandleStoreResource(base_url=str(tmp_path / "candles")),
+                "training_set_io_manager": PartitionedParquetIOManager(base_url=str(tmp_path / "ts"), layout="keys"),
+                "model_registry": ModelRegistryResource(
+                    artifact_root=str(tmp_path / "models"), db_url=f"sqlite:///{tmp_path}/p.db"
+                ),
+            },
         )
         events = [e.event_type_value for e in result.all_events]
     assert not result.success and "STEP_UP_FOR_RETRY" not in events
@@ -244,11 +268,20 @@ def test_cli_ingest_prints_the_real_cause_not_the_retry_count(tmp_path):
     """``alphapulse ingest`` (as cron runs it) whose store cannot be written: exit 1 and the cause."""
     shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", tmp_path / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAPULSE_", "DAGSTER_"))}
-    env.update(DAGSTER_HOME=str(tmp_path), ALPHAPULSE_SOURCES="sample", ALPHAPULSE_SYMBOLS="BTCUSDT",
-               ALPHAPULSE_STORAGE_URL="nosuch://bucket/candles")
+    env.update(
+        DAGSTER_HOME=str(tmp_path),
+        ALPHAPULSE_SOURCES="sample",
+        ALPHAPULSE_SYMBOLS="BTCUSDT",
+        ALPHAPULSE_STORAGE_URL="nosuch://bucket/candles",
+    )
     alphapulse = Path(sys.executable).parent / "alphapulse"
-    out = subprocess.run([str(alphapulse), "ingest", "--start", "2024-03-01", "--end", "2024-03-01"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(alphapulse), "ingest", "--start", "2024-03-01", "--end", "2024-03-01"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = out.stdout + out.stderr
     assert out.returncode != 0, text
     assert "nosuch" in out.stderr and "Exceeded max_retries" not in text, text

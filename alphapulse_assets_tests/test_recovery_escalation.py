@@ -4,16 +4,15 @@ import pytest
 
 from alphapulse_assets.recovery.breaker import BreakerConfig
 from alphapulse_assets.recovery.config import EscalationConfig, load_recovery_config
-from alphapulse_assets.recovery.errors import DataValidationError, ErrorClass, Severity
+from alphapulse_assets.recovery.errors import DataValidationError, ErrorClass, FailureRecord, Severity, class_of_name
 from alphapulse_assets.recovery.escalation import EscalationState, observe
-from alphapulse_assets.recovery.errors import FailureRecord, class_of_name
 from alphapulse_assets.recovery.outcomes import StepFailure, run_outcomes
 
 CFG = EscalationConfig(threshold=5, window_seconds=3600)
 
 
 def test_five_critical_errors_within_an_hour_escalate_once():
-    state, raised = EscalationState(), 0
+    state = EscalationState()
     for i in range(4):
         s = observe(state, CFG, now=1000 + i * 600, new_errors=[1000 + i * 600])
         assert s.action is None
@@ -62,9 +61,11 @@ def test_classification_from_failure_metadata_and_cause_chain():
 
 
 def test_run_outcomes_one_per_dependency_worst_class_wins():
-    failures = [StepFailure(("training",), FailureRecord(("TransientError",), "db gone")),
-                StepFailure(("training",), FailureRecord(("SystemResourceError",), "oom")),
-                StepFailure(("training",), FailureRecord(("UnknownSymbolError",), "no such symbol"))]
+    failures = [
+        StepFailure(("training",), FailureRecord(("TransientError",), "db gone")),
+        StepFailure(("training",), FailureRecord(("SystemResourceError",), "oom")),
+        StepFailure(("training",), FailureRecord(("UnknownSymbolError",), "no such symbol")),
+    ]
     [out] = run_outcomes(False, ["training"], [], failures)
     assert not out.ok and out.error_class is ErrorClass.SYSTEM and out.critical and "oom" in out.detail
     # Transient beats permanent: the run still says the dependency had an outage.
@@ -82,13 +83,15 @@ def test_config_defaults_follow_the_guide_and_env_overrides_per_breaker():
     assert cfg.breaker("market_data").recovery_timeout == 60
     assert cfg.escalation == EscalationConfig(5, 3600) and cfg.host.memory_critical_percent == 95
     assert cfg.heavy_cadences == ("monthly",)
-    cfg = load_recovery_config({
-        "ALPHAPULSE_BREAKER__RECOVERY_TIMEOUT": "30",
-        "ALPHAPULSE_BREAKER__TRAINING__FAILURE_THRESHOLD": "2",
-        "ALPHAPULSE_BREAKER__TRAINING__FAILURE_RATE_THRESHOLD": "none",
-        "ALPHAPULSE_BREAKER_DEPENDENCIES": "market_data,training,db",
-        "ALPHAPULSE_HEAVY_CADENCES": "weekly,monthly",
-    })
+    cfg = load_recovery_config(
+        {
+            "ALPHAPULSE_BREAKER__RECOVERY_TIMEOUT": "30",
+            "ALPHAPULSE_BREAKER__TRAINING__FAILURE_THRESHOLD": "2",
+            "ALPHAPULSE_BREAKER__TRAINING__FAILURE_RATE_THRESHOLD": "none",
+            "ALPHAPULSE_BREAKER_DEPENDENCIES": "market_data,training,db",
+            "ALPHAPULSE_HEAVY_CADENCES": "weekly,monthly",
+        }
+    )
     assert cfg.breaker("training").failure_threshold == 2 and cfg.breaker("training").recovery_timeout == 30
     assert cfg.breaker("training").failure_rate_threshold is None
     assert cfg.breaker("market_data").failure_threshold == 5 and cfg.breaker("db").recovery_timeout == 30

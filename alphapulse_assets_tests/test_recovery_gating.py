@@ -6,7 +6,13 @@ import dagster as dg
 import pytest
 
 from alphapulse_assets.recovery import gating
-from alphapulse_assets.recovery.config import PROBE_BREAKERS_TAG, PROBE_TAG, HostLimits, host_pressure, load_recovery_config
+from alphapulse_assets.recovery.config import (
+    PROBE_BREAKERS_TAG,
+    PROBE_TAG,
+    HostLimits,
+    host_pressure,
+    load_recovery_config,
+)
 from alphapulse_assets.recovery.errors import ErrorClass
 from alphapulse_assets.recovery.gating import default_store
 from alphapulse_assets.training.schedules import SCHEDULES

@@ -37,16 +37,26 @@ def env(tmp_path, monkeypatch):
     clock = FakeClock()
     store = BreakerStore(db, clock=clock)
     router, capture = router_with_capture(db, clock)
-    config = load_recovery_config({
-        "ALPHAPULSE_BREAKER__MARKET_DATA__FAILURE_THRESHOLD": "2",
-        "ALPHAPULSE_BREAKER__RECOVERY_TIMEOUT": "60",
-        "ALPHAPULSE_ESCALATION__THRESHOLD": "2",
-        "ALPHAPULSE_ESCALATION__WINDOW_SECONDS": "600",
-    })
+    config = load_recovery_config(
+        {
+            "ALPHAPULSE_BREAKER__MARKET_DATA__FAILURE_THRESHOLD": "2",
+            "ALPHAPULSE_BREAKER__RECOVERY_TIMEOUT": "60",
+            "ALPHAPULSE_ESCALATION__THRESHOLD": "2",
+            "ALPHAPULSE_ESCALATION__WINDOW_SECONDS": "600",
+        }
+    )
     sensor = build_breaker_sensor(store=lambda: store, router=lambda: router, config=lambda: config, clock=clock)
     with dg.instance_for_test() as instance:
-        yield {"instance": instance, "defs": ingestion_defs(tmp_path), "store": store, "capture": capture,
-               "sensor": sensor, "clock": clock, "config": config, "router": router}
+        yield {
+            "instance": instance,
+            "defs": ingestion_defs(tmp_path),
+            "store": store,
+            "capture": capture,
+            "sensor": sensor,
+            "clock": clock,
+            "config": config,
+            "router": router,
+        }
 
 
 def run(env, mode, day=1):
@@ -101,8 +111,13 @@ def test_threshold_opens_with_one_alert_and_the_observation_carries_the_state(en
     env["clock"].advance(61)
     result = step(env, result.cursor)
     assert "open -> half_open" in result.skip_reason.skip_message
-    request = gate_run_request(["market_data"], dg.RunRequest(partition_key="2024-03-05"), env["clock"](),
-                               store=env["store"], config=env["config"])
+    request = gate_run_request(
+        ["market_data"],
+        dg.RunRequest(partition_key="2024-03-05"),
+        env["clock"](),
+        store=env["store"],
+        config=env["config"],
+    )
     assert isinstance(request, dg.RunRequest) and request.tags["alphapulse/probe"] == "true"
     run(env, "down", day=5)
     result = step(env, result.cursor)
@@ -127,8 +142,11 @@ def toy_model():
     yield dg.AssetCheckResult(check_name="gate", passed=False, description="challenger is worse than the champion")
 
 
-TOY = dg.Definitions(assets=[toy_model], jobs=[dg.define_asset_job("toy_cadence", selection=[toy_model])],
-                     executor=dg.in_process_executor)
+TOY = dg.Definitions(
+    assets=[toy_model],
+    jobs=[dg.define_asset_job("toy_cadence", selection=[toy_model])],
+    executor=dg.in_process_executor,
+)
 
 
 def test_a_promotion_gate_rejection_is_not_an_outage(env):
@@ -171,8 +189,16 @@ def test_a_small_batch_limit_never_skips_a_run(env):
     run(env, "down", 3)
     seen = []
     for _ in range(4):
-        report = evaluate_tick(instance, env["defs"].get_repository_def(), cursor, store=store, router=env["router"],
-                               config=env["config"], now=env["clock"].advance(1), batch_limit=1)
+        report = evaluate_tick(
+            instance,
+            env["defs"].get_repository_def(),
+            cursor,
+            store=store,
+            router=env["router"],
+            config=env["config"],
+            now=env["clock"].advance(1),
+            batch_limit=1,
+        )
         seen.extend(o.ok for _, o in report.outcomes)
         cursor = report.cursor
     assert seen == [False, True, False]

@@ -49,8 +49,14 @@ def project(tmp_path, monkeypatch):
     """A project folder of its own: DAGSTER_HOME with a SQLite instance, platform DB and models under it."""
     (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    for name in ("ALPHAPULSE_PLATFORM_DB_URL", "DAGSTER_PG_HOST", "ALPHAPULSE_SLACK_WEBHOOK_URL",
-                 "ALPHAPULSE_ALERT_WEBHOOK_URL", "ALPHAPULSE_SMTP_HOST", "ALPHAPULSE_HOME"):
+    for name in (
+        "ALPHAPULSE_PLATFORM_DB_URL",
+        "DAGSTER_PG_HOST",
+        "ALPHAPULSE_SLACK_WEBHOOK_URL",
+        "ALPHAPULSE_ALERT_WEBHOOK_URL",
+        "ALPHAPULSE_SMTP_HOST",
+        "ALPHAPULSE_HOME",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()  # this process's settings follow this project's DAGSTER_HOME
@@ -82,8 +88,14 @@ def _champion_events(instance) -> list:
 def _cli(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAPULSE_", "DAGSTER_PG"))}
     env.update(DAGSTER_HOME=str(project), USER="dana")
-    return subprocess.run([sys.executable, "-m", "alphapulse_assets.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "alphapulse_assets.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 # -- rollback ------------------------------------------------------------------------------------------
@@ -94,17 +106,22 @@ def _history_with_every_kind_of_version(project: Path) -> None:
     reg.promote(v1, reason="passed the weekly gate (2026-11-01)")
     v2 = reg.register("BTCUSDT", "weekly", _model(2), info={"gate_passed": True, "partition": "2026-11-08"})
     reg.promote(v2, reason="passed the weekly gate (2026-11-08)")
-    v3 = reg.register("BTCUSDT", "weekly", _model(3), info={"gate_passed": False, "gate_reason": "beats_baselines: p=0.31"})
+    v3 = reg.register(
+        "BTCUSDT", "weekly", _model(3), info={"gate_passed": False, "gate_reason": "beats_baselines: p=0.31"}
+    )
     reg.reject(v3, reason="beats_baselines: p=0.31")
     reg.register("BTCUSDT", "weekly", _model(4), info={"gate_passed": True})
 
 
-@pytest.mark.parametrize("target, why", [
-    ("3", "v3 was rejected by the promotion gate (beats_baselines: p=0.31)"),
-    ("4", "v4 was never a champion"),
-    ("2", "v2 is already the champion of BTCUSDT/weekly"),
-    ("9", "BTCUSDT/weekly has no version 9"),
-])
+@pytest.mark.parametrize(
+    "target, why",
+    [
+        ("3", "v3 was rejected by the promotion gate (beats_baselines: p=0.31)"),
+        ("4", "v4 was never a champion"),
+        ("2", "v2 is already the champion of BTCUSDT/weekly"),
+        ("9", "BTCUSDT/weekly has no version 9"),
+    ],
+)
 @pytest.mark.slow
 def test_cli_rollback_refuses_ineligible_versions_and_lists_the_eligible(project, target, why):
     _history_with_every_kind_of_version(project)
@@ -126,8 +143,19 @@ def test_cli_rollback_to_an_earlier_champion_and_a_forced_one_show_on_the_champi
     done = _cli(project, "models", "rollback", "BTCUSDT", "weekly", "--to", "1", "--reason", "bad week")
     assert done.returncode == 0, done.stderr
     assert "champion is now v1 (was v2)" in done.stdout
-    forced = _cli(project, "models", "rollback", "BTCUSDT", "--cadence", "weekly", "--to", "3", "--force",
-                  "--reason", "desk override: v3 on purpose")
+    forced = _cli(
+        project,
+        "models",
+        "rollback",
+        "BTCUSDT",
+        "--cadence",
+        "weekly",
+        "--to",
+        "3",
+        "--force",
+        "--reason",
+        "desk override: v3 on purpose",
+    )
     assert forced.returncode == 0, forced.stderr
 
     assert _registry(project).champion("BTCUSDT", "weekly").version == 3
@@ -139,10 +167,13 @@ def test_cli_rollback_to_an_earlier_champion_and_a_forced_one_show_on_the_champi
 
     with dg.DagsterInstance.from_config(str(project)) as instance:
         events = _champion_events(instance)
-    shown = [{k: getattr(v, "value", v) for k, v in e.event_log_entry.asset_materialization.metadata.items()}
-             for e in events]
+    shown = [
+        {k: getattr(v, "value", v) for k, v in e.event_log_entry.asset_materialization.metadata.items()} for e in events
+    ]
     assert [(m["change"], m["version"], m["previous_version"], m["by"]) for m in shown] == [
-        ("rolled_back", "v1", "v2", "dana"), ("rolled_back", "v3", "v1", "dana")]
+        ("rolled_back", "v1", "v2", "dana"),
+        ("rolled_back", "v3", "v1", "dana"),
+    ]
     assert shown[0]["reason"] == "bad week"
     assert events[0].partition_key == "2026-11-01"  # the reinstated champion's own partition
 
@@ -374,8 +405,14 @@ def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path
     selection = [dg.AssetKey(["training_sets", "weekly"]), dg.AssetKey(["models", "weekly", "ETHUSDT"]), CHAMPION_ETH]
 
     def run_weekly(instance, key):
-        return dg.materialize(cadence_assets["weekly"], selection=selection, partition_key=key, instance=instance,
-                              resources=resources, raise_on_error=False)
+        return dg.materialize(
+            cadence_assets["weekly"],
+            selection=selection,
+            partition_key=key,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
 
     with dg.instance_for_test() as instance:
         ingest(instance, str(tmp_path / "candles"), "2024-03-01", "2024-06-09", symbols=["ETHUSDT"])
@@ -389,16 +426,26 @@ def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path
 
         result = run_weekly(instance, "2024-06-02")
 
-        model = next(m for m in result.get_asset_materialization_events()
-                     if m.asset_key == dg.AssetKey(["models", "weekly", "ETHUSDT"])).materialization
+        model = next(
+            m
+            for m in result.get_asset_materialization_events()
+            if m.asset_key == dg.AssetKey(["models", "weekly", "ETHUSDT"])
+        ).materialization
         assert model.metadata["champion_before"].value == "v1"  # compared with the verified champion, not v2
         fell = [d for d in reg.history("ETHUSDT", "weekly") if d.action == "fell_back"]
         assert [(d.version, d.previous_champion) for d in fell] == [(1, 2)]
         store_ = AlertStore(db_url)
         assert [a.key for a in store_.open_alerts()] == [artifact_alert_key("ETHUSDT", "weekly")]
         assert len(store_.history(key=artifact_alert_key("ETHUSDT", "weekly"), event="raised")) == 1
-        shown = [{k: getattr(v, "value", v) for k, v in r.event_log_entry.asset_materialization.metadata.items()}
-                 for r in instance.fetch_materializations(CHAMPION_ETH, limit=10).records]
+        shown = [
+            {k: getattr(v, "value", v) for k, v in r.event_log_entry.asset_materialization.metadata.items()}
+            for r in instance.fetch_materializations(CHAMPION_ETH, limit=10).records
+        ]
         changes = sorted((m["change"], m["version"], m["previous_version"], m["by"]) for m in shown)
         assert ("fell_back", "v1", "v2", "registry") in changes
-        assert ("promoted", "v1", "none (first champion)", "promotion-gate") in changes  # the first promotion, with who and why
+        assert (
+            "promoted",
+            "v1",
+            "none (first champion)",
+            "promotion-gate",
+        ) in changes  # the first promotion, with who and why

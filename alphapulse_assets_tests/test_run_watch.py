@@ -35,13 +35,19 @@ def home(tmp_path, monkeypatch):
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 240.0) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ALPHAPULSE), *args], env={**os.environ, **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(ALPHAPULSE), *args], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def spawn(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([str(ALPHAPULSE), *args], env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(ALPHAPULSE), *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -63,8 +69,11 @@ def tick(sensor, instance, cursor=None):
     return context.cursor
 
 
-BROKEN = {"ALPHAPULSE_SOURCES": "files", "ALPHAPULSE_FILES_DIR": "/nonexistent/alphapulse-market-data",
-          "ALPHAPULSE_RETRY__MAX_RETRIES": "0"}
+BROKEN = {
+    "ALPHAPULSE_SOURCES": "files",
+    "ALPHAPULSE_FILES_DIR": "/nonexistent/alphapulse-market-data",
+    "ALPHAPULSE_RETRY__MAX_RETRIES": "0",
+}
 
 
 # -- section 2: every run is watched ------------------------------------------------------------------------
@@ -72,20 +81,27 @@ BROKEN = {"ALPHAPULSE_SOURCES": "files", "ALPHAPULSE_FILES_DIR": "/nonexistent/a
 
 @pytest.mark.slow
 def test_failed_cli_ingests_alert_once_each_feed_the_breaker_and_resolve_on_success(home):
+    from alphapulse_assets.alerting.alerts import build_router_from_env
+    from alphapulse_assets.definitions import defs
     from alphapulse_assets.monitoring.sensors import run_failure_alert_sensor, run_success_resolve_sensor
     from alphapulse_assets.recovery.config import load_recovery_config
     from alphapulse_assets.recovery.gating import default_store
     from alphapulse_assets.recovery.sensors import evaluate_tick
-    from alphapulse_assets.alerting.alerts import build_router_from_env
-    from alphapulse_assets.definitions import defs
 
     with dg.DagsterInstance.get() as instance:
         # The daemon's sensors were running before (first ticks set their cursors), then stopped: cron only.
         fail_cursor = tick(run_failure_alert_sensor, instance)
         ok_cursor = tick(run_success_resolve_sensor, instance)
         repo = defs.get_repository_def()
-        breaker = evaluate_tick(instance, repo, None, store=default_store(), router=build_router_from_env(platform_db_url()),
-                                config=load_recovery_config(), now=time.time())
+        breaker = evaluate_tick(
+            instance,
+            repo,
+            None,
+            store=default_store(),
+            router=build_router_from_env(platform_db_url()),
+            config=load_recovery_config(),
+            now=time.time(),
+        )
 
         for _ in range(3):
             proc = cli("ingest", "--start", "2025-01-01", env=BROKEN)
@@ -106,9 +122,15 @@ def test_failed_cli_ingests_alert_once_each_feed_the_breaker_and_resolve_on_succ
         assert all(r.tags.get("alphapulse/alerted", "").startswith("alphapulse cli") for r in failed)
 
         # The breaker sensor is fed by the CLI runs.
-        report = evaluate_tick(instance, repo, breaker.cursor, store=default_store(),
-                               router=build_router_from_env(platform_db_url()), config=load_recovery_config(),
-                               now=time.time())
+        report = evaluate_tick(
+            instance,
+            repo,
+            breaker.cursor,
+            store=default_store(),
+            router=build_router_from_env(platform_db_url()),
+            config=load_recovery_config(),
+            now=time.time(),
+        )
         fed = [(run_id, o) for run_id, o in report.outcomes if o.dependency == "market_data"]
         assert {run_id for run_id, _ in fed} == {r.run_id for r in failed}
         assert all(not o.ok for _, o in fed)
@@ -132,8 +154,11 @@ def test_signal_stops_a_cli_run_canceled_nonzero_nothing_written(home, signum, c
 
     with FakeBinance() as fake:
         fake.hang(1, 120.0)  # the first klines request stalls: the step is mid-fetch when the signal comes
-        env = {"ALPHAPULSE_SOURCES": "exchange", "ALPHAPULSE_EXCHANGE_API_URL": fake.url,
-               "ALPHAPULSE_SOURCE_TIMEOUT_SECONDS": "110"}
+        env = {
+            "ALPHAPULSE_SOURCES": "exchange",
+            "ALPHAPULSE_EXCHANGE_API_URL": fake.url,
+            "ALPHAPULSE_SOURCE_TIMEOUT_SECONDS": "110",
+        }
         proc = spawn("ingest", "--start", "2024-05-01", env=env)
         try:
             wait_until(lambda: fake.requests_to(KLINES), 90, "the CLI run to reach the exchange")
@@ -153,8 +178,9 @@ def test_signal_stops_a_cli_run_canceled_nonzero_nothing_written(home, signum, c
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.CANCELED
-        retried = instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_UP_FOR_RETRY,
-                                                         dg.DagsterEventType.STEP_RESTARTED})
+        retried = instance.all_logs(
+            run.run_id, of_type={dg.DagsterEventType.STEP_UP_FOR_RETRY, dg.DagsterEventType.STEP_RESTARTED}
+        )
         assert retried == []
         assert instance.get_latest_materialization_event(dg.AssetKey("market_candles")) is None
     candles = home / ".alphapulse" / "candles"
@@ -184,8 +210,12 @@ def test_sigkilled_cadence_run_is_ended_and_its_slot_freed(home):
         killed = spawn("run", "nightly", "--partition", "2025-01-30")
         holder: list[str] = []
         try:
-            wait_until(lambda: _holds_training_slot(instance, holder), 120, "the cadence run to hold the training slot",
-                       interval=0.02)
+            wait_until(
+                lambda: _holds_training_slot(instance, holder),
+                120,
+                "the cadence run to hold the training slot",
+                interval=0.02,
+            )
         finally:
             killed.kill()
             killed.wait(10)
@@ -227,8 +257,12 @@ def test_cli_ends_a_dead_run_before_it_starts(home):
         killed = spawn("run", "nightly", "--partition", "2025-01-30")
         holder: list[str] = []
         try:
-            wait_until(lambda: _holds_training_slot(instance, holder), 120, "the cadence run to hold the training slot",
-                       interval=0.02)
+            wait_until(
+                lambda: _holds_training_slot(instance, holder),
+                120,
+                "the cadence run to hold the training slot",
+                interval=0.02,
+            )
         finally:
             killed.kill()
             killed.wait(10)
@@ -257,11 +291,19 @@ def test_a_cli_run_waiting_for_a_pool_slot_says_which_pool_and_which_run_holds_i
         assert storage.get_concurrency_info("training").claimed_slots
         log = home / "waiter.log"
         with log.open("w") as fh:
-            waiter = subprocess.Popen([str(ALPHAPULSE), "run", "nightly", "--partition", "2025-01-30"],
-                                      stdout=fh, stderr=subprocess.STDOUT, text=True)
+            waiter = subprocess.Popen(
+                [str(ALPHAPULSE), "run", "nightly", "--partition", "2025-01-30"],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         try:
-            line = wait_until(lambda: next((x for x in log.read_text().splitlines() if "waiting for a slot" in x), None),
-                              90, "the waiting run to say what it waits for", interval=0.2)
+            line = wait_until(
+                lambda: next((x for x in log.read_text().splitlines() if "waiting for a slot" in x), None),
+                90,
+                "the waiting run to say what it waits for",
+                interval=0.2,
+            )
             assert "pool 'training' (limit 1)" in line and holder.run_id in line and "weekly_cadence" in line
             assert f"pid {os.getpid()}" in line
             assert waiter.poll() is None  # still waiting: the holder is alive, its slot is not taken from it
@@ -284,8 +326,9 @@ def test_sigterm_mid_training_cancels_and_leaves_no_partial_model(home):
         run = spawn("run", "nightly", "--partition", "2025-01-30")
         holder: list[str] = []
         try:
-            wait_until(lambda: _holds_training_slot(instance, holder), 120, "the cadence run to be training",
-                       interval=0.02)
+            wait_until(
+                lambda: _holds_training_slot(instance, holder), 120, "the cadence run to be training", interval=0.02
+            )
             sent = time.monotonic()
             run.send_signal(signal.SIGTERM)
             out, err = run.communicate(timeout=30)

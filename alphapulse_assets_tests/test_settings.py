@@ -13,7 +13,12 @@ def test_defaults_are_the_design_guide_defaults(monkeypatch):
     s = AlphaPulseSettings()
     assert s.symbols == ("BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT")
     assert (s.nightly.cron, s.weekly.cron, s.monthly.cron) == ("0 2 * * *", "0 3 * * 0", "0 3 1 * *")
-    assert (s.weekly.timeframe, s.weekly.window_days, s.monthly.timeframe, s.monthly.window_days) == ("1h", 70, "4h", 548)
+    assert (s.weekly.timeframe, s.weekly.window_days, s.monthly.timeframe, s.monthly.window_days) == (
+        "1h",
+        70,
+        "4h",
+        548,
+    )
     assert s.quality.max_missing_fraction == 0.05 and s.retry.max_retries == 3
 
 

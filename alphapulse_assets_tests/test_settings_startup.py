@@ -95,16 +95,27 @@ def home(tmp_path) -> Path:
 
 
 def alphapulse(home: Path, *args: str, timeout: float = 120, **settings: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "alphapulse"), *args], env=_env(home, **settings), cwd=home,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "alphapulse"), *args],
+        env=_env(home, **settings),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
 def test_definitions_refuse_a_bad_breaker_setting_when_they_load(home):
     # Today the breaker sensor would fail on every tick while `status` says fine: refused at load instead.
-    out = subprocess.run([str(BIN / "dagster"), "definitions", "validate", "-m", "alphapulse_assets.definitions"],
-                         env=_env(home, ALPHAPULSE_BREAKER__FAILURE_RATE_THRESHOLD="2"), cwd=ROOT,
-                         capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-m", "alphapulse_assets.definitions"],
+        env=_env(home, ALPHAPULSE_BREAKER__FAILURE_RATE_THRESHOLD="2"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode != 0
     assert "ALPHAPULSE_BREAKER__FAILURE_RATE_THRESHOLD='2'" in out.stdout + out.stderr
 
@@ -122,8 +133,14 @@ def test_end_before_start_is_an_error(home):
     assert out.returncode == 2 and "--end 2024-03-01 is before --start 2024-03-05" in out.stderr
 
 
-@pytest.mark.parametrize("args", [["ingest", "--start", "2024-03-01", "--days-per-run", "0"],
-                                  ["demo", "--days-per-run", "0"], ["demo", "--days", "-3"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ingest", "--start", "2024-03-01", "--days-per-run", "0"],
+        ["demo", "--days-per-run", "0"],
+        ["demo", "--days", "-3"],
+    ],
+)
 def test_a_non_positive_count_is_an_error_not_an_endless_loop(home, args):
     out = alphapulse(home, *args, timeout=60)
     assert out.returncode == 2 and "must be at least 1" in out.stderr, out.stdout + out.stderr
@@ -137,7 +154,7 @@ def test_demo_exits_non_zero_when_its_cadences_fail(home):
     assert "monthly, weekly, nightly cadence(s) failed" in out.stderr
 
 
-BERLIN_SCRIPT = r'''
+BERLIN_SCRIPT = r"""
 import sys
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -176,13 +193,19 @@ with dg.instance_for_test() as instance:
         assert not isinstance(request, dg.SkipReason), request.skip_message
         assert request.partition_key == expected, (tick, request.partition_key)
 print("ok")
-'''
+"""
 
 
 @pytest.mark.slow
 def test_a_local_time_zone_moves_the_schedules_and_partitions_stay_utc_days(home, tmp_path):
-    out = subprocess.run([sys.executable, "-c", BERLIN_SCRIPT, str(tmp_path / "candles")], cwd=home, timeout=180,
-                         env=_env(home, ALPHAPULSE_TIMEZONE="Europe/Berlin",
-                                  ALPHAPULSE_PLATFORM_DB_URL=f"sqlite:///{tmp_path}/platform.db"),
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", BERLIN_SCRIPT, str(tmp_path / "candles")],
+        cwd=home,
+        timeout=180,
+        env=_env(
+            home, ALPHAPULSE_TIMEZONE="Europe/Berlin", ALPHAPULSE_PLATFORM_DB_URL=f"sqlite:///{tmp_path}/platform.db"
+        ),
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout[-2000:] + out.stderr[-4000:]

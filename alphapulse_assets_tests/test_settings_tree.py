@@ -13,9 +13,18 @@ GOOD = [
     ("ALPHAPULSE_MONITORING_RETENTION_HOURS", "48", lambda s: s.monitoring.retention_hours, 48.0),
     ("ALPHAPULSE_MONITORING_MOUNT_POINTS", "/, /data", lambda s: s.monitoring.mount_points, ("/", "/data")),
     ("ALPHAPULSE_BREAKER__RECOVERY_TIMEOUT", "120", lambda s: s.breaker.recovery_timeout, 120.0),
-    ("ALPHAPULSE_BREAKER__TRAINING__FAILURE_THRESHOLD", "2", lambda s: (s.breaker.own("training") or s.breaker).failure_threshold, 2),
-    ("ALPHAPULSE_BREAKER_DEPENDENCIES", "market_data,training,db", lambda s: s.breaker.dependencies,
-     ("market_data", "training", "db")),
+    (
+        "ALPHAPULSE_BREAKER__TRAINING__FAILURE_THRESHOLD",
+        "2",
+        lambda s: (s.breaker.own("training") or s.breaker).failure_threshold,
+        2,
+    ),
+    (
+        "ALPHAPULSE_BREAKER_DEPENDENCIES",
+        "market_data,training,db",
+        lambda s: s.breaker.dependencies,
+        ("market_data", "training", "db"),
+    ),
     ("ALPHAPULSE_ESCALATION__WINDOW_SECONDS", "600", lambda s: s.escalation.window_seconds, 600.0),
     ("ALPHAPULSE_HOST__DISK_CRITICAL_PERCENT", "90", lambda s: s.host.disk_critical_percent, 90.0),
     ("ALPHAPULSE_HEAVY_CADENCES", "weekly,monthly", lambda s: s.heavy_cadences, ("weekly", "monthly")),
@@ -37,21 +46,29 @@ def test_each_group_reads_its_variables_through_the_one_tree(name, value, get, e
 
 
 def test_the_nested_name_wins_over_its_alias_and_empty_means_unset():
-    s = load_settings({"ALPHAPULSE_MONITORING_RETENTION_HOURS": "12", "ALPHAPULSE_MONITORING__RETENTION_HOURS": "48",
-                       "ALPHAPULSE_ALERT_TIMEOUT_SECONDS": ""})
+    s = load_settings(
+        {
+            "ALPHAPULSE_MONITORING_RETENTION_HOURS": "12",
+            "ALPHAPULSE_MONITORING__RETENTION_HOURS": "48",
+            "ALPHAPULSE_ALERT_TIMEOUT_SECONDS": "",
+        }
+    )
     assert s.monitoring.retention_hours == 48 and s.alerts.timeout_seconds == 5
     assert all(name.startswith("ALPHAPULSE_") for name in LEGACY_NAMES)
     assert env_tree({"ALPHAPULSE_WEEKLY": '{"min_rows": 5}', "ALPHAPULSE_WEEKLY__WINDOW_DAYS": "9"}) == {
-        "weekly": {"min_rows": 5, "window_days": "9"}}
+        "weekly": {"min_rows": 5, "window_days": "9"}
+    }
 
 
 def test_recovery_and_alert_routing_are_built_from_the_tree(tmp_path, monkeypatch):
-    cfg = load_recovery_config({"ALPHAPULSE_BREAKER__MARKET_DATA__FAILURE_RATE_THRESHOLD": "off",
-                                "ALPHAPULSE_ESCALATION__THRESHOLD": "2"})
+    cfg = load_recovery_config(
+        {"ALPHAPULSE_BREAKER__MARKET_DATA__FAILURE_RATE_THRESHOLD": "off", "ALPHAPULSE_ESCALATION__THRESHOLD": "2"}
+    )
     assert cfg.breaker("market_data").failure_rate_threshold is None and cfg.breaker("training").failure_rate_threshold
     assert cfg.escalation.threshold == 2
-    alerts = load_settings({"ALPHAPULSE_ALERTS__WEBHOOK_URL": "https://pager.example/T0K3N",
-                            "ALPHAPULSE_ALERTS__TIMEOUT_SECONDS": "2"}).alerts
+    alerts = load_settings(
+        {"ALPHAPULSE_ALERTS__WEBHOOK_URL": "https://pager.example/T0K3N", "ALPHAPULSE_ALERTS__TIMEOUT_SECONDS": "2"}
+    ).alerts
     router = build_router_from_env(f"sqlite:///{tmp_path / 'p.db'}", settings=alerts)
     hook = {c.name: c for c in router.channels}["webhook"]
     assert hook.url_env == "ALPHAPULSE_ALERTS__WEBHOOK_URL" and hook.timeout == 2

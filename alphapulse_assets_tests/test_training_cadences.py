@@ -25,11 +25,18 @@ SYMBOLS = list(get_settings().symbols)
 WEEKLY = DEFAULT_SPECS["weekly"]
 
 
-def gate_for(ch, cfg=GateConfig()):
+DEFAULT_GATE = GateConfig()
+
+
+def gate_for(ch, cfg=DEFAULT_GATE):
     return evaluate_gate(
-        n_validation=ch.n_validation, model_log_loss=float(ch.report.model["log_loss"]),
+        n_validation=ch.n_validation,
+        model_log_loss=float(ch.report.model["log_loss"]),
         baseline_log_loss={k: float(v["log_loss"]) for k, v in ch.report.baselines.items()},
-        significance=ch.significance, champion=None, drift=None, cfg=cfg,
+        significance=ch.significance,
+        champion=None,
+        drift=None,
+        cfg=cfg,
     )
 
 
@@ -75,7 +82,9 @@ def test_schedules_have_the_documented_crons_and_ask_for_the_newest_complete_par
     assert latest_partition_key("monthly", sunday) == "2026-10-01"
     with dg.instance_for_test() as instance:
         by_name = {s.name: s for s in SCHEDULES}
-        request = by_name["weekly_schedule"](dg.build_schedule_context(instance=instance, scheduled_execution_time=sunday))
+        request = by_name["weekly_schedule"](
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=sunday)
+        )
         assert request.partition_key == "2026-10-25" and request.run_key == "weekly:2026-10-25"
 
 
@@ -110,8 +119,13 @@ def assert_reads_well(metadata):
 
 
 def run_weekly(project, key):
-    return dg.materialize(cadence_assets["weekly"], partition_key=key, instance=project["instance"],
-                          resources=project["resources"], raise_on_error=False)
+    return dg.materialize(
+        cadence_assets["weekly"],
+        partition_key=key,
+        instance=project["instance"],
+        resources=project["resources"],
+        raise_on_error=False,
+    )
 
 
 @pytest.mark.slow
@@ -120,7 +134,9 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     first = run_weekly(project, "2024-05-26")
     assert first.success  # rejections are the gate doing its job: no step failed, the run is SUCCESS
     assert not [e for e in first.all_events if e.is_step_failure]
-    champions = {m.asset_key.path[-1] for m in first.get_asset_materialization_events() if m.asset_key.path[0] == "champions"}
+    champions = {
+        m.asset_key.path[-1] for m in first.get_asset_materialization_events() if m.asset_key.path[0] == "champions"
+    }
     assert champions == {"ETHUSDT", "DOTUSDT"}  # the sample market at this week: two symbols clear the gate
     evaluations = {e.asset_key.path[-1]: e for e in first.get_asset_check_evaluations()}
     assert {e.check_name for e in evaluations.values()} == {"promotion_gate"}  # one gate per challenger
@@ -135,15 +151,27 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     assert registry.champion("ETHUSDT", "weekly").version == 1
     assert registry.champion("BTCUSDT", "weekly") is None  # nothing promoted, nothing serving
 
-    meta = next(m for m in first.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "ETHUSDT"]).materialization.metadata
-    for key in ("model_log_loss", "base_rate_log_loss", "model_auc", "version", "sha256", "data_window", "features", "code_version"):
+    meta = next(
+        m for m in first.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "ETHUSDT"]
+    ).materialization.metadata
+    for key in (
+        "model_log_loss",
+        "base_rate_log_loss",
+        "model_auc",
+        "version",
+        "sha256",
+        "data_window",
+        "features",
+        "code_version",
+    ):
         assert key in meta, key
     assert_reads_well(meta)
     assert meta["version"].value == "v1" and meta["champion_before"].value == "none"
     assert "warm_started_from" not in meta  # the weekly model is trained from scratch: nothing to say
     assert meta["params"].value.startswith("| parameter | value |")
-    champion_meta = next(m for m in first.get_asset_materialization_events()
-                         if m.asset_key.path == ["champions", "weekly", "ETHUSDT"]).materialization.metadata
+    champion_meta = next(
+        m for m in first.get_asset_materialization_events() if m.asset_key.path == ["champions", "weekly", "ETHUSDT"]
+    ).materialization.metadata
     assert_reads_well(champion_meta)
     assert champion_meta["version"].value == "v1" and champion_meta["previous_version"].value == "none (first champion)"
 
@@ -154,21 +182,27 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     instance = project["instance"]
     latest = instance.get_latest_materialization_event(dg.AssetKey(["champions", "weekly", "ETHUSDT"]))
     assert latest.run_id == first.run_id and latest.asset_materialization.metadata["version"].value == "v1"
-    failed_mats = instance.get_event_records(dg.EventRecordsFilter(
-        event_type=dg.DagsterEventType.ASSET_FAILED_TO_MATERIALIZE,
-        asset_key=dg.AssetKey(["champions", "weekly", "ETHUSDT"])))
+    failed_mats = instance.get_event_records(
+        dg.EventRecordsFilter(
+            event_type=dg.DagsterEventType.ASSET_FAILED_TO_MATERIALIZE,
+            asset_key=dg.AssetKey(["champions", "weekly", "ETHUSDT"]),
+        )
+    )
     assert not failed_mats
     eth_gate = next(e for e in second.get_asset_check_evaluations() if e.asset_key.path[-1] == "ETHUSDT")
     assert not eth_gate.passed and eth_gate.description.startswith("rejected: ")
     # The gate's history holds its verdicts only: passed, then failed; no "execution failed" row.
     history = instance.event_log_storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(dg.AssetKey(["models", "weekly", "ETHUSDT"]), "promotion_gate"), limit=10)
+        dg.AssetCheckKey(dg.AssetKey(["models", "weekly", "ETHUSDT"]), "promotion_gate"), limit=10
+    )
     assert [r.status.value for r in history] == ["FAILED", "SUCCEEDED"], history
     assert registry.champion("ETHUSDT", "weekly").version == 1  # the champion keeps serving
     history = registry.history("ETHUSDT", "weekly")
     assert [d.action for d in history] == ["promoted", "rejected"]
     assert history[-1].version == 2 and "beats_baselines" in history[-1].reason and history[-1].previous_champion == 1
-    second_meta = next(m for m in second.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "ETHUSDT"]).materialization.metadata
+    second_meta = next(
+        m for m in second.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "ETHUSDT"]
+    ).materialization.metadata
     assert second_meta["champion_before"].value == "v1" and second_meta["gate"].value.startswith("rejected")
     assert_reads_well(second_meta)
 
@@ -176,11 +210,19 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
 @pytest.mark.slow
 def test_a_failed_cadence_keeps_every_champion_and_records_it(project, tmp_path):
     resources = dict(project["resources"], candle_store=CandleStoreResource(base_url=str(tmp_path / "empty")))
-    result = dg.materialize(cadence_assets["weekly"], partition_key="2024-06-09", instance=project["instance"],
-                            resources=resources, raise_on_error=False)
+    result = dg.materialize(
+        cadence_assets["weekly"],
+        partition_key="2024-06-09",
+        instance=project["instance"],
+        resources=resources,
+        raise_on_error=False,
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "missing" in failure.step_failure_data.error.message and "alphapulse ingest" in failure.step_failure_data.error.message
+    assert (
+        "missing" in failure.step_failure_data.error.message
+        and "alphapulse ingest" in failure.step_failure_data.error.message
+    )
     registry = project["resources"]["model_registry"].get()
     kept = [d for d in registry.history("ETHUSDT", "weekly") if d.action == "kept"]
     assert kept and kept[-1].version == 1 and "training set failed" in kept[-1].reason
@@ -193,9 +235,14 @@ def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project,
     instance = dg.DagsterInstance.ephemeral()
 
     def fail_drift_check(symbol):
-        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-            asset_key=dg.AssetKey(["drift", symbol]), check_name="feature_drift", passed=False,
-            metadata={"max_psi": 0.9}))
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(["drift", symbol]),
+                check_name="feature_drift",
+                passed=False,
+                metadata={"max_psi": 0.9},
+            )
+        )
 
     t0 = 1_800_000_000.0
     clock = [t0]
@@ -205,7 +252,10 @@ def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project,
     requests = drift_assets.drift_retrain_sensor(ctx)
     assert len(requests) == 1 and requests[0].tags["alphapulse/symbol"] == "ETHUSDT"
     assert [k.to_user_string() for k in requests[0].asset_selection] == [
-        "training_sets/weekly", "models/weekly/ETHUSDT", "champions/weekly/ETHUSDT"]
+        "training_sets/weekly",
+        "models/weekly/ETHUSDT",
+        "champions/weekly/ETHUSDT",
+    ]
 
     for hours in (1, 6, 23):  # drift persists: the check keeps failing, but the cooldown holds
         clock[0] = t0 + 3600 * hours
@@ -222,8 +272,9 @@ def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project,
     # While the training breaker is forced open, the retrain waits and is not counted against the cooldown.
     from alphapulse_assets.recovery.breaker_store import BreakerStore
 
-    BreakerStore(f"sqlite:///{tmp_path}/platform.db").force_open("training", by="test", reason="maintenance",
-                                                                 now=clock[0])
+    BreakerStore(f"sqlite:///{tmp_path}/platform.db").force_open(
+        "training", by="test", reason="maintenance", now=clock[0]
+    )
     clock[0] += 2 * 24 * 3600
     fail_drift_check("ETHUSDT")
     ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
@@ -236,7 +287,9 @@ def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project,
 def test_a_nightly_backfill_runs_many_days_in_one_run_in_order(project):
     """Six nightly partitions in one run: one version per symbol per day, warm-started along the chain."""
     result = dg.materialize(
-        cadence_assets["nightly"], instance=project["instance"], resources=project["resources"],
+        cadence_assets["nightly"],
+        instance=project["instance"],
+        resources=project["resources"],
         tags={"dagster/asset_partition_range_start": "2024-06-01", "dagster/asset_partition_range_end": "2024-06-06"},
         raise_on_error=False,
     )
@@ -252,8 +305,10 @@ def test_a_nightly_backfill_runs_many_days_in_one_run_in_order(project):
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.severity == dg.AssetCheckSeverity.WARN for c in checks)
     assert {c.check_name for c in checks} == {"promotion_gate"} and len(checks) == len(SYMBOLS)
-    assert all(c.description.startswith("backfill, days passed per rule: enough_validation_samples ")
-               and "/6" in c.description for c in checks)
+    assert all(
+        c.description.startswith("backfill, days passed per rule: enough_validation_samples ") and "/6" in c.description
+        for c in checks
+    )
     mats = [m for m in result.get_asset_materialization_events() if m.asset_key.path[0] == "models"]
     assert {m.partition for m in mats} == {f"2024-06-0{d}" for d in range(1, 7)}
 
@@ -282,12 +337,15 @@ def test_a_champion_that_degrades_on_new_data_is_rolled_back(hourly, tmp_path):
     at = [t.iloc[int(len(ds) * q)] for q in (0.0, 0.25, 0.5, 0.75)]
     planted = dataclasses.replace(ds, y=follows)
     for run, (a, b) in enumerate([(at[0], at[2]), (at[1], at[3])]):  # two promoted champions: v1, then v2
-        out = train_symbol(registry, planted.between(a, b), WEEKLY, cfg, symbol="ETHUSDT",
-                           partition=f"p{run}", code_version="test")
+        out = train_symbol(
+            registry, planted.between(a, b), WEEKLY, cfg, symbol="ETHUSDT", partition=f"p{run}", code_version="test"
+        )
         assert out.gate.passed, out.gate.reason
         promote(registry, "ETHUSDT", "weekly", out.version.version, f"p{run}")
     assert registry.champion("ETHUSDT", "weekly").version == 2
-    flipped = dataclasses.replace(ds, y=1.0 - follows).between(at[2], t.max() + pd.Timedelta(1))  # the relation reverses
+    flipped = dataclasses.replace(ds, y=1.0 - follows).between(
+        at[2], t.max() + pd.Timedelta(1)
+    )  # the relation reverses
     out = train_symbol(registry, flipped, WEEKLY, cfg, symbol="ETHUSDT", partition="p2", code_version="test")
     assert out.rollback and out.rollback.startswith("rolled back v2 -> v1")
     assert registry.champion("ETHUSDT", "weekly").version == 1

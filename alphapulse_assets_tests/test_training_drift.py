@@ -33,11 +33,13 @@ def ks_bound(n_quantiles: int, n_ref: int) -> float:
 @pytest.fixture(scope="module")
 def training():
     rng = np.random.default_rng(11)
-    return pd.DataFrame({
-        "ret_1": rng.normal(0.0, 1.0, N_REF),
-        "vol_20": rng.lognormal(0.0, 0.5, N_REF),
-        "rsi_14": rng.uniform(0, 100, N_REF),
-    })
+    return pd.DataFrame(
+        {
+            "ret_1": rng.normal(0.0, 1.0, N_REF),
+            "vol_20": rng.lognormal(0.0, 0.5, N_REF),
+            "rsi_14": rng.uniform(0, 100, N_REF),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +86,13 @@ def test_profile_refuses_bad_input():
 # -- PSI and KS on known distributions ---------------------------------------------------------------------
 def test_identical_distribution_gives_near_zero(profile):
     rng = np.random.default_rng(12)
-    recent = pd.DataFrame({
-        "ret_1": rng.normal(0.0, 1.0, 3000),
-        "vol_20": rng.lognormal(0.0, 0.5, 3000),
-        "rsi_14": rng.uniform(0, 100, 3000),
-    })
+    recent = pd.DataFrame(
+        {
+            "ret_1": rng.normal(0.0, 1.0, 3000),
+            "vol_20": rng.lognormal(0.0, 0.5, 3000),
+            "rsi_14": rng.uniform(0, 100, 3000),
+        }
+    )
     report = drift_report(profile, recent)
     assert report.passed and report.drifted == []
     assert report.max_psi < 0.02  # sampling noise only: about (bins - 1) * (1/N + 1/n)
@@ -141,8 +145,9 @@ def test_psi_of_a_known_shift_matches_the_formula():
 def test_psi_bins_parameter():
     q = list(np.linspace(0.0, 1.0, 101))
     recent = np.linspace(0.0, 0.5, 1000)
-    assert psi(q, recent, bins=2) == pytest.approx((1 - 0.5) * math.log(1 / 0.5) + (EPSILON - 0.5)
-                                                   * math.log(EPSILON / 0.5), rel=1e-3)
+    assert psi(q, recent, bins=2) == pytest.approx(
+        (1 - 0.5) * math.log(1 / 0.5) + (EPSILON - 0.5) * math.log(EPSILON / 0.5), rel=1e-3
+    )
     # 20 bins: ten hold 0.1 of the recent values each (reference 0.05), ten are empty
     expected_20 = 10 * (0.1 - 0.05) * math.log(2) + 10 * (EPSILON - 0.05) * math.log(EPSILON / 0.05)
     assert psi(q, recent, bins=20) == pytest.approx(expected_20, rel=1e-2)
@@ -162,8 +167,9 @@ def test_constant_feature_is_a_point_mass_with_defined_values():
     assert ks_statistic(q, moved) == pytest.approx(0.25)
     assert ks_statistic(q, [1.0] * 75 + [0.0] * 25) == pytest.approx(0.25)
     # two bins, (-inf, 1] and (1, inf): reference shares (1, 0 -> EPSILON), recent (0.75, 0.25)
-    assert psi(q, moved) == pytest.approx((0.25 - EPSILON) * math.log(0.25 / EPSILON)
-                                          + (0.75 - 1) * math.log(0.75), rel=1e-12)
+    assert psi(q, moved) == pytest.approx(
+        (0.25 - EPSILON) * math.log(0.25 / EPSILON) + (0.75 - 1) * math.log(0.75), rel=1e-12
+    )
     report = drift_report(prof, pd.DataFrame({"flag": moved}))
     assert report.drifted == ["flag"]
     # PSI's first bin is open below (standard PSI), so values below a constant share its bin: PSI is 0,
@@ -237,11 +243,9 @@ def test_to_metadata_is_flat_and_consistent(profile, training):
 
 
 def test_thresholds_are_strict_and_configurable():
-    report = DriftReport(psi={"a": 0.25, "b": 0.1}, ks={"a": 0.1, "b": 0.15}, psi_threshold=0.25,
-                         ks_threshold=0.15)
+    report = DriftReport(psi={"a": 0.25, "b": 0.1}, ks={"a": 0.1, "b": 0.15}, psi_threshold=0.25, ks_threshold=0.15)
     assert report.passed and report.drifted == []  # equal to the threshold is not above it
-    strict = DriftReport(psi={"a": 0.25, "b": 0.1}, ks={"a": 0.1, "b": 0.15}, psi_threshold=0.2,
-                         ks_threshold=0.15)
+    strict = DriftReport(psi={"a": 0.25, "b": 0.1}, ks={"a": 0.1, "b": 0.15}, psi_threshold=0.2, ks_threshold=0.15)
     assert strict.drifted == ["a"] and not strict.passed
 
 

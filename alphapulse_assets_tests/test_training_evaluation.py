@@ -156,7 +156,11 @@ def _sample_xy(days: int, symbols: list[str]):
 def _walk_forward(candles, X, y, make_model, *, shuffle_seed=None):
     """Out-of-sample probabilities, base rates and row order over a purged walk-forward."""
     splits = split_by_time(
-        candles["timestamp"], 4, label_horizon=1, embargo=required_embargo(1, MAX_LOOKBACK), min_train_size=candles["timestamp"].nunique() // 3
+        candles["timestamp"],
+        4,
+        label_horizon=1,
+        embargo=required_embargo(1, MAX_LOOKBACK),
+        min_train_size=candles["timestamp"].nunique() // 3,
     )
     rng = np.random.default_rng(shuffle_seed)
     proba, base, rows = [], [], []
@@ -171,7 +175,9 @@ def _walk_forward(candles, X, y, make_model, *, shuffle_seed=None):
 
 def _gbm():
     # Heavily regularised: the sample market's edge is ~0.003 nats even for a model told the regime.
-    return HistGradientBoostingClassifier(max_iter=30, learning_rate=0.1, max_depth=2, min_samples_leaf=1000, random_state=0)
+    return HistGradientBoostingClassifier(
+        max_iter=30, learning_rate=0.1, max_depth=2, min_samples_leaf=1000, random_state=0
+    )
 
 
 @pytest.mark.slow
@@ -213,5 +219,7 @@ def test_end_to_end_edge_is_significant_with_more_data():
     proba, base, rows = _walk_forward(candles, X, y, _gbm)
     lm, lb = per_sample_log_loss(y[rows], proba), per_sample_log_loss(y[rows], base)
     result = paired_bootstrap(lm, lb, n_boot=1000, block=96, seed=0)
-    print(f"\n120d x 5 symbols, direction(1): n={len(rows)} edge {lb.mean() - lm.mean():+.5f} nats, p={result.p_value:.3f}")
+    print(
+        f"\n120d x 5 symbols, direction(1): n={len(rows)} edge {lb.mean() - lm.mean():+.5f} nats, p={result.p_value:.3f}"
+    )
     assert result.significant(0.05)

@@ -4,7 +4,7 @@ The daemon passes the instance scheduler's max_catchup_runs (1 in every shipped 
 """
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -25,8 +25,12 @@ def _start_schedule(workspace_context, name: str, start: datetime) -> None:
     repo = next(iter(location.get_repositories().values()))
     schedule = repo.get_schedule(name)
     workspace_context.instance.add_instigator_state(
-        InstigatorState(schedule.get_remote_origin(), InstigatorType.SCHEDULE, InstigatorStatus.RUNNING,
-                        ScheduleInstigatorData(schedule.cron_schedule, start_timestamp=start.timestamp()))
+        InstigatorState(
+            schedule.get_remote_origin(),
+            InstigatorType.SCHEDULE,
+            InstigatorStatus.RUNNING,
+            ScheduleInstigatorData(schedule.cron_schedule, start_timestamp=start.timestamp()),
+        )
     )
 
 
@@ -38,8 +42,12 @@ def _tick(workspace_context, now: datetime) -> None:
 @pytest.mark.slow
 def test_nightly_catches_up_once_after_three_missed_nights():
     with dg.instance_for_test(synchronous_run_launcher=False) as instance:
-        target = ModuleTarget(module_name="alphapulse_assets.definitions", attribute="defs",
-                              working_directory=str(ROOT), location_name="alphapulse")
+        target = ModuleTarget(
+            module_name="alphapulse_assets.definitions",
+            attribute="defs",
+            working_directory=str(ROOT),
+            location_name="alphapulse",
+        )
         with create_test_daemon_workspace_context(target, instance) as context:
             start = datetime(2026, 11, 20, 1, 0, tzinfo=timezone.utc)
             _start_schedule(context, "nightly_schedule", start)

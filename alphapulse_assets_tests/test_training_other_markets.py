@@ -11,17 +11,36 @@ from alphapulse_assets.market_data.sources.files import export_sample
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "timeframe, start, end",
-    [("1d", date(2021, 1, 1), date(2025, 6, 30)),  # daily bars (equities-like history)
-     ("1h", date(2024, 1, 1), date(2024, 6, 30)),  # hourly (FX-like)
-     ("15m", date(2024, 5, 1), date(2024, 6, 15))],  # 15m crypto
+    [
+        ("1d", date(2021, 1, 1), date(2025, 6, 30)),  # daily bars (equities-like history)
+        ("1h", date(2024, 1, 1), date(2024, 6, 30)),  # hourly (FX-like)
+        ("15m", date(2024, 5, 1), date(2024, 6, 15)),
+    ],  # 15m crypto
 )
 def test_evaluate_reports_metrics_against_baselines_on_any_bar_size(tmp_path, capsys, timeframe, start, end):
     export_sample(tmp_path, ["SPYUSD", "EURUSD"], start, end, layout="per-symbol", timeframe=timeframe)
-    code = main(["evaluate", "--files", str(tmp_path), "--timeframe", timeframe, "--start", str(start),
-                 "--end", str(end), "--splits", "3", "--min-train-bars", "200", "--min-validation", "300"])
+    code = main(
+        [
+            "evaluate",
+            "--files",
+            str(tmp_path),
+            "--timeframe",
+            timeframe,
+            "--start",
+            str(start),
+            "--end",
+            str(end),
+            "--splits",
+            "3",
+            "--min-train-bars",
+            "200",
+            "--min-validation",
+            "300",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
-    lines = [l for l in out.splitlines() if l.startswith(("SPYUSD", "EURUSD"))]
+    lines = [ln for ln in out.splitlines() if ln.startswith(("SPYUSD", "EURUSD"))]
     assert len(lines) == 2, out
     for line in lines:
         fields = line.split()
@@ -32,6 +51,8 @@ def test_evaluate_reports_metrics_against_baselines_on_any_bar_size(tmp_path, ca
 
 def test_evaluate_names_a_bar_size_mismatch(tmp_path, capsys):
     export_sample(tmp_path, ["EURUSD"], date(2024, 1, 1), date(2024, 2, 1), layout="per-symbol", timeframe="1h")
-    code = main(["evaluate", "--files", str(tmp_path), "--timeframe", "15m", "--start", "2024-01-01", "--end", "2024-02-01"])
+    code = main(
+        ["evaluate", "--files", str(tmp_path), "--timeframe", "15m", "--start", "2024-01-01", "--end", "2024-02-01"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "1h" in err and "ALPHAPULSE_BASE_TIMEFRAME" in err

@@ -186,13 +186,13 @@ def _delete(path: Path, models) -> None:
     path.unlink()
 
 
-TAMPERS = {"flip_byte": _flip_byte, "truncate": _truncate, "replace": _replace_with_other_valid,
-           "delete": _delete}
+TAMPERS = {"flip_byte": _flip_byte, "truncate": _truncate, "replace": _replace_with_other_valid, "delete": _delete}
 
 
 @pytest.mark.parametrize("tamper", list(TAMPERS))
-def test_tampered_artifact_is_refused_and_never_deserialised(tmp_path, sqlite_url, models, tamper,
-                                                             skops_load_forbidden):
+def test_tampered_artifact_is_refused_and_never_deserialised(
+    tmp_path, sqlite_url, models, tamper, skops_load_forbidden
+):
     reg = registry(tmp_path / "models", sqlite_url)
     reg.register("BTCUSDT", "weekly", models["hgb_a"])
     mv = reg.register("BTCUSDT", "weekly", models["hgb_b"])
@@ -222,16 +222,18 @@ def test_untrusted_type_is_refused_at_register_time(tmp_path, sqlite_url):
     assert not any(p.is_file() for p in (tmp_path / "models").rglob("*"))
 
 
-def test_planted_untrusted_artifact_with_matching_digest_is_refused(tmp_path, sqlite_url, models,
-                                                                    skops_load_forbidden):
+def test_planted_untrusted_artifact_with_matching_digest_is_refused(tmp_path, sqlite_url, models, skops_load_forbidden):
     """Someone who can write both the file and its digest still cannot get foreign code loaded."""
     reg = registry(tmp_path / "models", sqlite_url)
     mv = reg.register("BTCUSDT", "weekly", models["hgb_a"])
     evil = skops.io.dumps(Sneaky())
     Path(mv.uri).write_bytes(evil)
     with engine_for(sqlite_url).begin() as conn:
-        conn.execute(versions_table.update().where(versions_table.c.version == mv.version)
-                     .values(sha256=hashlib.sha256(evil).hexdigest()))
+        conn.execute(
+            versions_table.update()
+            .where(versions_table.c.version == mv.version)
+            .values(sha256=hashlib.sha256(evil).hexdigest())
+        )
     planted = reg.get("BTCUSDT", "weekly", mv.version)
     with pytest.raises(ArtifactIntegrityError, match="untrusted types") as err:
         reg.load(planted)
@@ -272,8 +274,12 @@ def test_decisions_are_recorded_with_reasons(tmp_path, db_url, models):
         ("rolled_back", 1, 3, "operator"),
     ]
     assert [d.reason for d in rows] == [
-        "first model: beats baseline F1 0.58 > 0.51", "F1 0.59 < champion 0.58 + 0.03",
-        "weekly run failed: source timeout", "F1 0.66 beats champion by 0.08", "live precision dropped 20%"]
+        "first model: beats baseline F1 0.58 > 0.51",
+        "F1 0.59 < champion 0.58 + 0.03",
+        "weekly run failed: source timeout",
+        "F1 0.66 beats champion by 0.08",
+        "live precision dropped 20%",
+    ]
     # every decision is stamped by the injected clock, in order
     assert [d.at for d in rows] == sorted(d.at for d in rows)
     assert all(d.at.tzinfo is not None and T0 < d.at < T0 + timedelta(hours=1) for d in rows)
@@ -489,8 +495,13 @@ _KILL_IN_PUBLISH = textwrap.dedent("""
 def test_process_killed_while_publishing_leaves_no_row(tmp_path, db_url):
     root = tmp_path / "models"
     ModelRegistry(str(root), db_url)  # create the tables first
-    proc = subprocess.run([sys.executable, "-c", _KILL_IN_PUBLISH, str(root), db_url], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_IN_PUBLISH, str(root), db_url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == -9, proc.stderr
     reg = ModelRegistry(str(root), db_url)
     assert reg.versions("BTCUSDT", "weekly") == []
@@ -528,9 +539,16 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path, db_url):
     ModelRegistry(str(root), db_url)  # tables exist before the race
     go = tmp_path / "go"
     n_procs, per_proc = 3, 6
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(root), db_url, str(go), str(per_proc), str(s)],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for s in range(n_procs)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(root), db_url, str(go), str(per_proc), str(s)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s in range(n_procs)
+    ]
     try:
         # wait until every worker has imported sklearn and fitted its models, then release them at once
         ready = [tmp_path / f"go.ready{s}" for s in range(n_procs)]
@@ -544,7 +562,7 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path, db_url):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, (out, err) in zip(procs, results):
+    for p, (_out, err) in zip(procs, results, strict=False):
         assert p.returncode == 0, err
     claimed = [json.loads(out) for out, _ in results]
     versions = sorted(v for rows in claimed for v, _ in rows)
@@ -557,18 +575,20 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path, db_url):
     for mv in stored:  # every row points at the file its own writer wrote
         model = reg.load(mv)
         assert float(model.coef_.sum()) == pytest.approx(by_version[mv.version], rel=0, abs=0)
-    assert sorted(p.name for p in (root / "BTCUSDT" / "weekly").iterdir()) == [
-        f"v{v:04d}.skops" for v in versions]
+    assert sorted(p.name for p in (root / "BTCUSDT" / "weekly").iterdir()) == [f"v{v:04d}.skops" for v in versions]
 
 
-@pytest.mark.parametrize("name, trusted", [
-    ("sklearn.linear_model._logistic.LogisticRegression", True),
-    ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor", True),
-    ("numpy.testing._private.utils.runstring", False),  # a function that execs its argument
-    ("numpy.f2py.__main__.main", False),  # importing it would run a program: never resolved
-    ("sklearn.no_such_module.Thing", False),
-    ("posix.system", False),
-    ("alphapulse_assets_tests.test_training_registry.Sneaky", False),
-])
+@pytest.mark.parametrize(
+    "name, trusted",
+    [
+        ("sklearn.linear_model._logistic.LogisticRegression", True),
+        ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor", True),
+        ("numpy.testing._private.utils.runstring", False),  # a function that execs its argument
+        ("numpy.f2py.__main__.main", False),  # importing it would run a program: never resolved
+        ("sklearn.no_such_module.Thing", False),
+        ("posix.system", False),
+        ("alphapulse_assets_tests.test_training_registry.Sneaky", False),
+    ],
+)
 def test_trust_policy(name, trusted):
     assert registry_module._is_trusted_type(name) is trusted

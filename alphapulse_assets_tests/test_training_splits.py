@@ -17,7 +17,7 @@ def _check_layout(splits, n, n_splits, label_horizon, embargo, min_train_size, t
     assert len(splits) == n_splits
     previous_end = -1
     previous_blocks: list[np.ndarray] = []
-    for k, (train, test) in enumerate(splits):
+    for _k, (train, test) in enumerate(splits):
         assert train.dtype.kind == "i" and test.dtype.kind == "i"
         assert len(test) > 0 and np.all(np.diff(test) == 1), "a test block is contiguous"
         if test_size is not None:
@@ -53,7 +53,9 @@ def _check_layout(splits, n, n_splits, label_horizon, embargo, min_train_size, t
 )
 def test_walk_forward_layout(n, n_splits, label_horizon, embargo, min_train_size):
     try:
-        splits = purged_walk_forward(n, n_splits, label_horizon=label_horizon, embargo=embargo, min_train_size=min_train_size)
+        splits = purged_walk_forward(
+            n, n_splits, label_horizon=label_horizon, embargo=embargo, min_train_size=min_train_size
+        )
     except PermanentError as exc:
         # refused only when the layout cannot fit, and the message says how much is needed
         assert n < min_train_size + label_horizon + (n_splits - 1) * embargo + n_splits
@@ -103,7 +105,7 @@ def test_split_by_time_keeps_symbols_together():
     bars = purged_walk_forward(200, 3, label_horizon=4, embargo=6, min_train_size=50)
     values = ts.to_numpy()
     unique = np.unique(values)
-    for (train_rows, test_rows), (train_bars, test_bars) in zip(splits, bars):
+    for (train_rows, test_rows), (train_bars, test_bars) in zip(splits, bars, strict=False):
         # every row at a training timestamp is training, every row at a test timestamp is test
         assert set(values[train_rows]) == set(unique[train_bars])
         assert set(values[test_rows]) == set(unique[test_bars])

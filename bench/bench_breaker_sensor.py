@@ -58,8 +58,17 @@ def bulk_history(instance: dg.DagsterInstance, count: int, batch: int = 500) -> 
             rows.append(runs._get_run_insertion_values(run, get_current_datetime()))
             kind = DagsterEventType.RUN_FAILURE if failed else DagsterEventType.RUN_SUCCESS
             event = DagsterEvent(kind.value, job_name=JOB)
-            entries.append(EventLogEntry(error_info=None, level=20, user_message="", run_id=run.run_id,
-                                         timestamp=time.time(), dagster_event=event, job_name=JOB))
+            entries.append(
+                EventLogEntry(
+                    error_info=None,
+                    level=20,
+                    user_message="",
+                    run_id=run.run_id,
+                    timestamp=time.time(),
+                    dagster_event=event,
+                    job_name=JOB,
+                )
+            )
         with runs.connect() as conn:
             conn.execute(RunsTable.insert(), rows)
         with events.index_connection() as conn:
@@ -89,8 +98,9 @@ class Setup:
         store = BreakerStore(db)
         router = AlertRouter([LogChannel()], AlertStore(db))
         # A threshold it never reaches, so every tick does the same work.
-        config = load_recovery_config({"ALPHAPULSE_BREAKER__FAILURE_THRESHOLD": "1000000",
-                                       "ALPHAPULSE_BREAKER__FAILURE_RATE_THRESHOLD": "none"})
+        config = load_recovery_config(
+            {"ALPHAPULSE_BREAKER__FAILURE_THRESHOLD": "1000000", "ALPHAPULSE_BREAKER__FAILURE_RATE_THRESHOLD": "none"}
+        )
         self.sensor = build_breaker_sensor(store=lambda: store, router=lambda: router, config=lambda: config)
         self.cursor = self.tick()[0]
         self.added = history
@@ -135,10 +145,14 @@ def main() -> int:
             times["small0"].append(small.timed_tick(0))
             times["big0"].append(big.timed_tick(0))
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"tick with {args.new} new runs : {args.small:,} past runs {med['small'] * 1000:.1f} ms, "
-              f"{args.big:,} past runs {med['big'] * 1000:.1f} ms, ratio {med['big'] / med['small']:.2f}")
-        print(f"tick with nothing new   : {args.small:,} past runs {med['small0'] * 1000:.1f} ms, "
-              f"{args.big:,} past runs {med['big0'] * 1000:.1f} ms, ratio {med['big0'] / med['small0']:.2f}")
+        print(
+            f"tick with {args.new} new runs : {args.small:,} past runs {med['small'] * 1000:.1f} ms, "
+            f"{args.big:,} past runs {med['big'] * 1000:.1f} ms, ratio {med['big'] / med['small']:.2f}"
+        )
+        print(
+            f"tick with nothing new   : {args.small:,} past runs {med['small0'] * 1000:.1f} ms, "
+            f"{args.big:,} past runs {med['big0'] * 1000:.1f} ms, ratio {med['big0'] / med['small0']:.2f}"
+        )
         print(f"(median of {args.repeat}, interleaved; python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
         small.close()
         big.close()

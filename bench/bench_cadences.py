@@ -40,11 +40,18 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cadences", default="nightly,weekly")
-    parser.add_argument("--backfill-days", type=int, default=0,
-                        help="also time a backfill of this many nightly partitions (runs of 92 days, as the policy)")
+    parser.add_argument(
+        "--backfill-days",
+        type=int,
+        default=0,
+        help="also time a backfill of this many nightly partitions (runs of 92 days, as the policy)",
+    )
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--worker-start", action="store_true",
-                        help="also time a run worker's start (new process, import, instance), reported apart")
+    parser.add_argument(
+        "--worker-start",
+        action="store_true",
+        help="also time a run worker's start (new process, import, instance), reported apart",
+    )
     args = parser.parse_args()
     if args.json:
         args.json = args.json.resolve()  # the benchmark runs in its temporary instance folder
@@ -53,11 +60,13 @@ def main() -> None:
     defaults = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT"]
     symbols = (defaults + [f"SYN{i:02d}USDT" for i in range(args.symbols)])[: args.symbols]
     # Settings are read at import: point everything at the temp folder before importing the platform.
-    os.environ.update({
-        "ALPHAPULSE_SYMBOLS": ",".join(symbols),
-        "ALPHAPULSE_HOME": str(work / "home"),
-        "DAGSTER_HOME": str(work / "dagster"),
-    })
+    os.environ.update(
+        {
+            "ALPHAPULSE_SYMBOLS": ",".join(symbols),
+            "ALPHAPULSE_HOME": str(work / "home"),
+            "DAGSTER_HOME": str(work / "dagster"),
+        }
+    )
     (work / "dagster").mkdir(parents=True)
     repo = Path(__file__).resolve().parent.parent
     # The project's own instance config (storage, compute logs, pools...), relative paths under the temp home.
@@ -68,9 +77,9 @@ def main() -> None:
     import dagster as dg
     import pandas as pd
 
-    from alphapulse_assets.definitions import defs
     from alphapulse_assets.cli import ingest
-    from alphapulse_assets.training.assets import _build_training_set, gate_config, spec_for, _candle_asset_for
+    from alphapulse_assets.definitions import defs
+    from alphapulse_assets.training.assets import _build_training_set, _candle_asset_for, gate_config, spec_for
     from alphapulse_assets.training.cadence import promote, train_symbol
     from alphapulse_assets.training.registry import ModelRegistry
 
@@ -85,15 +94,25 @@ def main() -> None:
     # days whose blocking checks passed.
     t0 = time.perf_counter()
     totals = ingest(start.date(), (end - pd.Timedelta(days=1)).date(), out=sys.stderr)
-    print(f"setup: {totals['candles']:,} candles for {len(symbols)} symbols ingested in {time.perf_counter() - t0:.1f}s",
-          flush=True)
+    print(
+        f"setup: {totals['candles']:,} candles for {len(symbols)} symbols ingested in {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
 
     def worker_start() -> float:
         """What a launched run pays before its first step: a new process importing the code location and
         opening the instance (the queue's pickup, 4-5 s with the daemon, comes on top)."""
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import dagster as dg; import alphapulse_assets.definitions; "
-                        "dg.DagsterInstance.get()"], check=True, cwd=os.getcwd(), env=os.environ.copy())
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import dagster as dg; import alphapulse_assets.definitions; dg.DagsterInstance.get()",
+            ],
+            check=True,
+            cwd=os.getcwd(),
+            env=os.environ.copy(),
+        )
         return time.perf_counter() - t
 
     class Window:  # what _build_training_set reads from a Dagster context
@@ -106,14 +125,20 @@ def main() -> None:
     def plain(name: str, registry_dir: Path) -> None:
         spec, cfg = spec_for(name), gate_config(name)
         registry = ModelRegistry(str(registry_dir / "models"), f"sqlite:///{registry_dir}/platform.db")
-        from alphapulse_assets.training.assets import partitions_for
         from alphapulse_assets.market_data.resources import CandleStoreResource
+        from alphapulse_assets.training.assets import partitions_for
 
-        ds, _ = _build_training_set(Window(partitions_for(name), keys[name]), CandleStoreResource(), name, spec,
-                                    _candle_asset_for(spec.timeframe))
+        ds, _ = _build_training_set(
+            Window(partitions_for(name), keys[name]),
+            CandleStoreResource(),
+            name,
+            spec,
+            _candle_asset_for(spec.timeframe),
+        )
         for symbol in symbols:
-            outcome = train_symbol(registry, ds.for_symbol(symbol), spec, cfg, symbol=symbol,
-                                   partition=keys[name], code_version="bench")
+            outcome = train_symbol(
+                registry, ds.for_symbol(symbol), spec, cfg, symbol=symbol, partition=keys[name], code_version="bench"
+            )
             if outcome.gate.passed:
                 promote(registry, symbol, name, outcome.version.version, keys[name])
 
@@ -125,9 +150,13 @@ def main() -> None:
 
         job = defs.resolve_job_def(f"{name}_cadence")
         result = job.execute_in_process(
-            instance=instance, partition_key=keys[name],
-            resources={"model_registry": ModelRegistryResource(artifact_root=str(registry_dir / "models"),
-                                                               db_url=f"sqlite:///{registry_dir}/platform.db")},
+            instance=instance,
+            partition_key=keys[name],
+            resources={
+                "model_registry": ModelRegistryResource(
+                    artifact_root=str(registry_dir / "models"), db_url=f"sqlite:///{registry_dir}/platform.db"
+                )
+            },
             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             raise_on_error=False,
         )
@@ -139,13 +168,18 @@ def main() -> None:
     def empty_asset() -> None:
         return None
 
-    empty_job = dg.Definitions(assets=[empty_asset], executor=dg.in_process_executor).resolve_implicit_global_asset_job_def()
+    empty_job = dg.Definitions(
+        assets=[empty_asset], executor=dg.in_process_executor
+    ).resolve_implicit_global_asset_job_def()
 
     def floor() -> float:
         """Dagster's fixed cost of one run on this instance: a one-asset run that does nothing."""
         t = time.perf_counter()
-        empty_job.execute_in_process(instance=instance, partition_key="2024-06-10",
-                                     run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+        empty_job.execute_in_process(
+            instance=instance,
+            partition_key="2024-06-10",
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        )
         return time.perf_counter() - t
 
     def backfill_days() -> list[str]:
@@ -169,8 +203,15 @@ def main() -> None:
             rows = ds.for_symbol(symbol)
             for day in days:
                 end_ = pd.Timestamp(pdef.time_window_for_partition_key(day).end)
-                outcome = train_symbol(registry, rows.between(end_ - pd.Timedelta(days=spec.window_days), end_), spec,
-                                       cfg, symbol=symbol, partition=day, code_version="bench")
+                outcome = train_symbol(
+                    registry,
+                    rows.between(end_ - pd.Timedelta(days=spec.window_days), end_),
+                    spec,
+                    cfg,
+                    symbol=symbol,
+                    partition=day,
+                    code_version="bench",
+                )
                 if outcome.gate.passed:
                     promote(registry, symbol, "nightly", outcome.version.version, day)
 
@@ -180,12 +221,15 @@ def main() -> None:
         job = defs.resolve_job_def("nightly_cadence")
         days = backfill_days()
         for i in range(0, len(days), 92):  # the backfill policy's runs
-            chunk = days[i:i + 92]
+            chunk = days[i : i + 92]
             result = job.execute_in_process(
                 instance=instance,
                 tags={"dagster/asset_partition_range_start": chunk[0], "dagster/asset_partition_range_end": chunk[-1]},
-                resources={"model_registry": ModelRegistryResource(artifact_root=str(registry_dir / "models"),
-                                                                   db_url=f"sqlite:///{registry_dir}/platform.db")},
+                resources={
+                    "model_registry": ModelRegistryResource(
+                        artifact_root=str(registry_dir / "models"), db_url=f"sqlite:///{registry_dir}/platform.db"
+                    )
+                },
                 run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
                 raise_on_error=False,
             )
@@ -205,8 +249,10 @@ def main() -> None:
                 print(f"backfill {path} #{i}: {times[path][-1]:.2f}s", flush=True)
         med = {k: statistics.median(v) for k, v in times.items()}
         results[f"nightly_backfill_{args.backfill_days}d"] = {
-            "plain_s": round(med["plain"], 3), "platform_s": round(med["platform"], 3),
-            "ratio": round(med["platform"] / med["plain"], 3)}
+            "plain_s": round(med["plain"], 3),
+            "platform_s": round(med["platform"], 3),
+            "ratio": round(med["platform"] / med["plain"], 3),
+        }
     floor()  # first run on a new instance creates its tables
     for name in [c for c in args.cadences.split(",") if c]:
         times = {"plain": [], "platform": [], "floor": []}
@@ -220,12 +266,15 @@ def main() -> None:
                 print(f"{name} {path} #{i}: {times[path][-1]:.2f}s", flush=True)
             times["floor"].append(floor())
         med = {k: statistics.median(v) for k, v in times.items()}
-        results[name] = {"plain_s": round(med["plain"], 3), "platform_s": round(med["platform"], 3),
-                         "ratio": round(med["platform"] / med["plain"], 3),
-                         # The best ratio any Dagster run could reach here: plain work plus an empty run.
-                         "empty_run_s": round(med["floor"], 3),
-                         "ratio_floor": round((med["plain"] + med["floor"]) / med["plain"], 3),
-                         "events_per_run": events_per_run[name]}
+        results[name] = {
+            "plain_s": round(med["plain"], 3),
+            "platform_s": round(med["platform"], 3),
+            "ratio": round(med["platform"] / med["plain"], 3),
+            # The best ratio any Dagster run could reach here: plain work plus an empty run.
+            "empty_run_s": round(med["floor"], 3),
+            "ratio_floor": round((med["plain"] + med["floor"]) / med["plain"], 3),
+            "events_per_run": events_per_run[name],
+        }
     if args.worker_start:
         results["run_worker_start_s"] = round(statistics.median(worker_start() for _ in range(args.repeat)), 3)
     out = {"symbols": len(symbols), "repeat": args.repeat, "results": results}

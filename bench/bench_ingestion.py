@@ -42,7 +42,7 @@ def raw_day_files(frame: pd.DataFrame, root: Path) -> None:
     order = np.argsort(day, kind="stable")
     table, day = table.take(pa.array(order)), day[order]
     bounds = np.flatnonzero(np.diff(day)) + 1
-    for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(day)]])):
+    for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(day)]]), strict=False):
         pq.write_table(table.slice(lo, hi - lo), root / f"{int(day[lo])}.parquet")
 
 

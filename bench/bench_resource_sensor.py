@@ -49,6 +49,7 @@ def main() -> None:
     state = {"cursor": None, "counters": None}
 
     with dg.instance_for_test() as instance:
+
         def tick():
             result = sensor(dg.build_sensor_context(instance=instance, cursor=state["cursor"]))
             state["cursor"] = result.cursor
@@ -61,19 +62,27 @@ def main() -> None:
         rows = {"sensor tick": [], "sampler alone": [], "process scan": []}
         walls = {k: [] for k in rows}
         for _ in range(args.rounds):
-            for name, fn in (("sensor tick", tick), ("sampler alone", sample_only), ("process scan", sampler.dagster_memory)):
+            for name, fn in (
+                ("sensor tick", tick),
+                ("sampler alone", sample_only),
+                ("process scan", sampler.dagster_memory),
+            ):
                 cpu, wall = cpu_per_call(fn, args.ticks)
                 rows[name].append(cpu)
                 walls[name].append(wall)
 
     procs = len(psutil.pids())
-    print(f"host: {psutil.cpu_count()} cores, {procs} processes; {args.ticks} ticks x {args.rounds} rounds; "
-          f"load {os.getloadavg()[0]:.1f}")
+    print(
+        f"host: {psutil.cpu_count()} cores, {procs} processes; {args.ticks} ticks x {args.rounds} rounds; "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
     print(f"| part | CPU ms per tick (median) | wall ms | share of one core at {args.interval:g} s |")
     print("|---|---|---|---|")
     for name, values in rows.items():
         cpu = statistics.median(values)
-        print(f"| {name} | {cpu * 1e3:.2f} | {statistics.median(walls[name]) * 1e3:.2f} | {100 * cpu / args.interval:.4f} % |")
+        print(
+            f"| {name} | {cpu * 1e3:.2f} | {statistics.median(walls[name]) * 1e3:.2f} | {100 * cpu / args.interval:.4f} % |"
+        )
     tick_cpu, base = statistics.median(rows["sensor tick"]), statistics.median(rows["sampler alone"])
     print(f"sensor tick / sampler alone: {tick_cpu / base:.2f}x")
 

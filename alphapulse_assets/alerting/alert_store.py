@@ -145,7 +145,14 @@ class AlertStore:
         with self.engine.begin() as conn:
             conn.execute(
                 history_table.insert().values(
-                    at=at, key=key, event=event, channel=channel, severity=sev, status=status, title=title, detail=detail
+                    at=at,
+                    key=key,
+                    event=event,
+                    channel=channel,
+                    severity=sev,
+                    status=status,
+                    title=title,
+                    detail=detail,
                 )
             )
 

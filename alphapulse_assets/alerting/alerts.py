@@ -52,7 +52,7 @@ from alphapulse_assets.alerting.messages import (  # noqa: F401 (Alert, Notifica
     iso_utc,
     parse_severity,
 )
-from alphapulse_assets.recovery.errors import DataValidationError, PermanentError, Severity
+from alphapulse_assets.recovery.errors import PermanentError, Severity
 from alphapulse_assets.settings import AlertSettings, env_name, load_settings
 
 logger = logging.getLogger(__name__)
@@ -147,9 +147,7 @@ class AlertRouter:
             now = self.clock()
             alert = self._scrubbed(replace(alert, at=alert.at if alert.at is not None else now))
             outcomes = self._flush_expired(now)
-            self.store.record(
-                st.RAISED, alert.key, at=now, severity=alert.severity, status="firing", title=alert.title
-            )
+            self.store.record(st.RAISED, alert.key, at=now, severity=alert.severity, status="firing", title=alert.title)
             self.store.upsert_open(
                 key=alert.key,
                 severity=alert.severity,
@@ -171,7 +169,9 @@ class AlertRouter:
             self._buffer = [p for p in self._buffer if p.alert.key != key]
             closed = self.store.close_open(key)
             if closed is not None:
-                self.store.record(st.RESOLVED, key, at=now, severity=closed.severity, status="resolved", title=closed.title)
+                self.store.record(
+                    st.RESOLVED, key, at=now, severity=closed.severity, status="resolved", title=closed.title
+                )
                 resolved = replace(Alert.from_open(closed), at=at, status="resolved")
             else:
                 # Not open (already closed, or never raised here): still retry resolves a channel missed.
@@ -264,8 +264,13 @@ class AlertRouter:
                 if inhibitor is not None:
                     self.store.set_inhibited(alert.key, True)
                     self.store.record(
-                        st.SUPPRESSED_INHIBITED, alert.key, at=now, severity=alert.severity, status="firing",
-                        title=alert.title, detail=f"inhibited by critical alert {inhibitor.key}",
+                        st.SUPPRESSED_INHIBITED,
+                        alert.key,
+                        at=now,
+                        severity=alert.severity,
+                        status="firing",
+                        title=alert.title,
+                        detail=f"inhibited by critical alert {inhibitor.key}",
                     )
                     outcomes.append(Outcome(alert.key, None, "inhibited", inhibitor.key))
                     continue
@@ -302,8 +307,14 @@ class AlertRouter:
             last = self.store.last_sent(alert.key, name)
             detail = f"already sent at {iso_utc(last)}" if last is not None else "already sent"
             self.store.record(
-                st.SUPPRESSED_DEDUPE, alert.key, at=now, channel=name, severity=alert.severity,
-                status="firing", title=alert.title, detail=detail,
+                st.SUPPRESSED_DEDUPE,
+                alert.key,
+                at=now,
+                channel=name,
+                severity=alert.severity,
+                status="firing",
+                title=alert.title,
+                detail=detail,
             )
             outcomes.append(Outcome(alert.key, name, "deduplicated", detail))
         return token
@@ -338,8 +349,14 @@ class AlertRouter:
             for alert, _token in job.claims:
                 event = st.RESOLVE_SENT if alert.status == "resolved" else st.SENT
                 self.store.record(
-                    event, alert.key, at=now, channel=name, severity=alert.severity, status=alert.status,
-                    title=alert.title, detail=f"group {job.notification.group}" if job.notification.group else None,
+                    event,
+                    alert.key,
+                    at=now,
+                    channel=name,
+                    severity=alert.severity,
+                    status=alert.status,
+                    title=alert.title,
+                    detail=f"group {job.notification.group}" if job.notification.group else None,
                 )
                 outcomes.append(Outcome(alert.key, name, "resolve_sent" if alert.status == "resolved" else "sent"))
             return outcomes
@@ -351,8 +368,14 @@ class AlertRouter:
             else:
                 self.store.release_send(alert.key, name, token)
             self.store.record(
-                st.DELIVERY_FAILED, alert.key, at=now, channel=name, severity=alert.severity, status=alert.status,
-                title=alert.title, detail=detail,
+                st.DELIVERY_FAILED,
+                alert.key,
+                at=now,
+                channel=name,
+                severity=alert.severity,
+                status=alert.status,
+                title=alert.title,
+                detail=detail,
             )
             outcomes.append(Outcome(alert.key, name, "failed", detail))
         return outcomes
@@ -366,8 +389,9 @@ WEBHOOK_URL_ENV = "ALPHAPULSE_ALERT_WEBHOOK_URL"
 SMTP_HOST_ENV = "ALPHAPULSE_SMTP_HOST"
 
 
-def build_router_from_env(db_url: str, clock: Callable[[], float] = time.time,
-                          settings: AlertSettings | None = None) -> AlertRouter:
+def build_router_from_env(
+    db_url: str, clock: Callable[[], float] = time.time, settings: AlertSettings | None = None
+) -> AlertRouter:
     """A router with the log channel always, and each other channel when its setting is set.
 
     The values come from the settings tree (``settings.alerts``, read now from the environment unless given):
@@ -397,11 +421,17 @@ def build_router_from_env(db_url: str, clock: Callable[[], float] = time.time,
 
     channels: list[Channel] = [LogChannel(min_severity=level("log"))]
     if a.slack_webhook_url is not None:
-        channels.append(SlackWebhookChannel(url_env=env_name(("alerts", "slack_webhook_url")), min_severity=level("slack"),
-                                            timeout=timeout))
+        channels.append(
+            SlackWebhookChannel(
+                url_env=env_name(("alerts", "slack_webhook_url")), min_severity=level("slack"), timeout=timeout
+            )
+        )
     if a.webhook_url is not None:
-        channels.append(JsonWebhookChannel(url_env=env_name(("alerts", "webhook_url")), min_severity=level("webhook"),
-                                           timeout=timeout))
+        channels.append(
+            JsonWebhookChannel(
+                url_env=env_name(("alerts", "webhook_url")), min_severity=level("webhook"), timeout=timeout
+            )
+        )
     if a.smtp_host:
         channels.append(
             EmailChannel(

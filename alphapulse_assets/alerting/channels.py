@@ -60,7 +60,9 @@ class Channel(ABC):
 
     name: str = "channel"
 
-    def __init__(self, *, name: str | None = None, min_severity: Severity | str = Severity.INFO, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self, *, name: str | None = None, min_severity: Severity | str = Severity.INFO, timeout: float = DEFAULT_TIMEOUT
+    ):
         if name:
             self.name = name
         self.min_severity = parse_severity(min_severity, where=f"channel {self.name}")
@@ -210,7 +212,10 @@ class SlackWebhookChannel(_WebhookChannel):
             blocks.append(self._alert_block(alert))
         if len(alerts) > _SLACK_MAX_ALERT_BLOCKS:
             blocks.append(
-                {"type": "section", "text": {"type": "mrkdwn", "text": f"… and {len(alerts) - _SLACK_MAX_ALERT_BLOCKS} more"}}
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": f"… and {len(alerts) - _SLACK_MAX_ALERT_BLOCKS} more"},
+                }
             )
         first = alerts[0]
         context = f"key `{_slack_escape(notification.key)}` · source {_slack_escape(first.source)} · {iso_utc(notification.at)}"

@@ -151,6 +151,8 @@ class Notification:
             if a.body:
                 lines.append(a.body)
             labels = ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items()))
-            lines.append(f"key: {a.key} | source: {a.source} | at: {iso_utc(a.at or 0.0)}" + (f" | {labels}" if labels else ""))
+            lines.append(
+                f"key: {a.key} | source: {a.source} | at: {iso_utc(a.at or 0.0)}" + (f" | {labels}" if labels else "")
+            )
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)

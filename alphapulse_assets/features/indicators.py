@@ -56,14 +56,8 @@ FEATURE_LOOKBACK: dict[str, int] = {
 MAX_LOOKBACK: int = max(FEATURE_LOOKBACK.values())
 
 FEATURE_DOCS: dict[str, str] = {
-    **{
-        f"log_ret_{h}": f"log(close_t / close_(t-{h})): the return over the last {h} bar(s)"
-        for h in RETURN_HORIZONS
-    },
-    **{
-        f"realized_vol_{w}": f"standard deviation (ddof=1) of the last {w} one-bar log returns"
-        for w in VOL_WINDOWS
-    },
+    **{f"log_ret_{h}": f"log(close_t / close_(t-{h})): the return over the last {h} bar(s)" for h in RETURN_HORIZONS},
+    **{f"realized_vol_{w}": f"standard deviation (ddof=1) of the last {w} one-bar log returns" for w in VOL_WINDOWS},
     **{
         f"ret_z_{h}": f"log_ret_{h} / (realized_vol_{max(VOL_WINDOWS)} * sqrt({h})): the return in units of recent volatility"
         for h in RETURN_HORIZONS
@@ -138,7 +132,9 @@ def _lag(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _symbol_features(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray) -> dict[str, np.ndarray]:
+def _symbol_features(
+    open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray
+) -> dict[str, np.ndarray]:
     """All features of one symbol's bars (arrays in time order)."""
     # Idiom below: ``np.where(cond, a, b) + 0 * x`` keeps NaN where x is NaN (np.where alone would not).
     n = len(close)
@@ -152,7 +148,9 @@ def _symbol_features(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close
             out[f"realized_vol_{w}"] = _rolling_std(r1, w)
         long_vol = out[f"realized_vol_{max(VOL_WINDOWS)}"]
         for h in RETURN_HORIZONS:
-            out[f"ret_z_{h}"] = np.where(long_vol > 0, out[f"log_ret_{h}"] / (long_vol * np.sqrt(h)), 0.0) + 0 * long_vol
+            out[f"ret_z_{h}"] = (
+                np.where(long_vol > 0, out[f"log_ret_{h}"] / (long_vol * np.sqrt(h)), 0.0) + 0 * long_vol
+            )
 
         # RSI: Wilder's smoothing is an EMA with alpha = 1/n, i.e. span 2n - 1.
         diff = close - _lag(close, 1)
@@ -187,7 +185,9 @@ def _symbol_features(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close
         out["range_hl"] = (high - low) / close
 
         # Momentum regime: do consecutive bar moves keep their sign, and are returns autocorrelated?
-        same_sign = np.where(np.isnan(r1) | np.isnan(_lag(r1, 1)), np.nan, (np.sign(r1) * np.sign(_lag(r1, 1)) > 0).astype(float))
+        same_sign = np.where(
+            np.isnan(r1) | np.isnan(_lag(r1, 1)), np.nan, (np.sign(r1) * np.sign(_lag(r1, 1)) > 0).astype(float)
+        )
         out["momentum_persistence"] = _rolling_mean(same_sign, PERSISTENCE_WINDOW) - 0.5
         x, y = _lag(r1, 1), r1
         for name, w in (("return_autocorr", AUTOCORR_WINDOW), ("return_autocorr_short", SHORT_AUTOCORR_WINDOW)):
@@ -210,7 +210,9 @@ def _check_candles(candles: pd.DataFrame, where: str) -> None:
     if len(sym) > 1:
         same = sym[1:] == sym[:-1]
         if np.any(same & (ts[1:] <= ts[:-1])):
-            raise DataValidationError("candles are not sorted by time (or repeat a timestamp) within a symbol", where=where)
+            raise DataValidationError(
+                "candles are not sorted by time (or repeat a timestamp) within a symbol", where=where
+            )
 
 
 def symbol_slices(candles: pd.DataFrame) -> list[slice]:
@@ -221,8 +223,10 @@ def symbol_slices(candles: pd.DataFrame) -> list[slice]:
     starts = np.flatnonzero(np.r_[True, sym[1:] != sym[:-1]])
     ends = np.r_[starts[1:], len(sym)]
     if len(set(sym[starts])) != len(starts):
-        raise DataValidationError("a symbol's rows are not contiguous: sort candles by symbol, then time", where="symbol_slices")
-    return [slice(int(a), int(b)) for a, b in zip(starts, ends)]
+        raise DataValidationError(
+            "a symbol's rows are not contiguous: sort candles by symbol, then time", where="symbol_slices"
+        )
+    return [slice(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
 def build_features(candles: pd.DataFrame) -> pd.DataFrame:

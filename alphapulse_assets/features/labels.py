@@ -89,7 +89,9 @@ def triple_barrier_labels(
     _check_candles(candles, where)
     _check_horizon(horizon, where)
     if not (take_profit > 0 and stop_loss > 0):
-        raise PermanentError(f"barriers must be positive, got take_profit={take_profit}, stop_loss={stop_loss}", where=where)
+        raise PermanentError(
+            f"barriers must be positive, got take_profit={take_profit}, stop_loss={stop_loss}", where=where
+        )
     if not volatility_scaled_barriers and stop_loss >= 1:
         raise PermanentError(f"a fixed stop_loss of {stop_loss} (>= 100%) can never be touched", where=where)
 
@@ -181,5 +183,7 @@ def make_labels(candles: pd.DataFrame, name: str, **params: Any) -> pd.Series:
     try:
         fn = LABELS[name]
     except KeyError:
-        raise PermanentError(f"unknown label {name!r}; known labels: {', '.join(sorted(LABELS))}", where="make_labels") from None
+        raise PermanentError(
+            f"unknown label {name!r}; known labels: {', '.join(sorted(LABELS))}", where="make_labels"
+        ) from None
     return fn(candles, **params)

@@ -29,8 +29,9 @@ RESAMPLED = {"candles_1h": "1h", "candles_4h": "4h"}
 # reads them per day (quality_verdicts below), and the UI shows which day failed which check. (Partitioned
 # checks are a preview feature in Dagster 1.13, relied on knowingly and tested in test_bad_data.py.)
 QUALITY_CHECKS = [
-    dg.AssetCheckSpec(rule, asset=BASE_ASSET, blocking=rule in quality.BLOCKING_RULES, description=text,
-                      partitions_def=DAILY)
+    dg.AssetCheckSpec(
+        rule, asset=BASE_ASSET, blocking=rule in quality.BLOCKING_RULES, description=text, partitions_def=DAILY
+    )
     for rule, text in quality.RULE_DESCRIPTIONS.items()
 ]
 
@@ -51,8 +52,13 @@ def _severity(result: quality.QualityResult) -> dg.AssetCheckSeverity:
 
 
 def _check_result(result: quality.QualityResult) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(check_name=result.rule, passed=result.passed, severity=_severity(result),
-                               description=result.description, metadata=_check_metadata(result))
+    return dg.AssetCheckResult(
+        check_name=result.rule,
+        passed=result.passed,
+        severity=_severity(result),
+        description=result.description,
+        metadata=_check_metadata(result),
+    )
 
 
 def _day_evaluations(per_day: dict[str, list[quality.QualityResult]]):
@@ -60,9 +66,16 @@ def _day_evaluations(per_day: dict[str, list[quality.QualityResult]]):
     partitions is recorded once, for none of them); the step's own results then give the range's verdict."""
     for day, results in per_day.items():
         for r in results:
-            yield dg.AssetCheckEvaluation(asset_key=dg.AssetKey(BASE_ASSET), check_name=r.rule, passed=r.passed,
-                                          partition=day, severity=_severity(r), blocking=r.blocking,
-                                          description=r.description, metadata=_check_metadata(r))
+            yield dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(BASE_ASSET),
+                check_name=r.rule,
+                passed=r.passed,
+                partition=day,
+                severity=_severity(r),
+                blocking=r.blocking,
+                description=r.description,
+                metadata=_check_metadata(r),
+            )
 
 
 def quality_verdicts(instance: dg.DagsterInstance, days: list[str]) -> list[quality.DayVerdict]:
@@ -93,8 +106,9 @@ def _offending_symbols(instance: dg.DagsterInstance, run_ids: list[str], statuse
             day = evaluation.partition
             if statuses.get(day, {}).get(evaluation.check_name) == "failed" and not evaluation.passed:
                 named = evaluation.metadata.get("symbols")
-                out.setdefault(day, set()).update(s for s in str(named.value if named else "").split(", ")
-                                                  if s and s != "none")
+                out.setdefault(day, set()).update(
+                    s for s in str(named.value if named else "").split(", ") if s and s != "none"
+                )
     return out
 
 
@@ -118,8 +132,11 @@ def _add_daily_metadata(context: dg.AssetExecutionContext, frame: pd.DataFrame, 
 
 def _preview(frame: pd.DataFrame) -> str:
     summary = frame.groupby("symbol").agg(
-        rows=("close", "size"), first=("timestamp", "min"), last=("timestamp", "max"),
-        close=("close", "last"), volume=("volume", "sum"),
+        rows=("close", "size"),
+        first=("timestamp", "min"),
+        last=("timestamp", "max"),
+        close=("close", "last"),
+        volume=("volume", "sum"),
     )
     return summary.to_markdown()  # tabulate comes with dagster
 
@@ -141,12 +158,15 @@ def _preview(frame: pd.DataFrame) -> str:
 def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataResource):
     """Permanent and system errors anywhere in the step fail it at once (``classified_failures``);
     transient ones are retried by the step's policy."""
-    with classified_failures(f"ingesting market_candles {context.partition_key_range.start}.."
-                             f"{context.partition_key_range.end}"):
+    with classified_failures(
+        f"ingesting market_candles {context.partition_key_range.start}..{context.partition_key_range.end}"
+    ):
         window = context.partition_time_window
         start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
-        context.log.info(f"fetching {len(market_data.symbols)} symbol(s) from {start:%Y-%m-%d} to {end:%Y-%m-%d} "
-                         f"through {' -> '.join(market_data.sources)}")
+        context.log.info(
+            f"fetching {len(market_data.symbols)} symbol(s) from {start:%Y-%m-%d} to {end:%Y-%m-%d} "
+            f"through {' -> '.join(market_data.sources)}"
+        )
         result = market_data.fetch(start, end)
         candles = result.candles
         for source, symbol, message in result.fallbacks:
@@ -164,8 +184,9 @@ def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataRes
         if len(context.partition_keys) > 1:
             for key, rows in _days(context, candles):
                 day_start = pd.Timestamp(key, tz="UTC")
-                per_day[key] = quality.run_all(rows.reset_index(drop=True), start=day_start,
-                                               end=day_start + pd.Timedelta(days=1), **rules)
+                per_day[key] = quality.run_all(
+                    rows.reset_index(drop=True), start=day_start, end=day_start + pd.Timedelta(days=1), **rules
+                )
         synthetic = "sample" in result.source_by_symbol.values()
         _add_daily_metadata(context, candles, summary=True)
         yield dg.Output(

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from alphapulse_assets.market_data.schema import epoch_ns, NUMERIC_COLUMNS, PRICE_COLUMNS, schema_problems, timeframe_to_timedelta
+from alphapulse_assets.market_data.schema import (
+    NUMERIC_COLUMNS,
+    PRICE_COLUMNS,
+    epoch_ns,
+    schema_problems,
+    timeframe_to_timedelta,
+)
 
 MAX_EXAMPLES = 5
 
@@ -46,8 +52,9 @@ def _result(rule: str, blocking: bool, mask: np.ndarray, frame: pd.DataFrame, wh
     passed = n == 0
     desc = f"no {what}" if passed else f"{n} row(s) with {what} ({n / total:.2%})"
     symbols = sorted(set(frame["symbol"].to_numpy()[np.asarray(mask)])) if n else []
-    return QualityResult(rule, passed, blocking, desc, n, n / total, _examples(frame, mask, explain) if n else [],
-                         symbols=symbols)
+    return QualityResult(
+        rule, passed, blocking, desc, n, n / total, _examples(frame, mask, explain) if n else [], symbols=symbols
+    )
 
 
 def check_schema(frame: pd.DataFrame) -> QualityResult:
@@ -66,25 +73,43 @@ def check_no_nan(frame: pd.DataFrame) -> QualityResult:
     cols = [c for c in NUMERIC_COLUMNS if c in frame.columns]
     isna = frame[cols].isna()
     mask = isna.any(axis=1).to_numpy() | frame["timestamp"].isna().to_numpy()
-    res = _result("no_nan", True, mask, frame, "missing values",
-                  lambda r: "NaN in " + ", ".join(c for c in cols if pd.isna(getattr(r, c))))
+    res = _result(
+        "no_nan",
+        True,
+        mask,
+        frame,
+        "missing values",
+        lambda r: "NaN in " + ", ".join(c for c in cols if pd.isna(getattr(r, c))),
+    )
     res.details.update({f"nan_{c}": int(isna[c].sum()) for c in cols})
     return res
 
 
 def check_ohlc_consistency(frame: pd.DataFrame) -> QualityResult:
-    o, h, l, c = (frame[k].to_numpy() for k in PRICE_COLUMNS)
+    o, h, low, c = (frame[k].to_numpy() for k in PRICE_COLUMNS)
     with np.errstate(invalid="ignore"):
-        mask = (h < np.maximum(o, c)) | (l > np.minimum(o, c)) | (h < l)
-    return _result("ohlc_consistency", True, mask, frame, "high below max(open, close) or low above min(open, close)",
-                   lambda r: f"open {r.open:g} high {r.high:g} low {r.low:g} close {r.close:g}")
+        mask = (h < np.maximum(o, c)) | (low > np.minimum(o, c)) | (h < low)
+    return _result(
+        "ohlc_consistency",
+        True,
+        mask,
+        frame,
+        "high below max(open, close) or low above min(open, close)",
+        lambda r: f"open {r.open:g} high {r.high:g} low {r.low:g} close {r.close:g}",
+    )
 
 
 def check_positive_prices(frame: pd.DataFrame) -> QualityResult:
     with np.errstate(invalid="ignore"):
         mask = (frame[list(PRICE_COLUMNS)].to_numpy() <= 0).any(axis=1)
-    return _result("positive_prices", True, mask, frame, "zero or negative prices",
-                   lambda r: f"open {r.open:g} high {r.high:g} low {r.low:g} close {r.close:g}")
+    return _result(
+        "positive_prices",
+        True,
+        mask,
+        frame,
+        "zero or negative prices",
+        lambda r: f"open {r.open:g} high {r.high:g} low {r.low:g} close {r.close:g}",
+    )
 
 
 def check_non_negative_volume(frame: pd.DataFrame) -> QualityResult:
@@ -104,19 +129,30 @@ def check_timestamps(frame: pd.DataFrame, timeframe: str) -> QualityResult:
     off_grid = (ts % bar_ns) != 0 if bar_ns < 86_400 * 10**9 else np.zeros(len(ts), bool)
     mask = not_increasing | duplicated | off_grid
     res = _result(
-        "unique_increasing_timestamps", True, mask, frame,
+        "unique_increasing_timestamps",
+        True,
+        mask,
+        frame,
         f"duplicated, out-of-order or off-grid ({timeframe}) timestamps",
-        lambda r: "off the bar grid (wrong time zone or bar size?)"
-        if pd.Timestamp(r.timestamp).value % bar_ns and bar_ns < 86_400 * 10**9 else "duplicated or out of order",
+        lambda r: (
+            "off the bar grid (wrong time zone or bar size?)"
+            if pd.Timestamp(r.timestamp).value % bar_ns and bar_ns < 86_400 * 10**9
+            else "duplicated or out of order"
+        ),
     )
     res.details.update(
-        {"duplicated": int(duplicated.sum()), "out_of_order": int((not_increasing & ~duplicated).sum()),
-         "off_grid": int(off_grid.sum())}
+        {
+            "duplicated": int(duplicated.sum()),
+            "out_of_order": int((not_increasing & ~duplicated).sum()),
+            "off_grid": int(off_grid.sum()),
+        }
     )
     return res
 
 
-def expected_bars(start: pd.Timestamp, end: pd.Timestamp, timeframe: str, weekdays_only: bool = False) -> pd.DatetimeIndex:
+def expected_bars(
+    start: pd.Timestamp, end: pd.Timestamp, timeframe: str, weekdays_only: bool = False
+) -> pd.DatetimeIndex:
     grid = pd.date_range(start, end, freq=timeframe_to_timedelta(timeframe), inclusive="left")
     return grid[grid.dayofweek < 5] if weekdays_only else grid
 
@@ -153,8 +189,9 @@ def check_coverage(
         if passed
         else f"{len(examples)} symbol(s) miss more than {max_missing_fraction:.0%} of their bars"
     )
-    return QualityResult("bar_coverage", passed, True, desc, total_missing, worst_fraction, examples[:MAX_EXAMPLES], details,
-                         short)
+    return QualityResult(
+        "bar_coverage", passed, True, desc, total_missing, worst_fraction, examples[:MAX_EXAMPLES], details, short
+    )
 
 
 def check_outlier_returns(frame: pd.DataFrame, zscore: float, max_fraction: float) -> QualityResult:
@@ -177,28 +214,49 @@ def check_outlier_returns(frame: pd.DataFrame, zscore: float, max_fraction: floa
         z = ((returns - median).abs() / mad.where(mad > 0)).to_numpy()
     z = np.nan_to_num(z, nan=0.0, posinf=0.0)
     mask = z > zscore
-    res = _result("outlier_returns", False, mask, frame, f"returns beyond {zscore:g} robust sigmas",
-                  lambda r_: f"close {r_.close:g}")
+    res = _result(
+        "outlier_returns",
+        False,
+        mask,
+        frame,
+        f"returns beyond {zscore:g} robust sigmas",
+        lambda r_: f"close {r_.close:g}",
+    )
     passed = res.violations / max(len(frame), 1) <= max_fraction
-    return QualityResult(res.rule, passed, False, res.description, res.violations, res.fraction, res.examples,
-                         {"max_abs_robust_z": float(z.max()) if len(z) else 0.0}, res.symbols)
+    return QualityResult(
+        res.rule,
+        passed,
+        False,
+        res.description,
+        res.violations,
+        res.fraction,
+        res.examples,
+        {"max_abs_robust_z": float(z.max()) if len(z) else 0.0},
+        res.symbols,
+    )
 
 
 def check_implausible_moves(frame: pd.DataFrame, max_factor: float) -> QualityResult:
     """Block bars whose price moves by more than ``max_factor`` times (up or down) within the bar (high / low)
     or from the previous bar's close (open and close): a 1000x spike is a broken feed, not a market."""
-    o, h, l, c = (frame[k].to_numpy(dtype="float64") for k in PRICE_COLUMNS)
+    o, h, low, c = (frame[k].to_numpy(dtype="float64") for k in PRICE_COLUMNS)
     sym = frame["symbol"].to_numpy()
     prev = np.concatenate([[np.nan], c[:-1]])
     prev[np.concatenate([[True], sym[1:] != sym[:-1]])] = np.nan
     limit = np.log(max_factor)
     with np.errstate(divide="ignore", invalid="ignore"):
-        moves = np.abs(np.stack([np.log(h / l), np.log(c / prev), np.log(o / prev)]))
+        moves = np.abs(np.stack([np.log(h / low), np.log(c / prev), np.log(o / prev)]))
     moves = np.nan_to_num(moves, nan=0.0, posinf=0.0, neginf=0.0)  # zero / NaN prices have rules of their own
     largest = moves.max(axis=0) if len(frame) else np.zeros(0)
     mask = largest > limit
-    res = _result("implausible_moves", True, mask, frame, f"a price move beyond {max_factor:g}x within one bar",
-                  lambda r: f"open {r.open:g} high {r.high:g} low {r.low:g} close {r.close:g}")
+    res = _result(
+        "implausible_moves",
+        True,
+        mask,
+        frame,
+        f"a price move beyond {max_factor:g}x within one bar",
+        lambda r: f"open {r.open:g} high {r.high:g} low {r.low:g} close {r.close:g}",
+    )
     res.details["largest_move_factor"] = float(np.exp(largest.max())) if len(largest) else 1.0
     return res
 
@@ -218,11 +276,20 @@ def run_all(
 ) -> list[QualityResult]:
     """Every rule, in a fixed order. If the schema is wrong, the content rules report it instead of crashing."""
     schema = check_schema(frame)
-    rules = ["no_nan", "ohlc_consistency", "positive_prices", "non_negative_volume",
-             "unique_increasing_timestamps", "bar_coverage", "implausible_moves", "outlier_returns"]
+    rules = [
+        "no_nan",
+        "ohlc_consistency",
+        "positive_prices",
+        "non_negative_volume",
+        "unique_increasing_timestamps",
+        "bar_coverage",
+        "implausible_moves",
+        "outlier_returns",
+    ]
     if not schema.passed:
-        skipped = [QualityResult(r, False, r != "outlier_returns", "not evaluated: the schema check failed")
-                   for r in rules]
+        skipped = [
+            QualityResult(r, False, r != "outlier_returns", "not evaluated: the schema check failed") for r in rules
+        ]
         return [schema, *skipped]
     return [
         schema,
@@ -266,13 +333,17 @@ class DayVerdict:
         if self.failed:
             parts.append("failed " + ", ".join(self.failed) + (f" ({', '.join(self.symbols)})" if self.symbols else ""))
         if self.never_ran:
-            parts.append("never checked" if set(self.never_ran) == set(BLOCKING_RULES)
-                         else "not checked: " + ", ".join(self.never_ran))
+            parts.append(
+                "never checked"
+                if set(self.never_ran) == set(BLOCKING_RULES)
+                else "not checked: " + ", ".join(self.never_ran)
+            )
         return f"{self.day} ({'; '.join(parts)})"
 
 
-def refused_days(days: list[str], statuses: dict[str, dict[str, str]],
-                 symbols: dict[str, set[str]] | None = None) -> list[DayVerdict]:
+def refused_days(
+    days: list[str], statuses: dict[str, dict[str, str]], symbols: dict[str, set[str]] | None = None
+) -> list[DayVerdict]:
     """The days a training set must not read, given ``statuses[day][rule]``: "passed", "failed" or absent
     (the check never ran on that day's current data). Every blocking rule must have passed. ``symbols[day]``
     are the offending symbols the failed checks named."""

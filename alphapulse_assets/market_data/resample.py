@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from alphapulse_assets.market_data.schema import epoch_ns, CANDLE_COLUMNS, empty_candles, timeframe_to_timedelta
+from alphapulse_assets.market_data.schema import CANDLE_COLUMNS, empty_candles, epoch_ns, timeframe_to_timedelta
 
 
-def resample_candles(frame: pd.DataFrame, base_timeframe: str, target_timeframe: str, *, complete_only: bool = True) -> pd.DataFrame:
+def resample_candles(
+    frame: pd.DataFrame, base_timeframe: str, target_timeframe: str, *, complete_only: bool = True
+) -> pd.DataFrame:
     """Aggregate canonical candles to ``target_timeframe`` bars, per symbol, labelled by bar open time.
 
     open = first, high = max, low = min, close = last, volume = sum. With ``complete_only`` a target bar
@@ -27,11 +29,14 @@ def resample_candles(frame: pd.DataFrame, base_timeframe: str, target_timeframe:
     bucket = ts - ts % target.value
     # Group by arrays, not Series: a frame filtered from a larger one keeps its index, and Series keys
     # would be aligned on it (and silently match nothing).
-    grouped = frame[["open", "high", "low", "close", "volume"]].groupby(
-        [frame["symbol"].to_numpy(), bucket], sort=True
+    grouped = frame[["open", "high", "low", "close", "volume"]].groupby([frame["symbol"].to_numpy(), bucket], sort=True)
+    out = grouped.agg(
+        open=("open", "first"),
+        high=("high", "max"),
+        low=("low", "min"),
+        close=("close", "last"),
+        volume=("volume", "sum"),
     )
-    out = grouped.agg(open=("open", "first"), high=("high", "max"), low=("low", "min"),
-                      close=("close", "last"), volume=("volume", "sum"))
     counts = grouped.size()
     if complete_only:
         out = out[counts.to_numpy() == per_bar]

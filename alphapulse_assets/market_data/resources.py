@@ -75,8 +75,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     def _is_daily(self, context: dg.OutputContext | dg.InputContext) -> bool:
         pdef = context.asset_partitions_def
-        return (self.layout == "days" and isinstance(pdef, dg.TimeWindowPartitionsDefinition)
-                and pdef.cron_schedule.startswith("0 0 * * *"))
+        return (
+            self.layout == "days"
+            and isinstance(pdef, dg.TimeWindowPartitionsDefinition)
+            and pdef.cron_schedule.startswith("0 0 * * *")
+        )
 
     @staticmethod
     def _key(context: dg.OutputContext | dg.InputContext) -> str:
@@ -97,13 +100,19 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def _store(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         started = time.perf_counter()
         if not self._is_daily(context):  # one file per partition key (or per key range, for a backfill run)
-            path = self.store.write_key(self._dataset(context), self._key(context),
-                                        pa.Table.from_pandas(obj, preserve_index=False))
-            context.add_output_metadata({"storage": dg.MetadataValue.path(path),
-                                         "write_seconds": round(time.perf_counter() - started, 4)})
+            path = self.store.write_key(
+                self._dataset(context), self._key(context), pa.Table.from_pandas(obj, preserve_index=False)
+            )
+            context.add_output_metadata(
+                {"storage": dg.MetadataValue.path(path), "write_seconds": round(time.perf_counter() - started, 4)}
+            )
             return
         # Candle frames are held to the exact canonical schema; other frames keep their own.
-        table = to_arrow(obj) if set(obj.columns) == set(CANDLE_COLUMNS) else pa.Table.from_pandas(obj, preserve_index=False)
+        table = (
+            to_arrow(obj)
+            if set(obj.columns) == set(CANDLE_COLUMNS)
+            else pa.Table.from_pandas(obj, preserve_index=False)
+        )
         counts = self.store.write_days(self._dataset(context), table, context.asset_partition_keys)
         keys = context.asset_partition_keys
         context.add_output_metadata(

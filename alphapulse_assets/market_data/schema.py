@@ -46,8 +46,18 @@ ARROW_SCHEMA = pa.schema(
 # Names real exports use (Binance, Yahoo, MetaTrader, Dukascopy, TradingView, Kaggle dumps), lower-cased.
 COLUMN_ALIASES: Mapping[str, tuple[str, ...]] = {
     "timestamp": (
-        "timestamp", "time", "date", "datetime", "open_time", "open time", "opentime", "gmt time",
-        "local time", "ts", "unix", "date_time",
+        "timestamp",
+        "time",
+        "date",
+        "datetime",
+        "open_time",
+        "open time",
+        "opentime",
+        "gmt time",
+        "local time",
+        "ts",
+        "unix",
+        "date_time",
     ),
     "symbol": ("symbol", "ticker", "pair", "instrument", "asset"),
     "open": ("open", "o", "open_price", "opening price"),
@@ -56,6 +66,7 @@ COLUMN_ALIASES: Mapping[str, tuple[str, ...]] = {
     "close": ("close", "c", "close_price", "closing price", "last", "price"),
     "volume": ("volume", "v", "vol", "base_volume", "volume_base", "tick volume", "tickvol", "qty"),
 }
+
 
 def pandas_freq(timeframe: str) -> str:
     tf = timeframe.strip().lower()
@@ -114,8 +125,15 @@ _DAY_FIRST_FORMATS = tuple(
     for clock in (" %H:%M:%S.%f", " %H:%M:%S", " %H:%M", "")
     for zone in ("", "%z")
 )
-_OTHER_FORMATS = ("ISO8601", "%Y.%m.%d %H:%M:%S", "%Y.%m.%d %H:%M", "%Y.%m.%d", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M",
-                  "%m/%d/%Y")
+_OTHER_FORMATS = (
+    "ISO8601",
+    "%Y.%m.%d %H:%M:%S",
+    "%Y.%m.%d %H:%M",
+    "%Y.%m.%d",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y",
+)
 # Dukascopy's "GMT+0200" means two hours east of UTC; dateutil reads it with the POSIX (opposite) sign.
 _GMT_PREFIX_RE = r"\s*(?:GMT|UTC)\s*(?=[+-]\d{2}:?\d{2}$)"
 
@@ -238,7 +256,10 @@ def parse_timestamps(
             text = text.str.replace(_GMT_PREFIX_RE, "", regex=True)
         has_offset = text.str.contains(_OFFSET_RE, regex=True).fillna(False).astype(bool)
         if has_offset.any() and not has_offset.all():
-            with_, without = int(np.flatnonzero(has_offset.to_numpy())[0]), int(np.flatnonzero(~has_offset.to_numpy())[0])
+            with_, without = (
+                int(np.flatnonzero(has_offset.to_numpy())[0]),
+                int(np.flatnonzero(~has_offset.to_numpy())[0]),
+            )
             raise DataValidationError(
                 f"timestamps mix values with a UTC offset ({text.iloc[with_]!r} {_at_row(with_, line_offset)}) "
                 f"and without one ({text.iloc[without]!r} {_at_row(without, line_offset)})",
@@ -281,7 +302,9 @@ def normalize_candles(
         if "symbol" in df.columns:
             other = set(df["symbol"].astype("string").str.upper().unique()) - {symbol.upper()}
             if other:
-                raise DataValidationError(f"rows for other symbol(s) {sorted(other)[:5]} in data for {symbol}", where=where)
+                raise DataValidationError(
+                    f"rows for other symbol(s) {sorted(other)[:5]} in data for {symbol}", where=where
+                )
         df["symbol"] = symbol
     out = pd.DataFrame(
         {

@@ -150,16 +150,23 @@ class ParquetPartitionStore:
         self._collect_garbage(dataset)
         return counts
 
-    def _write_segment(self, dataset: str, table: pa.Table, first: date, last: date,
-                       slices: list[tuple[date, int, int]]) -> Segment:
+    def _write_segment(
+        self, dataset: str, table: pa.Table, first: date, last: date, slices: list[tuple[date, int, int]]
+    ) -> Segment:
         generation = f"{time.time_ns():020d}{uuid.uuid4().hex[:8]}"
         name = f"{first}__{last}__{generation}.parquet"
         target = f"{self._dir(dataset)}/{name}"
         nonempty = [(d, lo, n) for d, lo, n in slices if n]
-        schema = table.schema.with_metadata({**(table.schema.metadata or {}),
-                                             _DAYS_KEY: json.dumps([str(d) for d, _, _ in nonempty]).encode()})
-        atomic_write(self.fs, self.is_local, target, lambda fh: self._write_row_groups(fh, schema, table, nonempty),
-                     what=f"{dataset} {first}..{last}")
+        schema = table.schema.with_metadata(
+            {**(table.schema.metadata or {}), _DAYS_KEY: json.dumps([str(d) for d, _, _ in nonempty]).encode()}
+        )
+        atomic_write(
+            self.fs,
+            self.is_local,
+            target,
+            lambda fh: self._write_row_groups(fh, schema, table, nonempty),
+            what=f"{dataset} {first}..{last}",
+        )
         return Segment(generation, first, last, name)
 
     # -- one file per key (weekly / monthly partitions, training sets) -------------------------------
@@ -167,8 +174,13 @@ class ParquetPartitionStore:
         """Write ``table`` as the whole content of partition ``key``, atomically; returns its path."""
         safe = key.replace("/", "_")
         target = f"{self._dir(dataset)}/by_key/{safe}.parquet"
-        atomic_write(self.fs, self.is_local, target, lambda fh: pq.write_table(table, fh, compression=self.compression),
-                     what=f"{dataset} {key}")
+        atomic_write(
+            self.fs,
+            self.is_local,
+            target,
+            lambda fh: pq.write_table(table, fh, compression=self.compression),
+            what=f"{dataset} {key}",
+        )
         return target
 
     def read_key(self, dataset: str, key: str) -> pd.DataFrame:
@@ -190,7 +202,7 @@ class ParquetPartitionStore:
         """Delete segments that a newer segment shadows on every day they cover."""
         segments = self._segments(dataset)
         for i, seg in enumerate(segments):
-            newer = segments[i + 1:]
+            newer = segments[i + 1 :]
             day, shadowed = seg.first, True
             while day <= seg.last and shadowed:
                 shadowed = any(n.covers(day) for n in newer)

@@ -27,7 +27,9 @@ class Status(IntEnum):
 
     @property
     def severity(self) -> Severity:
-        return {Status.HEALTHY: Severity.INFO, Status.WARNING: Severity.WARNING, Status.CRITICAL: Severity.CRITICAL}[self]
+        return {Status.HEALTHY: Severity.INFO, Status.WARNING: Severity.WARNING, Status.CRITICAL: Severity.CRITICAL}[
+            self
+        ]
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,12 @@ class HealthReport:
     reasons: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict:
-        return {"status": self.status.label, "at": self.at, "reasons": list(self.reasons),
-                "checks": [c.to_dict() for c in self.checks]}
+        return {
+            "status": self.status.label,
+            "at": self.at,
+            "reasons": list(self.reasons),
+            "checks": [c.to_dict() for c in self.checks],
+        }
 
 
 def overall(checks: Sequence[CheckResult], at: float) -> HealthReport:
@@ -68,8 +74,12 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
-def disk_check(mount: str, percent_used: float | None, free_bytes: float | None,
-               rule: ThresholdRule = DEFAULT_RULES["disk_percent"]) -> CheckResult:
+def disk_check(
+    mount: str,
+    percent_used: float | None,
+    free_bytes: float | None,
+    rule: ThresholdRule = DEFAULT_RULES["disk_percent"],
+) -> CheckResult:
     name = f"disk {mount}"
     if percent_used is None:
         return CheckResult(name, Status.CRITICAL, f"cannot read disk usage of {mount}")
@@ -82,8 +92,9 @@ def disk_check(mount: str, percent_used: float | None, free_bytes: float | None,
     return CheckResult(name, status, text, percent_used)
 
 
-def sustained_level(rule: ThresholdRule, samples: Sequence[tuple[float, float | None]], now: float,
-                    max_gap: float) -> Level:
+def sustained_level(
+    rule: ThresholdRule, samples: Sequence[tuple[float, float | None]], now: float, max_gap: float
+) -> Level:
     """The level ``rule`` holds at ``now``: the lowest level of the samples of the last ``for_seconds``,
     provided they reach back that far and the newest is at most ``max_gap`` old (else OK: a spike that
     ended, or samples too old or too sparse to show anything sustained, say nothing about now)."""
@@ -98,8 +109,12 @@ def sustained_level(rule: ThresholdRule, samples: Sequence[tuple[float, float | 
 RESOURCE_METRICS = ("cpu_percent", "memory_percent")
 
 
-def resources_check(series: Mapping[str, Sequence[tuple[float, float | None]]], now: float, max_gap: float,
-                    rules: Mapping[str, ThresholdRule] = DEFAULT_RULES) -> CheckResult:
+def resources_check(
+    series: Mapping[str, Sequence[tuple[float, float | None]]],
+    now: float,
+    max_gap: float,
+    rules: Mapping[str, ThresholdRule] = DEFAULT_RULES,
+) -> CheckResult:
     """CPU and memory from the stored samples (``series[metric]`` = [(at, value)]), judged as sustained:
     CPU critical only after ``for_seconds`` (15 min) at or above 90 %, and back to healthy as soon as it
     is not (no open alert from a past spike keeps the platform critical)."""
@@ -113,8 +128,9 @@ def resources_check(series: Mapping[str, Sequence[tuple[float, float | None]]], 
         status = {Level.OK: Status.HEALTHY, Level.WARNING: Status.WARNING, Level.CRITICAL: Status.CRITICAL}[level]
         text = f"{metric.removesuffix('_percent')} {latest:.1f}%"
         if status is not Status.HEALTHY:
-            text += (f", at or above {rule.threshold_for(level):g}% for {rule.for_seconds / 60:g} min "
-                     f"({level.name.lower()})")
+            text += (
+                f", at or above {rule.threshold_for(level):g}% for {rule.for_seconds / 60:g} min ({level.name.lower()})"
+            )
         worst = max(worst, status)
         parts.append(text)
     if not parts:
@@ -122,13 +138,18 @@ def resources_check(series: Mapping[str, Sequence[tuple[float, float | None]]], 
     return CheckResult("resources", worst, ", ".join(parts))
 
 
-def heartbeat_check(heartbeats: Mapping[str, float], required: Sequence[str], now: float, max_age: float) -> CheckResult:
+def heartbeat_check(
+    heartbeats: Mapping[str, float], required: Sequence[str], now: float, max_age: float
+) -> CheckResult:
     """Daemon heartbeats: none at all is a warning (the daemon never ran here: schedules and sensors are
     off, which is normal for a laptop demo); a required daemon whose heartbeat is stale or missing while
     others beat is critical (it died or hangs)."""
     if not heartbeats:
-        return CheckResult("daemon", Status.WARNING, "no daemon heartbeat on this instance: schedules and sensors "
-                                                     "are not running (start dagster-daemon)")
+        return CheckResult(
+            "daemon",
+            Status.WARNING,
+            "no daemon heartbeat on this instance: schedules and sensors are not running (start dagster-daemon)",
+        )
     stale = []
     for daemon in required:
         at = heartbeats.get(daemon)
@@ -138,10 +159,12 @@ def heartbeat_check(heartbeats: Mapping[str, float], required: Sequence[str], no
             stale.append(f"{daemon} ({now - at:.0f} s ago)")
     newest = max(heartbeats.values())
     if stale:
-        return CheckResult("daemon", Status.CRITICAL, f"stale heartbeats, limit {max_age:g} s: {', '.join(stale)}",
-                           now - newest)
-    return CheckResult("daemon", Status.HEALTHY, f"{len(heartbeats)} daemons beating, newest {now - newest:.0f} s ago",
-                       now - newest)
+        return CheckResult(
+            "daemon", Status.CRITICAL, f"stale heartbeats, limit {max_age:g} s: {', '.join(stale)}", now - newest
+        )
+    return CheckResult(
+        "daemon", Status.HEALTHY, f"{len(heartbeats)} daemons beating, newest {now - newest:.0f} s ago", now - newest
+    )
 
 
 def freshness_grace(cron: str, budget_seconds: float, slack_seconds: float) -> float:
@@ -208,13 +231,26 @@ def alerts_check(open_severities: Mapping[str, str]) -> CheckResult:
     crit = sorted(k for k, s in open_severities.items() if s == Severity.CRITICAL.value)
     err = sorted(k for k, s in open_severities.items() if s == Severity.ERROR.value)
     if crit:
-        return CheckResult("alerts", Status.CRITICAL, f"{len(crit)} critical open: {', '.join(crit[:5])}", float(len(crit)))
+        return CheckResult(
+            "alerts", Status.CRITICAL, f"{len(crit)} critical open: {', '.join(crit[:5])}", float(len(crit))
+        )
     if err:
         return CheckResult("alerts", Status.WARNING, f"{len(err)} error open: {', '.join(err[:5])}", float(len(err)))
     return CheckResult("alerts", Status.HEALTHY, f"{len(open_severities)} open, none error or critical", 0)
 
 
 __all__ = [
-    "CheckResult", "HealthReport", "Status", "alerts_check", "breakers_check", "disk_check", "freshness_check",
-    "freshness_grace", "heartbeat_check", "overall", "resources_check", "sources_check", "sustained_level",
+    "CheckResult",
+    "HealthReport",
+    "Status",
+    "alerts_check",
+    "breakers_check",
+    "disk_check",
+    "freshness_check",
+    "freshness_grace",
+    "heartbeat_check",
+    "overall",
+    "resources_check",
+    "sources_check",
+    "sustained_level",
 ]

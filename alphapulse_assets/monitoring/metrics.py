@@ -138,7 +138,9 @@ class ResourceSampler:
     def counters(self, now: float) -> Counters:
         busy, total = _cpu_counters(self.ps.cpu_times())
         net = self.ps.net_io_counters()
-        return Counters(at=now, cpu_busy=busy, cpu_total=total, net_recv=int(net.bytes_recv), net_sent=int(net.bytes_sent))
+        return Counters(
+            at=now, cpu_busy=busy, cpu_total=total, net_recv=int(net.bytes_recv), net_sent=int(net.bytes_sent)
+        )
 
     def dagster_memory(self) -> tuple[int, int]:
         """(total RSS bytes, process count) of processes whose command line mentions ``process_match`` and,
@@ -234,13 +236,20 @@ class SampleStore:
     def add(self, sample: ResourceSample) -> None:
         try:
             with self.engine.begin() as conn:
-                conn.execute(samples_table.insert().values(
-                    at=sample.at, host=sample.host, cpu_percent=sample.cpu_percent,
-                    memory_percent=sample.memory_percent, disk_percent=sample.disk_percent_max,
-                    net_recv_bytes_per_s=sample.net_recv_bytes_per_s, net_sent_bytes_per_s=sample.net_sent_bytes_per_s,
-                    load1=sample.load1, dagster_rss_bytes=sample.dagster_rss_bytes,
-                    sample_json=json.dumps(sample.to_dict(), sort_keys=True),
-                ))
+                conn.execute(
+                    samples_table.insert().values(
+                        at=sample.at,
+                        host=sample.host,
+                        cpu_percent=sample.cpu_percent,
+                        memory_percent=sample.memory_percent,
+                        disk_percent=sample.disk_percent_max,
+                        net_recv_bytes_per_s=sample.net_recv_bytes_per_s,
+                        net_sent_bytes_per_s=sample.net_sent_bytes_per_s,
+                        load1=sample.load1,
+                        dagster_rss_bytes=sample.dagster_rss_bytes,
+                        sample_json=json.dumps(sample.to_dict(), sort_keys=True),
+                    )
+                )
         except sa.exc.OperationalError as exc:
             if "disk" in str(exc.orig).lower() and "full" in str(exc.orig).lower():
                 raise SystemResourceError(f"cannot store a resource sample: {exc.orig}", where=self._where) from exc
@@ -252,13 +261,21 @@ class SampleStore:
             return conn.execute(samples_table.delete().where(samples_table.c.at < before)).rowcount or 0
 
     def latest(self) -> ResourceSample | None:
-        q = sa.select(samples_table.c.sample_json).order_by(samples_table.c.at.desc(), samples_table.c.id.desc()).limit(1)
+        q = (
+            sa.select(samples_table.c.sample_json)
+            .order_by(samples_table.c.at.desc(), samples_table.c.id.desc())
+            .limit(1)
+        )
         with self.engine.connect() as conn:
             raw = conn.execute(q).scalar()
         return ResourceSample.from_dict(json.loads(raw)) if raw else None
 
     def since(self, after: float) -> list[ResourceSample]:
-        q = sa.select(samples_table.c.sample_json).where(samples_table.c.at >= after).order_by(samples_table.c.at, samples_table.c.id)
+        q = (
+            sa.select(samples_table.c.sample_json)
+            .where(samples_table.c.at >= after)
+            .order_by(samples_table.c.at, samples_table.c.id)
+        )
         with self.engine.connect() as conn:
             return [ResourceSample.from_dict(json.loads(r)) for r in conn.execute(q).scalars()]
 

@@ -67,8 +67,9 @@ def _with_timeout(fn: Callable[[], None], timeout: float) -> str | None:
 # -- individual probes -------------------------------------------------------------------------------------
 
 
-def probe_failure(name: str, what: str, exc: Exception, status: hl.Status = hl.Status.WARNING, *,
-                  detail: bool = True) -> hl.CheckResult:
+def probe_failure(
+    name: str, what: str, exc: Exception, status: hl.Status = hl.Status.WARNING, *, detail: bool = True
+) -> hl.CheckResult:
     """A probe that raised, as a finding: classified by the platform's classifier, and critical when the host
     itself is in trouble (a full disk shows as SQLite's "database or disk is full" or "disk I/O error").
     ``detail=False`` leaves the message out (a database driver's message may name the server and user)."""
@@ -76,8 +77,9 @@ def probe_failure(name: str, what: str, exc: Exception, status: hl.Status = hl.S
     if c.error_class is ErrorClass.SYSTEM:
         status = hl.Status.CRITICAL
     first = (str(exc).strip().splitlines() or [""])[0] if detail else ""
-    return hl.CheckResult(name, status, (f"{what}: {c.error_class.value} error ({c.reason})"
-                                         + (f": {first}" if first else ""))[:400])
+    return hl.CheckResult(
+        name, status, (f"{what}: {c.error_class.value} error ({c.reason})" + (f": {first}" if first else ""))[:400]
+    )
 
 
 def storage_check(instance: dg.DagsterInstance) -> hl.CheckResult:
@@ -101,8 +103,11 @@ def platform_db_check(url: str) -> hl.CheckResult:
                 conn.execute(sa.text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001
         error = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        return hl.CheckResult("platform_db", hl.Status.CRITICAL,
-                              f"platform database {redact(url)} unreadable: {type(exc).__name__}: {error}"[:400])
+        return hl.CheckResult(
+            "platform_db",
+            hl.Status.CRITICAL,
+            f"platform database {redact(url)} unreadable: {type(exc).__name__}: {error}"[:400],
+        )
     return hl.CheckResult("platform_db", hl.Status.HEALTHY, "platform database reachable")
 
 
@@ -118,9 +123,13 @@ def champion_files_check(url: str) -> hl.CheckResult:
         except ArtifactIntegrityError as exc:
             refused.append(f"{champion.label}: {exc}")
     if refused:
-        return hl.CheckResult("champion_files", hl.Status.CRITICAL,
-                              f"{len(refused)} champion file(s) refused (the next load falls back to the previous "
-                              f"verified champion): " + "; ".join(refused[:3]), float(len(refused)))
+        return hl.CheckResult(
+            "champion_files",
+            hl.Status.CRITICAL,
+            f"{len(refused)} champion file(s) refused (the next load falls back to the previous "
+            f"verified champion): " + "; ".join(refused[:3]),
+            float(len(refused)),
+        )
     return hl.CheckResult("champion_files", hl.Status.HEALTHY, f"{len(champions)} champion file(s) verified", 0)
 
 
@@ -153,7 +162,9 @@ def _partitions(cadence: str):
     return partitions_for(cadence)
 
 
-def expected_partition(cadence: str, now: float, settings: AlphaPulseSettings, msettings: MonitoringSettings) -> str | None:
+def expected_partition(
+    cadence: str, now: float, settings: AlphaPulseSettings, msettings: MonitoringSettings
+) -> str | None:
     """The newest partition whose run should have finished by ``now``."""
     cfg = getattr(settings, cadence)
     grace = hl.freshness_grace(cfg.cron, cfg.budget_seconds, msettings.freshness_slack_seconds)
@@ -161,8 +172,9 @@ def expected_partition(cadence: str, now: float, settings: AlphaPulseSettings, m
         return _partitions(cadence).get_last_partition_key()
 
 
-def freshness(instance: dg.DagsterInstance, cadence: str, now: float, settings: AlphaPulseSettings,
-              msettings: MonitoringSettings) -> hl.CheckResult:
+def freshness(
+    instance: dg.DagsterInstance, cadence: str, now: float, settings: AlphaPulseSettings, msettings: MonitoringSettings
+) -> hl.CheckResult:
     expected = expected_partition(cadence, now, settings, msettings)
     if expected is None:
         return hl.freshness_check(cadence, None, {})
@@ -204,8 +216,15 @@ def resource_series(url: str, now: float, msettings: MonitoringSettings) -> tupl
 
 def open_alerts(url: str) -> list[dict]:
     return [
-        {"key": a.key, "severity": a.severity.value, "title": a.title, "source": a.source,
-         "first_at": a.first_at, "last_at": a.last_at, "inhibited": a.inhibited}
+        {
+            "key": a.key,
+            "severity": a.severity.value,
+            "title": a.title,
+            "source": a.source,
+            "first_at": a.first_at,
+            "last_at": a.last_at,
+            "inhibited": a.inhibited,
+        }
         for a in AlertStore(url).open_alerts()
     ]
 
@@ -230,8 +249,13 @@ def collect_health(
         try:
             checks.append(champion_files_check(url))
         except Exception as exc:  # noqa: BLE001
-            checks.append(hl.CheckResult("champion_files", hl.Status.WARNING,
-                                         f"cannot verify champion files: {type(exc).__name__}: {exc}"[:300]))
+            checks.append(
+                hl.CheckResult(
+                    "champion_files",
+                    hl.Status.WARNING,
+                    f"cannot verify champion files: {type(exc).__name__}: {exc}"[:300],
+                )
+            )
     try:
         beats, required = heartbeats(instance)
         checks.append(hl.heartbeat_check(beats, required, now, msettings.heartbeat_max_age_seconds))
@@ -255,14 +279,25 @@ def collect_health(
     facts: dict = {"breakers": {}, "open_alerts": []}
     try:
         facts["breakers"] = breaker_states(url)
-        checks.append(hl.breakers_check({n: b["state"] for n, b in facts["breakers"].items()},
-                                        {n: b["reason"] for n, b in facts["breakers"].items()}))
+        checks.append(
+            hl.breakers_check(
+                {n: b["state"] for n, b in facts["breakers"].items()},
+                {n: b["reason"] for n, b in facts["breakers"].items()},
+            )
+        )
     except Exception as exc:  # noqa: BLE001
         checks.append(probe_failure("breakers", "cannot read breakers", exc, detail=False))
     try:
         facts["open_alerts"] = open_alerts(url)
-        checks.append(hl.alerts_check({a["key"]: a["severity"] for a in facts["open_alerts"]
-                                       if not a["key"].startswith(JUDGED_ELSEWHERE_PREFIXES) and not a["inhibited"]}))
+        checks.append(
+            hl.alerts_check(
+                {
+                    a["key"]: a["severity"]
+                    for a in facts["open_alerts"]
+                    if not a["key"].startswith(JUDGED_ELSEWHERE_PREFIXES) and not a["inhibited"]
+                }
+            )
+        )
     except Exception as exc:  # noqa: BLE001
         checks.append(probe_failure("alerts", "cannot read open alerts", exc, detail=False))
     return hl.overall(checks, now), facts
@@ -281,12 +316,17 @@ def alerted(check: hl.CheckResult) -> bool:
 
 def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[FailureRecord]:
     """The run's failed steps, as the platform's classifier reads them."""
-    return [step_failure_record(entry.dagster_event)
-            for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)]
+    return [
+        step_failure_record(entry.dagster_event)
+        for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+    ]
 
 
-_STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failure",
-           dg.DagsterRunStatus.CANCELED: "canceled"}
+_STATUS = {
+    dg.DagsterRunStatus.SUCCESS: "success",
+    dg.DagsterRunStatus.FAILURE: "failure",
+    dg.DagsterRunStatus.CANCELED: "canceled",
+}
 _MODEL_EVENTS = {DagsterEventType.ASSET_MATERIALIZATION_PLANNED, DagsterEventType.ASSET_MATERIALIZATION}
 
 
@@ -303,11 +343,13 @@ def _model_symbols(instance: dg.DagsterInstance, run_id: str, cadence: str) -> t
 
 def cadence_runs(instance: dg.DagsterInstance, cadence: str, start: float, end: float) -> list[RunRecord]:
     """Finished runs of the cadence's job created in [start, end), with their steps and per-symbol models."""
-    records = instance.get_run_records(dg.RunsFilter(
-        job_name=cadence_job_name(cadence),
-        created_after=datetime.fromtimestamp(start, tz=timezone.utc),
-        created_before=datetime.fromtimestamp(end, tz=timezone.utc),
-    ))
+    records = instance.get_run_records(
+        dg.RunsFilter(
+            job_name=cadence_job_name(cadence),
+            created_after=datetime.fromtimestamp(start, tz=timezone.utc),
+            created_before=datetime.fromtimestamp(end, tz=timezone.utc),
+        )
+    )
     out = []
     for rec in records:
         run = rec.dagster_run
@@ -317,27 +359,47 @@ def cadence_runs(instance: dg.DagsterInstance, cadence: str, start: float, end: 
             failed = classify_run(step_failures(instance, run.run_id), run.tags.get("dagster/failure_reason", ""))
             error_class = failed.error_class.value
         steps = tuple(
-            StepRecord(step_key=s.step_key, status=(s.status.value.lower() if s.status else "in_progress"),
-                       start=s.start_time, end=s.end_time, attempts=int(s.attempts or 1))
+            StepRecord(
+                step_key=s.step_key,
+                status=(s.status.value.lower() if s.status else "in_progress"),
+                start=s.start_time,
+                end=s.end_time,
+                attempts=int(s.attempts or 1),
+            )
             for s in instance.get_run_step_stats(run.run_id)
         )
         planned, trained = _model_symbols(instance, run.run_id, cadence)
         is_retry = int(run.tags.get("dagster/retry_number", "0") or 0) > 0
-        out.append(RunRecord(run.run_id, cadence, status, rec.start_time, rec.end_time, is_retry=is_retry,
-                             steps=steps, planned=planned, trained=trained, error_class=error_class))
+        out.append(
+            RunRecord(
+                run.run_id,
+                cadence,
+                status,
+                rec.start_time,
+                rec.end_time,
+                is_retry=is_retry,
+                steps=steps,
+                planned=planned,
+                trained=trained,
+                error_class=error_class,
+            )
+        )
     return out
 
 
 def decisions(url: str, start: float, end: float) -> list[DecisionRecord]:
     lo, hi = datetime.fromtimestamp(start, tz=timezone.utc), datetime.fromtimestamp(end, tz=timezone.utc)
-    return [DecisionRecord(d.cadence, d.symbol, d.action, d.at.timestamp())
-            for d in ModelRegistryResource(db_url=url).get().decisions_between(lo, hi)]
+    return [
+        DecisionRecord(d.cadence, d.symbol, d.action, d.at.timestamp())
+        for d in ModelRegistryResource(db_url=url).get().decisions_between(lo, hi)
+    ]
 
 
 def breaker_trips(url: str, start: float, end: float) -> list[TripRecord]:
     events = BreakerStore(url).events(since=start, limit=100_000)
-    return [TripRecord(e.name, e.at, e.reason) for e in events
-            if e.at < end and e.to_state == "open"]  # tripped by failures; a forced open is an operator's act
+    return [
+        TripRecord(e.name, e.at, e.reason) for e in events if e.at < end and e.to_state == "open"
+    ]  # tripped by failures; a forced open is an operator's act
 
 
 def last_runs(instance: dg.DagsterInstance) -> dict[str, dict | None]:
@@ -374,9 +436,14 @@ def latest_check_executions(instance: dg.DagsterInstance, check_keys) -> dict:
             continue  # planned or still running: handled when it completes
         ev = rec.event.dagster_event.event_specific_data
         out[key] = {
-            "id": rec.id, "status": rec.status.value, "passed": rec.status.value == "SUCCEEDED",
-            "severity": ev.severity.value, "description": ev.description or "", "at": rec.event.timestamp,
-            "run_id": rec.run_id, "partition": rec.partition,
+            "id": rec.id,
+            "status": rec.status.value,
+            "passed": rec.status.value == "SUCCEEDED",
+            "severity": ev.severity.value,
+            "description": ev.description or "",
+            "at": rec.event.timestamp,
+            "run_id": rec.run_id,
+            "partition": rec.partition,
         }
     return out
 
@@ -385,7 +452,10 @@ def latest_check_failures(instance: dg.DagsterInstance, check_keys) -> list[dict
     """Checks whose newest evaluation failed."""
     return [
         {"asset": k.asset_key.to_user_string(), "check": k.name, **v}
-        for k, v in sorted(latest_check_executions(instance, check_keys).items(), key=lambda kv: (kv[0].asset_key.to_user_string(), kv[0].name))
+        for k, v in sorted(
+            latest_check_executions(instance, check_keys).items(),
+            key=lambda kv: (kv[0].asset_key.to_user_string(), kv[0].name),
+        )
         if not v["passed"]
     ]
 

@@ -122,38 +122,43 @@ def build_report(
         ok = sum(r.completed for r in rs)
         failed = len(rs) - ok
         durations = [r.duration for r in rs if r.duration is not None]
-        cadence_rows.append({
-            "cadence": cadence,
-            "runs": len(rs),
-            "succeeded": ok,
-            "failed": failed,
-            "success_rate": _rate(ok, len(rs)),
-            "failure_rate": _rate(failed, len(rs)),
-            "failed_by_class": dict(sorted(Counter(r.error_class for r in rs
-                                                   if r.status == "failure" and r.error_class).items())),
-            "p50_seconds": percentile(durations, 50),
-            "p95_seconds": percentile(durations, 95),
-            "step_retries": sum(max(0, s.attempts - 1) for r in rs for s in r.steps),
-            "run_retries": sum(r.is_retry for r in rs),
-            "promotions": sum(v for (c, _s, a), v in dec_count.items() if c == cadence and a == "promoted"),
-            "rejections": sum(v for (c, _s, a), v in dec_count.items() if c == cadence and a == "rejected"),
-        })
+        cadence_rows.append(
+            {
+                "cadence": cadence,
+                "runs": len(rs),
+                "succeeded": ok,
+                "failed": failed,
+                "success_rate": _rate(ok, len(rs)),
+                "failure_rate": _rate(failed, len(rs)),
+                "failed_by_class": dict(
+                    sorted(Counter(r.error_class for r in rs if r.status == "failure" and r.error_class).items())
+                ),
+                "p50_seconds": percentile(durations, 50),
+                "p95_seconds": percentile(durations, 95),
+                "step_retries": sum(max(0, s.attempts - 1) for r in rs for s in r.steps),
+                "run_retries": sum(r.is_retry for r in rs),
+                "promotions": sum(v for (c, _s, a), v in dec_count.items() if c == cadence and a == "promoted"),
+                "rejections": sum(v for (c, _s, a), v in dec_count.items() if c == cadence and a == "rejected"),
+            }
+        )
         for symbol in symbols:
             outcomes = [_symbol_outcome(r, symbol) for r in rs]
             n_ok, n_failed = outcomes.count("ok"), outcomes.count("failed")
             attempted = n_ok + n_failed
-            symbol_rows.append({
-                "cadence": cadence,
-                "symbol": symbol,
-                "attempted": attempted,
-                "succeeded": n_ok,
-                "failed": n_failed,
-                "success_rate": _rate(n_ok, attempted),
-                "failure_rate": _rate(n_failed, attempted),
-                "promotions": dec_count[(cadence, symbol, "promoted")],
-                "rejections": dec_count[(cadence, symbol, "rejected")],
-                "rollbacks": dec_count[(cadence, symbol, "rolled_back")],
-            })
+            symbol_rows.append(
+                {
+                    "cadence": cadence,
+                    "symbol": symbol,
+                    "attempted": attempted,
+                    "succeeded": n_ok,
+                    "failed": n_failed,
+                    "success_rate": _rate(n_ok, attempted),
+                    "failure_rate": _rate(n_failed, attempted),
+                    "promotions": dec_count[(cadence, symbol, "promoted")],
+                    "rejections": dec_count[(cadence, symbol, "rejected")],
+                    "rollbacks": dec_count[(cadence, symbol, "rolled_back")],
+                }
+            )
 
     trip_count = Counter(t.breaker for t in trips)
     all_durations = [r.duration for r in runs if r.duration is not None]
@@ -182,7 +187,9 @@ def build_report(
     }
 
 
-def report_alerts(report: dict, rules: dict[str, ThresholdRule] | None = None) -> list[tuple[str, str, AlertEvent | None]]:
+def report_alerts(
+    report: dict, rules: dict[str, ThresholdRule] | None = None
+) -> list[tuple[str, str, AlertEvent | None]]:
     """For each cadence with runs, (alert key, metric, event or None) for failure rate and p95 duration.
 
     The report is one aggregate, so each rule is evaluated from a fresh state with ``for_seconds`` 0
@@ -234,27 +241,83 @@ def _failed_cell(row: dict) -> str:
 def render_markdown(report: dict) -> dict[str, str]:
     """Markdown tables: per cadence, per cadence and symbol, and breaker trips."""
     cad = _table(
-        ["cadence", "runs", "ok", "failed", "success", "failure", "p50 s", "p95 s", "step retries", "run retries",
-         "promoted", "rejected"],
-        ([r["cadence"], str(r["runs"]), str(r["succeeded"]), _failed_cell(r), _fmt(r["success_rate"], "pct"),
-          _fmt(r["failure_rate"], "pct"), _fmt(r["p50_seconds"], "s"), _fmt(r["p95_seconds"], "s"),
-          str(r["step_retries"]), str(r["run_retries"]), str(r["promotions"]), str(r["rejections"])]
-         for r in report["cadences"]),
+        [
+            "cadence",
+            "runs",
+            "ok",
+            "failed",
+            "success",
+            "failure",
+            "p50 s",
+            "p95 s",
+            "step retries",
+            "run retries",
+            "promoted",
+            "rejected",
+        ],
+        (
+            [
+                r["cadence"],
+                str(r["runs"]),
+                str(r["succeeded"]),
+                _failed_cell(r),
+                _fmt(r["success_rate"], "pct"),
+                _fmt(r["failure_rate"], "pct"),
+                _fmt(r["p50_seconds"], "s"),
+                _fmt(r["p95_seconds"], "s"),
+                str(r["step_retries"]),
+                str(r["run_retries"]),
+                str(r["promotions"]),
+                str(r["rejections"]),
+            ]
+            for r in report["cadences"]
+        ),
     )
     sym = _table(
-        ["cadence", "symbol", "attempted", "trained", "failed", "success", "failure", "promoted", "rejected",
-         "rolled back"],
-        ([r["cadence"], r["symbol"], str(r["attempted"]), str(r["succeeded"]), str(r["failed"]),
-          _fmt(r["success_rate"], "pct"), _fmt(r["failure_rate"], "pct"), str(r["promotions"]),
-          str(r["rejections"]), str(r["rollbacks"])]
-         for r in report["symbols"] if r["attempted"] or r["promotions"] or r["rejections"] or r["rollbacks"]),
+        [
+            "cadence",
+            "symbol",
+            "attempted",
+            "trained",
+            "failed",
+            "success",
+            "failure",
+            "promoted",
+            "rejected",
+            "rolled back",
+        ],
+        (
+            [
+                r["cadence"],
+                r["symbol"],
+                str(r["attempted"]),
+                str(r["succeeded"]),
+                str(r["failed"]),
+                _fmt(r["success_rate"], "pct"),
+                _fmt(r["failure_rate"], "pct"),
+                str(r["promotions"]),
+                str(r["rejections"]),
+                str(r["rollbacks"]),
+            ]
+            for r in report["symbols"]
+            if r["attempted"] or r["promotions"] or r["rejections"] or r["rollbacks"]
+        ),
     )
-    trips = _table(["breaker", "trips"], ([t["breaker"], str(t["trips"])] for t in report["breaker_trips"])) \
-        if report["breaker_trips"] else "No breaker tripped."
+    trips = (
+        _table(["breaker", "trips"], ([t["breaker"], str(t["trips"])] for t in report["breaker_trips"]))
+        if report["breaker_trips"]
+        else "No breaker tripped."
+    )
     return {"cadences": cad, "symbols": sym, "breaker_trips": trips}
 
 
 __all__ = [
-    "DecisionRecord", "RunRecord", "StepRecord", "TripRecord", "build_report", "percentile", "render_markdown",
+    "DecisionRecord",
+    "RunRecord",
+    "StepRecord",
+    "TripRecord",
+    "build_report",
+    "percentile",
+    "render_markdown",
     "report_alerts",
 ]

@@ -48,14 +48,18 @@ SETTINGS = get_settings()
 MSETTINGS = SETTINGS.monitoring
 
 host_resources = dg.AssetSpec(
-    HOST_RESOURCES, group_name="platform", kinds={"python"},
+    HOST_RESOURCES,
+    group_name="platform",
+    kinds={"python"},
     description="Host CPU, memory, disk, network, load and Dagster process memory, observed every "
-                f"{MSETTINGS.metrics_interval_seconds} s by resource_metrics_sensor (see the Plots tab).",
+    f"{MSETTINGS.metrics_interval_seconds} s by resource_metrics_sensor (see the Plots tab).",
 )
 platform_health = dg.AssetSpec(
-    HEALTH, group_name="platform", kinds={"python"},
+    HEALTH,
+    group_name="platform",
+    kinds={"python"},
     description="Overall platform health (healthy / warning / critical) with reasons, observed every "
-                f"{MSETTINGS.health_interval_seconds} s by health_check_sensor.",
+    f"{MSETTINGS.health_interval_seconds} s by health_check_sensor.",
 )
 
 RouterFactory = Callable[[], AlertRouter]
@@ -118,13 +122,16 @@ def build_resource_metrics_sensor(
         minimum_interval_seconds=interval_seconds or MSETTINGS.metrics_interval_seconds,
         default_status=default_status,
         description="Samples host resources, stores them, applies the CPU/memory/disk threshold rules and "
-                    "observes platform/host_resources.",
+        "observes platform/host_resources.",
     )
     def _sensor(context: dg.SensorEvaluationContext):
         ms = get_settings().monitoring
         state = _load_cursor(context.cursor)
-        sampler = sampler_factory() if sampler_factory else ResourceSampler(
-            ms.mount_points, ms.process_match, instance_home=context.instance.root_directory)
+        sampler = (
+            sampler_factory()
+            if sampler_factory
+            else ResourceSampler(ms.mount_points, ms.process_match, instance_home=context.instance.root_directory)
+        )
         sample, counters = sampler.sample(Counters.from_dict(state.get("counters")))
         store = SampleStore(platform_db_url())
         store.add(sample)
@@ -141,12 +148,16 @@ def build_resource_metrics_sensor(
                 alert_key = f"resource:{rule_key}"
                 fired.append(f"{alert_key} {event.status} {event.level.name.lower()}")
                 if event.status == "firing":
-                    router.get().raise_alert(Alert.from_event(
-                        event, key=alert_key, source=name,
-                        labels={"host": sample.host, "group": "resources", "metric": rule_key},
-                        body=f"{rule_key} = {event.value:.1f} on {sample.host} (threshold {event.threshold:g}); "
-                             f"see docs/runbook.md#resource-alerts",
-                    ))
+                    router.get().raise_alert(
+                        Alert.from_event(
+                            event,
+                            key=alert_key,
+                            source=name,
+                            labels={"host": sample.host, "group": "resources", "metric": rule_key},
+                            body=f"{rule_key} = {event.value:.1f} on {sample.host} (threshold {event.threshold:g}); "
+                            f"see docs/runbook.md#resource-alerts",
+                        )
+                    )
                 else:
                     router.get().resolve(alert_key, at=event.at)
         router.flush()
@@ -182,13 +193,15 @@ def build_health_check_sensor(
         minimum_interval_seconds=interval_seconds or MSETTINGS.health_interval_seconds,
         default_status=default_status,
         description="Checks storage, daemon heartbeats, disk, sources, cadence freshness and the code location; "
-                    "observes platform/health and alerts on what is not healthy.",
+        "observes platform/health and alerts on what is not healthy.",
     )
     def _sensor(context: dg.SensorEvaluationContext):
         now = clock()
         location = context.repository_name or "definitions"
         report, facts = probes.collect_health(
-            context.instance, now=now, code_location=(True, f"{location} loaded (this sensor runs in it)"),
+            context.instance,
+            now=now,
+            code_location=(True, f"{location} loaded (this sensor runs in it)"),
             check_sources=check_sources,
         )
         open_by_key = {a["key"]: a for a in facts["open_alerts"]}
@@ -206,11 +219,17 @@ def build_health_check_sensor(
             severity = check.status.severity
             # Raise on a change or when the repeat interval is due; not every minute (history stays small).
             if current is None or current["severity"] != severity.value or now - current["last_at"] >= repeat:
-                router.get().raise_alert(Alert(
-                    key=key, severity=severity, title=f"health {check.name}: {check.reason}"[:300],
-                    body=f"{check.name} is {check.status.label}: {check.reason}\nSee docs/runbook.md#health-alerts",
-                    source=name, labels={"group": "health", "check": check.name}, at=now,
-                ))
+                router.get().raise_alert(
+                    Alert(
+                        key=key,
+                        severity=severity,
+                        title=f"health {check.name}: {check.reason}"[:300],
+                        body=f"{check.name} is {check.status.label}: {check.reason}\nSee docs/runbook.md#health-alerts",
+                        source=name,
+                        labels={"group": "health", "check": check.name},
+                        at=now,
+                    )
+                )
         router.flush()
         rows = "\n".join(f"| {c.name} | {c.status.label} | {c.reason.replace('|', '/')} |" for c in report.checks)
         metadata = {
@@ -279,13 +298,18 @@ def build_check_failure_alert_sensor(
                 continue
             asset = check_key.asset_key.to_user_string()
             where = asset + (f" partition {rec['partition']}" if rec["partition"] else "")
-            router.get().raise_alert(Alert(
-                key=key, severity=check_alert_severity(asset, check_key.name, rec["severity"]),
-                title=f"check {check_key.name} failed on {where}",
-                body=(rec["description"] or "no description") + f"\nrun {rec['run_id']}"
-                     "\nSee docs/runbook.md#failed-asset-checks",
-                source=name, labels={"group": "checks", "asset": asset, "check": check_key.name}, at=rec["at"],
-            ))
+            router.get().raise_alert(
+                Alert(
+                    key=key,
+                    severity=check_alert_severity(asset, check_key.name, rec["severity"]),
+                    title=f"check {check_key.name} failed on {where}",
+                    body=(rec["description"] or "no description") + f"\nrun {rec['run_id']}"
+                    "\nSee docs/runbook.md#failed-asset-checks",
+                    source=name,
+                    labels={"group": "checks", "asset": asset, "check": check_key.name},
+                    at=rec["at"],
+                )
+            )
         router.flush()
         if not handled:
             return dg.SkipReason("no new check evaluations")
@@ -305,8 +329,13 @@ def run_alert_key(job_name: str) -> str:
     return f"run:{job_name}"
 
 
-def run_failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, router: AlertRouter,
-                      by: str = "run_failure_alert_sensor", limit: int = 5) -> str:
+def run_failure_alert(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    router: AlertRouter,
+    by: str = "run_failure_alert_sensor",
+    limit: int = 5,
+) -> str:
     """Raise the job's run alert, once per run, classified by the platform's one classifier; returns what it
     did."""
     if run.tags.get(ALERTED_TAG):
@@ -320,17 +349,28 @@ def run_failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, router: 
     lines = [f"- {f.step_key}: {f.describe()}" for f in failures[:limit]]
     if len(failures) > limit:
         lines.append(f"- ... and {len(failures) - limit} more failed steps")
-    body = ("\n".join(lines) or _no_step_failure(instance, run)) + f"\nrun {run.run_id}\nSee docs/runbook.md#run-failures"
-    router.raise_alert(Alert(key=key, severity=c.severity, title=title, body=body, source=by,
-                             labels={"job": run.job_name, "run_id": run.run_id, "error_class": c.error_class.value}))
+    body = (
+        "\n".join(lines) or _no_step_failure(instance, run)
+    ) + f"\nrun {run.run_id}\nSee docs/runbook.md#run-failures"
+    router.raise_alert(
+        Alert(
+            key=key,
+            severity=c.severity,
+            title=title,
+            body=body,
+            source=by,
+            labels={"job": run.job_name, "run_id": run.run_id, "error_class": c.error_class.value},
+        )
+    )
     router.flush()
     return f"raised {key} ({c.severity.value})"
 
 
 def _no_step_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
     """The run's own failure message (e.g. "worker process 123 on host died") when no step failed."""
-    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1,
-                                           ascending=False).records
+    records = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1, ascending=False
+    ).records
     message = records[0].event_log_entry.message if records else ""
     return message or "the run failed without a step failure (worker crashed or run stopped)"
 
@@ -346,8 +386,9 @@ def resolve_run_alert(job_name: str, router_factory: RouterFactory = default_rou
     return True
 
 
-def alert_run_outcome(instance: dg.DagsterInstance, run: dg.DagsterRun | None,
-                      router_factory: RouterFactory = default_router) -> str:
+def alert_run_outcome(
+    instance: dg.DagsterInstance, run: dg.DagsterRun | None, router_factory: RouterFactory = default_router
+) -> str:
     """What the run-status sensors do for one finished run, for a process that ran it itself (the CLI), so that
     a cron user without the daemon is alerted too; the sensors then find the run handled."""
     if run is None:
@@ -367,16 +408,23 @@ def build_run_failure_sensors(
     from this code location: runs executed in-process (``alphapulse run`` / ``ingest``) have no code-location
     origin and would be skipped."""
 
-    @dg.run_failure_sensor(name="run_failure_alert_sensor", default_status=default_status,
-                           monitor_all_code_locations=True,
-                           description="Alerts once on every failed run of the instance (schedule, sensor, UI, CLI, "
-                                       "backfill) with its classified error.")
+    @dg.run_failure_sensor(
+        name="run_failure_alert_sensor",
+        default_status=default_status,
+        monitor_all_code_locations=True,
+        description="Alerts once on every failed run of the instance (schedule, sensor, UI, CLI, "
+        "backfill) with its classified error.",
+    )
     def run_failure_alert_sensor(context: dg.RunFailureSensorContext):
         context.log.info(run_failure_alert(context.instance, context.dagster_run, router_factory()))
 
-    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="run_success_resolve_sensor",
-                          default_status=default_status, monitor_all_code_locations=True,
-                          description="Resolves a job's run-failure alert when the job succeeds again.")
+    @dg.run_status_sensor(
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        name="run_success_resolve_sensor",
+        default_status=default_status,
+        monitor_all_code_locations=True,
+        description="Resolves a job's run-failure alert when the job succeeds again.",
+    )
     def run_success_resolve_sensor(context: dg.RunStatusSensorContext):
         resolve_run_alert(context.dagster_run.job_name, router_factory)
 
@@ -387,23 +435,38 @@ def build_run_failure_sensors(
 
 # end_offset=1: today's partition exists too, so an operator can build "today so far"; the schedule
 # builds yesterday's.
-REPORT_PARTITIONS = dg.DailyPartitionsDefinition(start_date=SETTINGS.start_date.isoformat(), timezone="UTC",
-                                                 end_offset=1)
+REPORT_PARTITIONS = dg.DailyPartitionsDefinition(
+    start_date=SETTINGS.start_date.isoformat(), timezone="UTC", end_offset=1
+)
 
 
 def report_dir() -> Path:
     return get_settings().monitoring.report_dir or (get_settings().home / "reports")
 
 
-def compute_report(instance: dg.DagsterInstance, partition_key: str, start: float, end: float, *,
-                   db_url: str | None = None, now: float | None = None) -> dict:
+def compute_report(
+    instance: dg.DagsterInstance,
+    partition_key: str,
+    start: float,
+    end: float,
+    *,
+    db_url: str | None = None,
+    now: float | None = None,
+) -> dict:
     url = db_url or platform_db_url()
     runs = [r for c in probes.CADENCE_NAMES for r in probes.cadence_runs(instance, c, start, end)]
     symbols = list(get_settings().symbols)
     symbols += sorted({s for r in runs for s in r.planned | r.trained if s not in symbols})
-    return build_report(partition_key, (start, end), probes.CADENCE_NAMES, symbols, runs,
-                        probes.decisions(url, start, end), probes.breaker_trips(url, start, end),
-                        generated_at=time.time() if now is None else now)
+    return build_report(
+        partition_key,
+        (start, end),
+        probes.CADENCE_NAMES,
+        symbols,
+        runs,
+        probes.decisions(url, start, end),
+        probes.breaker_trips(url, start, end),
+        generated_at=time.time() if now is None else now,
+    )
 
 
 @dg.asset(
@@ -412,7 +475,7 @@ def compute_report(instance: dg.DagsterInstance, partition_key: str, start: floa
     group_name="platform",
     kinds={"json"},
     description="Daily pipeline performance: per cadence and symbol success/failure rate, p50/p95 durations, "
-                "retries, breaker trips, promotions and rejections. Also written as JSON for other tools.",
+    "retries, breaker trips, promotions and rejections. Also written as JSON for other tools.",
 )
 def pipeline_report(context) -> dg.MaterializeResult:
     window = context.partition_time_window
@@ -420,17 +483,28 @@ def pipeline_report(context) -> dg.MaterializeResult:
     now = time.time()
     report = compute_report(context.instance, context.partition_key, start, end, now=now)
     path = report_dir() / f"pipeline_report_{context.partition_key}.json"
-    atomic_write(None, True, str(path), lambda fh: fh.write(json.dumps(report, indent=2, sort_keys=True).encode()),
-                 what="the daily report")
+    atomic_write(
+        None,
+        True,
+        str(path),
+        lambda fh: fh.write(json.dumps(report, indent=2, sort_keys=True).encode()),
+        what="the daily report",
+    )
 
     alerts = []
     if end >= now - 2 * 86400:  # a backfill of old days reports, but does not page anyone
         router = default_router()
         for key, metric, event in report_alerts(report):
             if event is not None:
-                router.raise_alert(Alert.from_event(
-                    event, key=key, source="pipeline_report", labels={"group": "report", "metric": metric},
-                    body=f"{event.title} on {context.partition_key}. See docs/runbook.md#pipeline-report-alerts"))
+                router.raise_alert(
+                    Alert.from_event(
+                        event,
+                        key=key,
+                        source="pipeline_report",
+                        labels={"group": "report", "metric": metric},
+                        body=f"{event.title} on {context.partition_key}. See docs/runbook.md#pipeline-report-alerts",
+                    )
+                )
                 alerts.append(f"{key}: {event.level.name.lower()}")
             else:
                 router.resolve(key)
@@ -439,8 +513,11 @@ def pipeline_report(context) -> dg.MaterializeResult:
     tables = render_markdown(report)
     t = report["totals"]
     numeric = {
-        "runs": t["runs"], "failed_runs": t["failed"], "breaker_trips": t["breaker_trips"],
-        "promotions": t["promotions"], "rejections": t["rejections"],
+        "runs": t["runs"],
+        "failed_runs": t["failed"],
+        "breaker_trips": t["breaker_trips"],
+        "promotions": t["promotions"],
+        "rejections": t["rejections"],
     }
     for row in report["cadences"]:
         c = row["cadence"]
@@ -450,7 +527,10 @@ def pipeline_report(context) -> dg.MaterializeResult:
                 numeric[f"{c}_{field_name}"] = row[field_name]
         numeric[f"{c}_retries"] = row["step_retries"] + row["run_retries"]
     metadata = {
-        **{k: (dg.MetadataValue.int(v) if isinstance(v, int) else dg.MetadataValue.float(float(v))) for k, v in numeric.items()},
+        **{
+            k: (dg.MetadataValue.int(v) if isinstance(v, int) else dg.MetadataValue.float(float(v)))
+            for k, v in numeric.items()
+        },
         "cadences": dg.MetadataValue.md(tables["cadences"]),
         "symbols": dg.MetadataValue.md(tables["symbols"]),
         "breaker_trips_table": dg.MetadataValue.md(tables["breaker_trips"]),
@@ -461,19 +541,25 @@ def pipeline_report(context) -> dg.MaterializeResult:
 
 
 pipeline_report_job = dg.define_asset_job(
-    "pipeline_report", selection=[PIPELINE_REPORT], partitions_def=REPORT_PARTITIONS,
+    "pipeline_report",
+    selection=[PIPELINE_REPORT],
+    partitions_def=REPORT_PARTITIONS,
     description="Builds the daily pipeline performance report.",
 )
 
 
 @dg.schedule(
-    name="pipeline_report_schedule", job=pipeline_report_job, cron_schedule="30 0 * * *",
-    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED,  # reports are per UTC day
+    name="pipeline_report_schedule",
+    job=pipeline_report_job,
+    cron_schedule="30 0 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,  # reports are per UTC day
     description="Builds yesterday's pipeline report at 00:30.",
 )
 def pipeline_report_schedule(context: dg.ScheduleEvaluationContext):
     day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
     return dg.RunRequest(run_key=f"pipeline_report:{day}", partition_key=day)
+
 
 resource_metrics_sensor = build_resource_metrics_sensor()
 health_check_sensor = build_health_check_sensor()
@@ -483,5 +569,10 @@ run_failure_alert_sensor, run_success_resolve_sensor = build_run_failure_sensors
 MONITORING_ASSETS = [host_resources, platform_health, pipeline_report]
 MONITORING_JOBS = [pipeline_report_job]
 MONITORING_SCHEDULES = [pipeline_report_schedule]
-MONITORING_SENSORS = [resource_metrics_sensor, health_check_sensor, check_failure_alert_sensor,
-                      run_failure_alert_sensor, run_success_resolve_sensor]
+MONITORING_SENSORS = [
+    resource_metrics_sensor,
+    health_check_sensor,
+    check_failure_alert_sensor,
+    run_failure_alert_sensor,
+    run_success_resolve_sensor,
+]

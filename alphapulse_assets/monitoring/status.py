@@ -29,9 +29,19 @@ def _champions(url: str) -> list[dict]:
     out = []
     for mv, since in ModelRegistryResource(db_url=url).get().champions_since():
         metrics = mv.info.get("metrics", {})
-        out.append({"symbol": mv.symbol, "cadence": mv.cadence, "version": mv.version, "since": since.isoformat(),
-                    "metrics": {k: metrics[k] for k in ("log_loss", "auc", "f1", "precision", "sharpe")
-                                if isinstance(metrics.get(k), (int, float))}})
+        out.append(
+            {
+                "symbol": mv.symbol,
+                "cadence": mv.cadence,
+                "version": mv.version,
+                "since": since.isoformat(),
+                "metrics": {
+                    k: metrics[k]
+                    for k in ("log_loss", "auc", "f1", "precision", "sharpe")
+                    if isinstance(metrics.get(k), (int, float))
+                },
+            }
+        )
     return out
 
 
@@ -48,20 +58,32 @@ def _resources(url: str, now: float, instance_home: str | None = None) -> dict |
     return {**sample.to_dict(), "age_seconds": max(0.0, now - sample.at), "source": source}
 
 
-def collect_status(instance: dg.DagsterInstance, code_location: Callable[[], tuple[bool, str, list]], *,
-                   now: float | None = None, check_sources: bool = True) -> dict:
+def collect_status(
+    instance: dg.DagsterInstance,
+    code_location: Callable[[], tuple[bool, str, list]],
+    *,
+    now: float | None = None,
+    check_sources: bool = True,
+) -> dict:
     """``code_location()`` loads the definitions: (ok, text, check keys); the caller owns that import."""
     now = time.time() if now is None else now
     url = platform_db_url()
     ok, text, check_keys = code_location()
-    report, facts = probes.collect_health(instance, now=now, code_location=(ok, text), db_url=url,
-                                          check_sources=check_sources)
-    status: dict = {"at": now, "health": report.to_dict(), "breakers": facts["breakers"],
-                    "open_alerts": facts["open_alerts"]}
-    for name, reader in (("cadences", lambda: probes.last_runs(instance)),
-                         ("champions", lambda: _champions(url)),
-                         ("failed_checks", lambda: probes.latest_check_failures(instance, check_keys)),
-                         ("resources", lambda: _resources(url, now, instance.root_directory))):
+    report, facts = probes.collect_health(
+        instance, now=now, code_location=(ok, text), db_url=url, check_sources=check_sources
+    )
+    status: dict = {
+        "at": now,
+        "health": report.to_dict(),
+        "breakers": facts["breakers"],
+        "open_alerts": facts["open_alerts"],
+    }
+    for name, reader in (
+        ("cadences", lambda: probes.last_runs(instance)),
+        ("champions", lambda: _champions(url)),
+        ("failed_checks", lambda: probes.latest_check_failures(instance, check_keys)),
+        ("resources", lambda: _resources(url, now, instance.root_directory)),
+    ):
         try:
             status[name] = reader()
         except Exception as exc:  # noqa: BLE001 - show what could be read
@@ -77,9 +99,11 @@ def unopenable_instance_status(exc: Exception, *, now: float | None = None) -> d
     url = platform_db_url()
     checks = [probes.probe_failure("storage", "cannot open the Dagster instance", exc, Status.CRITICAL)]
     status: dict = {"at": now, "breakers": {}, "open_alerts": []}
-    for name, reader in (("breakers", lambda: probes.breaker_states(url)),
-                         ("open_alerts", lambda: probes.open_alerts(url)),
-                         ("champions", lambda: _champions(url))):
+    for name, reader in (
+        ("breakers", lambda: probes.breaker_states(url)),
+        ("open_alerts", lambda: probes.open_alerts(url)),
+        ("champions", lambda: _champions(url)),
+    ):
         try:
             status[name] = reader()
         except Exception as read_exc:  # noqa: BLE001 - show what could be read
@@ -126,8 +150,10 @@ def render_status(status: dict) -> str:
             lines.append(f"  {cadence:<8} never run")
             continue
         dur = f"{run['duration_seconds']:.0f} s" if run.get("duration_seconds") is not None else "-"
-        lines.append(f"  {cadence:<8} {run['status']:<9} partition {run.get('partition') or '-':<11} started "
-                     f"{_ts(run.get('start'))} took {dur}  run {run['run_id']}")
+        lines.append(
+            f"  {cadence:<8} {run['status']:<9} partition {run.get('partition') or '-':<11} started "
+            f"{_ts(run.get('start'))} took {dur}  run {run['run_id']}"
+        )
 
     lines += ["", "Champions"]
     champions = status.get("champions") or []
@@ -135,9 +161,11 @@ def render_status(status: dict) -> str:
         lines.append("  none yet (no challenger has passed its gate)")
     for c in champions:
         m = c["metrics"]
-        lines.append(f"  {c['symbol']:<9} {c['cadence']:<8} v{c['version']:<4} since {c['since'][:19]}  "
-                     f"log_loss {_num(m.get('log_loss'), '{:.4f}')} auc {_num(m.get('auc'))} "
-                     f"f1 {_num(m.get('f1'))} sharpe {_num(m.get('sharpe'), '{:.2f}')}")
+        lines.append(
+            f"  {c['symbol']:<9} {c['cadence']:<8} v{c['version']:<4} since {c['since'][:19]}  "
+            f"log_loss {_num(m.get('log_loss'), '{:.4f}')} auc {_num(m.get('auc'))} "
+            f"f1 {_num(m.get('f1'))} sharpe {_num(m.get('sharpe'), '{:.2f}')}"
+        )
 
     lines += ["", "Failed checks (newest evaluation)"]
     failed = status.get("failed_checks") or []
@@ -157,12 +185,21 @@ def render_status(status: dict) -> str:
     r = status.get("resources")
     if r:
         disks = ", ".join(f"{m} {p:.1f}%" for m, p in r["disk_percent"].items()) or "-"
-        net = "-" if r.get("net_recv_bytes_per_s") is None else \
-            f"{r['net_recv_bytes_per_s'] / 1024:.1f} KiB/s in, {r['net_sent_bytes_per_s'] / 1024:.1f} KiB/s out"
-        rss = "-" if r.get("dagster_rss_bytes") is None else f"{r['dagster_rss_bytes'] / 2**20:.0f} MiB in {r['dagster_processes']} processes"
+        net = (
+            "-"
+            if r.get("net_recv_bytes_per_s") is None
+            else f"{r['net_recv_bytes_per_s'] / 1024:.1f} KiB/s in, {r['net_sent_bytes_per_s'] / 1024:.1f} KiB/s out"
+        )
+        rss = (
+            "-"
+            if r.get("dagster_rss_bytes") is None
+            else f"{r['dagster_rss_bytes'] / 2**20:.0f} MiB in {r['dagster_processes']} processes"
+        )
         lines.append(f"  {r['source']}, {r['age_seconds']:.0f} s old, host {r['host']}")
-        lines.append(f"  cpu {_num(r.get('cpu_percent'), '{:.1f}%')}  memory {_num(r.get('memory_percent'), '{:.1f}%')}  "
-                     f"disk {disks}  load {_num(r.get('load1'), '{:.2f}')}")
+        lines.append(
+            f"  cpu {_num(r.get('cpu_percent'), '{:.1f}%')}  memory {_num(r.get('memory_percent'), '{:.1f}%')}  "
+            f"disk {disks}  load {_num(r.get('load1'), '{:.2f}')}"
+        )
         lines.append(f"  network {net}  dagster {rss}")
     for err in status.get("errors", []):
         lines.append(f"  (could not read {err})")

@@ -159,7 +159,9 @@ def _signal(breached_now: bool, was: bool, since: float | None, now: float) -> t
     return was, since
 
 
-def evaluate(rule: ThresholdRule, state: RuleState, value: float | None, now: float) -> tuple[RuleState, list[AlertEvent]]:
+def evaluate(
+    rule: ThresholdRule, state: RuleState, value: float | None, now: float
+) -> tuple[RuleState, list[AlertEvent]]:
     """Feed one sample taken at ``now`` (epoch seconds); return the new state and 0 or 1 events.
 
     A missing sample (``None`` or NaN, e.g. the sampler could not read a metric) and a sample older than

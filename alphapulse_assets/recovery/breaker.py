@@ -115,8 +115,12 @@ class Transition:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"from_state": self.from_state.value, "to_state": self.to_state.value, "at": self.at,
-                "reason": self.reason}
+        return {
+            "from_state": self.from_state.value,
+            "to_state": self.to_state.value,
+            "at": self.at,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -195,8 +199,15 @@ class BreakerState:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataValidationError(f"malformed breaker state: {exc!r}", where=where) from exc
-        counters = (state.consecutive_failures, state.half_open_probes_in_flight, state.half_open_successes,
-                    state.open_count, state.successes, state.failures, state.permanent_failures)
+        counters = (
+            state.consecutive_failures,
+            state.half_open_probes_in_flight,
+            state.half_open_successes,
+            state.open_count,
+            state.successes,
+            state.failures,
+            state.permanent_failures,
+        )
         if min(counters) < 0 or state.current_timeout < 0:
             raise DataValidationError("malformed breaker state: negative counter", where=where)
         return state
@@ -221,8 +232,17 @@ def _move(state: BreakerState, to: CircuitState, at: float, reason: str, **chang
 
 def _closed_fields() -> dict[str, Any]:
     """Everything a closed breaker starts from: no streak, an empty window, the base timeout."""
-    return dict(consecutive_failures=0, window=(), half_open_probes_in_flight=0, half_open_successes=0,
-                probe_started_at=None, open_count=0, current_timeout=0.0, forced_by=None, forced_reason=None)
+    return dict(
+        consecutive_failures=0,
+        window=(),
+        half_open_probes_in_flight=0,
+        half_open_successes=0,
+        probe_started_at=None,
+        open_count=0,
+        current_timeout=0.0,
+        forced_by=None,
+        forced_reason=None,
+    )
 
 
 def _open(state: BreakerState, cfg: BreakerConfig, now: float, reason: str) -> Result:
@@ -232,8 +252,17 @@ def _open(state: BreakerState, cfg: BreakerConfig, now: float, reason: str) -> R
     else:
         timeout = min(state.current_timeout * cfg.backoff_factor, cfg.max_recovery_timeout)
     reason = f"{reason}; retry in {_fmt_seconds(timeout)}"
-    return _move(state, CircuitState.OPEN, now, reason, open_count=open_count, current_timeout=timeout,
-                 half_open_probes_in_flight=0, half_open_successes=0, probe_started_at=None)
+    return _move(
+        state,
+        CircuitState.OPEN,
+        now,
+        reason,
+        open_count=open_count,
+        current_timeout=timeout,
+        half_open_probes_in_flight=0,
+        half_open_successes=0,
+        probe_started_at=None,
+    )
 
 
 def current(state: BreakerState, cfg: BreakerConfig, now: float) -> Result:
@@ -241,8 +270,15 @@ def current(state: BreakerState, cfg: BreakerConfig, now: float) -> Result:
     if state.state is CircuitState.OPEN and now >= state.since + state.current_timeout:
         at = state.since + state.current_timeout
         reason = f"recovery timeout of {_fmt_seconds(state.current_timeout)} elapsed; probing"
-        return _move(state, CircuitState.HALF_OPEN, at, reason, half_open_probes_in_flight=0,
-                     half_open_successes=0, probe_started_at=None)
+        return _move(
+            state,
+            CircuitState.HALF_OPEN,
+            at,
+            reason,
+            half_open_probes_in_flight=0,
+            half_open_successes=0,
+            probe_started_at=None,
+        )
     if (
         state.state is CircuitState.HALF_OPEN
         and state.half_open_probes_in_flight > 0
@@ -259,7 +295,7 @@ def current(state: BreakerState, cfg: BreakerConfig, now: float) -> Result:
 def _prune(window: tuple[tuple[float, bool], ...], cfg: BreakerConfig, now: float) -> tuple[tuple[float, bool], ...]:
     horizon = now - cfg.window_seconds
     kept = tuple(entry for entry in window if entry[0] > horizon)
-    return kept[-cfg.window_max_calls:]
+    return kept[-cfg.window_max_calls :]
 
 
 def record_success(state: BreakerState, cfg: BreakerConfig, now: float) -> Result:
@@ -307,8 +343,10 @@ def record_failure(
             failed = sum(1 for _, ok in window if not ok)
             rate = failed / len(window)
             if rate >= cfg.failure_rate_threshold:
-                reason = (f"failure rate {rate:.0%} ({failed} of {len(window)} calls in the last "
-                          f"{_fmt_seconds(cfg.window_seconds)}) >= {cfg.failure_rate_threshold:.0%} (last {what})")
+                reason = (
+                    f"failure rate {rate:.0%} ({failed} of {len(window)} calls in the last "
+                    f"{_fmt_seconds(cfg.window_seconds)}) >= {cfg.failure_rate_threshold:.0%} (last {what})"
+                )
                 new, moved = _open(state, cfg, now, reason)
                 return new, transitions + moved
         return state, transitions
@@ -318,7 +356,9 @@ def record_failure(
     return state, transitions
 
 
-def allow_request(state: BreakerState, cfg: BreakerConfig, now: float) -> tuple[Decision, BreakerState, list[Transition]]:
+def allow_request(
+    state: BreakerState, cfg: BreakerConfig, now: float
+) -> tuple[Decision, BreakerState, list[Transition]]:
     """May a call go through now? A granted half-open probe occupies a probe slot in the new state.
 
     Returns ``(decision, new_state, transitions)``; persist ``new_state`` whenever a probe was granted.
@@ -337,8 +377,7 @@ def allow_request(state: BreakerState, cfg: BreakerConfig, now: float) -> tuple[
         return Decision(False, False, f"open: {state.reason}", state.retry_at), state, transitions
     # HALF_OPEN
     if state.half_open_probes_in_flight < cfg.half_open_max_probes:
-        new = replace(state, half_open_probes_in_flight=state.half_open_probes_in_flight + 1,
-                      probe_started_at=now)
+        new = replace(state, half_open_probes_in_flight=state.half_open_probes_in_flight + 1, probe_started_at=now)
         return Decision(True, True, "half-open: probe granted"), new, transitions
     retry_at = None
     if cfg.probe_timeout is not None and state.probe_started_at is not None:
@@ -350,15 +389,33 @@ def allow_request(state: BreakerState, cfg: BreakerConfig, now: float) -> tuple[
 def force_open(state: BreakerState, by: str, reason: str, now: float) -> Result:
     """Hold the breaker open until :func:`reset`; outcomes are ignored meanwhile."""
     why = f"forced open by {by}: {reason}"
-    return _move(state, CircuitState.FORCED_OPEN, now, why, forced_by=by, forced_reason=reason,
-                 half_open_probes_in_flight=0, half_open_successes=0, probe_started_at=None)
+    return _move(
+        state,
+        CircuitState.FORCED_OPEN,
+        now,
+        why,
+        forced_by=by,
+        forced_reason=reason,
+        half_open_probes_in_flight=0,
+        half_open_successes=0,
+        probe_started_at=None,
+    )
 
 
 def disable(state: BreakerState, by: str, reason: str, now: float) -> Result:
     """Switch the breaker off: every call is allowed and it never trips, until :func:`reset`."""
     why = f"disabled by {by}: {reason}"
-    return _move(state, CircuitState.DISABLED, now, why, forced_by=by, forced_reason=reason,
-                 half_open_probes_in_flight=0, half_open_successes=0, probe_started_at=None)
+    return _move(
+        state,
+        CircuitState.DISABLED,
+        now,
+        why,
+        forced_by=by,
+        forced_reason=reason,
+        half_open_probes_in_flight=0,
+        half_open_successes=0,
+        probe_started_at=None,
+    )
 
 
 def reset(state: BreakerState, by: str, reason: str, now: float) -> Result:

@@ -108,9 +108,7 @@ class BreakerStore:
     def get(self, name: str) -> BreakerState:
         """The stored snapshot (a fresh CLOSED breaker if none is stored; nothing is written)."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(breakers_table.c.state_json).where(breakers_table.c.name == name)
-            ).first()
+            row = conn.execute(sa.select(breakers_table.c.state_json).where(breakers_table.c.name == name)).first()
         return bk.initial_state(self.clock()) if row is None else self._decode(name, row.state_json)
 
     def current(self, name: str, cfg: BreakerConfig, now: float | None = None) -> BreakerState:
@@ -202,8 +200,13 @@ class BreakerStore:
                 conn.execute(
                     breaker_events_table.insert(),
                     [
-                        {"name": name, "from_state": tr.from_state.value, "to_state": tr.to_state.value,
-                         "at": tr.at, "reason": tr.reason}
+                        {
+                            "name": name,
+                            "from_state": tr.from_state.value,
+                            "to_state": tr.to_state.value,
+                            "at": tr.at,
+                            "reason": tr.reason,
+                        }
                         for tr in transitions
                     ],
                 )

@@ -44,9 +44,11 @@ def add_breaker_parser(sub, prepare: Callable[[], object]) -> None:
     hist = brk_sub.add_parser("history", help="recent breaker transitions")
     hist.add_argument("name", nargs="?", default=None)
     hist.add_argument("--limit", type=int, default=20)
-    for action, text in (("force-open", "hold a breaker open until reset: its schedules skip"),
-                         ("disable", "switch a breaker off (never trips) until reset"),
-                         ("reset", "close a breaker again")):
+    for action, text in (
+        ("force-open", "hold a breaker open until reset: its schedules skip"),
+        ("disable", "switch a breaker off (never trips) until reset"),
+        ("reset", "close a breaker again"),
+    ):
         p = brk_sub.add_parser(action, help=text)
         p.add_argument("name")
         p.add_argument("--reason", required=True, help="why (recorded with your user name)")
@@ -57,8 +59,9 @@ def _known_names(store, config) -> list[str]:
     return sorted(set(config.dependencies) | set(config.breakers) | set(store.all()))
 
 
-def cmd_breaker(args: argparse.Namespace, prepare: Callable[[], object] | None = None, *, out=None,
-                now: float | None = None) -> int:
+def cmd_breaker(
+    args: argparse.Namespace, prepare: Callable[[], object] | None = None, *, out=None, now: float | None = None
+) -> int:
     out = out or sys.stdout
     if prepare is not None:
         prepare()
@@ -76,8 +79,11 @@ def cmd_breaker(args: argparse.Namespace, prepare: Callable[[], object] | None =
             retry = iso_utc(state.retry_at) if state.retry_at is not None else "-"
             since = iso_utc(state.since) if name in stored else "-"
             reason = state.reason if name in stored else "no outcome recorded yet"
-            print(f"{name:<14} {state.state.value:<12} {since:<21} {retry:<21} {state.successes:>5} {state.failures:>5}  "
-                  f"{reason}", file=out)
+            print(
+                f"{name:<14} {state.state.value:<12} {since:<21} {retry:<21} {state.successes:>5} {state.failures:>5}  "
+                f"{reason}",
+                file=out,
+            )
         return 0
     name = args.name
     if name is not None and name not in _known_names(store, config):
@@ -88,8 +94,11 @@ def cmd_breaker(args: argparse.Namespace, prepare: Callable[[], object] | None =
         for ev in events:
             print(f"{iso_utc(ev.at)}  {ev.name:<14} {ev.from_state:>11} -> {ev.to_state:<11}  {ev.reason}", file=out)
         if not events:
-            print(f"no transitions recorded yet{f' for {name}' if name else ''}: "
-                  f"{'it has' if name else 'every breaker has'} been closed since it was created", file=out)
+            print(
+                f"no transitions recorded yet{f' for {name}' if name else ''}: "
+                f"{'it has' if name else 'every breaker has'} been closed since it was created",
+                file=out,
+            )
         return 0
     reason = args.reason.strip()
     if not reason:

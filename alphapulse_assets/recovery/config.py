@@ -62,8 +62,10 @@ class EscalationConfig:
         if self.threshold < 1:
             raise DataValidationError(f"threshold={self.threshold!r}: must be >= 1", where="EscalationConfig.threshold")
         if not (self.window_seconds > 0 and math.isfinite(self.window_seconds)):
-            raise DataValidationError(f"window_seconds={self.window_seconds!r}: must be positive and finite",
-                                      where="EscalationConfig.window_seconds")
+            raise DataValidationError(
+                f"window_seconds={self.window_seconds!r}: must be positive and finite",
+                where="EscalationConfig.window_seconds",
+            )
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,11 @@ def recovery_config(settings: AlphaPulseSettings, env: Mapping[str, str] | None 
         env = os.environ if env is None else env
         names = [f"ALPHAPULSE_BREAKER__{d.upper()}__{f.upper()}" for d in unknown for f in b.own(d).values()]
         shown = ", ".join(f"{n}={env.get(n, '')!r}" for n in names)
-        raise SettingsError(f"invalid recovery settings: {shown}: {', '.join(unknown)} is not in "
-                            f"ALPHAPULSE_BREAKER__DEPENDENCIES ({', '.join(b.dependencies)})",
-                            where=names[0] if len(names) == 1 else "environment")
+        raise SettingsError(
+            f"invalid recovery settings: {shown}: {', '.join(unknown)} is not in "
+            f"ALPHAPULSE_BREAKER__DEPENDENCIES ({', '.join(b.dependencies)})",
+            where=names[0] if len(names) == 1 else "environment",
+        )
     return RecoveryConfig(
         dependencies=b.dependencies,
         default_breaker=default,
@@ -141,8 +145,9 @@ def recovery_config(settings: AlphaPulseSettings, env: Mapping[str, str] | None 
     )
 
 
-def _named(exc: BreakerConfigError, dependency: str | None, settings: AlphaPulseSettings,
-           env: Mapping[str, str] | None) -> SettingsError:
+def _named(
+    exc: BreakerConfigError, dependency: str | None, settings: AlphaPulseSettings, env: Mapping[str, str] | None
+) -> SettingsError:
     # A rule on one field (or between two): name the variable that set the field, for that breaker.
     field_name = (exc.where or "").removeprefix("BreakerConfig.")
     own = settings.breaker.own(dependency) if dependency else None

@@ -102,8 +102,14 @@ class Classification:
 # A full disk or database, whatever raised it: SQLite says "database or disk is full" (SQLITE_FULL) through
 # an OperationalError that would otherwise read as a transient database fault, and "disk I/O error"
 # (SQLITE_IOERR) when it cannot even extend its WAL index on a full disk.
-_SYSTEM_TEXTS = ("no space left on device", "database or disk is full", "disk quota exceeded", "disk i/o error",
-                 "out of memory", "cannot allocate memory")
+_SYSTEM_TEXTS = (
+    "no space left on device",
+    "database or disk is full",
+    "disk quota exceeded",
+    "disk i/o error",
+    "out of memory",
+    "cannot allocate memory",
+)
 _TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 _PERMANENT_HTTP_AUTH = {401, 403}
 _SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
@@ -208,16 +214,18 @@ def describe(exc: BaseException) -> str:
 # -- failures known from their record ----------------------------------------------------------------------
 
 #: Dagster's wrappers around the user's exception: looked through, to the cause.
-DAGSTER_WRAPPERS = frozenset({
-    "RetryRequestedFromPolicy",
-    "RetryRequested",
-    "DagsterExecutionStepExecutionError",
-    "DagsterUserCodeExecutionError",
-    "DagsterExecutionLoadInputError",
-    "DagsterExecutionHandleOutputError",
-    "DagsterMaxRetriesExceededError",
-    "Failure",
-})
+DAGSTER_WRAPPERS = frozenset(
+    {
+        "RetryRequestedFromPolicy",
+        "RetryRequested",
+        "DagsterExecutionStepExecutionError",
+        "DagsterUserCodeExecutionError",
+        "DagsterExecutionLoadInputError",
+        "DagsterExecutionHandleOutputError",
+        "DagsterMaxRetriesExceededError",
+        "Failure",
+    }
+)
 #: A stopped step (SIGTERM, Ctrl-C): not a fault of any dependency, and nothing critical about the host.
 INTERRUPTED = "DagsterExecutionInterruptedError"
 
@@ -272,8 +280,9 @@ class FailureRecord:
         meta_class = self.metadata.get("error_class")
         if meta_class:
             try:
-                return Classification(ErrorClass(str(meta_class).lower()),
-                                      str(self.metadata.get("reason") or meta_class))
+                return Classification(
+                    ErrorClass(str(meta_class).lower()), str(self.metadata.get("reason") or meta_class)
+                )
             except ValueError:
                 pass
         system_text = _system_text(self.message)
@@ -295,8 +304,14 @@ class FailureRecord:
         return f"{c.error_class.value} error ({c.reason}): {first}".rstrip(": ")
 
 
-def failure_record(error, metadata: Mapping[str, object] | None = None, *, description: str | None = None,
-                   step_key: str = "", max_depth: int = 20) -> FailureRecord:
+def failure_record(
+    error,
+    metadata: Mapping[str, object] | None = None,
+    *,
+    description: str | None = None,
+    step_key: str = "",
+    max_depth: int = 20,
+) -> FailureRecord:
     """A ``FailureRecord`` from a serialized error (anything with ``cls_name``, ``message``, ``cause`` and
     ``context``, such as Dagster's ``SerializableErrorInfo``) and a ``Failure``'s metadata/description."""
     names: list[str] = []
@@ -331,5 +346,6 @@ def classify_run(failures: Iterable[FailureRecord], run_failure_reason: str = ""
     found = worst(f.classify() for f in failures)
     if found is not None:
         return found
-    return Classification(ErrorClass.TRANSIENT,
-                          f"run failed outside any step ({run_failure_reason or 'no step failed'})")
+    return Classification(
+        ErrorClass.TRANSIENT, f"run failed outside any step ({run_failure_reason or 'no step failed'})"
+    )

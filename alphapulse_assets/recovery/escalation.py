@@ -38,8 +38,11 @@ class EscalationState:
             return cls()
         try:
             since = data.get("since")
-            return cls(tuple(float(t) for t in data.get("times", ())), bool(data.get("escalated", False)),
-                       None if since is None else float(since))
+            return cls(
+                tuple(float(t) for t in data.get("times", ())),
+                bool(data.get("escalated", False)),
+                None if since is None else float(since),
+            )
         except (TypeError, ValueError) as exc:
             raise DataValidationError(f"malformed escalation state: {exc!r}", where="EscalationState") from exc
 
@@ -52,7 +55,9 @@ class EscalationStep:
     message: str
 
 
-def observe(state: EscalationState, cfg: EscalationConfig, now: float, new_errors: Iterable[float] = ()) -> EscalationStep:
+def observe(
+    state: EscalationState, cfg: EscalationConfig, now: float, new_errors: Iterable[float] = ()
+) -> EscalationStep:
     """Add the critical errors seen since the last call (their times) and decide what to do at ``now``."""
     horizon = now - cfg.window_seconds
     times = sorted(t for t in (*state.times, *new_errors) if t > horizon)[-MAX_KEPT:]
@@ -64,8 +69,11 @@ def observe(state: EscalationState, cfg: EscalationConfig, now: float, new_error
     if state.escalated and count == 0:
         msg = f"no critical error in the last {window}; escalation resolved"
         return EscalationStep(EscalationState((), False, None), "resolve", 0, msg)
-    msg = (f"escalated since {state.since:g}: {count} critical error(s) in the window" if state.escalated
-           else f"{count} critical error(s) within {window} (escalates at {cfg.threshold})")
+    msg = (
+        f"escalated since {state.since:g}: {count} critical error(s) in the window"
+        if state.escalated
+        else f"{count} critical error(s) within {window} (escalates at {cfg.threshold})"
+    )
     return EscalationStep(EscalationState(tuple(times), state.escalated, state.since), None, count, msg)
 
 

@@ -72,18 +72,22 @@ def describe_block(name: str, state: BreakerState, probe_timeout: float | None, 
     since = iso_utc(state.since)
     if state.state is CircuitState.OPEN:
         retry_at = state.retry_at or now
-        return (f"circuit breaker {name!r} is OPEN since {since} ({state.reason}); "
-                f"it will probe at {iso_utc(retry_at)} (in {_seconds(retry_at - now)})")
+        return (
+            f"circuit breaker {name!r} is OPEN since {since} ({state.reason}); "
+            f"it will probe at {iso_utc(retry_at)} (in {_seconds(retry_at - now)})"
+        )
     if state.state is CircuitState.FORCED_OPEN:
-        return (f"circuit breaker {name!r} is FORCED_OPEN since {since} by {state.forced_by}: {state.forced_reason}; "
-                f"it will not probe until an operator runs `alphapulse breaker reset {name} --reason ...`")
+        return (
+            f"circuit breaker {name!r} is FORCED_OPEN since {since} by {state.forced_by}: {state.forced_reason}; "
+            f"it will not probe until an operator runs `alphapulse breaker reset {name} --reason ...`"
+        )
     return None
 
 
 def _probe_busy(name: str, state: BreakerState, max_probes: int, probe_timeout: float | None) -> str | None:
     if state.state is not CircuitState.HALF_OPEN or state.half_open_probes_in_flight < max_probes:
         return None
-    text = (f"circuit breaker {name!r} is HALF_OPEN since {iso_utc(state.since)} and its probe run is in flight")
+    text = f"circuit breaker {name!r} is HALF_OPEN since {iso_utc(state.since)} and its probe run is in flight"
     if probe_timeout is not None and state.probe_started_at is not None:
         text += f"; the next probe is possible once it reports, or at {iso_utc(state.probe_started_at + probe_timeout)}"
     return text
@@ -114,7 +118,8 @@ def gate_run_request(
     for name, state in states.items():
         cfg = config.breaker(name)
         why = describe_block(name, state, cfg.probe_timeout, now) or _probe_busy(
-            name, state, cfg.half_open_max_probes, cfg.probe_timeout)
+            name, state, cfg.half_open_max_probes, cfg.probe_timeout
+        )
         if why:
             blocks.append(why)
     if blocks:

@@ -65,6 +65,9 @@ def step_failure_record(event: dg.DagsterEvent) -> FailureRecord:
     causes, the real cause's message (not Dagster's "Exceeded max_retries"), a ``Failure``'s metadata."""
     data = event.step_failure_data
     user = data.user_failure_data if data is not None else None
-    return failure_record(data.error if data is not None else None, user.metadata if user is not None else None,
-                          description=user.description if user is not None else None,
-                          step_key=event.step_key or "")
+    return failure_record(
+        data.error if data is not None else None,
+        user.metadata if user is not None else None,
+        description=user.description if user is not None else None,
+        step_key=event.step_key or "",
+    )

@@ -16,10 +16,10 @@ tags (``alphapulse/pid``, ``alphapulse/host``, ``alphapulse/pid_started``), and:
 
 from __future__ import annotations
 
-import os
-import socket
 import functools
 import inspect
+import os
+import socket
 from collections.abc import Callable
 
 import dagster as dg
@@ -30,8 +30,12 @@ HOST_TAG = "alphapulse/host"
 PID_STARTED_TAG = "alphapulse/pid_started"  # the process's start time: a reused pid is not the owner
 
 #: Statuses of a run that is still going (or claims to be); a dead owner's run stays in one of them forever.
-ACTIVE = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
-          dg.DagsterRunStatus.CANCELING]
+ACTIVE = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 INTERRUPTS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)
 
 
@@ -82,8 +86,10 @@ def end_dead_runs(instance: dg.DagsterInstance) -> list[str]:
         if owner_alive(run.tags) is not False:
             continue
         pid, host = run.tags[PID_TAG], run.tags[HOST_TAG]
-        reason = (f"worker process {pid} on {host} died (killed or crashed) while the run was "
-                  f"{run.status.value}; run ended and its pool slots freed")
+        reason = (
+            f"worker process {pid} on {host} died (killed or crashed) while the run was "
+            f"{run.status.value}; run ended and its pool slots freed"
+        )
         # Slots first: whoever sees the run ended must find its slots free (the owner is dead; nothing
         # re-claims them, and a failed report is retried on the next pass, freeing again harmlessly).
         free_pool_slots(instance, run.run_id)
@@ -95,8 +101,11 @@ def end_dead_runs(instance: dg.DagsterInstance) -> list[str]:
 def request_stop(instance: dg.DagsterInstance, run_id: str, why: str) -> bool:
     """Mark an active run CANCELING (once), so that its interrupted execution ends CANCELED."""
     run = instance.get_run_by_id(run_id)
-    if run is None or run.status not in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                                         dg.DagsterRunStatus.STARTED):
+    if run is None or run.status not in (
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ):
         return False
     instance.report_run_canceling(run, message=why)
     return True
@@ -106,20 +115,23 @@ def _stopped(context, exc: BaseException) -> dg.Failure:
     run = context.dagster_run
     if owned_here(run):
         request_stop(context.instance, run.run_id, f"stop requested: process {os.getpid()} was interrupted")
-    return dg.Failure(description=f"stopped: the step was interrupted ({type(exc).__name__}); not retried",
-                      allow_retries=False)
+    return dg.Failure(
+        description=f"stopped: the step was interrupted ({type(exc).__name__}); not retried", allow_retries=False
+    )
 
 
 def stop_on_interrupt(fn: Callable) -> Callable:
     """Decorate a step's function (below ``@dg.asset``): an interrupt ends the step at once, unretried (see the
     module docstring). The step's first parameter is its context."""
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def gen_step(context, *args, **kwargs):
             try:
                 yield from fn(context, *args, **kwargs)
             except INTERRUPTS as exc:
                 raise _stopped(context, exc) from exc
+
         return gen_step
 
     @functools.wraps(fn)
@@ -128,6 +140,7 @@ def stop_on_interrupt(fn: Callable) -> Callable:
             return fn(context, *args, **kwargs)
         except INTERRUPTS as exc:
             raise _stopped(context, exc) from exc
+
     return step
 
 
@@ -151,8 +164,10 @@ def pool_waits(instance: dg.DagsterInstance, run_id: str) -> list[str]:
                 continue
             owner = f", pid {holder.tags[PID_TAG]} on {holder.tags.get(HOST_TAG)}" if PID_TAG in holder.tags else ""
             described.append(f"{holder_id} ({holder.job_name}, {holder.status.value}{owner})")
-        lines.append(f"waiting for a slot in pool '{pool}' (limit {info.slot_count}) for {', '.join(waiting)}; "
-                     f"held by run {', '.join(described) or 'none (slots being assigned)'}")
+        lines.append(
+            f"waiting for a slot in pool '{pool}' (limit {info.slot_count}) for {', '.join(waiting)}; "
+            f"held by run {', '.join(described) or 'none (slots being assigned)'}"
+        )
     return lines
 
 
@@ -161,7 +176,7 @@ def pool_waits(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Ends runs whose owner process on this host died (a SIGKILLed `alphapulse run`): marks them "
-                "FAILURE with the reason and frees their concurrency-pool slots.",
+    "FAILURE with the reason and frees their concurrency-pool slots.",
 )
 def dead_run_sensor(context: dg.SensorEvaluationContext):
     ended = end_dead_runs(context.instance)
@@ -170,5 +185,15 @@ def dead_run_sensor(context: dg.SensorEvaluationContext):
     return dg.SkipReason("; ".join(ended) if ended else "no dead run")
 
 
-__all__ = ["HOST_TAG", "PID_STARTED_TAG", "PID_TAG", "dead_run_sensor", "end_dead_runs", "owner_alive",
-           "owner_tags", "pool_waits", "request_stop", "stop_on_interrupt"]
+__all__ = [
+    "HOST_TAG",
+    "PID_STARTED_TAG",
+    "PID_TAG",
+    "dead_run_sensor",
+    "end_dead_runs",
+    "owner_alive",
+    "owner_tags",
+    "pool_waits",
+    "request_stop",
+    "stop_on_interrupt",
+]

@@ -87,9 +87,17 @@ class Cursor:
     observed: str | None = None
 
     def dumps(self) -> str:
-        return json.dumps({"v": CURSOR_VERSION, "runs": self.runs_after, "events": self.events_after,
-                           "esc": self.escalation.to_dict(), "observed_at": self.observed_at,
-                           "observed": self.observed}, sort_keys=True)
+        return json.dumps(
+            {
+                "v": CURSOR_VERSION,
+                "runs": self.runs_after,
+                "events": self.events_after,
+                "esc": self.escalation.to_dict(),
+                "observed_at": self.observed_at,
+                "observed": self.observed,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def loads(cls, text: str) -> Cursor:
@@ -98,11 +106,17 @@ class Cursor:
             if data.get("v") != CURSOR_VERSION:
                 raise ValueError(f"cursor version {data.get('v')!r}")
             observed = data.get("observed_at")
-            return cls(int(data["runs"]), int(data["events"]), EscalationState.from_dict(data.get("esc")),
-                       None if observed is None else float(observed), data.get("observed"))
+            return cls(
+                int(data["runs"]),
+                int(data["events"]),
+                EscalationState.from_dict(data.get("esc")),
+                None if observed is None else float(observed),
+                data.get("observed"),
+            )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise DataValidationError(f"unreadable breaker sensor cursor {text[:80]!r}: {exc}",
-                                      where="breaker_sensor cursor") from exc
+            raise DataValidationError(
+                f"unreadable breaker sensor cursor {text[:80]!r}: {exc}", where="breaker_sensor cursor"
+            ) from exc
 
 
 def _latest_run_storage_id(instance: dg.DagsterInstance) -> int:
@@ -242,9 +256,17 @@ def _state_line(name: str, state: BreakerState | None, cfg: bk.BreakerConfig) ->
 def _breaker_entry(state: BreakerState | None) -> dict[str, object]:
     """What the UI shows of one breaker; ``None`` is a configured breaker that never saw an outcome."""
     if state is None:
-        return {"state": CircuitState.CLOSED.value, "since": None, "retry_at": None, "reason": NEVER_FED,
-                "consecutive_failures": 0, "successes": 0, "failures": 0, "permanent_failures": 0,
-                "forced_by": None}
+        return {
+            "state": CircuitState.CLOSED.value,
+            "since": None,
+            "retry_at": None,
+            "reason": NEVER_FED,
+            "consecutive_failures": 0,
+            "successes": 0,
+            "failures": 0,
+            "permanent_failures": 0,
+            "forced_by": None,
+        }
     retry_at = state.retry_at
     return {
         "state": state.state.value,
@@ -264,8 +286,9 @@ def _shown_digest(states: Mapping[str, BreakerState | None]) -> str:
     return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def breakers_observation(states: Mapping[str, BreakerState | None], configs: RecoveryConfig,
-                         now: float) -> dg.AssetObservation:
+def breakers_observation(
+    states: Mapping[str, BreakerState | None], configs: RecoveryConfig, now: float
+) -> dg.AssetObservation:
     """The observation of ``platform/breakers``: one JSON entry and a state text per breaker, and a table."""
     metadata: dict[str, object] = {}
     rows = ["| breaker | state | since | retry_at | reason |", "|---|---|---|---|---|"]
@@ -273,31 +296,52 @@ def breakers_observation(states: Mapping[str, BreakerState | None], configs: Rec
         entry = _breaker_entry(state)
         metadata[name] = dg.MetadataValue.json(entry)
         metadata[f"{name}/state"] = entry["state"]
-        rows.append(f"| {name} | {entry['state']} | {entry['since'] or '-'} | {entry['retry_at'] or '-'} | "
-                    f"{str(entry['reason']).replace('|', '/')} |")
+        rows.append(
+            f"| {name} | {entry['state']} | {entry['since'] or '-'} | {entry['retry_at'] or '-'} | "
+            f"{str(entry['reason']).replace('|', '/')} |"
+        )
     metadata["breakers"] = dg.MetadataValue.md("\n".join(rows))
     metadata["observed_at"] = iso_utc(now)
     return dg.AssetObservation(asset_key=BREAKERS_ASSET_KEY, metadata=metadata)
 
 
-def _alerts_for_events(events: Iterable[BreakerEvent], states: Mapping[str, BreakerState], router: AlertRouter,
-                       raised: list[str], resolved: list[str]) -> None:
+def _alerts_for_events(
+    events: Iterable[BreakerEvent],
+    states: Mapping[str, BreakerState],
+    router: AlertRouter,
+    raised: list[str],
+    resolved: list[str],
+) -> None:
     for ev in events:
         key = breaker_alert_key(ev.name)
         labels = {"breaker": ev.name, "state": ev.to_state}
         if ev.to_state == CircuitState.OPEN.value:
             state = states.get(ev.name)
             retry = f" It will probe at {iso_utc(state.retry_at)}." if state and state.retry_at else ""
-            router.raise_alert(Alert(
-                key=key, severity=Severity.ERROR, title=f"Circuit breaker {ev.name} is OPEN",
-                body=f"Since {iso_utc(ev.at)}: {ev.reason}.{retry} Schedules gated by it skip until a probe succeeds.",
-                source="breaker_sensor", labels=labels, at=ev.at))
+            router.raise_alert(
+                Alert(
+                    key=key,
+                    severity=Severity.ERROR,
+                    title=f"Circuit breaker {ev.name} is OPEN",
+                    body=f"Since {iso_utc(ev.at)}: {ev.reason}.{retry} Schedules gated by it skip until a probe succeeds.",
+                    source="breaker_sensor",
+                    labels=labels,
+                    at=ev.at,
+                )
+            )
             raised.append(key)
         elif ev.to_state == CircuitState.FORCED_OPEN.value:
-            router.raise_alert(Alert(
-                key=key, severity=Severity.WARNING, title=f"Circuit breaker {ev.name} is FORCED_OPEN",
-                body=f"Since {iso_utc(ev.at)}: {ev.reason}. Schedules gated by it skip until it is reset.",
-                source="breaker_sensor", labels=labels, at=ev.at))
+            router.raise_alert(
+                Alert(
+                    key=key,
+                    severity=Severity.WARNING,
+                    title=f"Circuit breaker {ev.name} is FORCED_OPEN",
+                    body=f"Since {iso_utc(ev.at)}: {ev.reason}. Schedules gated by it skip until it is reset.",
+                    source="breaker_sensor",
+                    labels=labels,
+                    at=ev.at,
+                )
+            )
             raised.append(key)
         elif ev.to_state in (CircuitState.CLOSED.value, CircuitState.DISABLED.value) and ev.from_state != ev.to_state:
             router.resolve(key, at=ev.at)
@@ -368,10 +412,17 @@ def evaluate_tick(
     step = observe(cur.escalation, config.escalation, now, critical_times)
     cur.escalation = step.state
     if step.action == "raise":
-        router.raise_alert(Alert(
-            key=ESCALATION_KEY, severity=Severity.CRITICAL, title=f"Escalation: {step.message}",
-            body="Critical errors (host resources, system failures) keep recurring; see the failed runs.",
-            source="breaker_sensor", labels={"escalation": "critical_errors"}, at=now))
+        router.raise_alert(
+            Alert(
+                key=ESCALATION_KEY,
+                severity=Severity.CRITICAL,
+                title=f"Escalation: {step.message}",
+                body="Critical errors (host resources, system failures) keep recurring; see the failed runs.",
+                source="breaker_sensor",
+                labels={"escalation": "critical_errors"},
+                at=now,
+            )
+        )
         raised.append(ESCALATION_KEY)
     elif step.action == "resolve":
         router.resolve(ESCALATION_KEY, at=now)
@@ -392,9 +443,13 @@ def evaluate_tick(
         parts.append(f"{ev.name}: {ev.from_state} -> {ev.to_state} ({ev.reason})")
     if step.action:
         parts.append(f"escalation {step.action}: {step.message}")
-    lines = [_state_line(n, s, config.breaker(n)) for n, s in sorted(shown.items())] or ["no breaker has seen a run yet"]
+    lines = [_state_line(n, s, config.breaker(n)) for n, s in sorted(shown.items())] or [
+        "no breaker has seen a run yet"
+    ]
     message = ("; ".join(parts) + " | " if parts else "") + "breakers: " + "; ".join(lines)
-    return TickReport(cur.dumps(), message[:4000], asset_events, len(records), recorded, events, states, raised, resolved)
+    return TickReport(
+        cur.dumps(), message[:4000], asset_events, len(records), recorded, events, states, raised, resolved
+    )
 
 
 # -- the Dagster sensor --------------------------------------------------------------------------------
@@ -416,6 +471,7 @@ def build_breaker_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
     """The breaker sensor; tests inject the store, router, configuration and clock."""
+
     @dg.sensor(
         name=name,
         minimum_interval_seconds=minimum_interval_seconds,

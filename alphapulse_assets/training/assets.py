@@ -60,8 +60,16 @@ GATE_DESCRIPTION = (
 
 def _git_revision() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=Path(__file__).parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            or "unknown"
+        )
     except Exception:
         return "unknown"
 
@@ -78,8 +86,11 @@ class ModelRegistryResource(dg.ConfigurableResource):
     def get(self, instance: dg.DagsterInstance | None = None) -> ModelRegistry:
         """The registry; with ``instance``, champion changes show on the champion assets of that instance."""
         url = self.db_url or platform_db_url()
-        return ModelRegistry(self.artifact_root or str(get_settings().home / "models"), url,
-                             on_change=ChampionChangeReporter(instance, url))
+        return ModelRegistry(
+            self.artifact_root or str(get_settings().home / "models"),
+            url,
+            on_change=ChampionChangeReporter(instance, url),
+        )
 
 
 def _cadence_settings(name: str):
@@ -93,7 +104,9 @@ def spec_for(name: str) -> CadenceSpec:
 
 
 def gate_config(name: str) -> GateConfig:
-    return GateConfig(**SETTINGS.gate.model_dump(), min_validation_samples=_cadence_settings(name).min_validation_samples)
+    return GateConfig(
+        **SETTINGS.gate.model_dump(), min_validation_samples=_cadence_settings(name).min_validation_samples
+    )
 
 
 def _first_partition_day(name: str):
@@ -124,8 +137,9 @@ def _candle_asset_for(timeframe: str) -> str:
     return {"1h": "candles_1h", "4h": "candles_4h"}.get(timeframe, "market_candles")
 
 
-def _build_training_set(context, candle_store: CandleStoreResource, name: str, spec: CadenceSpec,
-                        candle_asset: str) -> tuple[Dataset, list[str]]:
+def _build_training_set(
+    context, candle_store: CandleStoreResource, name: str, spec: CadenceSpec, candle_asset: str
+) -> tuple[Dataset, list[str]]:
     # A backfill run covers a range of partitions: its data starts where the first partition's window starts.
     first = partitions_for(name).time_window_for_partition_key(context.partition_keys[0])
     start, _ = _training_window(spec, pd.Timestamp(first.end))
@@ -136,8 +150,8 @@ def _build_training_set(context, candle_store: CandleStoreResource, name: str, s
     if missing:
         raise dg.Failure(
             description=f"{len(missing)} day(s) of {candle_asset} are missing for the {name} window "
-                        f"{days[0]}..{days[-1]} (first {missing[0]}, last {missing[-1]}); "
-                        f"run: alphapulse ingest --start {missing[0]} --end {missing[-1]}",
+            f"{days[0]}..{days[-1]} (first {missing[0]}, last {missing[-1]}); "
+            f"run: alphapulse ingest --start {missing[0]} --end {missing[-1]}",
             metadata={"error_class": "permanent", "missing_days": len(missing)},
             allow_retries=False,
         )
@@ -146,9 +160,10 @@ def _build_training_set(context, candle_store: CandleStoreResource, name: str, s
     if refused:
         raise dg.Failure(
             description=f"{len(refused)} day(s) of the {name} window {days[0]}..{days[-1]} did not pass the blocking "
-                        f"quality checks of {BASE_ASSET}: " + "; ".join(str(v) for v in refused[:10])
-                        + ("; ..." if len(refused) > 10 else "")
-                        + f". Fix the source and re-ingest: alphapulse ingest --start {refused[0].day} --end {refused[-1].day}",
+            f"quality checks of {BASE_ASSET}: "
+            + "; ".join(str(v) for v in refused[:10])
+            + ("; ..." if len(refused) > 10 else "")
+            + f". Fix the source and re-ingest: alphapulse ingest --start {refused[0].day} --end {refused[-1].day}",
             metadata={"error_class": "permanent", "refused_days": [v.day for v in refused]},
             allow_retries=False,
         )
@@ -177,11 +192,12 @@ def build_cadence_assets(name: str) -> list:
         tags=tags,
         code_version=CODE_VERSION,
         description=f"Features and '{spec.label['name']}' labels for every symbol over the {name} window "
-                    f"({spec.window_days} days of {spec.timeframe} bars, plus feature warm-up).",
+        f"({spec.window_days} days of {spec.timeframe} bars, plus feature warm-up).",
     )
     @stop_on_interrupt
-    def training_set(context: dg.AssetExecutionContext, candle_store: CandleStoreResource,
-                     model_registry: ModelRegistryResource) -> dg.Output:
+    def training_set(
+        context: dg.AssetExecutionContext, candle_store: CandleStoreResource, model_registry: ModelRegistryResource
+    ) -> dg.Output:
         try:
             ds, days = _build_training_set(context, candle_store, name, spec, candle_asset)
         except Exception as exc:
@@ -192,15 +208,20 @@ def build_cadence_assets(name: str) -> list:
             raise
         frame = ds.to_frame()
         per_symbol = frame.groupby("symbol")["label"].agg(["size", "mean"])
-        return dg.Output(frame, metadata={
-            "rows": len(frame),
-            "symbols": len(per_symbol),
-            "window": f"{days[0]}..{days[-1]}",
-            "label": str(spec.label),
-            "features": ", ".join(FEATURE_NAMES),
-            "positive_rate": float(frame["label"].mean()) if len(frame) else float("nan"),
-            "rows_per_symbol": dg.MetadataValue.md(per_symbol.rename(columns={"size": "rows", "mean": "positive rate"}).to_markdown()),
-        })
+        return dg.Output(
+            frame,
+            metadata={
+                "rows": len(frame),
+                "symbols": len(per_symbol),
+                "window": f"{days[0]}..{days[-1]}",
+                "label": str(spec.label),
+                "features": ", ".join(FEATURE_NAMES),
+                "positive_rate": float(frame["label"].mean()) if len(frame) else float("nan"),
+                "rows_per_symbol": dg.MetadataValue.md(
+                    per_symbol.rename(columns={"size": "rows", "mean": "positive rate"}).to_markdown()
+                ),
+            },
+        )
 
     return [training_set, _models_step(name, spec, partitions, gate_cfg, group, tags)]
 
@@ -216,6 +237,7 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
     a run whose challengers were only rejected succeeds. A symbol whose training raises is recorded as
     "champion kept" and does not stop the others; the step then fails, because something broke.
     """
+
     def keys(symbol):
         return dg.AssetKey(["models", name, symbol]), dg.AssetKey(["champions", name, symbol])
 
@@ -224,19 +246,33 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
         model_key, champion_key = keys(symbol)
         asset_tags = {**tags, "alphapulse/symbol": symbol}
         specs += [
-            dg.AssetSpec(model_key, deps=[dg.AssetKey(["training_sets", name])], group_name=group,
-                         kinds={"scikitlearn"}, tags=asset_tags, code_version=CODE_VERSION, skippable=True,
-                         description=f"{symbol} {name} challenger: trained, evaluated out of sample against naive "
-                                     "baselines and the champion, registered, and gated by its promotion_gate check."),
-            dg.AssetSpec(champion_key, deps=[model_key], group_name=group, kinds={"scikitlearn"}, tags=asset_tags,
-                         skippable=True,
-                         description=f"The {symbol} {name} model in service: materialized when a challenger passes "
-                                     "its gate and is promoted."),
+            dg.AssetSpec(
+                model_key,
+                deps=[dg.AssetKey(["training_sets", name])],
+                group_name=group,
+                kinds={"scikitlearn"},
+                tags=asset_tags,
+                code_version=CODE_VERSION,
+                skippable=True,
+                description=f"{symbol} {name} challenger: trained, evaluated out of sample against naive "
+                "baselines and the champion, registered, and gated by its promotion_gate check.",
+            ),
+            dg.AssetSpec(
+                champion_key,
+                deps=[model_key],
+                group_name=group,
+                kinds={"scikitlearn"},
+                tags=asset_tags,
+                skippable=True,
+                description=f"The {symbol} {name} model in service: materialized when a challenger passes "
+                "its gate and is promoted.",
+            ),
         ]
         # Partitioned like its asset: the verdict lands on the row Dagster planned for the run's partition
         # (without it, each run leaves a planned row behind, shown as a stray "skipped"/"execution failed").
-        checks.append(dg.AssetCheckSpec(GATE_CHECK, asset=model_key, description=GATE_DESCRIPTION,
-                                        partitions_def=partitions))
+        checks.append(
+            dg.AssetCheckSpec(GATE_CHECK, asset=model_key, description=GATE_DESCRIPTION, partitions_def=partitions)
+        )
 
     @dg.multi_asset(
         name=f"{name}_models",
@@ -266,7 +302,11 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
                 model_key, champion_key = keys(symbol)
                 if model_key not in selected:
                     continue
-                done = {v.info.get("partition") for v in registry.versions(symbol, name) if v.info.get("run_id") == context.run_id}
+                done = {
+                    v.info.get("partition")
+                    for v in registry.versions(symbol, name)
+                    if v.info.get("run_id") == context.run_id
+                }
                 outcomes, promoted = [], []
                 symbol_rows = dataset.for_symbol(symbol)
                 for key in partition_keys:  # in time order: each day's nightly update starts from the last champion
@@ -274,12 +314,21 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
                         continue
                     window = partitions.time_window_for_partition_key(key)
                     rows = symbol_rows.between(
-                        pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days), pd.Timestamp(window.end))
+                        pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days), pd.Timestamp(window.end)
+                    )
                     try:
                         with classified_failures(f"training the {name} model for {symbol} ({key})"):
-                            outcome = train_symbol(registry, rows, spec, gate_cfg, symbol=symbol, partition=key,
-                                                   code_version=CODE_VERSION, git_revision=GIT_REVISION,
-                                                   run_id=context.run_id)
+                            outcome = train_symbol(
+                                registry,
+                                rows,
+                                spec,
+                                gate_cfg,
+                                symbol=symbol,
+                                partition=key,
+                                code_version=CODE_VERSION,
+                                git_revision=GIT_REVISION,
+                                run_id=context.run_id,
+                            )
                     except dg.Failure as exc:  # recorded by train_symbol as "champion kept"; the others go on
                         context.log.error(f"{symbol} {key}: {exc.description}")
                         failed.append(f"{symbol} {key}: {exc.description}")
@@ -298,20 +347,32 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
                 metadata = as_metadata(model_fields(last, f"{CODE_VERSION} ({GIT_REVISION})"))
                 metadata["artifact"] = dg.MetadataValue.path(last.version.uri)
                 if backfill:
-                    metadata.update({"backfill_days": len(outcomes), "promoted_days": len(promoted),
-                                     "versions": f"v{outcomes[0].version.version}..v{last.version.version}"})
+                    metadata.update(
+                        {
+                            "backfill_days": len(outcomes),
+                            "promoted_days": len(promoted),
+                            "versions": f"v{outcomes[0].version.version}..v{last.version.version}",
+                        }
+                    )
                 yield dg.MaterializeResult(asset_key=model_key, metadata=metadata)
                 yield gate_check_result(model_key, outcomes, backfill)
                 if promoted:
                     decision, _previous = promoted[-1]
-                    yield dg.MaterializeResult(asset_key=champion_key, metadata=champion_change_metadata(
-                        decision, registry.get(symbol, name, decision.version), promotions_in_run=len(promoted)))
+                    yield dg.MaterializeResult(
+                        asset_key=champion_key,
+                        metadata=champion_change_metadata(
+                            decision, registry.get(symbol, name, decision.version), promotions_in_run=len(promoted)
+                        ),
+                    )
             if transient:
                 raise transient[0]
             if failed:
-                raise dg.Failure(description=f"{len(failed)} training(s) failed; those champions keep serving: "
-                                             + "; ".join(failed[:10]), allow_retries=False,
-                                 metadata=classification_metadata(worst(failed_classes)))
+                raise dg.Failure(
+                    description=f"{len(failed)} training(s) failed; those champions keep serving: "
+                    + "; ".join(failed[:10]),
+                    allow_retries=False,
+                    metadata=classification_metadata(worst(failed_classes)),
+                )
 
     return models
 
@@ -333,13 +394,18 @@ def gate_check_result(model_key: dg.AssetKey, outcomes: list, backfill: bool) ->
     if backfill:
         per_rule = ", ".join(
             f"{rule} {sum(1 for o in outcomes for r in o.gate.rules if r.rule == rule and r.passed)}/{len(outcomes)}"
-            for rule in GATE_RULES)
+            for rule in GATE_RULES
+        )
         description = f"backfill, days passed per rule: {per_rule}; last day {description}"
         metadata["promoted_days"] = sum(1 for o in outcomes if o.gate.passed)
     return dg.AssetCheckResult(
-        asset_key=model_key, check_name=GATE_CHECK, passed=gate.passed,
+        asset_key=model_key,
+        check_name=GATE_CHECK,
+        passed=gate.passed,
         severity=dg.AssetCheckSeverity.WARN if backfill else dg.AssetCheckSeverity.ERROR,
-        description=description, metadata=metadata)
+        description=description,
+        metadata=metadata,
+    )
 
 
 CADENCES = ("nightly", "weekly", "monthly")

@@ -17,7 +17,14 @@ import pandas as pd
 from alphapulse_assets.features.indicators import FEATURE_NAMES
 from alphapulse_assets.training import drift as drift_lib
 from alphapulse_assets.training.evaluation import classification_metrics
-from alphapulse_assets.training.pipeline import CadenceSpec, Challenger, Dataset, naive_utc, predict_dataset, train_challenger
+from alphapulse_assets.training.pipeline import (
+    CadenceSpec,
+    Challenger,
+    Dataset,
+    naive_utc,
+    predict_dataset,
+    train_challenger,
+)
 from alphapulse_assets.training.promotion import (
     DRIFT_GATE_FEATURES,
     ChampionComparison,
@@ -52,15 +59,19 @@ def _drift_gate(ds: Dataset, cfg: GateConfig):
     if (~is_recent).sum() < 50 or is_recent.sum() < 50:
         return None
     profile = drift_lib.reference_profile(ds.X.loc[~is_recent, gated])
-    return drift_lib.drift_report(profile, ds.X.loc[is_recent, gated], psi_threshold=cfg.psi_threshold,
-                                  ks_threshold=cfg.ks_threshold)
+    return drift_lib.drift_report(
+        profile, ds.X.loc[is_recent, gated], psi_threshold=cfg.psi_threshold, ks_threshold=cfg.ks_threshold
+    )
 
 
 def _champion_on_new_rows(ds: Dataset, challenger: Challenger, champion: ModelVersion, champion_model: Any):
     """Compare with the champion on rows neither model trained on; the champion's realized metrics there."""
     data_end = champion.info.get("data_end")
-    unseen = ds.since(pd.Timestamp(data_end) + pd.Timedelta(1)) if data_end else ds.since(
-        pd.Timestamp(challenger.oos["timestamp"].min(), tz="UTC"))
+    unseen = (
+        ds.since(pd.Timestamp(data_end) + pd.Timedelta(1))
+        if data_end
+        else ds.since(pd.Timestamp(challenger.oos["timestamp"].min(), tz="UTC"))
+    )
     if not len(unseen):
         return ChampionComparison(champion.version, 0, float("nan"), float("nan"), {}), {}
     unseen_ts = naive_utc(unseen.timestamps)
@@ -69,9 +80,12 @@ def _champion_on_new_rows(ds: Dataset, challenger: Challenger, champion: ModelVe
     comparison = ChampionComparison(champion.version, 0, float("nan"), float("nan"), {})
     if mask.any():
         challenger_proba = challenger.oos.set_index("timestamp")["proba"].loc[unseen_ts[mask]].to_numpy()
-        comparison = compare_with_champion(unseen.y[mask], challenger_proba,
-                                           champion_model.predict_proba(unseen.X.to_numpy()[mask])[:, 1],
-                                           champion.version)
+        comparison = compare_with_champion(
+            unseen.y[mask],
+            challenger_proba,
+            champion_model.predict_proba(unseen.X.to_numpy()[mask])[:, 1],
+            champion.version,
+        )
     realized = classification_metrics(unseen.y, predict_dataset(champion_model, unseen))
     realized["n"] = len(unseen)
     return comparison, realized
@@ -98,7 +112,10 @@ def train_symbol(
     try:
         warm = registry.load(champion) if (champion and spec.estimator == "sgd") else None
         challenger = train_challenger(
-            ds, spec, symbol=symbol, warm_model=warm,
+            ds,
+            spec,
+            symbol=symbol,
+            warm_model=warm,
             warm_version=champion.version if warm is not None else None,
             warm_data_end=pd.Timestamp(champion.info["data_end"]) if warm is not None else None,
         )
@@ -129,27 +146,46 @@ def train_symbol(
         drift=_drift_gate(ds, gate_cfg),
         cfg=gate_cfg,
     )
-    version = registry.register(symbol, spec.name, challenger.model, info={
-        "metrics": {k: v for k, v in report.model.items() if isinstance(v, (int, float))},
-        "baselines": {k: {m: v for m, v in d.items() if isinstance(v, (int, float))} for k, d in report.baselines.items()},
-        "params": challenger.params,
-        "data_start": str(challenger.data_start), "data_end": str(challenger.data_end),
-        "features": list(FEATURE_NAMES),
-        "partition": partition, "run_id": run_id,
-        "code_version": code_version, "git": git_revision,
-        "gate_passed": gate.passed, "gate_reason": gate.reason,
-        "reference_profile": drift_lib.reference_profile(ds.X),
-        "n_validation": challenger.n_validation,
-        "warm_started_from": challenger.warm_started_from,
-    })
+    version = registry.register(
+        symbol,
+        spec.name,
+        challenger.model,
+        info={
+            "metrics": {k: v for k, v in report.model.items() if isinstance(v, (int, float))},
+            "baselines": {
+                k: {m: v for m, v in d.items() if isinstance(v, (int, float))} for k, d in report.baselines.items()
+            },
+            "params": challenger.params,
+            "data_start": str(challenger.data_start),
+            "data_end": str(challenger.data_end),
+            "features": list(FEATURE_NAMES),
+            "partition": partition,
+            "run_id": run_id,
+            "code_version": code_version,
+            "git": git_revision,
+            "gate_passed": gate.passed,
+            "gate_reason": gate.reason,
+            "reference_profile": drift_lib.reference_profile(ds.X),
+            "n_validation": challenger.n_validation,
+            "warm_started_from": challenger.warm_started_from,
+        },
+    )
     if not gate.passed:
         registry.reject(version, reason=gate.reason)
-        log.info("%s %s: challenger v%d rejected (%s); champion %s keeps serving", symbol, spec.name,
-                 version.version, gate.reason, f"v{champion.version}" if champion else "(none)")
+        log.info(
+            "%s %s: challenger v%d rejected (%s); champion %s keeps serving",
+            symbol,
+            spec.name,
+            version.version,
+            gate.reason,
+            f"v{champion.version}" if champion else "(none)",
+        )
     return SymbolOutcome(symbol, spec.name, challenger, version, gate, champion, realized, rollback)
 
 
-def promote(registry: ModelRegistry, symbol: str, cadence: str, version: int, partition: str) -> tuple[Decision, ModelVersion | None]:
+def promote(
+    registry: ModelRegistry, symbol: str, cadence: str, version: int, partition: str
+) -> tuple[Decision, ModelVersion | None]:
     """Make a challenger that passed its gate the champion (its file is verified first)."""
     mv = registry.get(symbol, cadence, version)
     previous = registry.champion(symbol, cadence)

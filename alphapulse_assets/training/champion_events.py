@@ -30,13 +30,23 @@ def artifact_alert_key(symbol: str, cadence: str) -> str:
     return f"model_artifact:{symbol}/{cadence}"
 
 
-def champion_change_metadata(decision: Decision, version: ModelVersion | None = None, *,
-                             promotions_in_run: int | None = None) -> dict:
+def champion_change_metadata(
+    decision: Decision, version: ModelVersion | None = None, *, promotions_in_run: int | None = None
+) -> dict:
     """What a champion change shows on the champion asset: version, previous version, who, why, when."""
-    return as_metadata(champion_fields(
-        decision.action, decision.version, decision.previous_champion, decision.by, decision.reason,
-        decision.at.isoformat(timespec="seconds"), version.info.get("metrics", {}) if version else {},
-        sha256=version.sha256 if version else None, promotions_in_run=promotions_in_run))
+    return as_metadata(
+        champion_fields(
+            decision.action,
+            decision.version,
+            decision.previous_champion,
+            decision.by,
+            decision.reason,
+            decision.at.isoformat(timespec="seconds"),
+            version.info.get("metrics", {}) if version else {},
+            sha256=version.sha256 if version else None,
+            promotions_in_run=promotions_in_run,
+        )
+    )
 
 
 class ChampionChangeReporter:
@@ -49,10 +59,15 @@ class ChampionChangeReporter:
     def __call__(self, decision: Decision, version: ModelVersion | None) -> None:
         if decision.action == "fell_back":
             with build_router_from_env(self.db_url) as router:
-                router.raise_alert(Alert(
-                    key=artifact_alert_key(decision.symbol, decision.cadence), severity=Severity.CRITICAL,
-                    title=f"{decision.symbol} {decision.cadence}: champion model file refused",
-                    body=decision.reason, source="model-registry"))
+                router.raise_alert(
+                    Alert(
+                        key=artifact_alert_key(decision.symbol, decision.cadence),
+                        severity=Severity.CRITICAL,
+                        title=f"{decision.symbol} {decision.cadence}: champion model file refused",
+                        body=decision.reason,
+                        source="model-registry",
+                    )
+                )
         else:  # a promotion or a rollback: a champion the gate or a rollback chose serves again
             router = build_router_from_env(self.db_url)
             if router.store.open_alert(artifact_alert_key(decision.symbol, decision.cadence)) is not None:
@@ -64,6 +79,10 @@ class ChampionChangeReporter:
         if version is None:
             event = dg.AssetObservation(asset_key=key, description=decision.reason, metadata=metadata)
         else:
-            event = dg.AssetMaterialization(asset_key=key, description=decision.reason, metadata=metadata,
-                                            partition=(version.info.get("partition") if version else None))
+            event = dg.AssetMaterialization(
+                asset_key=key,
+                description=decision.reason,
+                metadata=metadata,
+                partition=(version.info.get("partition") if version else None),
+            )
         self.instance.report_runless_asset_event(event)

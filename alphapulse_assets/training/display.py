@@ -37,7 +37,7 @@ def text_figure(value: Any) -> str:
     rounded = figure(value)
     if rounded is None:
         return str(value).replace("|", "/")
-    return f"{rounded:.{SIGNIFICANT_DIGITS}g}" if abs(rounded) < 10 ** SIGNIFICANT_DIGITS else f"{rounded:.0f}"
+    return f"{rounded:.{SIGNIFICANT_DIGITS}g}" if abs(rounded) < 10**SIGNIFICANT_DIGITS else f"{rounded:.0f}"
 
 
 def version_text(version: int | None) -> str | None:
@@ -66,19 +66,21 @@ def model_fields(outcome: Any, code_version: str) -> dict[str, Any]:
     out: dict[str, Any] = _metrics("model_", report.model, MODEL_METRICS)
     for baseline, metrics in report.baselines.items():
         out.update(_metrics(f"{baseline}_", metrics, ("log_loss",)))
-    out.update({
-        "version": version_text(outcome.version.version),
-        "sha256": outcome.version.sha256,
-        "params": table(("parameter", "value"), ch.params) if ch.params else "defaults",
-        "data_window": f"{ch.data_start} .. {ch.data_end}",
-        "n_train": int(ch.n_train),
-        "n_validation": int(ch.n_validation),
-        "features": ", ".join(FEATURE_NAMES),
-        "code_version": code_version,
-        "champion_before": version_text(outcome.champion_before.version) if outcome.champion_before else "none",
-        "gate": "passed" if outcome.gate.passed else f"rejected: {outcome.gate.reason}",
-        "auto_rollback": outcome.rollback or "none",
-    })
+    out.update(
+        {
+            "version": version_text(outcome.version.version),
+            "sha256": outcome.version.sha256,
+            "params": table(("parameter", "value"), ch.params) if ch.params else "defaults",
+            "data_window": f"{ch.data_start} .. {ch.data_end}",
+            "n_train": int(ch.n_train),
+            "n_validation": int(ch.n_validation),
+            "features": ", ".join(FEATURE_NAMES),
+            "code_version": code_version,
+            "champion_before": version_text(outcome.champion_before.version) if outcome.champion_before else "none",
+            "gate": "passed" if outcome.gate.passed else f"rejected: {outcome.gate.reason}",
+            "auto_rollback": outcome.rollback or "none",
+        }
+    )
     if ch.warm_started_from is not None:
         out["warm_started_from"] = version_text(ch.warm_started_from)
     realized = {k: v for k, v in outcome.realized.items() if figure(v) is not None}
@@ -90,9 +92,18 @@ def model_fields(outcome: Any, code_version: str) -> dict[str, Any]:
     return out
 
 
-def champion_fields(change: str, version: int | None, previous: int | None, by: str, reason: str, changed_at: str,
-                    metrics: Mapping[str, Any], *, sha256: str | None = None,
-                    promotions_in_run: int | None = None) -> dict[str, Any]:
+def champion_fields(
+    change: str,
+    version: int | None,
+    previous: int | None,
+    by: str,
+    reason: str,
+    changed_at: str,
+    metrics: Mapping[str, Any],
+    *,
+    sha256: str | None = None,
+    promotions_in_run: int | None = None,
+) -> dict[str, Any]:
     """A champion change's metadata: what changed, which version serves, which it replaced, who, why, when,
     and the serving version's metrics."""
     out: dict[str, Any] = {

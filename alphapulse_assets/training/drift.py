@@ -41,8 +41,9 @@ This module does not import Dagster.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,8 +60,9 @@ Profile = dict[str, list[float]]
 # -- reference ---------------------------------------------------------------------------------------------
 def _finite(values: Any, *, what: str) -> np.ndarray:
     try:
-        arr = pd.to_numeric(pd.Series(np.asarray(values).ravel()), errors="raise").to_numpy(dtype=float,
-                                                                                          na_value=np.nan)
+        arr = pd.to_numeric(pd.Series(np.asarray(values).ravel()), errors="raise").to_numpy(
+            dtype=float, na_value=np.nan
+        )
     except (ValueError, TypeError) as exc:
         raise DataValidationError(f"{what} is not numeric: {exc}", where=WHERE) from exc
     return arr[np.isfinite(arr)]
@@ -217,8 +219,12 @@ class DriftReport:
         return meta
 
 
-def drift_report(profile: Mapping[str, Sequence[float]], recent_features: pd.DataFrame,
-                 psi_threshold: float = 0.25, ks_threshold: float = 0.15) -> DriftReport:
+def drift_report(
+    profile: Mapping[str, Sequence[float]],
+    recent_features: pd.DataFrame,
+    psi_threshold: float = 0.25,
+    ks_threshold: float = 0.15,
+) -> DriftReport:
     """PSI and KS of every profiled feature; a feature drifts if PSI > psi_threshold or KS > ks_threshold.
 
     Columns of ``recent_features`` that are not in the profile are ignored; a profiled feature missing

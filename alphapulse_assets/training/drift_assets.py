@@ -38,23 +38,32 @@ def _drift_asset(symbol: str):
         key=["drift", symbol],
         partitions_def=DAILY,
         deps=[candle_asset],
-        check_specs=[dg.AssetCheckSpec("feature_drift", asset=["drift", symbol],
-                                       description="No feature's PSI > 0.25 or KS > 0.15 against the champion's "
-                                                   "training reference; a failure requests a retrain.")],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "feature_drift",
+                asset=["drift", symbol],
+                description="No feature's PSI > 0.25 or KS > 0.15 against the champion's "
+                "training reference; a failure requests a retrain.",
+            )
+        ],
         group_name="drift_monitoring",
         kinds={"pandas"},
         tags={"alphapulse/symbol": symbol},
         description=f"Daily feature drift of {symbol} against the {REFERENCE_CADENCE} champion's training data.",
     )
-    def drift_asset(context: dg.AssetExecutionContext, candle_store: CandleStoreResource,
-                    model_registry: ModelRegistryResource):
+    def drift_asset(
+        context: dg.AssetExecutionContext, candle_store: CandleStoreResource, model_registry: ModelRegistryResource
+    ):
         registry = model_registry.get()
         champion = registry.champion(symbol, REFERENCE_CADENCE)
         end = pd.Timestamp(context.partition_time_window.end)
         if champion is None or "reference_profile" not in champion.info:
             yield dg.Output({"symbol": symbol, "reference": None}, metadata={"reference": "no champion yet"})
-            yield dg.AssetCheckResult(check_name="feature_drift", passed=True,
-                                      description=f"no {REFERENCE_CADENCE} champion for {symbol} to compare against")
+            yield dg.AssetCheckResult(
+                check_name="feature_drift",
+                passed=True,
+                description=f"no {REFERENCE_CADENCE} champion for {symbol} to compare against",
+            )
             return
         warmup = pd.Timedelta(spec.timeframe.replace("m", "min")) * spec.warmup_bars
         start = (end - pd.Timedelta(days=RECENT_DAYS) - warmup).floor("D")
@@ -64,31 +73,46 @@ def _drift_asset(symbol: str):
         candles = store.read_days(candle_asset, days) if days else pd.DataFrame()
         candles = candles[candles["symbol"] == symbol] if len(candles) else candles
         features = build_features(candles).dropna() if len(candles) else pd.DataFrame()
-        recent = features[(candles.loc[features.index, "timestamp"] >= end - pd.Timedelta(days=RECENT_DAYS)).to_numpy()] \
-            if len(features) else features
+        recent = (
+            features[(candles.loc[features.index, "timestamp"] >= end - pd.Timedelta(days=RECENT_DAYS)).to_numpy()]
+            if len(features)
+            else features
+        )
         if len(recent) < 20:
-            yield dg.Output({"symbol": symbol, "reference": champion.version},
-                            metadata={"recent_rows": len(recent)})
-            yield dg.AssetCheckResult(check_name="feature_drift", passed=True,
-                                      description=f"only {len(recent)} recent rows: too few to judge drift")
+            yield dg.Output({"symbol": symbol, "reference": champion.version}, metadata={"recent_rows": len(recent)})
+            yield dg.AssetCheckResult(
+                check_name="feature_drift",
+                passed=True,
+                description=f"only {len(recent)} recent rows: too few to judge drift",
+            )
             return
         profile = champion.info["reference_profile"]
         report = drift_lib.drift_report(profile, recent[list(profile)])
         table = pd.DataFrame({"psi": report.psi, "ks": report.ks}).sort_values("psi", ascending=False)
         yield dg.Output(
             {"symbol": symbol, "reference": champion.version, "drifted": report.drifted},
-            metadata={"reference_version": champion.version, "recent_rows": len(recent),
-                      "max_psi": report.max_psi, "max_ks": report.max_ks,
-                      "per_feature": dg.MetadataValue.md(table.round(4).to_markdown())},
+            metadata={
+                "reference_version": champion.version,
+                "recent_rows": len(recent),
+                "max_psi": report.max_psi,
+                "max_ks": report.max_ks,
+                "per_feature": dg.MetadataValue.md(table.round(4).to_markdown()),
+            },
         )
         yield dg.AssetCheckResult(
             check_name="feature_drift",
             passed=report.passed,
             severity=dg.AssetCheckSeverity.WARN,
-            description=(f"max PSI {report.max_psi:.3f}, max KS {report.max_ks:.3f}"
-                         + (f"; drifted: {', '.join(report.drifted)}" if report.drifted else "")),
-            metadata={"max_psi": report.max_psi, "max_ks": report.max_ks, "drifted": ", ".join(report.drifted),
-                      "symbol": symbol},
+            description=(
+                f"max PSI {report.max_psi:.3f}, max KS {report.max_ks:.3f}"
+                + (f"; drifted: {', '.join(report.drifted)}" if report.drifted else "")
+            ),
+            metadata={
+                "max_psi": report.max_psi,
+                "max_ks": report.max_ks,
+                "drifted": ", ".join(report.drifted),
+                "symbol": symbol,
+            },
         )
 
     return drift_asset
@@ -97,21 +121,29 @@ def _drift_asset(symbol: str):
 drift_assets = [_drift_asset(symbol) for symbol in SETTINGS.symbols]
 
 drift_monitoring_job = dg.define_asset_job(
-    "drift_monitoring", selection=dg.AssetSelection.assets(*drift_assets), partitions_def=DAILY,
+    "drift_monitoring",
+    selection=dg.AssetSelection.assets(*drift_assets),
+    partitions_def=DAILY,
     description="Daily feature drift of every symbol against its champion's training reference.",
 )
 
 
-@dg.schedule(name="drift_monitoring_schedule", job=drift_monitoring_job, cron_schedule="30 2 * * *",
-             execution_timezone=SETTINGS.timezone, default_status=dg.DefaultScheduleStatus.STOPPED)
+@dg.schedule(
+    name="drift_monitoring_schedule",
+    job=drift_monitoring_job,
+    cron_schedule="30 2 * * *",
+    execution_timezone=SETTINGS.timezone,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
 def drift_monitoring_schedule(context: dg.ScheduleEvaluationContext):
     with dg.partition_loading_context(effective_dt=context.scheduled_execution_time - INGESTION_LAG):
         key = DAILY.get_last_partition_key()
     return dg.RunRequest(run_key=f"drift:{key}", partition_key=key)
 
 
-def retrain_requests(failed_symbols: list[str], last_request: dict[str, float], now: float,
-                     cooldown: float = COOLDOWN_SECONDS) -> tuple[list[str], dict[str, float]]:
+def retrain_requests(
+    failed_symbols: list[str], last_request: dict[str, float], now: float, cooldown: float = COOLDOWN_SECONDS
+) -> tuple[list[str], dict[str, float]]:
     """Which symbols get a retrain now: each failed symbol whose last request is older than the cooldown."""
     chosen, updated = [], dict(last_request)
     for symbol in dict.fromkeys(failed_symbols):
@@ -121,19 +153,28 @@ def retrain_requests(failed_symbols: list[str], last_request: dict[str, float], 
     return chosen, updated
 
 
-@dg.sensor(name="drift_retrain_sensor", job=JOBS[REFERENCE_CADENCE], minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.STOPPED,
-           description=f"A failed drift check requests one {REFERENCE_CADENCE} retrain of that symbol per cooldown.")
+@dg.sensor(
+    name="drift_retrain_sensor",
+    job=JOBS[REFERENCE_CADENCE],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=f"A failed drift check requests one {REFERENCE_CADENCE} retrain of that symbol per cooldown.",
+)
 def drift_retrain_sensor(context: dg.SensorEvaluationContext):
     state = json.loads(context.cursor) if context.cursor else {"after": None, "last_request": {}}
     records = context.instance.get_event_records(
         dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=state["after"]),
-        ascending=True, limit=1000,
+        ascending=True,
+        limit=1000,
     )
     failed = []
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if evaluation.asset_key.path[0] == "drift" and evaluation.check_name == "feature_drift" and not evaluation.passed:
+        if (
+            evaluation.asset_key.path[0] == "drift"
+            and evaluation.check_name == "feature_drift"
+            and not evaluation.passed
+        ):
             failed.append(evaluation.asset_key.path[-1])
         state["after"] = record.storage_id
     now = clock()
@@ -146,9 +187,11 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext):
             request = dg.RunRequest(
                 run_key=f"drift-retrain:{symbol}:{int(now)}",
                 partition_key=key,
-                asset_selection=[dg.AssetKey(["training_sets", REFERENCE_CADENCE]),
-                                 dg.AssetKey(["models", REFERENCE_CADENCE, symbol]),
-                                 dg.AssetKey(["champions", REFERENCE_CADENCE, symbol])],
+                asset_selection=[
+                    dg.AssetKey(["training_sets", REFERENCE_CADENCE]),
+                    dg.AssetKey(["models", REFERENCE_CADENCE, symbol]),
+                    dg.AssetKey(["champions", REFERENCE_CADENCE, symbol]),
+                ],
                 tags={"alphapulse/trigger": "drift", "alphapulse/symbol": symbol},
             )
             # Retrains go through the training breaker like scheduled runs; a blocked one is asked again later.
@@ -163,7 +206,9 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext):
     context.update_cursor(json.dumps(state))
     if not requests:
         skipped = sorted(set(failed) - set(chosen))
-        return dg.SkipReason(f"{len(failed)} failed drift check(s); "
-                             + (f"in cooldown: {', '.join(skipped)}; " if skipped else "")
-                             + (f"blocked: {'; '.join(blocked)}" if blocked else "nothing more to retrain"))
+        return dg.SkipReason(
+            f"{len(failed)} failed drift check(s); "
+            + (f"in cooldown: {', '.join(skipped)}; " if skipped else "")
+            + (f"blocked: {'; '.join(blocked)}" if blocked else "nothing more to retrain")
+        )
     return requests

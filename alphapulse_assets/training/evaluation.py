@@ -29,7 +29,9 @@ def _arrays(y_true: Any, proba: Any, where: str) -> tuple[np.ndarray, np.ndarray
     if np.isnan(y).any() or np.isnan(p).any():
         raise DataValidationError("NaN in labels or probabilities: drop unlabelled rows first", where=where)
     if not np.isin(y, (0.0, 1.0)).all():
-        raise DataValidationError(f"labels must be 0 or 1, found {sorted(set(np.unique(y)) - {0.0, 1.0})[:5]}", where=where)
+        raise DataValidationError(
+            f"labels must be 0 or 1, found {sorted(set(np.unique(y)) - {0.0, 1.0})[:5]}", where=where
+        )
     if (p < 0).any() or (p > 1).any():
         raise DataValidationError("probabilities must lie in [0, 1]", where=where)
     return y, p
@@ -73,7 +75,9 @@ def classification_metrics(y_true: Any, proba: Any, threshold: float = 0.5) -> d
     n = len(y)
     if n == 0:
         nan = float("nan")
-        return {k: nan for k in ("accuracy", "precision", "recall", "f1", "log_loss", "brier", "auc", "positive_rate")} | {
+        return {
+            k: nan for k in ("accuracy", "precision", "recall", "f1", "log_loss", "brier", "auc", "positive_rate")
+        } | {
             "n": 0,
             "note": "no samples",
         }
@@ -129,7 +133,9 @@ def strategy_returns(
     p = np.asarray(proba, dtype="float64").ravel()
     r = np.asarray(forward_returns, dtype="float64").ravel()
     if p.shape != r.shape:
-        raise DataValidationError(f"proba has {len(p)} values but forward_returns has {len(r)}", where="strategy_returns")
+        raise DataValidationError(
+            f"proba has {len(p)} values but forward_returns has {len(r)}", where="strategy_returns"
+        )
     position = (p >= threshold).astype(float)
     previous = np.r_[0.0, position[:-1]]
     if groups is not None and len(p):
@@ -183,7 +189,9 @@ def naive_baselines(
     if last_direction_train is not None:
         d_tr = np.asarray(last_direction_train, dtype="float64").ravel()
         if len(d_tr) != len(y_tr):
-            raise DataValidationError(f"last_direction_train has {len(d_tr)} values for {len(y_tr)} training rows", where="naive_baselines")
+            raise DataValidationError(
+                f"last_direction_train has {len(d_tr)} values for {len(y_tr)} training rows", where="naive_baselines"
+            )
         ok = ~np.isnan(d_tr) & ~np.isnan(y_tr)
         # Laplace-smoothed conditional rates: never exactly 0 or 1.
         rate = {v: (y_tr[ok & (d_tr == v)].sum() + 1) / ((ok & (d_tr == v)).sum() + 2) for v in (0.0, 1.0)}
@@ -221,7 +229,13 @@ class EvaluationReport:
 
 
 def _all_metrics(
-    y: np.ndarray, p: np.ndarray, fwd: np.ndarray, threshold: float, fee_bps: float, periods_per_year: float, groups: Any
+    y: np.ndarray,
+    p: np.ndarray,
+    fwd: np.ndarray,
+    threshold: float,
+    fee_bps: float,
+    periods_per_year: float,
+    groups: Any,
 ) -> dict[str, float | str]:
     metrics = classification_metrics(y, p, threshold)
     net = strategy_returns(p, fwd, threshold, fee_bps, groups=groups)

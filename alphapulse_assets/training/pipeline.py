@@ -82,36 +82,66 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.y)
 
-    def for_symbol(self, symbol: str) -> "Dataset":
+    def for_symbol(self, symbol: str) -> Dataset:
         m = self.symbols == symbol
         if not m.any():
             raise DataValidationError(f"no training rows for {symbol}", where="training set")
-        return Dataset(self.X[m].reset_index(drop=True), self.y[m], self.forward[m], self.last_dir[m],
-                       self.timestamps[m].reset_index(drop=True), self.symbols[m])
+        return Dataset(
+            self.X[m].reset_index(drop=True),
+            self.y[m],
+            self.forward[m],
+            self.last_dir[m],
+            self.timestamps[m].reset_index(drop=True),
+            self.symbols[m],
+        )
 
-    def since(self, start: pd.Timestamp) -> "Dataset":
+    def since(self, start: pd.Timestamp) -> Dataset:
         m = (self.timestamps >= start).to_numpy()
-        return Dataset(self.X[m].reset_index(drop=True), self.y[m], self.forward[m], self.last_dir[m],
-                       self.timestamps[m].reset_index(drop=True), self.symbols[m])
+        return Dataset(
+            self.X[m].reset_index(drop=True),
+            self.y[m],
+            self.forward[m],
+            self.last_dir[m],
+            self.timestamps[m].reset_index(drop=True),
+            self.symbols[m],
+        )
 
-    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> "Dataset":
+    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> Dataset:
         """Rows with start <= timestamp < end (one partition's window inside a backfill's training set)."""
         m = ((self.timestamps >= start) & (self.timestamps < end)).to_numpy()
-        return Dataset(self.X[m].reset_index(drop=True), self.y[m], self.forward[m], self.last_dir[m],
-                       self.timestamps[m].reset_index(drop=True), self.symbols[m])
+        return Dataset(
+            self.X[m].reset_index(drop=True),
+            self.y[m],
+            self.forward[m],
+            self.last_dir[m],
+            self.timestamps[m].reset_index(drop=True),
+            self.symbols[m],
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """One row per sample: symbol, timestamp, label, forward, last_dir and the features (for storage)."""
         # .array keeps the tz-aware datetime64 values; .to_numpy() would box every timestamp into an object.
-        meta = pd.DataFrame({"symbol": self.symbols, "timestamp": self.timestamps.array, "label": self.y,
-                             "forward_return": self.forward, "last_direction": self.last_dir})
+        meta = pd.DataFrame(
+            {
+                "symbol": self.symbols,
+                "timestamp": self.timestamps.array,
+                "label": self.y,
+                "forward_return": self.forward,
+                "last_direction": self.last_dir,
+            }
+        )
         return pd.concat([meta, self.X.reset_index(drop=True)], axis=1)
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> "Dataset":
-        return cls(frame[list(FEATURE_NAMES)].reset_index(drop=True), frame["label"].to_numpy(),
-                   frame["forward_return"].to_numpy(), frame["last_direction"].to_numpy(),
-                   frame["timestamp"].reset_index(drop=True), frame["symbol"].to_numpy().astype(object))
+    def from_frame(cls, frame: pd.DataFrame) -> Dataset:
+        return cls(
+            frame[list(FEATURE_NAMES)].reset_index(drop=True),
+            frame["label"].to_numpy(),
+            frame["forward_return"].to_numpy(),
+            frame["last_direction"].to_numpy(),
+            frame["timestamp"].reset_index(drop=True),
+            frame["symbol"].to_numpy().astype(object),
+        )
 
 
 @dataclass
@@ -150,20 +180,41 @@ def make_dataset(candles: pd.DataFrame, spec: CadenceSpec) -> Dataset:
     fwd = forward_returns(candles, 1).to_numpy()
     last = last_direction(candles, 1).to_numpy()
     ok = X.notna().all(axis=1).to_numpy() & ~np.isnan(y) & ~np.isnan(fwd) & ~np.isnan(last)
-    return Dataset(X[ok].reset_index(drop=True), y[ok], fwd[ok], last[ok],
-                   candles.loc[ok, "timestamp"].reset_index(drop=True), candles.loc[ok, "symbol"].to_numpy().astype(object))
+    return Dataset(
+        X[ok].reset_index(drop=True),
+        y[ok],
+        fwd[ok],
+        last[ok],
+        candles.loc[ok, "timestamp"].reset_index(drop=True),
+        candles.loc[ok, "symbol"].to_numpy().astype(object),
+    )
 
 
 def new_estimator(kind: str, seed: int, **params: Any) -> Any:
     if kind == "sgd":
-        return Pipeline([
-            ("scale", StandardScaler()),
-            ("sgd", SGDClassifier(loss="log_loss", alpha=params.get("alpha", 0.05), learning_rate="adaptive",
-                                  eta0=params.get("eta0", 0.01), random_state=seed)),
-        ])
+        return Pipeline(
+            [
+                ("scale", StandardScaler()),
+                (
+                    "sgd",
+                    SGDClassifier(
+                        loss="log_loss",
+                        alpha=params.get("alpha", 0.05),
+                        learning_rate="adaptive",
+                        eta0=params.get("eta0", 0.01),
+                        random_state=seed,
+                    ),
+                ),
+            ]
+        )
     # Strongly regularised: the signal in market data is weak, and an unconstrained booster memorises noise.
-    defaults = {"learning_rate": 0.03, "max_iter": 60, "max_leaf_nodes": 7, "min_samples_leaf": 100,
-                "l2_regularization": 5.0}
+    defaults = {
+        "learning_rate": 0.03,
+        "max_iter": 60,
+        "max_leaf_nodes": 7,
+        "min_samples_leaf": 100,
+        "l2_regularization": 5.0,
+    }
     defaults.update(params)
     return HistGradientBoostingClassifier(early_stopping=False, random_state=seed, **defaults)
 
@@ -190,10 +241,17 @@ def _fit(spec: CadenceSpec, X: np.ndarray, y: np.ndarray, params: dict[str, Any]
     return new_estimator("hgb", spec.seed, **params).fit(X, y)
 
 
-def _walk_forward(ds: Dataset, spec: CadenceSpec, params: dict[str, Any], warm: Any | None,
-                  warm_data_end: pd.Timestamp | None):
-    splits = split_by_time(ds.timestamps, spec.n_splits, label_horizon=spec.horizon, embargo=spec.embargo,
-                           min_train_size=spec.min_train_bars, test_size=spec.test_bars)
+def _walk_forward(
+    ds: Dataset, spec: CadenceSpec, params: dict[str, Any], warm: Any | None, warm_data_end: pd.Timestamp | None
+):
+    splits = split_by_time(
+        ds.timestamps,
+        spec.n_splits,
+        label_horizon=spec.horizon,
+        embargo=spec.embargo,
+        min_train_size=spec.min_train_bars,
+        test_size=spec.test_bars,
+    )
     X = ds.X.to_numpy()
     ts = naive_utc(ds.timestamps)
     parts = []
@@ -203,15 +261,25 @@ def _walk_forward(ds: Dataset, spec: CadenceSpec, params: dict[str, Any], warm: 
             # A warm-started learner has already seen everything up to its data end: train on what is newer.
             train = train[ts[train] > np.datetime64(warm_data_end.tz_convert("UTC").tz_localize(None))]
             if len(train) == 0:
-                raise DataValidationError("no bars newer than the champion's training data to update it with",
-                                          where=f"{spec.name} training")
+                raise DataValidationError(
+                    "no bars newer than the champion's training data to update it with", where=f"{spec.name} training"
+                )
         model = _fit(spec, X[train], ds.y[train], params, warm)
         last_model, last_train_end = model, pd.Timestamp(ts[train].max(), tz="UTC")
         proba = model.predict_proba(X[test])[:, 1]
         base = naive_baselines(ds.y[train], ds.y[test], ds.last_dir[test], last_direction_train=ds.last_dir[train])
-        parts.append(pd.DataFrame({"row": test, "timestamp": ts[test], "y": ds.y[test],
-                                   "proba": proba, "forward": ds.forward[test],
-                                   **{f"baseline_{k}": v for k, v in base.items()}}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "row": test,
+                    "timestamp": ts[test],
+                    "y": ds.y[test],
+                    "proba": proba,
+                    "forward": ds.forward[test],
+                    **{f"baseline_{k}": v for k, v in base.items()},
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True), last_model, last_train_end
 
 
@@ -240,20 +308,33 @@ def train_challenger(
     best = None
     for params in grid:
         oos, last_model, last_train_end = _walk_forward(
-            ds, spec, dict(params), warm_model if spec.estimator == "sgd" else None, warm_data_end)
+            ds, spec, dict(params), warm_model if spec.estimator == "sgd" else None, warm_data_end
+        )
         score = float(per_sample_log_loss(oos["y"], oos["proba"]).mean())
         scores[repr(sorted(params.items()))] = score
         if best is None or score < best[0]:
             best = (score, dict(params), oos, last_model, last_train_end)
     _, params, oos, last_model, last_train_end = best
     baseline_cols = [c for c in oos.columns if c.startswith("baseline_")]
-    report = evaluate(oos["y"], oos["proba"], oos["forward"], {c[len("baseline_"):]: oos[c] for c in baseline_cols},
-                      BARS_PER_YEAR.get(spec.timeframe, 365), groups=None)
+    report = evaluate(
+        oos["y"],
+        oos["proba"],
+        oos["forward"],
+        {c[len("baseline_") :]: oos[c] for c in baseline_cols},
+        BARS_PER_YEAR.get(spec.timeframe, 365),
+        groups=None,
+    )
     loss_model = per_sample_log_loss(oos["y"], oos["proba"])
     significance = {
-        c[len("baseline_"):]: paired_bootstrap(loss_model, per_sample_log_loss(oos["y"], oos[c]), n_boot=n_boot,
-                                               block=_block_length(spec, len(oos)), seed=spec.seed)
-        for c in baseline_cols if c != "baseline_persistence"  # hard 0/1 forecasts have unbounded log loss
+        c[len("baseline_") :]: paired_bootstrap(
+            loss_model,
+            per_sample_log_loss(oos["y"], oos[c]),
+            n_boot=n_boot,
+            block=_block_length(spec, len(oos)),
+            seed=spec.seed,
+        )
+        for c in baseline_cols
+        if c != "baseline_persistence"  # hard 0/1 forecasts have unbounded log loss
     }
     data_end = pd.Timestamp(ds.timestamps.max())
     if spec.estimator == "sgd":
@@ -264,11 +345,24 @@ def train_challenger(
         model = _fit(spec, ds.X.to_numpy(), ds.y, params, None)
     n_train = len(ds)
     return Challenger(
-        symbol=symbol, cadence=spec.name, model=model, report=report, significance=significance,
-        oos=oos, params={"estimator": spec.estimator, **params, "label": spec.label, "timeframe": spec.timeframe,
-                         "embargo_bars": spec.embargo, "n_splits": spec.n_splits},
-        data_start=pd.Timestamp(ds.timestamps.min()), data_end=data_end,
-        n_train=n_train, warm_started_from=warm_version if warm_model is not None else None,
+        symbol=symbol,
+        cadence=spec.name,
+        model=model,
+        report=report,
+        significance=significance,
+        oos=oos,
+        params={
+            "estimator": spec.estimator,
+            **params,
+            "label": spec.label,
+            "timeframe": spec.timeframe,
+            "embargo_bars": spec.embargo,
+            "n_splits": spec.n_splits,
+        },
+        data_start=pd.Timestamp(ds.timestamps.min()),
+        data_end=data_end,
+        n_train=n_train,
+        warm_started_from=warm_version if warm_model is not None else None,
         search_scores=scores if len(grid) > 1 else {},
     )
 
@@ -282,7 +376,11 @@ DEFAULT_SPECS: dict[str, CadenceSpec] = {
     "nightly": CadenceSpec("nightly", "15m", window_days=16, estimator="sgd", n_splits=1, test_bars=192),
     "weekly": CadenceSpec("weekly", "1h", window_days=70, estimator="hgb", n_splits=4),
     "monthly": CadenceSpec(
-        "monthly", "4h", window_days=548, estimator="hgb_search", n_splits=4,
+        "monthly",
+        "4h",
+        window_days=548,
+        estimator="hgb_search",
+        n_splits=4,
         search_grid=(
             {"learning_rate": 0.03, "max_leaf_nodes": 7},
             {"learning_rate": 0.03, "max_leaf_nodes": 15, "min_samples_leaf": 200},

@@ -87,8 +87,9 @@ GATE_RULES = ("enough_validation_samples", "beats_baselines", "not_worse_than_ch
 GATE_CHECK = "promotion_gate"
 
 
-def compare_with_champion(oos_y: np.ndarray, challenger_proba: np.ndarray, champion_proba: np.ndarray,
-                          champion_version: int) -> ChampionComparison:
+def compare_with_champion(
+    oos_y: np.ndarray, challenger_proba: np.ndarray, champion_proba: np.ndarray, champion_version: int
+) -> ChampionComparison:
     """Both models' log loss on the same rows (rows neither has trained on)."""
     return ChampionComparison(
         champion_version=champion_version,
@@ -110,11 +111,14 @@ def evaluate_gate(
     cfg: GateConfig,
 ) -> GateResult:
     rules = []
-    rules.append(RuleResult(
-        "enough_validation_samples", n_validation >= cfg.min_validation_samples,
-        f"{n_validation} out-of-sample rows (need {cfg.min_validation_samples})",
-        {"n_validation": n_validation, "required": cfg.min_validation_samples},
-    ))
+    rules.append(
+        RuleResult(
+            "enough_validation_samples",
+            n_validation >= cfg.min_validation_samples,
+            f"{n_validation} out-of-sample rows (need {cfg.min_validation_samples})",
+            {"n_validation": n_validation, "required": cfg.min_validation_samples},
+        )
+    )
 
     beaten, lost = [], []
     meta: dict[str, Any] = {"model_log_loss": model_log_loss}
@@ -122,45 +126,70 @@ def evaluate_gate(
         meta[f"{name}_log_loss"] = baseline_log_loss.get(name, float("nan"))
         meta[f"{name}_mean_diff"] = sig.mean_diff
         meta[f"{name}_p_value"] = sig.p_value
-        (beaten if sig.significant(cfg.alpha) else lost).append(f"{name} (diff {sig.mean_diff:+.4f}, p={sig.p_value:.3f})")
-    rules.append(RuleResult(
-        "beats_baselines", not lost and bool(beaten),
-        f"significantly better than {', '.join(beaten)}" if not lost else
-        f"not significantly better (alpha {cfg.alpha}) than {', '.join(lost)}",
-        meta,
-    ))
+        (beaten if sig.significant(cfg.alpha) else lost).append(
+            f"{name} (diff {sig.mean_diff:+.4f}, p={sig.p_value:.3f})"
+        )
+    rules.append(
+        RuleResult(
+            "beats_baselines",
+            not lost and bool(beaten),
+            f"significantly better than {', '.join(beaten)}"
+            if not lost
+            else f"not significantly better (alpha {cfg.alpha}) than {', '.join(lost)}",
+            meta,
+        )
+    )
 
     if champion is None:
-        rules.append(RuleResult("not_worse_than_champion", True, "first model for this symbol: no champion to beat",
-                                {"champion_version": -1}))
+        rules.append(
+            RuleResult(
+                "not_worse_than_champion",
+                True,
+                "first model for this symbol: no champion to beat",
+                {"champion_version": -1},
+            )
+        )
     elif champion.n < cfg.min_champion_overlap:
-        rules.append(RuleResult(
-            "not_worse_than_champion", False,
-            f"only {champion.n} rows unseen by both v{champion.champion_version} and the challenger "
-            f"(need {cfg.min_champion_overlap}): cannot compare fairly",
-            {"champion_version": champion.champion_version, "overlap": champion.n},
-        ))
+        rules.append(
+            RuleResult(
+                "not_worse_than_champion",
+                False,
+                f"only {champion.n} rows unseen by both v{champion.champion_version} and the challenger "
+                f"(need {cfg.min_champion_overlap}): cannot compare fairly",
+                {"champion_version": champion.champion_version, "overlap": champion.n},
+            )
+        )
     else:
         limit = champion.champion_log_loss * (1 + cfg.champion_tolerance)
         ok = champion.challenger_log_loss <= limit
-        rules.append(RuleResult(
-            "not_worse_than_champion", ok,
-            f"log loss {champion.challenger_log_loss:.4f} vs champion v{champion.champion_version} "
-            f"{champion.champion_log_loss:.4f} on {champion.n} new rows (limit {limit:.4f})",
-            {"champion_version": champion.champion_version, "overlap": champion.n,
-             "challenger_log_loss": champion.challenger_log_loss, "champion_log_loss": champion.champion_log_loss},
-        ))
+        rules.append(
+            RuleResult(
+                "not_worse_than_champion",
+                ok,
+                f"log loss {champion.challenger_log_loss:.4f} vs champion v{champion.champion_version} "
+                f"{champion.champion_log_loss:.4f} on {champion.n} new rows (limit {limit:.4f})",
+                {
+                    "champion_version": champion.champion_version,
+                    "overlap": champion.n,
+                    "challenger_log_loss": champion.challenger_log_loss,
+                    "champion_log_loss": champion.champion_log_loss,
+                },
+            )
+        )
 
     if drift is None:
         rules.append(RuleResult("feature_drift", True, "no drift reference (too few recent rows)", {}))
     else:
         drifted = list(getattr(drift, "drifted", []))
-        rules.append(RuleResult(
-            "feature_drift", not drifted,
-            f"max PSI {drift.max_psi:.3f}, max KS {drift.max_ks:.3f}"
-            + (f"; drifted: {', '.join(drifted)}" if drifted else ""),
-            {"max_psi": drift.max_psi, "max_ks": drift.max_ks, "drifted": ", ".join(drifted)},
-        ))
+        rules.append(
+            RuleResult(
+                "feature_drift",
+                not drifted,
+                f"max PSI {drift.max_psi:.3f}, max KS {drift.max_ks:.3f}"
+                + (f"; drifted: {', '.join(drifted)}" if drifted else ""),
+                {"max_psi": drift.max_psi, "max_ks": drift.max_ks, "drifted": ", ".join(drifted)},
+            )
+        )
     return GateResult(rules)
 
 

@@ -155,8 +155,14 @@ def _aware(value: datetime) -> datetime:
 
 
 class ModelRegistry:
-    def __init__(self, artifact_root: str, db_url: str, *, clock=_now,
-                 on_change: Callable[[Decision, ModelVersion | None], None] | None = None):
+    def __init__(
+        self,
+        artifact_root: str,
+        db_url: str,
+        *,
+        clock=_now,
+        on_change: Callable[[Decision, ModelVersion | None], None] | None = None,
+    ):
         self.root = str(artifact_root).rstrip("/")
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
@@ -191,8 +197,11 @@ class ModelRegistry:
         """The highest version number with a file in the folder (0 if none): the database may have been lost."""
         directory = f"{self._root_path}/{symbol}/{cadence}"
         try:
-            names = os.listdir(directory) if self.is_local else [
-                p.rsplit("/", 1)[-1] for p in self.fs.ls(directory, detail=False)]
+            names = (
+                os.listdir(directory)
+                if self.is_local
+                else [p.rsplit("/", 1)[-1] for p in self.fs.ls(directory, detail=False)]
+            )
         except (FileNotFoundError, NotADirectoryError):
             return 0
         return max((int(m.group(1)) for m in map(_VERSION_FILE.match, names) if m), default=0)
@@ -202,8 +211,9 @@ class ModelRegistry:
 
         Done before the database transaction, so a slow upload never holds the database's write lock.
         """
-        return atomic_files.stage(self.fs, self.is_local, f"{self._root_path}/{symbol}/{cadence}/staging",
-                                  lambda fh: fh.write(data))
+        return atomic_files.stage(
+            self.fs, self.is_local, f"{self._root_path}/{symbol}/{cadence}/staging", lambda fh: fh.write(data)
+        )
 
     def _publish(self, tmp: str, path: str) -> None:
         """Give a staged file its final name, never replacing a file of that name (FileExistsError)."""
@@ -219,7 +229,9 @@ class ModelRegistry:
         if foreign:  # refuse now rather than store a model that ``load`` would refuse later
             raise ArtifactIntegrityError(
                 f"cannot register a {type(model).__name__} for {symbol}/{cadence}: it contains untrusted "
-                f"types {foreign} (only scikit-learn and NumPy classes are loaded)", where="model registry")
+                f"types {foreign} (only scikit-learn and NumPy classes are loaded)",
+                where="model registry",
+            )
         digest = hashlib.sha256(data).hexdigest()
         info = dict(info or {})
         info_json = json.dumps(info, default=str)
@@ -231,17 +243,25 @@ class ModelRegistry:
                 with self.engine.connect() as conn:
                     latest = conn.execute(
                         sa.select(sa.func.max(versions_table.c.version)).where(
-                            versions_table.c.symbol == symbol, versions_table.c.cadence == cadence)
+                            versions_table.c.symbol == symbol, versions_table.c.cadence == cadence
+                        )
                     ).scalar()
                 version = max(latest or 0, self._versions_on_disk(symbol, cadence), taken) + 1
                 path = self._path(symbol, cadence, version)
                 published = False
                 try:
                     with self.engine.begin() as conn:
-                        conn.execute(versions_table.insert().values(
-                            symbol=symbol, cadence=cadence, version=version,
-                            uri=self._relative(symbol, cadence, version), sha256=digest,
-                            created_at=created, info_json=info_json))
+                        conn.execute(
+                            versions_table.insert().values(
+                                symbol=symbol,
+                                cadence=cadence,
+                                version=version,
+                                uri=self._relative(symbol, cadence, version),
+                                sha256=digest,
+                                created_at=created,
+                                info_json=info_json,
+                            )
+                        )
                         # Inside the transaction: if the move fails the row is rolled back, so no row
                         # ever points at a missing or partial file.
                         self._publish(tmp, path)
@@ -276,7 +296,8 @@ class ModelRegistry:
         foreign = _foreign_types(data)
         if foreign:
             raise ArtifactIntegrityError(
-                f"model file of {mv.label} contains untrusted types {foreign}: refusing to load it", where=mv.uri)
+                f"model file of {mv.label} contains untrusted types {foreign}: refusing to load it", where=mv.uri
+            )
         return data
 
     def verify(self, mv: ModelVersion) -> None:
@@ -290,63 +311,95 @@ class ModelRegistry:
 
     # -- versions and champions ------------------------------------------------------------------
     def _row_to_version(self, row) -> ModelVersion:
-        return ModelVersion(row.symbol, row.cadence, row.version,
-                            self._location(row.uri, row.symbol, row.cadence, row.version), row.sha256,
-                            _aware(row.created_at), json.loads(row.info_json))
+        return ModelVersion(
+            row.symbol,
+            row.cadence,
+            row.version,
+            self._location(row.uri, row.symbol, row.cadence, row.version),
+            row.sha256,
+            _aware(row.created_at),
+            json.loads(row.info_json),
+        )
 
     def get(self, symbol: str, cadence: str, version: int) -> ModelVersion:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(versions_table).where(
-                versions_table.c.symbol == symbol, versions_table.c.cadence == cadence,
-                versions_table.c.version == version)).first()
+            row = conn.execute(
+                sa.select(versions_table).where(
+                    versions_table.c.symbol == symbol,
+                    versions_table.c.cadence == cadence,
+                    versions_table.c.version == version,
+                )
+            ).first()
         if row is None:
             raise PermanentError(f"no version {version} of {symbol}/{cadence}", where="model registry")
         return self._row_to_version(row)
 
     def versions(self, symbol: str, cadence: str) -> list[ModelVersion]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(versions_table).where(
-                versions_table.c.symbol == symbol, versions_table.c.cadence == cadence
-            ).order_by(versions_table.c.version)).all()
+            rows = conn.execute(
+                sa.select(versions_table)
+                .where(versions_table.c.symbol == symbol, versions_table.c.cadence == cadence)
+                .order_by(versions_table.c.version)
+            ).all()
         return [self._row_to_version(r) for r in rows]
 
     def champion(self, symbol: str, cadence: str) -> ModelVersion | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(champions_table.c.version).where(
-                champions_table.c.symbol == symbol, champions_table.c.cadence == cadence)).first()
+            row = conn.execute(
+                sa.select(champions_table.c.version).where(
+                    champions_table.c.symbol == symbol, champions_table.c.cadence == cadence
+                )
+            ).first()
         return self.get(symbol, cadence, row.version) if row else None
 
     def champions(self) -> list[ModelVersion]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(champions_table).order_by(champions_table.c.symbol,
-                                                                    champions_table.c.cadence)).all()
+            rows = conn.execute(
+                sa.select(champions_table).order_by(champions_table.c.symbol, champions_table.c.cadence)
+            ).all()
         return [self.get(r.symbol, r.cadence, r.version) for r in rows]
 
     def champions_since(self) -> list[tuple[ModelVersion, datetime]]:
         """Every champion with the time it became champion, by symbol and cadence."""
         c, v = champions_table, versions_table
-        query = (sa.select(v, c.c.since)
-                 .join(c, sa.and_(v.c.symbol == c.c.symbol, v.c.cadence == c.c.cadence, v.c.version == c.c.version))
-                 .order_by(c.c.symbol, c.c.cadence))
+        query = (
+            sa.select(v, c.c.since)
+            .join(c, sa.and_(v.c.symbol == c.c.symbol, v.c.cadence == c.c.cadence, v.c.version == c.c.version))
+            .order_by(c.c.symbol, c.c.cadence)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [(self._row_to_version(r), _aware(r.since)) for r in rows]
 
     def _set_champion(self, conn, symbol: str, cadence: str, version: int, at: datetime) -> int | None:
-        previous = conn.execute(sa.select(champions_table.c.version).where(
-            champions_table.c.symbol == symbol, champions_table.c.cadence == cadence)).scalar()
+        previous = conn.execute(
+            sa.select(champions_table.c.version).where(
+                champions_table.c.symbol == symbol, champions_table.c.cadence == cadence
+            )
+        ).scalar()
         if previous is None:
             conn.execute(champions_table.insert().values(symbol=symbol, cadence=cadence, version=version, since=at))
         else:
-            conn.execute(champions_table.update().where(
-                champions_table.c.symbol == symbol, champions_table.c.cadence == cadence
-            ).values(version=version, since=at))
+            conn.execute(
+                champions_table.update()
+                .where(champions_table.c.symbol == symbol, champions_table.c.cadence == cadence)
+                .values(version=version, since=at)
+            )
         return previous
 
     def _record(self, conn, symbol, cadence, version, action, previous, reason, by, at) -> Decision:
-        conn.execute(decisions_table.insert().values(
-            symbol=symbol, cadence=cadence, version=version, action=action, previous_champion=previous,
-            reason=reason, by=by, at=at))
+        conn.execute(
+            decisions_table.insert().values(
+                symbol=symbol,
+                cadence=cadence,
+                version=version,
+                action=action,
+                previous_champion=previous,
+                reason=reason,
+                by=by,
+                at=at,
+            )
+        )
         return Decision(symbol, cadence, version, action, previous, reason, by, at)
 
     def _notify(self, decision: Decision) -> Decision:
@@ -354,8 +407,9 @@ class ModelRegistry:
         the change."""
         if self.on_change is not None:
             try:
-                serving = None if decision.version is None else self.get(decision.symbol, decision.cadence,
-                                                                           decision.version)
+                serving = (
+                    None if decision.version is None else self.get(decision.symbol, decision.cadence, decision.version)
+                )
                 self.on_change(decision, serving)
             except Exception:  # noqa: BLE001 - the change is committed; the listener reports elsewhere
                 log.exception("reporting the champion change of %s/%s failed", decision.symbol, decision.cadence)
@@ -375,25 +429,49 @@ class ModelRegistry:
         at = self.clock()
         current = self.champion(mv.symbol, mv.cadence)
         with self.engine.begin() as conn:
-            return self._record(conn, mv.symbol, mv.cadence, mv.version, "rejected",
-                                current.version if current else None, reason, by, at)
+            return self._record(
+                conn,
+                mv.symbol,
+                mv.cadence,
+                mv.version,
+                "rejected",
+                current.version if current else None,
+                reason,
+                by,
+                at,
+            )
 
     def keep_champion(self, symbol: str, cadence: str, reason: str, by: str = "fallback") -> Decision:
         """Record that the champion kept serving because a cadence failed (graceful degradation)."""
         at = self.clock()
         current = self.champion(symbol, cadence)
         with self.engine.begin() as conn:
-            return self._record(conn, symbol, cadence, current.version if current else None, "kept",
-                                current.version if current else None, reason, by, at)
+            return self._record(
+                conn,
+                symbol,
+                cadence,
+                current.version if current else None,
+                "kept",
+                current.version if current else None,
+                reason,
+                by,
+                at,
+            )
 
     def _never_eligible(self, symbol: str, cadence: str, version: int) -> str | None:
         """Why ``version`` may not be crowned by a rollback (None if it may): it was never a champion, or
         the gate rejected it."""
         mv = self.get(symbol, cadence, version)
         with self.engine.connect() as conn:
-            actions = set(conn.execute(sa.select(decisions_table.c.action).where(
-                decisions_table.c.symbol == symbol, decisions_table.c.cadence == cadence,
-                decisions_table.c.version == version)).scalars())
+            actions = set(
+                conn.execute(
+                    sa.select(decisions_table.c.action).where(
+                        decisions_table.c.symbol == symbol,
+                        decisions_table.c.cadence == cadence,
+                        decisions_table.c.version == version,
+                    )
+                ).scalars()
+            )
         if "rejected" in actions or mv.info.get("gate_passed") is False:
             return f"v{version} was rejected by the promotion gate ({mv.info.get('gate_reason') or 'see history'})"
         if not actions & set(CHAMPION_CHANGES):
@@ -404,14 +482,34 @@ class ModelRegistry:
         """Versions a rollback may crown without ``force``: earlier champions never rejected by the gate."""
         current = self.champion(symbol, cadence)
         with self.engine.connect() as conn:
-            crowned = sorted(set(conn.execute(sa.select(decisions_table.c.version).where(
-                decisions_table.c.symbol == symbol, decisions_table.c.cadence == cadence,
-                decisions_table.c.action.in_(CHAMPION_CHANGES), decisions_table.c.version.is_not(None))).scalars()))
-        return [v for v in crowned if (current is None or v != current.version)
-                and self._never_eligible(symbol, cadence, v) is None]
+            crowned = sorted(
+                set(
+                    conn.execute(
+                        sa.select(decisions_table.c.version).where(
+                            decisions_table.c.symbol == symbol,
+                            decisions_table.c.cadence == cadence,
+                            decisions_table.c.action.in_(CHAMPION_CHANGES),
+                            decisions_table.c.version.is_not(None),
+                        )
+                    ).scalars()
+                )
+            )
+        return [
+            v
+            for v in crowned
+            if (current is None or v != current.version) and self._never_eligible(symbol, cadence, v) is None
+        ]
 
-    def rollback(self, symbol: str, cadence: str, to_version: int | None = None, *, reason: str,
-                 by: str = "operator", force: bool = False) -> Decision:
+    def rollback(
+        self,
+        symbol: str,
+        cadence: str,
+        to_version: int | None = None,
+        *,
+        reason: str,
+        by: str = "operator",
+        force: bool = False,
+    ) -> Decision:
         """Make an earlier version champion again: ``to_version``, or the champion before the current one.
 
         ``to_version`` must have been a champion and never rejected by the gate; ``force`` overrides that
@@ -427,21 +525,26 @@ class ModelRegistry:
                 raise PermanentError(f"{symbol}/{cadence} has no earlier champion to roll back to", where=where)
             to_version = chain[-2]
         else:
+
             def eligible() -> str:
                 targets = self.rollback_targets(symbol, cadence)
                 return "eligible versions: " + (", ".join(f"v{v}" for v in targets) or "none")
 
             current = self.champion(symbol, cadence)
             if current is not None and current.version == to_version:
-                raise PermanentError(f"v{to_version} is already the champion of {symbol}/{cadence}; {eligible()}",
-                                     where=where)
+                raise PermanentError(
+                    f"v{to_version} is already the champion of {symbol}/{cadence}; {eligible()}", where=where
+                )
             known = {v.version for v in self.versions(symbol, cadence)}
             if to_version not in known:
                 raise PermanentError(f"{symbol}/{cadence} has no version {to_version}; {eligible()}", where=where)
             problem = self._never_eligible(symbol, cadence, to_version)
             if problem and not force:
-                raise PermanentError(f"{problem}: refusing to make it champion; {eligible()} "
-                                     "(or --force with a --reason, which is recorded)", where=where)
+                raise PermanentError(
+                    f"{problem}: refusing to make it champion; {eligible()} "
+                    "(or --force with a --reason, which is recorded)",
+                    where=where,
+                )
             if problem:
                 reason = f"FORCED although {problem}: {reason}"
         target = self.get(symbol, cadence, to_version)
@@ -477,20 +580,34 @@ class ModelRegistry:
             break
         at = self.clock()
         with self.engine.begin() as conn:
-            current = conn.execute(sa.select(champions_table.c.version).where(
-                champions_table.c.symbol == symbol, champions_table.c.cadence == cadence)).scalar()
+            current = conn.execute(
+                sa.select(champions_table.c.version).where(
+                    champions_table.c.symbol == symbol, champions_table.c.cadence == cadence
+                )
+            ).scalar()
             if current != champion.version:  # another process already fell back (or promoted)
                 return self.champion(symbol, cadence)
             if replacement is not None:
                 self._set_champion(conn, symbol, cadence, replacement.version, at)
                 serves = f"v{replacement.version} serves (the newest earlier champion whose file verifies)"
             else:
-                conn.execute(champions_table.delete().where(
-                    champions_table.c.symbol == symbol, champions_table.c.cadence == cadence))
+                conn.execute(
+                    champions_table.delete().where(
+                        champions_table.c.symbol == symbol, champions_table.c.cadence == cadence
+                    )
+                )
                 serves = "no earlier champion verifies: no champion serves"
-            decision = self._record(conn, symbol, cadence, replacement.version if replacement else None,
-                                    "fell_back", champion.version, f"champion v{champion.version} refused: "
-                                    f"{refusal}; {serves}", "registry", at)  # the refusal names the file
+            decision = self._record(
+                conn,
+                symbol,
+                cadence,
+                replacement.version if replacement else None,
+                "fell_back",
+                champion.version,
+                f"champion v{champion.version} refused: {refusal}; {serves}",
+                "registry",
+                at,
+            )  # the refusal names the file
         log.error("%s/%s: %s", symbol, cadence, decision.reason)
         self._notify(decision)
         return replacement
@@ -499,9 +616,15 @@ class ModelRegistry:
         """The champions in order, as an undo stack: a promotion pushes; a rollback (or a fall-back) to a
         version in the stack pops back to it (so a version rolled away from is not reinstated by the next
         plain rollback)."""
-        query = sa.select(decisions_table.c.action, decisions_table.c.version).where(
-            decisions_table.c.symbol == symbol, decisions_table.c.cadence == cadence,
-            decisions_table.c.action.in_(CHAMPION_CHANGES)).order_by(decisions_table.c.id)
+        query = (
+            sa.select(decisions_table.c.action, decisions_table.c.version)
+            .where(
+                decisions_table.c.symbol == symbol,
+                decisions_table.c.cadence == cadence,
+                decisions_table.c.action.in_(CHAMPION_CHANGES),
+            )
+            .order_by(decisions_table.c.id)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()  # the whole chain: ``history``'s limit must not cut it
         chain: list[int] = []
@@ -509,7 +632,7 @@ class ModelRegistry:
             if version is None:  # fell back to nothing
                 chain = []
             elif action != "promoted" and version in chain:
-                del chain[len(chain) - chain[::-1].index(version):]  # back to its latest occurrence
+                del chain[len(chain) - chain[::-1].index(version) :]  # back to its latest occurrence
             elif not chain or chain[-1] != version:
                 chain.append(version)
         return chain

@@ -97,4 +97,6 @@ def paired_bootstrap(
     lo, hi = np.quantile(means - expected + mean, [alpha / 2, 1 - alpha / 2])
     tol = 1e-12 * max(1.0, float(np.abs(d).max()))
     p = (1 + np.sum(centred <= mean + tol)) / (1 + n_boot)
-    return SignificanceResult(mean, float(lo), float(hi), float(p), n, f"moving-block bootstrap (block={block}, n_boot={n_boot}, seed={seed})")
+    return SignificanceResult(
+        mean, float(lo), float(hi), float(p), n, f"moving-block bootstrap (block={block}, n_boot={n_boot}, seed={seed})"
+    )

@@ -28,12 +28,22 @@ YESTERDAY = TODAY - timedelta(days=1)
 # Long enough for the newest complete monthly partition's window (35 days of 1h bars plus warm-up).
 START = TODAY - timedelta(days=120)
 # Screenshots and logs for a failed run to look at: outside the checkout (the suite writes nothing into it).
-ARTIFACTS = Path(os.environ.get("ALPHAPULSE_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "alphapulse-test-artifacts")
+ARTIFACTS = Path(
+    os.environ.get("ALPHAPULSE_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "alphapulse-test-artifacts"
+)
 
 
 def cadence_setting(cron: str, timeframe: str, window_days: int, min_validation_samples: int) -> str:
-    return json.dumps({"cron": cron, "timeframe": timeframe, "window_days": window_days, "budget_seconds": 3600,
-                       "min_rows": 100, "min_validation_samples": min_validation_samples})
+    return json.dumps(
+        {
+            "cron": cron,
+            "timeframe": timeframe,
+            "window_days": window_days,
+            "budget_seconds": 3600,
+            "min_rows": 100,
+            "min_validation_samples": min_validation_samples,
+        }
+    )
 
 
 def e2e_settings(exchange_url: str) -> dict[str, str]:
@@ -107,8 +117,9 @@ def own_deployment(postgres_server, fake_exchange):
     exactly: the session deployment carries whatever the tests before it did."""
     if not postgres_server.running:
         postgres_server.start()
-    with seeded_deployment(postgres_server, fake_exchange.url,
-                           database=f"dagster_own_{os.getpid()}_{next(_own_counter)}") as d:
+    with seeded_deployment(
+        postgres_server, fake_exchange.url, database=f"dagster_own_{os.getpid()}_{next(_own_counter)}"
+    ) as d:
         yield d
 
 

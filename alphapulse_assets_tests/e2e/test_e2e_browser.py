@@ -19,8 +19,14 @@ from alphapulse_assets_tests.e2e.conftest import SYMBOLS
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.slow]
 
 CHROMIUM = Path(os.environ.get("ALPHAPULSE_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 CADENCES = ("nightly", "weekly", "monthly")
 UI_TIMEOUT_MS = 30_000
 
@@ -74,7 +80,8 @@ def _latest_key(deployment, name: str) -> str:
     proc = deployment.cli_python(
         "from datetime import datetime, timezone\n"
         "from alphapulse_assets.training.schedules import latest_partition_key\n"
-        f"print(latest_partition_key({name!r}, datetime.now(timezone.utc)))\n")
+        f"print(latest_partition_key({name!r}, datetime.now(timezone.utc)))\n"
+    )
     return proc.strip().splitlines()[-1]
 
 

@@ -35,11 +35,17 @@ def test_scheduled_tick_of_each_cadence_goes_through_queue_and_materializes(live
     instance = d.instance()
     try:
         for name in CADENCES:
-            result = d.graphql(SCHEDULE_MUTATION % "startSchedule", {"sel": _selector(f"{name}_schedule")})["startSchedule"]
+            result = d.graphql(SCHEDULE_MUTATION % "startSchedule", {"sel": _selector(f"{name}_schedule")})[
+                "startSchedule"
+            ]
             assert result["__typename"] == "ScheduleStateResult", result
         # The crons tick every minute in this deployment: within ~70 s each schedule has asked for a run.
-        d.wait_until(lambda: all(_runs_of_schedule(instance, f"{n}_schedule") for n in CADENCES),
-                     timeout=150, what="a scheduled run of every cadence", interval=2)
+        d.wait_until(
+            lambda: all(_runs_of_schedule(instance, f"{n}_schedule") for n in CADENCES),
+            timeout=150,
+            what="a scheduled run of every cadence",
+            interval=2,
+        )
     finally:
         for name in CADENCES:  # back to the default (stopped); run keys make any later tick a no-op anyway
             d.graphql(SCHEDULE_MUTATION % "resetSchedule", {"sel": _selector(f"{name}_schedule")})
@@ -50,7 +56,9 @@ def test_scheduled_tick_of_each_cadence_goes_through_queue_and_materializes(live
         status = d.wait_for_run(run.run_id, timeout=300)
         summary = RunSummary(instance, run.run_id)
         key = run.tags["dagster/partition"]
-        assert summary.went_through_queue, f"{name}: run was not enqueued and dequeued by the daemon: {summary.event_types}"
+        assert summary.went_through_queue, (
+            f"{name}: run was not enqueued and dequeued by the daemon: {summary.event_types}"
+        )
         assert run.tags.get("alphapulse/trigger") == "schedule"
         assert not summary.step_failures, f"{name}: {summary.step_failures}\n{d.logs()}"
         materialized = set(summary.materialized)
@@ -100,8 +108,9 @@ def test_graphql_client_launches_a_run_and_reads_its_result(live_deployment):
     d = live_deployment
     client = d.client()
     key = (YESTERDAY - __import__("datetime").timedelta(days=3)).isoformat()
-    run_id = client.submit_job_execution("ingest_market_data", tags={"dagster/partition": key,
-                                                                      "alphapulse/trigger": "graphql-client"})
+    run_id = client.submit_job_execution(
+        "ingest_market_data", tags={"dagster/partition": key, "alphapulse/trigger": "graphql-client"}
+    )
     deadline = time.monotonic() + 120
     status = client.get_run_status(run_id)
     while status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
@@ -113,8 +122,13 @@ def test_graphql_client_launches_a_run_and_reads_its_result(live_deployment):
     assert summary.went_through_queue, summary.event_types
     assert sorted(summary.materialized) == [("candles_1h", key), ("candles_4h", key), ("market_candles", key)]
     assert all(passed for asset, _c, passed in summary.checks if asset == "market_candles")
-    record = d.instance().fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("market_candles"), asset_partitions=[key]), limit=1).records[0]
+    record = (
+        d.instance()
+        .fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("market_candles"), asset_partitions=[key]), limit=1
+        )
+        .records[0]
+    )
     metadata = record.asset_materialization.metadata
     assert metadata["rows"].value == 96 * len(SYMBOLS)  # one day of 15-minute bars per symbol
     assert metadata["synthetic_data"].value is True

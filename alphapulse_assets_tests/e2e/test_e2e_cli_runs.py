@@ -26,18 +26,33 @@ def test_cli_runs_are_watched_by_the_daemon(own_deployment):
     alerts = AlertStore(d.database_url)
 
     broken = {**d.env, "ALPHAPULSE_SOURCES": "files", "ALPHAPULSE_FILES_DIR": "/nonexistent/alphapulse-e2e"}
-    failed = subprocess.run([str(BIN_DIR / "alphapulse"), "ingest", "--start", latest_key(d, "nightly")],
-                            env=broken, cwd=d.dagster_home, capture_output=True, text=True, timeout=300)
+    failed = subprocess.run(
+        [str(BIN_DIR / "alphapulse"), "ingest", "--start", latest_key(d, "nightly")],
+        env=broken,
+        cwd=d.dagster_home,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert failed.returncode != 0 and "FAILED" in failed.stdout, failed.stdout + failed.stderr
     assert len(alerts.history("run:ingest_market_data", event="raised")) == 1
 
     # A weekly cadence run from cron, killed while it trains (it holds the "training" pool slot).
     key = latest_key(d, "weekly")
-    proc = subprocess.Popen([str(BIN_DIR / "alphapulse"), "run", "weekly", "--partition", key], env=d.env,
-                            cwd=d.dagster_home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN_DIR / "alphapulse"), "run", "weekly", "--partition", key],
+        env=d.env,
+        cwd=d.dagster_home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        holder = d.wait_until(lambda: [s.run_id for s in instance.event_log_storage.get_concurrency_info(
-            "training").claimed_slots], timeout=300, what="the CLI run to hold the training slot", interval=0.02)
+        holder = d.wait_until(
+            lambda: [s.run_id for s in instance.event_log_storage.get_concurrency_info("training").claimed_slots],
+            timeout=300,
+            what="the CLI run to hold the training slot",
+            interval=0.02,
+        )
     finally:
         proc.kill()
         proc.wait(10)
@@ -54,8 +69,12 @@ def test_cli_runs_are_watched_by_the_daemon(own_deployment):
     assert f"worker process {proc.pid} on " in failure.message and "died" in failure.message
     assert instance.event_log_storage.get_concurrency_info("training").claimed_slots == []
 
-    alert = d.wait_until(lambda: alerts.open_alert("run:weekly_cadence"), timeout=90,
-                         what="the run-failure sensor to alert the dead run", interval=1.0)
+    alert = d.wait_until(
+        lambda: alerts.open_alert("run:weekly_cadence"),
+        timeout=90,
+        what="the run-failure sensor to alert the dead run",
+        interval=1.0,
+    )
     assert f"worker process {proc.pid}" in alert.body
     # The sensor saw the failed CLI ingest before the dead run (it reads in order) and did not alert it again.
     assert len(alerts.history("run:ingest_market_data", event="raised")) == 1

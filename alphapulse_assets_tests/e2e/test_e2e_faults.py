@@ -33,7 +33,8 @@ def latest_key(deployment, cadence: str) -> str:
     out = deployment.cli_python(
         "from datetime import datetime, timezone\n"
         "from alphapulse_assets.training.schedules import latest_partition_key\n"
-        f"print(latest_partition_key({cadence!r}, datetime.now(timezone.utc)))\n")
+        f"print(latest_partition_key({cadence!r}, datetime.now(timezone.utc)))\n"
+    )
     return out.strip().splitlines()[-1]
 
 
@@ -61,10 +62,10 @@ def test_run_worker_killed_with_sigkill_during_training_is_detected_and_retried(
     d = live_deployment
     instance = d.instance()
     key = latest_key(d, "weekly")
-    run_id = d.submit("weekly_cadence", tags={"dagster/partition": key,
-                                                                     "alphapulse/test": "sigkill"})
-    pid = d.wait_until(lambda: RunSummary(instance, run_id).worker_pid, timeout=120, what="the run worker's pid",
-                       interval=0.2)
+    run_id = d.submit("weekly_cadence", tags={"dagster/partition": key, "alphapulse/test": "sigkill"})
+    pid = d.wait_until(
+        lambda: RunSummary(instance, run_id).worker_pid, timeout=120, what="the run worker's pid", interval=0.2
+    )
 
     # Freeze the worker while a training step is running (started, not finished), then kill it.
     killed_in = None
@@ -73,8 +74,11 @@ def test_run_worker_killed_with_sigkill_during_training_is_detected_and_retried(
         assert time.monotonic() < deadline, f"no training step seen running\n{d.logs()}"
         # The training step's key depends on how the model assets are grouped (one step per symbol, or one
         # multi-asset step per cadence): any running step that produces weekly models counts.
-        running = [s for s, state in _step_states(instance, run_id).items()
-                   if "models" in s and "weekly" in s and state == "STEP_START"]
+        running = [
+            s
+            for s, state in _step_states(instance, run_id).items()
+            if "models" in s and "weekly" in s and state == "STEP_START"
+        ]
         if running:
             os.kill(pid, signal.SIGSTOP)
             if _step_states(instance, run_id).get(running[0]) == "STEP_START":
@@ -124,11 +128,20 @@ def test_postgres_stopped_and_restarted_during_a_run_loses_nothing(live_deployme
     start, end = YESTERDAY - pd.Timedelta(days=39), YESTERDAY - pd.Timedelta(days=10)
     days = [str(x.date()) for x in pd.date_range(start, end, freq="D")]
     before = {day: _materialization_count(instance, "market_candles", day) for day in days}
-    run_id = d.submit("ingest_market_data", tags={
-        "dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1],
-        "alphapulse/test": "postgres-restart"})
-    d.wait_until(lambda: "market_candles" in _step_states(instance, run_id), timeout=120,
-                 what="the ingestion step to start", interval=0.1)
+    run_id = d.submit(
+        "ingest_market_data",
+        tags={
+            "dagster/asset_partition_range_start": days[0],
+            "dagster/asset_partition_range_end": days[-1],
+            "alphapulse/test": "postgres-restart",
+        },
+    )
+    d.wait_until(
+        lambda: "market_candles" in _step_states(instance, run_id),
+        timeout=120,
+        what="the ingestion step to start",
+        interval=0.1,
+    )
     postgres_server.stop_server_only()
     time.sleep(3)
     postgres_server.start()
@@ -138,8 +151,10 @@ def test_postgres_stopped_and_restarted_during_a_run_loses_nothing(live_deployme
     if status != "SUCCESS":  # a crashed worker is retried by run retries; a failed step is re-launched
         retry = _retry_of(instance, run_id)
         if retry is None:
-            retry_id = d.submit("ingest_market_data", tags={
-                "dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]})
+            retry_id = d.submit(
+                "ingest_market_data",
+                tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
+            )
         else:
             retry_id = retry.run_id
         assert _wait_tolerating_outage(d, instance, retry_id, timeout=300) == "SUCCESS", d.logs()
@@ -149,7 +164,8 @@ def test_postgres_stopped_and_restarted_during_a_run_loses_nothing(live_deployme
     store = candle_store(d)
     frame = store.read_days("market_candles", days)
     assert frame.groupby(frame["timestamp"].dt.strftime("%Y-%m-%d")).size().to_dict() == {
-        day: 96 * len(SYMBOLS) for day in days}
+        day: 96 * len(SYMBOLS) for day in days
+    }
     final = RunSummary(instance, runs[-1])
     assert sorted(p for a, p in final.materialized if a == "market_candles") == days
     for day in days:
@@ -177,7 +193,8 @@ def _wait_tolerating_outage(d, instance, run_id, timeout):
 
 def _materialization_count(instance, asset: str, day: str) -> int:
     result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1000)
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1000
+    )
     return len(result.records)
 
 
@@ -195,8 +212,11 @@ def test_source_that_hangs_or_returns_garbage_fails_cleanly_and_writes_nothing(l
             fake_exchange.hang(nth, seconds=30)  # far beyond ALPHAPULSE_SOURCE_TIMEOUT_SECONDS=2
         else:
             fake_exchange.garbage(nth, "arity")
-    run_id = d.submit("ingest_market_data", run_config=EXCHANGE_ONLY,
-                                             tags={"dagster/partition": day, "alphapulse/test": f"source-{fault}"})
+    run_id = d.submit(
+        "ingest_market_data",
+        run_config=EXCHANGE_ONLY,
+        tags={"dagster/partition": day, "alphapulse/test": f"source-{fault}"},
+    )
     assert d.wait_for_run(run_id, timeout=180) == "FAILURE"
     summary = RunSummary(instance, run_id)
     assert fake_exchange.counts[KLINES] >= first  # the run really asked the fake exchange
@@ -215,10 +235,10 @@ def test_source_that_hangs_or_returns_garbage_fails_cleanly_and_writes_nothing(l
 
 
 def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(own_deployment):
+    import numpy as np
     from sklearn.linear_model import SGDClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
-    import numpy as np
 
     from alphapulse_assets.alerting.alert_store import AlertStore
 
@@ -231,8 +251,12 @@ def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(own_deplo
     rng = np.random.default_rng(0)
     model = Pipeline([("scale", StandardScaler()), ("sgd", SGDClassifier(loss="log_loss", random_state=0))])
     model.fit(rng.normal(size=(200, 3)), rng.integers(0, 2, 200))
-    champion = reg.register(symbol, "nightly", model, info={"data_end": str(pd.Timestamp(key, tz="UTC")),
-                                                           "metrics": {}, "partition": "e2e-seeded"})
+    champion = reg.register(
+        symbol,
+        "nightly",
+        model,
+        info={"data_end": str(pd.Timestamp(key, tz="UTC")), "metrics": {}, "partition": "e2e-seeded"},
+    )
     reg.promote(champion, reason="seeded by the corruption test")
     # ... whose file is then damaged on disk.
     path = Path(champion.uri)  # the registry's own folder under this deployment's home
@@ -243,8 +267,7 @@ def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(own_deplo
     with pytest.raises(ArtifactIntegrityError):
         reg.load(champion)
 
-    run_id = d.submit("nightly_cadence", tags={"dagster/partition": key,
-                                                                      "alphapulse/test": "corrupt-model"})
+    run_id = d.submit("nightly_cadence", tags={"dagster/partition": key, "alphapulse/test": "corrupt-model"})
     d.wait_for_run(run_id, timeout=300)
     summary = RunSummary(instance, run_id)
     # The run refused the file without failing on it: recorded, and no earlier champion verifies, so none serves
@@ -283,8 +306,12 @@ def test_a_cli_rollback_shows_on_the_champion_asset_in_the_ui(live_deployment):
     symbol = "ROLLBACKUSDT"
     versions = []
     for c in (1.0, 2.0):
-        mv = reg.register(symbol, "weekly", LogisticRegression(C=c).fit([[0.0], [1.0], [0.2], [0.8]], [0, 1, 0, 1]),
-                          info={"gate_passed": True})
+        mv = reg.register(
+            symbol,
+            "weekly",
+            LogisticRegression(C=c).fit([[0.0], [1.0], [0.2], [0.8]], [0, 1, 0, 1]),
+            info={"gate_passed": True},
+        )
         reg.promote(mv, reason="seeded")
         versions.append(mv.version)
     refused = d.cli("models", "rollback", symbol, "weekly", "--to", str(versions[1]), "--reason", "no-op")
@@ -310,7 +337,8 @@ query ($sel: SensorSelector!) {
 
 def test_daemon_restart_keeps_an_open_breaker_open(live_deployment):
     found = live_deployment.graphql(
-        'query { assetNodeOrError(assetKey: {path: ["platform", "breakers"]}) { __typename } }')
+        'query { assetNodeOrError(assetKey: {path: ["platform", "breakers"]}) { __typename } }'
+    )
     if found["assetNodeOrError"]["__typename"] != "AssetNode":
         pytest.skip("breaker wiring (issue 4) has not landed in the definitions")
     from alphapulse_assets.recovery.breaker import CircuitState
@@ -322,8 +350,11 @@ def test_daemon_restart_keeps_an_open_breaker_open(live_deployment):
     try:
         restarted_at = time.time()
         d.restart_daemon()
-        selector = {"repositoryLocationName": "alphapulse", "repositoryName": "__repository__",
-                    "sensorName": "breaker_sensor"}
+        selector = {
+            "repositoryLocationName": "alphapulse",
+            "repositoryName": "__repository__",
+            "sensorName": "breaker_sensor",
+        }
 
         def ticked_since_restart():
             state = d.graphql(SENSOR_TICKS, {"sel": selector})["sensorOrError"]["sensorState"]

@@ -35,8 +35,11 @@ query ($tag: String!) { runsOrError(filter: {tags: [{key: "alphapulse/test", val
 
 
 def _materializations(instance, asset: str, day: str) -> int:
-    return len(instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1000).records)
+    return len(
+        instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1000
+        ).records
+    )
 
 
 def _running_sensors(d) -> dict[str, float]:
@@ -58,9 +61,9 @@ def test_fifty_partition_runs_queued_at_once_complete_once_each(live_deployment)
     sensors_before = _running_sensors(d)
 
     load_started = time.time()
-    run_ids = [d.submit("ingest_market_data", tags={"dagster/partition": day,
-                                                                       "alphapulse/test": "load"})
-               for day in days]
+    run_ids = [
+        d.submit("ingest_market_data", tags={"dagster/partition": day, "alphapulse/test": "load"}) for day in days
+    ]
     assert len(set(run_ids)) == N_RUNS
 
     max_in_progress, heartbeats = 0, set()
@@ -79,7 +82,7 @@ def test_fifty_partition_runs_queued_at_once_complete_once_each(live_deployment)
     # Nothing lost: every run succeeded, for the partition it was asked for.
     assert statuses.count("SUCCESS") == N_RUNS, sorted(statuses)
     assert max_in_progress <= limit, f"{max_in_progress} runs in progress at once, limit {limit}"
-    for run_id, day in zip(run_ids, days):
+    for run_id, day in zip(run_ids, days, strict=False):
         summary = RunSummary(instance, run_id)
         assert summary.went_through_queue
         assert sorted(summary.materialized) == sorted((a, day) for a in ASSETS), (day, summary.materialized)
@@ -92,5 +95,9 @@ def test_fifty_partition_runs_queued_at_once_complete_once_each(live_deployment)
     # The sensor daemon kept its heartbeat during the load, and every running sensor ticked after it began.
     assert len(heartbeats) >= 2 or load_finished - load_started < 30, heartbeats
     if sensors_before:
-        d.wait_until(lambda: all(t > load_started for t in _running_sensors(d).values()), timeout=150,
-                     what="a tick of every running sensor after the load began", interval=3)
+        d.wait_until(
+            lambda: all(t > load_started for t in _running_sensors(d).values()),
+            timeout=150,
+            what="a tick of every running sensor after the load began",
+            interval=3,
+        )

@@ -37,8 +37,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.alerting.alert_store import RAISED, RESOLVED, AlertStore
+from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.training.registry import ModelRegistry
 from alphapulse_assets_tests.dagster_harness import UNFINISHED_STATUSES, RunSummary
 from alphapulse_assets_tests.e2e.conftest import START, SYMBOLS, YESTERDAY, cadence_setting, seeded_deployment
@@ -116,28 +116,35 @@ class OperatorDay:
 
     def wait_run(self, run_id: str, timeout: float = RUN_WAIT) -> str:
         """The run's final status, or its status when ``timeout`` ran out (then it is not a final one)."""
-        return self.poll(lambda: (s := self.d.run_status(run_id)) not in UNFINISHED_STATUSES and s, timeout,
-                         interval=0.5) or self.d.run_status(run_id)
+        return self.poll(
+            lambda: (s := self.d.run_status(run_id)) not in UNFINISHED_STATUSES and s, timeout, interval=0.5
+        ) or self.d.run_status(run_id)
 
     def alert_events(self, key: str, event: str, since: float, until: float | None = None):
-        return [e for e in self.alerts.history(key=key, event=event)
-                if e.at >= since and (until is None or e.at < until)]
+        return [
+            e for e in self.alerts.history(key=key, event=event) if e.at >= since and (until is None or e.at < until)
+        ]
 
     def wait_alert_events(self, key: str, event: str, since: float, timeout: float = ALERT_WAIT):
         return self.poll(lambda: self.alert_events(key, event, since), timeout, interval=2.0)
 
     def wait_step_running(self, run_id: str, fragment: str, timeout: float = 180.0) -> str | None:
         """The key of a step of ``run_id`` whose key contains ``fragment`` and that is in progress now."""
+
         def running():
-            return next((k for k, s in self.d.step_statuses(run_id).items() if fragment in k and s == "IN_PROGRESS"),
-                        None)
+            return next(
+                (k for k, s in self.d.step_statuses(run_id).items() if fragment in k and s == "IN_PROGRESS"), None
+            )
+
         return self.poll(running, timeout, interval=0.2)
 
     def cli_run_of(self, proc: subprocess.Popen, job: str, since: float, timeout: float = 120.0) -> str | None:
         """The run a background ``alphapulse`` command created (the newest run of ``job`` since ``since``)."""
+
         def found():
             runs = self.new_runs(job, since)
             return runs[0]["runId"] if runs else (proc.poll() is not None and "exited")
+
         run_id = self.poll(found, timeout, interval=0.3)
         return None if run_id in (None, False, "exited") else run_id
 
@@ -172,7 +179,8 @@ def latest_key(deployment, cadence: str) -> str:
     out = deployment.cli_python(
         "from datetime import datetime, timezone\n"
         "from alphapulse_assets.training.schedules import latest_partition_key\n"
-        f"print(latest_partition_key({cadence!r}, datetime.now(timezone.utc)))\n")
+        f"print(latest_partition_key({cadence!r}, datetime.now(timezone.utc)))\n"
+    )
     return out.strip().splitlines()[-1]
 
 
@@ -196,8 +204,9 @@ def write_bad_days(store: ParquetPartitionStore, folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def day_deployment(postgres_server, fake_exchange):
-    with seeded_deployment(postgres_server, fake_exchange.url, settings=SETTINGS,
-                           database=f"dagster_opday_{os.getpid()}") as d:
+    with seeded_deployment(
+        postgres_server, fake_exchange.url, settings=SETTINGS, database=f"dagster_opday_{os.getpid()}"
+    ) as d:
         yield d
 
 
@@ -205,7 +214,9 @@ def test_operator_day(day_deployment):
     d = day_deployment
     day = OperatorDay(d)
     keys = {c: latest_key(d, c) for c in CADENCES}
-    assert keys["nightly"] == str(YESTERDAY), f"set-up: the newest nightly partition is {keys['nightly']}, not yesterday"
+    assert keys["nightly"] == str(YESTERDAY), (
+        f"set-up: the newest nightly partition is {keys['nightly']}, not yesterday"
+    )
     for n, name in ((2, "nightly_2_days_before"), (1, "nightly_1_day_before")):
         keys[name] = str((pd.Timestamp(keys["nightly"]) - pd.Timedelta(days=n)).date())
 
@@ -219,8 +230,11 @@ def test_operator_day(day_deployment):
     day.run_phase(phase_end_of_day)
 
     print(f"operator day: seconds per phase {day.took}")
-    assert not day.missing, (f"{len(day.missing)} operator-visible behaviour(s) missing:\n" + "\n".join(day.missing)
-                             + f"\nseconds per phase: {day.took}\n{d.logs(30)}")
+    assert not day.missing, (
+        f"{len(day.missing)} operator-visible behaviour(s) missing:\n"
+        + "\n".join(day.missing)
+        + f"\nseconds per phase: {day.took}\n{d.logs(30)}"
+    )
 
 
 # -- 1. cadences --------------------------------------------------------------------------------------------
@@ -232,8 +246,9 @@ def phase_cadences(day: OperatorDay, keys: dict) -> None:
     names = ("nightly_2_days_before", "nightly_1_day_before", "weekly", "monthly")
     for name in names:  # the day before first: a nightly warm-starts from the previous day's champion
         job = f"{name.split('_')[0]}_cadence"
-        day.runs[f"cadence:{name}"] = d.submit(job, tags={"dagster/partition": keys[name],
-                                                          "alphapulse/test": "operator-day"})
+        day.runs[f"cadence:{name}"] = d.submit(
+            job, tags={"dagster/partition": keys[name], "alphapulse/test": "operator-day"}
+        )
     instance = d.instance()
     for name in names:
         run_id = day.runs[f"cadence:{name}"]
@@ -244,20 +259,29 @@ def phase_cadences(day: OperatorDay, keys: dict) -> None:
         assert not faults, f"set-up: the {name} cadence run had real step failures: {faults}\n{d.logs()}"
         assert gates, f"set-up: the {name} cadence run evaluated no promotion gate: {summary.event_types}"
         rejected_only = not any(gates)
-        day.expect(status == "SUCCESS", phase,
-                   f"the {name} cadence run ({run_id}), whose challengers were "
-                   f"{'only rejected' if rejected_only else 'promoted or rejected'}, ends SUCCESS (got {status}): "
-                   "a rejection is not a failure")
+        day.expect(
+            status == "SUCCESS",
+            phase,
+            f"the {name} cadence run ({run_id}), whose challengers were "
+            f"{'only rejected' if rejected_only else 'promoted or rejected'}, ends SUCCESS (got {status}): "
+            "a rejection is not a failure",
+        )
         cadence = name.split("_")[0]
         for symbol in SYMBOLS:
-            passed = dict(((a, c), p) for a, c, p in summary.checks).get((f"models/{cadence}/{symbol}", "promotion_gate"))
+            passed = dict(((a, c), p) for a, c, p in summary.checks).get(
+                (f"models/{cadence}/{symbol}", "promotion_gate")
+            )
             promoted = any(a == f"champions/{cadence}/{symbol}" for a, _p in summary.materialized)
-            day.expect(promoted == bool(passed), phase,
-                       f"{name} {symbol}: champion materialized exactly when its gate passed "
-                       f"(gate passed={passed}, champion materialized={promoted})")
+            day.expect(
+                promoted == bool(passed),
+                phase,
+                f"{name} {symbol}: champion materialized exactly when its gate passed "
+                f"(gate passed={passed}, champion materialized={promoted})",
+            )
     weekly = RunSummary(instance, day.runs["cadence:weekly"])
-    assert not any(p for a, c, p in weekly.checks if c == "promotion_gate"), \
+    assert not any(p for a, c, p in weekly.checks if c == "promotion_gate"), (
         "set-up: the weekly gate (1,000,000 validation rows wanted) should reject every weekly challenger"
+    )
 
 
 # -- 2. a real failure from a CLI run ----------------------------------------------------------------------
@@ -271,15 +295,22 @@ def phase_cli_failure(day: OperatorDay) -> None:
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, f"set-up: ingest from a source that is down exited 0:\n{output}"
     runs = day.new_runs("ingest_market_data", since)
-    day.expect(len(runs) == 1 and runs[0]["status"] == "FAILURE", phase,
-               f"the failed CLI ingest is one FAILURE run in the UI's run list (got {[(r['runId'], r['status']) for r in runs]})")
+    day.expect(
+        len(runs) == 1 and runs[0]["status"] == "FAILURE",
+        phase,
+        f"the failed CLI ingest is one FAILURE run in the UI's run list (got {[(r['runId'], r['status']) for r in runs]})",
+    )
     if not runs:
         return
     run_id = day.runs["cli failure"] = runs[0]["runId"]
     day.expect(run_id in output, phase, f"the CLI names the failed run by its full id {run_id}:\n{output[-800:]}")
     raised = day.wait_alert_events("run:ingest_market_data", RAISED, since)
-    day.expect(raised, phase, "the failed CLI ingest raises a run-failure alert (run:ingest_market_data) "
-                              f"within {ALERT_WAIT:.0f} s: CLI runs are watched like any other run")
+    day.expect(
+        raised,
+        phase,
+        "the failed CLI ingest raises a run-failure alert (run:ingest_market_data) "
+        f"within {ALERT_WAIT:.0f} s: CLI runs are watched like any other run",
+    )
 
 
 # -- 3. the failed day succeeds ----------------------------------------------------------------------------
@@ -314,11 +345,17 @@ def phase_sigterm(day: OperatorDay) -> None:
             code = None
         day.expect(code is not None, phase, f"`alphapulse run` stops within {STOP_BOUND:.0f} s of SIGTERM")
         day.expect(code not in (None, 0), phase, f"`alphapulse run` exits non-zero after SIGTERM (exit {code})")
-        status = day.poll(lambda: (s := d.run_status(run_id)) not in UNFINISHED_STATUSES and s,
-                          max(5.0, STOP_BOUND - (time.monotonic() - stopped_at)), interval=0.5) or d.run_status(run_id)
-        day.expect(status == "CANCELED", phase,
-                   f"the SIGTERMed run {run_id} is marked CANCELED (got {status}) and its interrupted step "
-                   f"{step} is not retried")
+        status = day.poll(
+            lambda: (s := d.run_status(run_id)) not in UNFINISHED_STATUSES and s,
+            max(5.0, STOP_BOUND - (time.monotonic() - stopped_at)),
+            interval=0.5,
+        ) or d.run_status(run_id)
+        day.expect(
+            status == "CANCELED",
+            phase,
+            f"the SIGTERMed run {run_id} is marked CANCELED (got {status}) and its interrupted step "
+            f"{step} is not retried",
+        )
         if status in UNFINISHED_STATUSES:
             day.end_by_hand(run_id, "left unfinished after SIGTERM")
     finally:
@@ -348,26 +385,40 @@ def phase_sigkill(day: OperatorDay, keys: dict) -> None:
             proc.wait(timeout=10)
     killed_at = time.time()
     # The next monthly run, through the daemon, right away: it must not wait for the dead run forever.
-    day.runs["after sigkill"] = d.submit("monthly_cadence", tags={"dagster/partition": keys["monthly"],
-                                                                  "alphapulse/test": "operator-day"})
-    status = day.poll(lambda: (s := d.run_status(run_id)) not in UNFINISHED_STATUSES and s, DEAD_RUN_BOUND,
-                      interval=1.0) or d.run_status(run_id)
+    day.runs["after sigkill"] = d.submit(
+        "monthly_cadence", tags={"dagster/partition": keys["monthly"], "alphapulse/test": "operator-day"}
+    )
+    status = day.poll(
+        lambda: (s := d.run_status(run_id)) not in UNFINISHED_STATUSES and s, DEAD_RUN_BOUND, interval=1.0
+    ) or d.run_status(run_id)
     ended_after = time.time() - killed_at
-    day.expect(status in ("FAILURE", "CANCELED"), phase,
-               f"the SIGKILLed CLI run {run_id} is detected and ended within {DEAD_RUN_BOUND:.0f} s "
-               f"(still {status} after {ended_after:.0f} s)")
+    day.expect(
+        status in ("FAILURE", "CANCELED"),
+        phase,
+        f"the SIGKILLed CLI run {run_id} is detected and ended within {DEAD_RUN_BOUND:.0f} s "
+        f"(still {status} after {ended_after:.0f} s)",
+    )
     if status in ("FAILURE", "CANCELED"):
         messages = " ".join(RunSummary(d.instance(), run_id).engine_messages).lower()
-        failure = [r.message for r in d.instance().all_logs(run_id) if r.dagster_event
-                   and r.dagster_event.event_type_value in ("PIPELINE_FAILURE", "PIPELINE_CANCELED")]
+        failure = [
+            r.message
+            for r in d.instance().all_logs(run_id)
+            if r.dagster_event and r.dagster_event.event_type_value in ("PIPELINE_FAILURE", "PIPELINE_CANCELED")
+        ]
         text = (messages + " " + " ".join(m or "" for m in failure)).lower()
-        day.expect(any(w in text for w in ("died", "killed", "no longer", "not running", "dead")), phase,
-                   f"the dead run's end says why (its process died): {failure}")
+        day.expect(
+            any(w in text for w in ("died", "killed", "no longer", "not running", "dead")),
+            phase,
+            f"the dead run's end says why (its process died): {failure}",
+        )
     else:
         day.end_by_hand(run_id, "left STARTED after SIGKILL")
     after = day.wait_run(day.runs["after sigkill"], timeout=RUN_WAIT)
-    day.expect(after == "SUCCESS", phase,
-               f"the next monthly run gets the training slot and ends SUCCESS (got {after}): no slot held by the dead run")
+    day.expect(
+        after == "SUCCESS",
+        phase,
+        f"the next monthly run gets the training slot and ends SUCCESS (got {after}): no slot held by the dead run",
+    )
     if after in UNFINISHED_STATUSES:
         day.end_by_hand(day.runs["after sigkill"], "waited too long for the training slot")
 
@@ -380,7 +431,7 @@ def phase_bad_day(day: OperatorDay, keys: dict) -> None:
     store = ParquetPartitionStore(str(d.alphapulse_home / "candles"))
     folder = d.base_dir / "bad-files"
     write_bad_days(store, folder)
-    since = day.start(phase)
+    day.start(phase)
     files = {"ALPHAPULSE_SOURCES": '["files"]', "ALPHAPULSE_FILES_DIR": str(folder)}
     instance = d.instance()
     for bad in BAD_DAYS:  # one CLI ingest per day: one run per day, so each day has its own check results
@@ -390,20 +441,28 @@ def phase_bad_day(day: OperatorDay, keys: dict) -> None:
         runs = day.new_runs("ingest_market_data", started)
         assert len(runs) == 1, f"set-up: the ingest of {bad} from the files source made {len(runs)} runs:\n{output}"
         blocking = RunSummary(instance, runs[0]["runId"]).blocking_check_failures("market_candles")
-        day.expect(blocking, phase, f"the bad day {bad} fails a blocking market_candles check "
-                                    f"(run {runs[0]['runId']}: {RunSummary(instance, runs[0]['runId']).checks})")
+        day.expect(
+            blocking,
+            phase,
+            f"the bad day {bad} fails a blocking market_candles check "
+            f"(run {runs[0]['runId']}: {RunSummary(instance, runs[0]['runId']).checks})",
+        )
         day.expect(proc.returncode != 0, phase, f"the CLI ingest of the bad day {bad} exits non-zero:\n{output[-600:]}")
 
     # The nightly cadence, whose window holds both days, must refuse to train on them.
     refused_at = time.time()
-    run_id = day.runs["refused nightly"] = d.submit("nightly_cadence", tags={"dagster/partition": keys["nightly"],
-                                                                             "alphapulse/test": "operator-day"})
+    run_id = day.runs["refused nightly"] = d.submit(
+        "nightly_cadence", tags={"dagster/partition": keys["nightly"], "alphapulse/test": "operator-day"}
+    )
     status = day.wait_run(run_id)
     summary = RunSummary(instance, run_id)
     text = " ".join(m for _s, _c, m in summary.step_failures)
-    day.expect(status == "FAILURE" and all(b in text for b in BAD_DAYS), phase,
-               f"the nightly training set refuses the bad days, naming them (run {run_id}: {status}; "
-               f"failures: {text[:600]!r})")
+    day.expect(
+        status == "FAILURE" and all(b in text for b in BAD_DAYS),
+        phase,
+        f"the nightly training set refuses the bad days, naming them (run {run_id}: {status}; "
+        f"failures: {text[:600]!r})",
+    )
     trained = [v for v in day.versions() if v.info.get("run_id") == run_id]
     day.expect(not trained, phase, f"no model is trained by the refused nightly run: {[v.label for v in trained]}")
     raised = day.wait_alert_events("run:nightly_cadence", RAISED, refused_at)
@@ -412,10 +471,13 @@ def phase_bad_day(day: OperatorDay, keys: dict) -> None:
     # The operator fixes the data from the good source and runs the nightly again.
     day.start("bad day fixed")
     proc = d.cli("ingest", "--start", BAD_DAYS[0], "--end", BAD_DAYS[-1], timeout=300)
-    assert proc.returncode == 0, f"set-up: re-ingesting the bad days from the sample failed:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"set-up: re-ingesting the bad days from the sample failed:\n{proc.stdout}\n{proc.stderr}"
+    )
     day.at["bad day fixed"] = time.time()
-    again = day.runs["nightly again"] = d.submit("nightly_cadence", tags={"dagster/partition": keys["nightly"],
-                                                                          "alphapulse/test": "operator-day"})
+    again = day.runs["nightly again"] = d.submit(
+        "nightly_cadence", tags={"dagster/partition": keys["nightly"], "alphapulse/test": "operator-day"}
+    )
     status = day.wait_run(again)
     failures = [m[:300] for _s, _c, m in RunSummary(instance, again).step_failures]
     day.expect(status == "SUCCESS", phase, f"the nightly on the repaired days ends SUCCESS (got {status}: {failures})")
@@ -430,24 +492,37 @@ def phase_rollback(day: OperatorDay) -> None:
     symbol, cadence, target, force = rollback_target(day.registry)
     reason = f"operator day: back to v{target} after a bad-data day"
     proc = d.cli("models", "rollback", symbol, "--cadence", cadence, "--to", str(target), *force, "--reason", reason)
-    day.expect(proc.returncode == 0, phase,
-               f"`alphapulse models rollback {symbol} --cadence {cadence} --to {target} {' '.join(force)}` "
-               f"succeeds (exit {proc.returncode}): {(proc.stdout + proc.stderr)[-600:]}")
+    day.expect(
+        proc.returncode == 0,
+        phase,
+        f"`alphapulse models rollback {symbol} --cadence {cadence} --to {target} {' '.join(force)}` "
+        f"succeeds (exit {proc.returncode}): {(proc.stdout + proc.stderr)[-600:]}",
+    )
     now = day.registry.champion(symbol, cadence)
-    day.expect(now is not None and now.version == target, phase,
-               f"the registry's {symbol} {cadence} champion is v{target} after the rollback (got {now and now.version})")
+    day.expect(
+        now is not None and now.version == target,
+        phase,
+        f"the registry's {symbol} {cadence} champion is v{target} after the rollback (got {now and now.version})",
+    )
     history = d.cli("models", "history", symbol, "--cadence", cadence)
     rows = [line for line in history.stdout.splitlines() if "rolled" in line and reason in line]
-    day.expect(history.returncode == 0 and rows and f"v{target}" in rows[-1], phase,
-               f"`alphapulse models history` shows the rollback to v{target} with its reason:\n{history.stdout[-800:]}")
+    day.expect(
+        history.returncode == 0 and rows and f"v{target}" in rows[-1],
+        phase,
+        f"`alphapulse models history` shows the rollback to v{target} with its reason:\n{history.stdout[-800:]}",
+    )
     events = d.latest_asset_events(["champions", cadence, symbol])
     latest = events[0] if events else None
     shown = json.dumps(latest, default=str) if latest else ""
-    day.expect(latest is not None and float(latest["timestamp"]) / 1000 >= day.at[phase]
-               and {str(target), f"v{target}"} & {str(v) for v in latest["metadata"].values()} and reason in shown,
-               phase,
-               f"the champions/{cadence}/{symbol} asset page's newest event is the rollback to v{target} with its "
-               f"reason (newest event: {shown[:600]})")
+    day.expect(
+        latest is not None
+        and float(latest["timestamp"]) / 1000 >= day.at[phase]
+        and {str(target), f"v{target}"} & {str(v) for v in latest["metadata"].values()}
+        and reason in shown,
+        phase,
+        f"the champions/{cadence}/{symbol} asset page's newest event is the rollback to v{target} with its "
+        f"reason (newest event: {shown[:600]})",
+    )
 
 
 def rollback_target(registry: ModelRegistry) -> tuple[str, str, int, list[str]]:
@@ -487,27 +562,40 @@ def phase_end_of_day(day: OperatorDay) -> None:
     day.expect(len(raised) == 1, phase, f"the failed CLI ingest raised exactly one alert (got {len(raised)})")
     resolved = day.wait_alert_events("run:ingest_market_data", RESOLVED, at["recovery"])
     resolved = [e for e in resolved if e.at < at["bad day"]]
-    day.expect(len(resolved) == 1, phase,
-               f"the successful CLI ingest resolved the ingest alert exactly once (got {len(resolved)})")
+    day.expect(
+        len(resolved) == 1,
+        phase,
+        f"the successful CLI ingest resolved the ingest alert exactly once (got {len(resolved)})",
+    )
     stopped = day.alert_events("run:weekly_cadence", RAISED, at["cadences"])
     day.expect(not stopped, phase, f"neither a rejection nor an operator's SIGTERM raises a run alert: {stopped}")
     killed = day.wait_alert_events("run:monthly_cadence", RAISED, at["sigkill"])
     day.expect(len(killed) == 1, phase, f"the SIGKILLed run raised exactly one alert (got {[e.title for e in killed]})")
     if killed:
         again = day.wait_alert_events("run:monthly_cadence", RESOLVED, killed[0].at)
-        day.expect(len(again) == 1, phase, "the SIGKILLed run's alert is resolved once by the next monthly success "
-                                           f"(got {len(again)})")
+        day.expect(
+            len(again) == 1,
+            phase,
+            f"the SIGKILLed run's alert is resolved once by the next monthly success (got {len(again)})",
+        )
     nightly_resolved = day.wait_alert_events("run:nightly_cadence", RESOLVED, at["bad day fixed"])
-    day.expect(len(nightly_resolved) == 1, phase,
-               f"the nightly's alert is resolved once after it succeeded again (got {len(nightly_resolved)})")
+    day.expect(
+        len(nightly_resolved) == 1,
+        phase,
+        f"the nightly's alert is resolved once after it succeeded again (got {len(nightly_resolved)})",
+    )
 
     # Nothing stuck: no unfinished run, no claimed or awaited "training" slot.
     unfinished = [(r["runId"], r["jobName"], r["status"]) for r in d.runs(statuses=list(UNFINISHED_STATUSES))]
     day.expect(not unfinished, phase, f"no run is left queued or started: {unfinished}")
-    pool = day.poll(lambda: (p := d.pool("training")) and not p["claimedSlots"] and not p["pendingSteps"] and p,
-                    30.0) or d.pool("training")
-    day.expect(not pool["claimedSlots"] and not pool["pendingSteps"], phase,
-               f"no training pool slot is held or awaited: {pool}")
+    pool = day.poll(
+        lambda: (p := d.pool("training")) and not p["claimedSlots"] and not p["pendingSteps"] and p, 30.0
+    ) or d.pool("training")
+    day.expect(
+        not pool["claimedSlots"] and not pool["pendingSteps"],
+        phase,
+        f"no training pool slot is held or awaited: {pool}",
+    )
 
     # No model was trained on the bad days while they were in the store.
     bad_start = pd.Timestamp(BAD_DAYS[0], tz="UTC")
@@ -529,7 +617,10 @@ def phase_end_of_day(day: OperatorDay) -> None:
     except ValueError:
         status = {"unparsed": (proc.stdout + proc.stderr)[-800:]}
     health = status.get("health", {})
-    day.expect(proc.returncode == 0 and health.get("status") == "healthy", phase,
-               f"`alphapulse status` is healthy with exit 0 at the end of the day (exit {proc.returncode}, "
-               f"{health.get('status')}: {health.get('reasons')}; open alerts: "
-               f"{[a.get('key') if isinstance(a, dict) else a for a in status.get('open_alerts') or []]})")
+    day.expect(
+        proc.returncode == 0 and health.get("status") == "healthy",
+        phase,
+        f"`alphapulse status` is healthy with exit 0 at the end of the day (exit {proc.returncode}, "
+        f"{health.get('status')}: {health.get('reasons')}; open alerts: "
+        f"{[a.get('key') if isinstance(a, dict) else a for a in status.get('open_alerts') or []]})",
+    )

@@ -45,8 +45,12 @@ def build_source(name: str, settings: AlphaPulseSettings) -> CandleSource:
         from alphapulse_assets.market_data.sources.files import FileSource
 
         if settings.files_dir is None:
-            raise PermanentError("the files source needs ALPHAPULSE_FILES_DIR (a folder of CSV/Parquet files)", where="settings")
-        return FileSource(settings.files_dir, timeframe=settings.base_timeframe, source_timezone=settings.files_timezone)
+            raise PermanentError(
+                "the files source needs ALPHAPULSE_FILES_DIR (a folder of CSV/Parquet files)", where="settings"
+            )
+        return FileSource(
+            settings.files_dir, timeframe=settings.base_timeframe, source_timezone=settings.files_timezone
+        )
     if name == "postgres":
         from alphapulse_assets.market_data.sources.postgres import PostgresSource
 
@@ -55,12 +59,22 @@ def build_source(name: str, settings: AlphaPulseSettings) -> CandleSource:
         from alphapulse_assets.market_data.sources.exchange import ExchangeSource
 
         return ExchangeSource.from_settings(settings)
-    raise PermanentError(f"unknown market-data source {name!r}; choose from {', '.join(known_source_names())}", where="settings")
+    raise PermanentError(
+        f"unknown market-data source {name!r}; choose from {', '.join(known_source_names())}", where="settings"
+    )
 
 
 def build_chain(names: Sequence[str], settings: AlphaPulseSettings) -> FallbackChain:
     return FallbackChain([build_source(n, settings) for n in names])
 
 
-__all__ = ["CandleSource", "FetchResult", "FallbackChain", "SOURCE_NAMES", "build_source", "build_chain",
-           "known_source_names", "register_source"]
+__all__ = [
+    "CandleSource",
+    "FetchResult",
+    "FallbackChain",
+    "SOURCE_NAMES",
+    "build_source",
+    "build_chain",
+    "known_source_names",
+    "register_source",
+]

@@ -37,7 +37,7 @@ class CandleSource(ABC):
         Raises a classified error (``alphapulse_assets.recovery.errors``) when it cannot.
         """
 
-    def check_reachable(self) -> None:  # pragma: no cover - default is "nothing to reach"
+    def check_reachable(self) -> None:  # noqa: B027 - optional hook; the default is "nothing to reach"
         """Raise a classified error if the source cannot be reached now; used by health checks."""
 
     def describe(self) -> str:

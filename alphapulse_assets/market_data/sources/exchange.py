@@ -436,8 +436,13 @@ class ExchangeSource(CandleSource):
         new = not spool.exists()
         with spool.open("a", encoding="utf-8") as fh:
             if new:
-                header = {"exchange": self.exchange_id, "symbol": symbol, "timeframe": self.timeframe,
-                          "start_ms": start_ms, "end_ms": end_ms}
+                header = {
+                    "exchange": self.exchange_id,
+                    "symbol": symbol,
+                    "timeframe": self.timeframe,
+                    "start_ms": start_ms,
+                    "end_ms": end_ms,
+                }
                 fh.write(json.dumps(header) + "\n")
             fh.write(json.dumps({"complete": True} if rows is None else rows, separators=(",", ":")) + "\n")
             fh.flush()

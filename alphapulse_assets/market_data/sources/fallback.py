@@ -64,4 +64,3 @@ class FallbackChain:
         if all("no rows" in msg for _, _, msg, _ in failures):
             raise NoDataError(f"no source has data for {symbol} in the window: {detail}", where=where)
         raise PermanentError(f"no source could serve {symbol}: {detail}", where=where)
-

@@ -68,12 +68,15 @@ def _connect_kwargs(url: str, timeout_seconds: float, where: str) -> dict:
     except Exception:
         raise PermanentError("the market database URL cannot be parsed", where=where) from None
     if not u.drivername.startswith("postgres"):
-        raise PermanentError(
-            f"the market database URL must be a postgresql:// URL, not {u.drivername}://", where=where
-        )
+        raise PermanentError(f"the market database URL must be a postgresql:// URL, not {u.drivername}://", where=where)
     kwargs: dict = {k: v for k, v in u.query.items() if isinstance(v, str)}  # e.g. sslmode
-    for key, value in (("host", u.host), ("port", u.port), ("user", u.username), ("password", u.password),
-                       ("dbname", u.database)):
+    for key, value in (
+        ("host", u.host),
+        ("port", u.port),
+        ("user", u.username),
+        ("password", u.password),
+        ("dbname", u.database),
+    ):
         if value is not None:
             kwargs[key] = value
     # libpq wants whole seconds (and treats 1 as 2); the statement timeout is in milliseconds.
@@ -143,8 +146,9 @@ class PostgresSource(CandleSource):
                 # No rows in the window: tell "never heard of it" apart from "nothing in this window".
                 known = self._execute(
                     conn,
-                    sql.SQL("SELECT s FROM unnest(%s::text[]) AS s WHERE EXISTS (SELECT 1 FROM {} WHERE symbol = s)")
-                    .format(table),
+                    sql.SQL(
+                        "SELECT s FROM unnest(%s::text[]) AS s WHERE EXISTS (SELECT 1 FROM {} WHERE symbol = s)"
+                    ).format(table),
                     (missing,),
                 )
                 unknown = sorted(set(missing) - {r[0] for r in known})
@@ -184,7 +188,9 @@ class PostgresSource(CandleSource):
         except psycopg.Error as exc:
             raise self._classify(exc, connecting=True) from exc
         except OSError as exc:  # e.g. DNS failure surfaces as OSError on some platforms
-            raise TransientError(f"cannot reach the market database: {self._scrub(str(exc))}", where=self._where()) from exc
+            raise TransientError(
+                f"cannot reach the market database: {self._scrub(str(exc))}", where=self._where()
+            ) from exc
         # numeric comes back as float, not Decimal; a text column still comes back as text, for the check.
         conn.adapters.register_loader("numeric", FloatLoader)
         return conn
@@ -223,8 +229,7 @@ class PostgresSource(CandleSource):
             )
         if isinstance(exc, pe.UndefinedColumn):
             return PermanentError(
-                f"table {self.table} lacks a required column ({detail}); it needs "
-                f"{', '.join(_TABLE_COLUMNS)}",
+                f"table {self.table} lacks a required column ({detail}); it needs {', '.join(_TABLE_COLUMNS)}",
                 where=where,
             )
         if isinstance(exc, pe.QueryCanceled):
@@ -280,7 +285,7 @@ def write_ohlcv(url: str, frame: pd.DataFrame, table: str = "ohlcv", timeout_sec
                 ) as copy:
                     times = candles["timestamp"].dt.tz_convert("UTC").dt.to_pydatetime()
                     cols = [candles[c].to_numpy() for c in ("open", "high", "low", "close", "volume")]
-                    for i, (ts, sym) in enumerate(zip(times, candles["symbol"])):
+                    for i, (ts, sym) in enumerate(zip(times, candles["symbol"], strict=True)):
                         copy.write_row((ts, sym, *(None if math.isnan(c[i]) else float(c[i]) for c in cols)))
                 cur.execute(upsert)
         except psycopg.Error as exc:

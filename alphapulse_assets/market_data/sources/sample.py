@@ -15,8 +15,8 @@ inside trending regimes, returns follow their own recent average (an ARMA(1,1) t
 ``MOMENTUM_DECAY`` and ``MOMENTUM_STRENGTH``, whose autocorrelation fades over a few hours, so it shows on
 15m, 1h and 4h bars) plus a small drift in the trend's direction. Outside trends, returns are
 unpredictable, except that calm regimes mean-revert (the same term with the opposite sign), so that
-"the last move continues" is right in trends and wrong in calm markets. Each year of bars comes from one generator seeded by (symbol, year, bar size), and each
-day opens at the previous day's close.
+"the last move continues" is right in trends and wrong in calm markets. Each year of bars comes from
+one generator seeded by (symbol, year, bar size), and each day opens at the previous day's close.
 A model trained on shuffled labels still finds nothing, which is what the promotion gate must see.
 """
 
@@ -140,7 +140,10 @@ def _year_bars(symbol: str, year: int, n: int) -> dict[str, np.ndarray]:
     sigma = vol[idx, None] / np.sqrt(n) * _intraday_profile(n)[None, :]
     eps = rng.standard_t(4.5, (len(idx), n)) / np.sqrt(4.5 / 2.5) * sigma
     r = eps.copy()
-    for mask, strength in ((np.isin(regimes[idx], (1, 2)), MOMENTUM_STRENGTH), (regimes[idx] == 0, -REVERSION_STRENGTH)):
+    for mask, strength in (
+        (np.isin(regimes[idx], (1, 2)), MOMENTUM_STRENGTH),
+        (regimes[idx] == 0, -REVERSION_STRENGTH),
+    ):
         if mask.any() and strength:
             num, den, scale = _momentum_filter(n, strength)
             r[mask] = lfilter(num, den, eps[mask] * scale, axis=1)
@@ -165,7 +168,9 @@ def generate_day(symbol: str, day: date, timeframe: str = "15m") -> pd.DataFrame
     """Canonical candles for one symbol and UTC day; the same arguments always give the same frame."""
     bar = timeframe_to_timedelta(timeframe)
     if pd.Timedelta(days=1) % bar != pd.Timedelta(0) or bar > pd.Timedelta(days=1):
-        raise PermanentError(f"the sample market cannot make {timeframe} bars (use a divisor of one day)", where="sample source")
+        raise PermanentError(
+            f"the sample market cannot make {timeframe} bars (use a divisor of one day)", where="sample source"
+        )
     index = (day - EPOCH).days
     if not 0 <= index < HORIZON_DAYS:
         raise NoDataError(

@@ -67,4 +67,12 @@ from alphapulse_assets.market_data.sources.files.export import (
 )
 from alphapulse_assets.market_data.sources.files.source import FileSource
 
-__all__ = ["EXPORT_FORMATS", "EXPORT_LAYOUTS", "SYNTHETIC_MARKER", "FileSource", "cache_info", "clear_cache", "export_sample"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "EXPORT_LAYOUTS",
+    "SYNTHETIC_MARKER",
+    "FileSource",
+    "cache_info",
+    "clear_cache",
+    "export_sample",
+]

@@ -49,8 +49,13 @@ class BoundedCache:
 
     def info(self) -> dict[str, int]:
         with self._lock:
-            return {"entries": len(self._items), "bytes": self._bytes, "hits": self.hits, "misses": self.misses,
-                    "max_bytes": self.max_bytes}
+            return {
+                "entries": len(self._items),
+                "bytes": self._bytes,
+                "hits": self.hits,
+                "misses": self.misses,
+                "max_bytes": self.max_bytes,
+            }
 
 
 PARSED = BoundedCache(DEFAULT_CACHE_BYTES)  # normalised frames per file (or Parquet row group)

@@ -61,8 +61,11 @@ def export_sample(
         if file_format == "parquet":
             frame.to_parquet(path, index=False)
         else:
-            out = frame.assign(timestamp=frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S%z").str.replace(
-                r"\+0000$", "+00:00", regex=True))
+            out = frame.assign(
+                timestamp=frame["timestamp"]
+                .dt.strftime("%Y-%m-%dT%H:%M:%S%z")
+                .str.replace(r"\+0000$", "+00:00", regex=True)
+            )
             out.to_csv(path, index=False, compression="gzip" if file_format == "csv.gz" else None)
         written.append(path)
 

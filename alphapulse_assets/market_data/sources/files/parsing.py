@@ -161,8 +161,12 @@ def parse_parquet_group(data_file: DataFile, pf: pq.ParquetFile, group: int, sou
 
 def timeframe_label(step: pd.Timedelta) -> str:
     """A bar size as ALPHAPULSE_BASE_TIMEFRAME spells it, or a plain duration when it has no such name."""
-    for unit, size in (("w", pd.Timedelta(weeks=1)), ("d", pd.Timedelta(days=1)), ("h", pd.Timedelta(hours=1)),
-                       ("m", pd.Timedelta(minutes=1))):
+    for unit, size in (
+        ("w", pd.Timedelta(weeks=1)),
+        ("d", pd.Timedelta(days=1)),
+        ("h", pd.Timedelta(hours=1)),
+        ("m", pd.Timedelta(minutes=1)),
+    ):
         if step >= size and step % size == pd.Timedelta(0):
             return f"{step // size}{unit}"
     return str(step)

@@ -31,8 +31,18 @@ from alphapulse_assets.recovery.errors import (
 
 # Column names of Binance kline dumps, which come without a header row.
 BINANCE_KLINE_COLUMNS = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time",
-    "quote_volume", "trades", "taker_buy_base_volume", "taker_buy_quote_volume", "ignore",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "trades",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
+    "ignore",
 )
 HEADERLESS_OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 # MetaTrader 4 history exports: 2024.01.02,00:00,open,high,low,close,volume.

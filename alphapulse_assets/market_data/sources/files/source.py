@@ -86,7 +86,9 @@ class FileSource(CandleSource):
             with os.scandir(self.root) as it:
                 next(it, None)
         except PermissionError as exc:
-            raise PermanentError(f"the market-data folder is not readable: {exc.strerror}", where=str(self.root)) from exc
+            raise PermanentError(
+                f"the market-data folder is not readable: {exc.strerror}", where=str(self.root)
+            ) from exc
 
     def _catalogue(self) -> Catalogue:
         self.check_reachable()

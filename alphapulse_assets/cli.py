@@ -329,7 +329,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from alphapulse_assets.config_check import check_configuration
     from alphapulse_assets.market_data.sources.files import FileSource
-    from alphapulse_assets.training.pipeline import CadenceSpec, train_challenger
+    from alphapulse_assets.training.challenger import CadenceSpec, train_challenger
     from alphapulse_assets.training.promotion import GateConfig, evaluate_gate
 
     settings = check_configuration()

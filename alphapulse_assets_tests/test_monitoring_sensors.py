@@ -391,7 +391,7 @@ def test_health_rules():
 
 def test_source_probe_reports_unreachable_and_hanging_sources():
     from alphapulse_assets.market_data.sources import register_source
-    from alphapulse_assets.monitoring.probes import source_results
+    from alphapulse_assets.monitoring.readers import source_results
     from alphapulse_assets.recovery.errors import TransientError
     from alphapulse_assets.settings import AlphaPulseSettings
 

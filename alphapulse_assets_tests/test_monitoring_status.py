@@ -19,7 +19,7 @@ from dagster._daemon.types import DaemonHeartbeat
 from sklearn.linear_model import LogisticRegression
 
 from alphapulse_assets import cli
-from alphapulse_assets.monitoring import probes
+from alphapulse_assets.monitoring import readers
 from alphapulse_assets.monitoring.sensors import build_check_failure_alert_sensor
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.settings import get_settings
@@ -81,8 +81,8 @@ def make_healthy(project) -> None:
     with instance_for(project) as instance:
         for daemon in instance.get_required_daemon_types():
             instance.add_daemon_heartbeat(DaemonHeartbeat(now, daemon, "d1"))
-        for cadence in probes.CADENCE_NAMES:
-            key = probes.expected_partition(cadence, now, settings, get_settings().monitoring)
+        for cadence in readers.CADENCE_NAMES:
+            key = readers.expected_partition(cadence, now, settings, get_settings().monitoring)
             for symbol in settings.symbols:
                 instance.report_runless_asset_event(dg.AssetMaterialization(["models", cadence, symbol], partition=key))
         nightly_cadence_stub.execute_in_process(instance=instance, tags={"dagster/partition": "2026-01-01"})

@@ -81,7 +81,7 @@ def test_outage_opens_the_breaker_skips_alerts_once_probes_and_recovers(tmp_path
         assert "closed -> open" in result.skip_reason.skip_message
         opened_at = clock()
 
-        # While open the schedule skips with a reason naming the breaker, since when and when it probes.
+        # While open the schedule skips with a reason naming the breaker, since when and when it readers.
         for day in (5, 6):
             clock.advance(30)
             skip = schedule_tick(instance, day)

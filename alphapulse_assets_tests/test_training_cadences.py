@@ -16,7 +16,7 @@ from alphapulse_assets.market_data.sources.sample import SampleSource
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training import drift_assets
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
-from alphapulse_assets.training.pipeline import DEFAULT_SPECS, make_dataset, train_challenger
+from alphapulse_assets.training.challenger import DEFAULT_SPECS, make_dataset, train_challenger
 from alphapulse_assets.training.promotion import GateConfig, evaluate_gate
 from alphapulse_assets.training.schedules import SCHEDULES, latest_partition_key
 from alphapulse_assets_tests.candles import ingest

@@ -1,6 +1,6 @@
 """Health checks as pure functions: each turns facts gathered elsewhere into healthy / warning / critical.
 
-The Dagster side (``monitoring/probes.py``) reads the instance, the platform database and the sources;
+The Dagster side (``monitoring/readers.py``) reads the instance, the platform database and the sources;
 the judgement lives here, with the clock passed in, so every rule is unit-testable. The overall status is
 the worst of the checks, and its reasons are the messages of the checks that are not healthy.
 This module does not import Dagster.

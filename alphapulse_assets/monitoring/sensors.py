@@ -30,7 +30,7 @@ import dagster as dg
 from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets.alerting.alerts import Alert, AlertRouter, build_router_from_env
 from alphapulse_assets.atomic_files import atomic_write
-from alphapulse_assets.monitoring import probes
+from alphapulse_assets.monitoring import readers
 from alphapulse_assets.monitoring.health import Status
 from alphapulse_assets.monitoring.metrics import Counters, ResourceSampler, SampleStore
 from alphapulse_assets.monitoring.report import build_report, render_markdown, report_alerts
@@ -198,7 +198,7 @@ def build_health_check_sensor(
     def _sensor(context: dg.SensorEvaluationContext):
         now = clock()
         location = context.repository_name or "definitions"
-        report, facts = probes.collect_health(
+        report, facts = readers.collect_health(
             context.instance,
             now=now,
             code_location=(True, f"{location} loaded (this sensor runs in it)"),
@@ -208,9 +208,9 @@ def build_health_check_sensor(
         router = _LazyRouter(router_factory)
         repeat = _repeat_seconds()
         for check in report.checks:
-            if not probes.alerted(check):
+            if not readers.alerted(check):
                 continue
-            key = probes.health_alert_key(check.name)
+            key = readers.health_alert_key(check.name)
             current = open_by_key.get(key)
             if check.status is Status.HEALTHY:
                 if current is not None:
@@ -282,7 +282,7 @@ def build_check_failure_alert_sensor(
     def _sensor(context: dg.SensorEvaluationContext):
         seen = _load_cursor(context.cursor)
         check_keys = list(context.repository_def.asset_graph.asset_check_keys) if context.repository_def else []
-        latest = probes.latest_check_executions(context.instance, check_keys)
+        latest = readers.latest_check_executions(context.instance, check_keys)
         router = _LazyRouter(router_factory)
         handled = 0
         for check_key, rec in latest.items():
@@ -341,7 +341,7 @@ def run_failure_alert(
     if run.tags.get(ALERTED_TAG):
         return f"already alerted by {run.tags[ALERTED_TAG]}"
     instance.add_run_tags(run.run_id, {ALERTED_TAG: by})  # claimed before raising: once per run
-    failures = probes.step_failures(instance, run.run_id)
+    failures = readers.step_failures(instance, run.run_id)
     c = classify_run(failures, run.tags.get("dagster/failure_reason", ""))
     key = run_alert_key(run.job_name)
     partition = run.tags.get("dagster/partition")
@@ -454,17 +454,17 @@ def compute_report(
     now: float | None = None,
 ) -> dict:
     url = db_url or platform_db_url()
-    runs = [r for c in probes.CADENCE_NAMES for r in probes.cadence_runs(instance, c, start, end)]
+    runs = [r for c in readers.CADENCE_NAMES for r in readers.cadence_runs(instance, c, start, end)]
     symbols = list(get_settings().symbols)
     symbols += sorted({s for r in runs for s in r.planned | r.trained if s not in symbols})
     return build_report(
         partition_key,
         (start, end),
-        probes.CADENCE_NAMES,
+        readers.CADENCE_NAMES,
         symbols,
         runs,
-        probes.decisions(url, start, end),
-        probes.breaker_trips(url, start, end),
+        readers.decisions(url, start, end),
+        readers.breaker_trips(url, start, end),
         generated_at=time.time() if now is None else now,
     )
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from alphapulse_assets.monitoring import health as hl
-from alphapulse_assets.monitoring import probes
+from alphapulse_assets.monitoring import readers
 from alphapulse_assets.monitoring.health import Status
 from alphapulse_assets.monitoring.metrics import ResourceSampler, SampleStore
 from alphapulse_assets.platform_db import platform_db_url
@@ -69,7 +69,7 @@ def collect_status(
     now = time.time() if now is None else now
     url = platform_db_url()
     ok, text, check_keys = code_location()
-    report, facts = probes.collect_health(
+    report, facts = readers.collect_health(
         instance, now=now, code_location=(ok, text), db_url=url, check_sources=check_sources
     )
     status: dict = {
@@ -79,9 +79,9 @@ def collect_status(
         "open_alerts": facts["open_alerts"],
     }
     for name, reader in (
-        ("cadences", lambda: probes.last_runs(instance)),
+        ("cadences", lambda: readers.last_runs(instance)),
         ("champions", lambda: _champions(url)),
-        ("failed_checks", lambda: probes.latest_check_failures(instance, check_keys)),
+        ("failed_checks", lambda: readers.latest_check_failures(instance, check_keys)),
         ("resources", lambda: _resources(url, now, instance.root_directory)),
     ):
         try:
@@ -97,17 +97,17 @@ def unopenable_instance_status(exc: Exception, *, now: float | None = None) -> d
     database is unreachable or corrupt): critical, the classified reason, and what the platform database holds."""
     now = time.time() if now is None else now
     url = platform_db_url()
-    checks = [probes.probe_failure("storage", "cannot open the Dagster instance", exc, Status.CRITICAL)]
+    checks = [readers.probe_failure("storage", "cannot open the Dagster instance", exc, Status.CRITICAL)]
     status: dict = {"at": now, "breakers": {}, "open_alerts": []}
     for name, reader in (
-        ("breakers", lambda: probes.breaker_states(url)),
-        ("open_alerts", lambda: probes.open_alerts(url)),
+        ("breakers", lambda: readers.breaker_states(url)),
+        ("open_alerts", lambda: readers.open_alerts(url)),
         ("champions", lambda: _champions(url)),
     ):
         try:
             status[name] = reader()
         except Exception as read_exc:  # noqa: BLE001 - show what could be read
-            checks.append(probes.probe_failure(name, f"cannot read {name.replace('_', ' ')}", read_exc, detail=False))
+            checks.append(readers.probe_failure(name, f"cannot read {name.replace('_', ' ')}", read_exc, detail=False))
             status.setdefault("errors", []).append(f"{name}: {type(read_exc).__name__}")
     status["health"] = hl.overall(checks, now).to_dict()
     return status

@@ -34,10 +34,10 @@ from alphapulse_assets.recovery.policies import classification_metadata, classif
 from alphapulse_assets.recovery.runs import stop_on_interrupt
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.cadence import promote, train_symbol
+from alphapulse_assets.training.challenger import DEFAULT_SPECS, CadenceSpec, Dataset, make_dataset
 from alphapulse_assets.training.champion_events import ChampionChangeReporter, champion_change_metadata
 from alphapulse_assets.training.display import model_fields
 from alphapulse_assets.training.metadata import as_metadata
-from alphapulse_assets.training.pipeline import DEFAULT_SPECS, CadenceSpec, Dataset, make_dataset
 from alphapulse_assets.training.promotion import GATE_CHECK, GATE_RULES, GateConfig
 from alphapulse_assets.training.registry import ModelRegistry
 

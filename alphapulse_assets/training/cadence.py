@@ -16,8 +16,7 @@ import pandas as pd
 
 from alphapulse_assets.features.indicators import FEATURE_NAMES
 from alphapulse_assets.training import drift as drift_lib
-from alphapulse_assets.training.evaluation import classification_metrics
-from alphapulse_assets.training.pipeline import (
+from alphapulse_assets.training.challenger import (
     CadenceSpec,
     Challenger,
     Dataset,
@@ -25,6 +24,7 @@ from alphapulse_assets.training.pipeline import (
     predict_dataset,
     train_challenger,
 )
+from alphapulse_assets.training.evaluation import classification_metrics
 from alphapulse_assets.training.promotion import (
     DRIFT_GATE_FEATURES,
     ChampionComparison,

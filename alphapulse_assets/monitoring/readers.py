@@ -64,7 +64,7 @@ def _with_timeout(fn: Callable[[], None], timeout: float) -> str | None:
     return None if err is None else f"{type(err).__name__}: {str(err)[:300]}"
 
 
-# -- individual probes -------------------------------------------------------------------------------------
+# -- individual readers -------------------------------------------------------------------------------------
 
 
 def probe_failure(

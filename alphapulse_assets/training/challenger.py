@@ -1,4 +1,4 @@
-"""One cadence's training for one symbol, as a plain function: data -> evaluated challenger.
+"""One symbol's training for one cadence, as a plain function: data -> evaluated challenger.
 
 ``train_challenger`` builds features and labels from candles, evaluates the estimator out of sample with
 purged walk-forward splits (embargo = label horizon + longest feature look-back), next to the naive

@@ -19,7 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 LAYERS: list[list[str]] = [
     # the error taxonomy every layer raises, and the platform tables' migrations (Alembic runs them by path)
     ["alphapulse_assets.recovery.errors", "alphapulse_assets.migrations"],
-    ["alphapulse_assets.settings", "alphapulse_assets.platform_db", "alphapulse_assets.atomic_files"],
+    [
+        "alphapulse_assets.settings",
+        "alphapulse_assets.platform_db",
+        "alphapulse_assets.atomic_files",
+        "alphapulse_assets.text_tables",
+    ],
     ["alphapulse_assets.alerting"],  # alert types, the router, its channels and store
     ["alphapulse_assets.recovery"],  # breakers, retry policies, gating
     ["alphapulse_assets.features"],

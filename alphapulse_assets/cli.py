@@ -320,91 +320,88 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value, spec: str) -> str | None:
+    """A figure as ``spec`` formats it, or None (a dash in the table) when there is none."""
+    return format(value, spec) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the pipeline on history a user brings (files source), any bar size, against the baselines.
 
     The same quality rules and gate settings as the cadences: a symbol whose bars fail a blocking rule is
-    refused, not evaluated."""
+    refused, not evaluated; a file that cannot be read is reported in its own row. Exit 0 when at least one
+    symbol was evaluated, 1 when none could be, 2 on bad arguments or settings."""
+    import json
+
     import pandas as pd
 
     from alphapulse_assets.config_check import check_configuration
-    from alphapulse_assets.market_data.sources.files import FileSource
-    from alphapulse_assets.training.challenger import CadenceSpec, train_challenger
-    from alphapulse_assets.training.promotion import GateConfig, evaluate_gate
+    from alphapulse_assets.text_tables import print_table
+    from alphapulse_assets.training.display import costs_text
+    from alphapulse_assets.training.folder_evaluation import FolderEvaluation, evaluate_folder
 
     settings = check_configuration()
-    cfg = GateConfig(**settings.gate.model_dump(), min_validation_samples=args.min_validation)
-    source = FileSource(Path(args.files), timeframe=args.timeframe, source_timezone=args.timezone)
-    symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else source.symbols()
-    start = pd.Timestamp(args.start or "1970-01-01", tz="UTC")
-    end = pd.Timestamp(args.end, tz="UTC") if args.end else pd.Timestamp.now(tz="UTC").normalize()
-    spec = CadenceSpec(
-        "evaluate",
-        args.timeframe,
-        window_days=(end - start).days,
-        estimator="hgb",
+    request = FolderEvaluation(
+        files=Path(args.files),
+        timeframe=args.timeframe,
+        start=pd.Timestamp(args.start or "1970-01-01", tz="UTC"),
+        end=pd.Timestamp(args.end, tz="UTC") if args.end else pd.Timestamp.now(tz="UTC").normalize(),
+        symbols=tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip()) if args.symbols else None,
+        source_timezone=args.timezone,
         n_splits=args.splits,
         min_train_bars=args.min_train_bars,
+        min_validation=args.min_validation,
+        calendar=args.calendar,
+        fee_bps=args.fee_bps,
+        slippage_bps=args.slippage_bps,
     )
-    print(
-        f"{'symbol':<10} {'bars':>7} {'n_val':>6} {'logloss':>8} {'base':>7} {'persist':>7} {'auc':>6} {'sharpe':>7}  verdict"
-    )
-    refused = 0
-    for symbol in symbols:
-        candles = source.fetch([symbol], start, end)
-        bad = [r for r in quality_results(candles, symbol, args.timeframe, settings) if r.blocking and not r.passed]
-        if bad:
-            refused += 1
-            print(
-                f"{symbol:<10} {len(candles):>7}  refused, bad data: "
-                + "; ".join(f"{r.rule}: {r.description}, first {r.examples[0] if r.examples else '-'}" for r in bad)
-            )
-            continue
-        ch = train_challenger(candles, spec, symbol=symbol)
-        r = ch.report
-        gate = evaluate_gate(
-            n_validation=ch.n_validation,
-            model_log_loss=float(r.model["log_loss"]),
-            baseline_log_loss={k: float(v["log_loss"]) for k, v in r.baselines.items()},
-            significance=ch.significance,
-            champion=None,
-            drift=None,
-            cfg=cfg,
-        )
-        verdict = "would be promoted" if gate.passed else f"would be rejected: {gate.reason}"
+    doc = evaluate_folder(request, settings)
+    evaluated = doc["summary"]["evaluated"]
+    if args.json:
+        print(json.dumps(doc, indent=2, allow_nan=False))
+    else:
+        costs = doc["costs"]
         print(
-            f"{symbol:<10} {len(candles):>7} {ch.n_validation:>6} {r.model['log_loss']:>8.4f} "
-            f"{r.baselines['base_rate']['log_loss']:>7.4f} {r.baselines['persistence_calibrated']['log_loss']:>7.4f} "
-            f"{r.model['auc']:>6.3f} {r.model['sharpe']:>7.2f}  {verdict}"
+            f"sharpe: long/flat strategy {costs_text(costs['fee_bps'], costs['slippage_bps'])}; annualised per symbol"
         )
-    if refused:
-        print(f"alphapulse: {refused} symbol(s) refused: their bars fail blocking quality rules", file=sys.stderr)
+        rows = []
+        for r in doc["symbols"]:
+            m, b, p = r.get("metrics", {}), r.get("baselines", {}), r.get("p_values", {})
+            annual = r.get("annualisation")
+            rows.append(
+                [
+                    r["symbol"] or r["file"],
+                    r.get("bars"),
+                    r.get("n_validation"),
+                    _fmt(m.get("log_loss"), ".4f"),
+                    _fmt(b.get("base_rate", {}).get("log_loss"), ".4f"),
+                    _fmt(b.get("persistence_calibrated", {}).get("log_loss"), ".4f"),
+                    _fmt(p.get("base_rate"), ".3f"),
+                    _fmt(m.get("auc"), ".3f"),
+                    _fmt(m.get("sharpe"), ".2f"),
+                    f"{annual['calendar']} {annual['bars_per_year']:g}" if annual else None,
+                    r.get("verdict") or f"{r['status']}: {r['error']}",
+                ]
+            )
+        print_table(
+            ["symbol", "bars", "n_val", "logloss", "base", "persist", "p(base)", "auc", "sharpe", "bars/yr", "verdict"],
+            rows,
+            align=["left", *["right"] * 9, "left"],
+        )
+        for r in doc["symbols"]:
+            for note in r.get("notes") or ():
+                print(f"note: {r['symbol']}: {note}")
+    problems = len(doc["errors"])
+    if problems:
+        print(
+            f"alphapulse: {problems} symbol(s) or file(s) not evaluated (refused, unreadable or too short): "
+            "see their rows",
+            file=sys.stderr,
+        )
+    if not evaluated:
+        print("alphapulse: nothing could be evaluated", file=sys.stderr)
         return 1
     return 0
-
-
-def quality_results(candles, symbol: str, timeframe: str, settings) -> list:
-    """The cadences' quality rules over a symbol's whole history (its own first to last bar)."""
-    import pandas as pd
-
-    from alphapulse_assets.market_data import quality
-    from alphapulse_assets.market_data.schema import timeframe_to_timedelta
-
-    if candles.empty:
-        return []
-    ts = pd.DatetimeIndex(candles["timestamp"])
-    q = settings.quality
-    return quality.run_all(
-        candles,
-        symbols=[symbol],
-        start=ts.min(),
-        end=ts.max() + timeframe_to_timedelta(timeframe),
-        timeframe=timeframe,
-        max_missing_fraction=q.max_missing_fraction,
-        outlier_zscore=q.outlier_zscore,
-        max_outlier_fraction=q.max_outlier_fraction,
-        max_bar_move_factor=q.max_bar_move_factor,
-    )
 
 
 def demo_window(end: date) -> date:
@@ -532,6 +529,25 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
 
 
+def _timeframe_arg(text: str) -> str:
+    from alphapulse_assets.settings import canonical_timeframe
+
+    try:
+        return canonical_timeframe(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _bps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of basis points: {text!r}") from None
+    if not (math.isfinite(value) and 0 <= value <= 1000):
+        raise argparse.ArgumentTypeError(f"basis points must be between 0 and 1000, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alphapulse", description="AlphaPulse retraining platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -578,7 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate the pipeline on your own history (files source), any bar size")
     ev.add_argument("--files", required=True, help="folder in the files-source layout (see README)")
-    ev.add_argument("--timeframe", required=True, help="bar size of the files, e.g. 1d, 1h, 15m")
+    ev.add_argument(
+        "--timeframe",
+        required=True,
+        type=_timeframe_arg,
+        help="bar size of the files: 1d, 1h, 15m (also 15min, 1H, 60T, daily, hourly)",
+    )
     ev.add_argument("--symbols", default=None, help="comma-separated (default: every symbol in the folder)")
     ev.add_argument("--start", type=_date, default=None)
     ev.add_argument("--end", type=_date, default=None)
@@ -586,6 +607,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--splits", type=_positive_int, default=4)
     ev.add_argument("--min-train-bars", type=_positive_int, default=300)
     ev.add_argument("--min-validation", type=_positive_int, default=500)
+    ev.add_argument(
+        "--calendar",
+        choices=["auto", "crypto", "fx", "exchange"],
+        default=None,
+        help="market calendar for coverage and Sharpe annualisation (default: ALPHAPULSE_CALENDAR__*, auto)",
+    )
+    ev.add_argument(
+        "--fee-bps", type=_bps, default=None, help="fee per position change (default ALPHAPULSE_COSTS__FEE_BPS)"
+    )
+    ev.add_argument(
+        "--slippage-bps",
+        type=_bps,
+        default=None,
+        help="slippage per position change (default ALPHAPULSE_COSTS__SLIPPAGE_BPS)",
+    )
+    ev.add_argument("--json", action="store_true", help="print one JSON document on stdout (nothing else)")
     ev.set_defaults(func=cmd_evaluate)
 
     ing = sub.add_parser("ingest", help="materialize market data for a range of days")

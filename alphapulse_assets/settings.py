@@ -43,21 +43,48 @@ class SettingsError(DataValidationError):
     """A setting is invalid. The message names each environment variable and its bad value."""
 
 
-# Bar sizes: the grammar every timeframe setting and the candle schema share.
+# Bar sizes: the grammar every timeframe setting and the candle schema share. Canonical spelling is a
+# number and one of m, h, d, w in the largest whole unit ("60m" -> "1h"); canonical_timeframe reads others.
 TIMEFRAME_UNITS = {"m": "min", "h": "h", "d": "D", "w": "W"}
+_UNIT_WORDS = {
+    "m": "m", "min": "m", "mins": "m", "minute": "m", "minutes": "m", "t": "m",
+    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "d": "d", "day": "d", "days": "d",
+    "w": "w", "wk": "w", "week": "w", "weeks": "w",
+}  # fmt: skip
+_BAR_WORDS = {"minutely": "1m", "hourly": "1h", "daily": "1d", "weekly": "1w"}
+_UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440, "w": 10080}
+
+
+def canonical_timeframe(timeframe: str) -> str:
+    """Any usual spelling of a bar size as ``<N><m|h|d|w>`` in its largest whole unit.
+
+    '15m', '15min', '15 minutes', '15T' (pandas) -> '15m'; '1H', '60min', '60T' -> '1h'; '1D', 'daily',
+    '24h' -> '1d'; '1W', 'weekly', '7d' -> '1w'; '90m' stays '90m'. Raises ValueError naming the bad value."""
+    text = str(timeframe).strip().lower().replace(" ", "")
+    text = _BAR_WORDS.get(text, text)
+    number = text[: len(text) - len(text.lstrip("0123456789"))]
+    unit = _UNIT_WORDS.get(text[len(number) :])
+    if unit is None or (number and int(number) <= 0):
+        raise ValueError(
+            f"unknown bar size {timeframe!r}: use a number and one of m, h, d, w (e.g. 15m, 1h, 1d; "
+            "also 15min, 1H, 60T, daily, hourly)"
+        )
+    minutes = int(number or 1) * _UNIT_MINUTES[unit]
+    for name in ("w", "d", "h", "m"):
+        if minutes % _UNIT_MINUTES[name] == 0:
+            return f"{minutes // _UNIT_MINUTES[name]}{name}"
+    raise AssertionError("unreachable: every bar is a whole number of minutes")
 
 
 def timeframe_to_timedelta(timeframe: str) -> pd.Timedelta:
-    """'15m' -> 15 minutes, '1h', '4h', '1d'. Raises ValueError naming the bad value."""
-    tf = timeframe.strip().lower()
-    if len(tf) < 2 or tf[-1] not in TIMEFRAME_UNITS or not tf[:-1].isdigit() or int(tf[:-1]) <= 0:
-        raise ValueError(f"unknown bar size {timeframe!r}: use a number and one of m, h, d, w (e.g. 15m, 1h, 1d)")
+    """'15m' -> 15 minutes, '1h', '4h', '1d' (any spelling canonical_timeframe reads). Raises ValueError."""
+    tf = canonical_timeframe(timeframe)
     return pd.Timedelta(int(tf[:-1]), unit=TIMEFRAME_UNITS[tf[-1]])
 
 
 def _timeframe(value: str) -> str:
-    timeframe_to_timedelta(value)  # ValueError naming the bad value
-    return value
+    return canonical_timeframe(value)  # ValueError naming the bad value
 
 
 def _time_zone(value: str | None) -> str | None:
@@ -146,6 +173,69 @@ class GateSettings(BaseModel):
     ks_threshold: float = Field(0.15, gt=0, le=1)
     rollback_drop: float = Field(0.15, gt=0, le=1)
     rollback_min_rows: int = Field(500, ge=1)
+
+
+class CostSettings(BaseModel):
+    """Trading costs charged by the long/flat strategy behind every Sharpe figure (cadences and ``evaluate``),
+    in basis points of notional per position change (entering or leaving)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fee_bps: float = Field(10.0, ge=0, le=1000, allow_inf_nan=False)
+    slippage_bps: float = Field(0.0, ge=0, le=1000, allow_inf_nan=False)
+
+    @property
+    def total_bps(self) -> float:
+        return self.fee_bps + self.slippage_bps
+
+
+MARKET_CALENDARS = ("auto", "crypto", "fx", "exchange")
+
+
+def _calendar_name(value: str) -> str:
+    name = str(value).strip().lower()
+    if name not in MARKET_CALENDARS:
+        raise ValueError(f"unknown market calendar {value!r}; use one of {', '.join(MARKET_CALENDARS)}")
+    return name
+
+
+class CalendarSettings(BaseModel):
+    """When each market trades (``market_data/calendars.py``): it sets the Sharpe annualisation and which bars
+    the coverage rule of ``alphapulse evaluate`` expects. ``auto`` infers it per symbol from the bars."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    market: str = "auto"
+    # Per-symbol choices, "SPY=exchange,EURUSD=fx" (or a JSON object); they win over ``market``.
+    by_symbol: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Regular session of an exchange (NYSE and Nasdaq: 09:30-16:00, 6.5 h), for intraday exchange bars.
+    session_hours: float = Field(6.5, gt=0, le=24, allow_inf_nan=False)
+
+    _check_market = field_validator("market")(_calendar_name)
+
+    @field_validator("by_symbol", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = {}
+            for item in filter(None, (p.strip() for p in text.split(","))):
+                symbol, sep, calendar = item.partition("=")
+                if not sep or not symbol.strip():
+                    raise ValueError(f"{item!r} is not SYMBOL=CALENDAR (e.g. SPY=exchange,EURUSD=fx)")
+                pairs[symbol.strip()] = calendar.strip()
+            return pairs
+        return value
+
+    @field_validator("by_symbol")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        return {symbol.upper(): _calendar_name(calendar) for symbol, calendar in value.items()}
+
+    def for_symbol(self, symbol: str) -> str:
+        return self.by_symbol.get(symbol.upper(), self.market)
 
 
 def _csv(value: object) -> object:
@@ -401,6 +491,8 @@ class AlphaPulseSettings(BaseSettings):
 
     quality: QualitySettings = QualitySettings()
     gate: GateSettings = GateSettings()
+    costs: CostSettings = CostSettings()
+    calendar: CalendarSettings = CalendarSettings()
     retry: RetrySettings = RetrySettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     breaker: BreakerSettings = BreakerSettings()

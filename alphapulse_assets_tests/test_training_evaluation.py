@@ -113,7 +113,7 @@ def test_baselines_and_report():
     assert flat["edge/base_rate/log_loss"] > 0
     assert flat["model/exposure"] == 0.5 and flat["base_rate/exposure"] == 1.0
     assert all(isinstance(v, (int, float, str)) for v in flat.values())
-    assert all("/" in k for k in flat if k not in {"n", "threshold", "fee_bps", "notes"})
+    assert all("/" in k for k in flat if k not in {"n", "threshold", "fee_bps", "slippage_bps", "notes"})
 
 
 # ---------- significance ----------

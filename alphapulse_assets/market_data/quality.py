@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from alphapulse_assets.market_data import calendars as calendars_lib
 from alphapulse_assets.market_data.schema import (
     NUMERIC_COLUMNS,
     PRICE_COLUMNS,
@@ -157,6 +158,13 @@ def expected_bars(
     return grid[grid.dayofweek < 5] if weekdays_only else grid
 
 
+def _missing_session_bars(have: pd.DatetimeIndex, days: pd.DatetimeIndex, per_session: int) -> tuple[int, list]:
+    """Bars an exchange's weekdays lack, counted per day (at most ``per_session`` a day), and the short days."""
+    counts = pd.Series(1, index=have.floor("D")).groupby(level=0).size().reindex(days, fill_value=0)
+    short = (per_session - counts.clip(upper=per_session)).astype(int)
+    return int(short.sum()), [d for d, n in short.items() if n > 0]
+
+
 def check_coverage(
     frame: pd.DataFrame,
     symbols: list[str],
@@ -165,27 +173,49 @@ def check_coverage(
     timeframe: str,
     max_missing_fraction: float,
     weekdays_only: bool = False,
+    calendars: dict[str, str] | None = None,
+    session_hours: float = calendars_lib.DEFAULT_SESSION_HOURS,
 ) -> QualityResult:
-    """Each symbol must have at least (1 - max_missing_fraction) of the bars the window should hold."""
-    grid = expected_bars(start, end, timeframe, weekdays_only)
-    if len(grid) == 0:
-        return QualityResult("bar_coverage", True, True, "no bars expected in this window (market closed)")
-    worst_fraction, examples, total_missing, short = 0.0, [], 0, []
+    """Each symbol must have at least (1 - max_missing_fraction) of the bars the window should hold.
+
+    Which bars it should hold follows the symbol's market calendar (``calendars[symbol]``, see
+    ``market_data/calendars.py``): every bar (crypto, the default), weekday bars (fx, daily exchange bars,
+    or ``weekdays_only``), or ``bars_per_session`` bars on each weekday (intraday exchange bars)."""
+    worst_fraction, examples, total_missing, short, expected_total = 0.0, [], 0, [], 0
     details: dict[str, float | int | str] = {}
     for symbol in symbols:
+        calendar = (calendars or {}).get(symbol, "fx" if weekdays_only else "crypto")
         have = pd.DatetimeIndex(frame.loc[frame["symbol"] == symbol, "timestamp"])
-        missing = grid.difference(have)
-        fraction = len(missing) / len(grid)
-        details[f"missing_{symbol}"] = len(missing)
-        total_missing += len(missing)
+        grid = calendars_lib.calendar_grid(start, end, timeframe, calendar)
+        if grid is None:
+            days = calendars_lib.weekdays(start, end)
+            per_session = calendars_lib.bars_per_session(timeframe, session_hours)
+            expected = len(days) * per_session
+            n_missing, first = _missing_session_bars(have, days, per_session)
+            where = ", ".join(f"{d:%Y-%m-%d} (short of a {session_hours:g} h session)" for d in first[:3])
+        else:
+            missing = grid.difference(have)
+            expected, n_missing = len(grid), len(missing)
+            where = ", ".join(t.isoformat() for t in missing[:3])
+        expected_total = max(expected_total, expected)
+        if expected == 0:
+            continue
+        fraction = n_missing / expected
+        details[f"missing_{symbol}"] = n_missing
+        total_missing += n_missing
         worst_fraction = max(worst_fraction, fraction)
         if fraction > max_missing_fraction:
             short.append(symbol)
-            first = ", ".join(t.isoformat() for t in missing[:3])
-            examples.append(f"{symbol}: {len(missing)}/{len(grid)} bars missing ({fraction:.1%}), first {first}")
+            examples.append(
+                f"{symbol}: {n_missing}/{expected} bars missing ({fraction:.1%}) on its {calendar} calendar, "
+                f"first {where}"
+            )
+    if expected_total == 0:
+        return QualityResult("bar_coverage", True, True, "no bars expected in this window (market closed)")
     passed = not examples
     desc = (
-        f"every symbol has at least {1 - max_missing_fraction:.0%} of its {len(grid)} expected {timeframe} bars"
+        f"every symbol has at least {1 - max_missing_fraction:.0%} of its expected {timeframe} bars "
+        f"(up to {expected_total})"
         if passed
         else f"{len(examples)} symbol(s) miss more than {max_missing_fraction:.0%} of their bars"
     )
@@ -273,6 +303,8 @@ def run_all(
     max_outlier_fraction: float,
     max_bar_move_factor: float,
     weekdays_only: bool = False,
+    calendars: dict[str, str] | None = None,
+    session_hours: float = calendars_lib.DEFAULT_SESSION_HOURS,
 ) -> list[QualityResult]:
     """Every rule, in a fixed order. If the schema is wrong, the content rules report it instead of crashing."""
     schema = check_schema(frame)
@@ -298,7 +330,9 @@ def run_all(
         check_positive_prices(frame),
         check_non_negative_volume(frame),
         check_timestamps(frame, timeframe),
-        check_coverage(frame, symbols, start, end, timeframe, max_missing_fraction, weekdays_only),
+        check_coverage(
+            frame, symbols, start, end, timeframe, max_missing_fraction, weekdays_only, calendars, session_hours
+        ),
         check_implausible_moves(frame, max_bar_move_factor),
         check_outlier_returns(frame, outlier_zscore, max_outlier_fraction),
     ]

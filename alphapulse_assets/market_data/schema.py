@@ -29,7 +29,11 @@ import pandas as pd
 import pyarrow as pa
 
 from alphapulse_assets.recovery.errors import DataValidationError
-from alphapulse_assets.settings import TIMEFRAME_UNITS, timeframe_to_timedelta  # noqa: F401 (imported from here too)
+from alphapulse_assets.settings import (  # noqa: F401 (imported from here too)
+    TIMEFRAME_UNITS,
+    canonical_timeframe,
+    timeframe_to_timedelta,
+)
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 NUMERIC_COLUMNS = (*PRICE_COLUMNS, "volume")
@@ -69,8 +73,7 @@ COLUMN_ALIASES: Mapping[str, tuple[str, ...]] = {
 
 
 def pandas_freq(timeframe: str) -> str:
-    tf = timeframe.strip().lower()
-    timeframe_to_timedelta(tf)
+    tf = canonical_timeframe(timeframe)
     return f"{int(tf[:-1])}{TIMEFRAME_UNITS[tf[-1]]}"
 
 

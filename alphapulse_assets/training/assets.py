@@ -100,7 +100,18 @@ def _cadence_settings(name: str):
 def spec_for(name: str) -> CadenceSpec:
     base = DEFAULT_SPECS[name]
     cfg = _cadence_settings(name)
-    return CadenceSpec(**{**base.__dict__, "timeframe": cfg.timeframe, "window_days": cfg.window_days})
+    return CadenceSpec(
+        **{
+            **base.__dict__,
+            "timeframe": cfg.timeframe,
+            "window_days": cfg.window_days,
+            "fee_bps": SETTINGS.costs.fee_bps,
+            "slippage_bps": SETTINGS.costs.slippage_bps,
+            "calendar": SETTINGS.calendar.market,
+            "calendar_by_symbol": dict(SETTINGS.calendar.by_symbol),
+            "session_hours": SETTINGS.calendar.session_hours,
+        }
+    )
 
 
 def gate_config(name: str) -> GateConfig:

@@ -167,6 +167,8 @@ def train_symbol(
             "gate_reason": gate.reason,
             "reference_profile": drift_lib.reference_profile(ds.X),
             "n_validation": challenger.n_validation,
+            "costs": challenger.costs,
+            "annualisation": challenger.annualisation.to_dict() if challenger.annualisation else None,
             "warm_started_from": challenger.warm_started_from,
         },
     )

@@ -31,12 +31,12 @@ from sklearn.preprocessing import StandardScaler
 
 from alphapulse_assets.features.indicators import FEATURE_NAMES, MAX_LOOKBACK, build_features
 from alphapulse_assets.features.labels import forward_returns, last_direction, make_labels
+from alphapulse_assets.market_data.calendars import DEFAULT_SESSION_HOURS, Annualisation, annualisation
+from alphapulse_assets.market_data.schema import timeframe_to_timedelta
 from alphapulse_assets.recovery.errors import DataValidationError
 from alphapulse_assets.training.evaluation import EvaluationReport, evaluate, naive_baselines, per_sample_log_loss
 from alphapulse_assets.training.significance import SignificanceResult, paired_bootstrap
 from alphapulse_assets.training.splits import required_embargo, split_by_time
-
-BARS_PER_YEAR = {"15m": 365 * 96, "1h": 365 * 24, "4h": 365 * 6, "1d": 252}
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,14 @@ class CadenceSpec:
     min_train_bars: int = 300
     search_grid: tuple[dict[str, Any], ...] = ()
     seed: int = 0
+    # Costs of the long/flat strategy behind the Sharpe figure (ALPHAPULSE_COSTS__*), in bps per position change.
+    fee_bps: float = 10.0
+    slippage_bps: float = 0.0
+    # Market calendar for the Sharpe annualisation (ALPHAPULSE_CALENDAR__*): crypto, fx, exchange, or auto
+    # (inferred from the bars' times, market_data/calendars.py).
+    calendar: str = "auto"
+    calendar_by_symbol: dict[str, str] = field(default_factory=dict)
+    session_hours: float = DEFAULT_SESSION_HOURS
 
     @property
     def horizon(self) -> int:
@@ -158,6 +166,11 @@ class Challenger:
     n_train: int
     warm_started_from: int | None = None
     search_scores: dict[str, float] = field(default_factory=dict)
+    annualisation: Annualisation | None = None
+
+    @property
+    def costs(self) -> dict[str, float]:
+        return {"fee_bps": self.report.fee_bps, "slippage_bps": self.report.slippage_bps}
 
     @property
     def n_validation(self) -> int:
@@ -285,7 +298,7 @@ def _walk_forward(
 
 def _block_length(spec: CadenceSpec, n: int) -> int:
     """Bootstrap block: about a day of bars (losses are autocorrelated within a day), at least 20 blocks."""
-    per_day = int(pd.Timedelta(days=1) / pd.Timedelta(spec.timeframe.replace("m", "min")))
+    per_day = max(int(pd.Timedelta(days=1) / timeframe_to_timedelta(spec.timeframe)), 1)
     return max(2 * spec.horizon, min(per_day, max(n // 20, 1)))
 
 
@@ -316,12 +329,16 @@ def train_challenger(
             best = (score, dict(params), oos, last_model, last_train_end)
     _, params, oos, last_model, last_train_end = best
     baseline_cols = [c for c in oos.columns if c.startswith("baseline_")]
+    calendar = spec.calendar_by_symbol.get(symbol.upper(), spec.calendar)
+    annual = annualisation(spec.timeframe, calendar, ds.timestamps, spec.session_hours)
     report = evaluate(
         oos["y"],
         oos["proba"],
         oos["forward"],
         {c[len("baseline_") :]: oos[c] for c in baseline_cols},
-        BARS_PER_YEAR.get(spec.timeframe, 365),
+        annual.bars_per_year,
+        fee_bps=spec.fee_bps,
+        slippage_bps=spec.slippage_bps,
         groups=None,
     )
     loss_model = per_sample_log_loss(oos["y"], oos["proba"])
@@ -364,6 +381,7 @@ def train_challenger(
         n_train=n_train,
         warm_started_from=warm_version if warm_model is not None else None,
         search_scores=scores if len(grid) > 1 else {},
+        annualisation=annual,
     )
 
 

@@ -40,6 +40,11 @@ def text_figure(value: Any) -> str:
     return f"{rounded:.{SIGNIFICANT_DIGITS}g}" if abs(rounded) < 10**SIGNIFICANT_DIGITS else f"{rounded:.0f}"
 
 
+def costs_text(fee_bps: float, slippage_bps: float) -> str:
+    """What the strategy behind a Sharpe figure pays, e.g. 'net of 10 bps fee + 2 bps slippage per position change'."""
+    return f"net of {fee_bps:g} bps fee + {slippage_bps:g} bps slippage per position change"
+
+
 def version_text(version: int | None) -> str | None:
     return None if version is None else f"v{version}"
 
@@ -72,6 +77,8 @@ def model_fields(outcome: Any, code_version: str) -> dict[str, Any]:
             "sha256": outcome.version.sha256,
             "params": table(("parameter", "value"), ch.params) if ch.params else "defaults",
             "data_window": f"{ch.data_start} .. {ch.data_end}",
+            "sharpe_costs": costs_text(ch.report.fee_bps, ch.report.slippage_bps),
+            "sharpe_annualisation": ch.annualisation.describe() if ch.annualisation else "unknown",
             "n_train": int(ch.n_train),
             "n_validation": int(ch.n_validation),
             "features": ", ".join(FEATURE_NAMES),
@@ -122,4 +129,13 @@ def champion_fields(
     return out
 
 
-__all__ = ["Markdown", "champion_fields", "figure", "model_fields", "table", "text_figure", "version_text"]
+__all__ = [
+    "Markdown",
+    "champion_fields",
+    "costs_text",
+    "figure",
+    "model_fields",
+    "table",
+    "text_figure",
+    "version_text",
+]

@@ -209,6 +209,8 @@ class EvaluationReport:
     threshold: float
     fee_bps: float
     notes: list[str] = field(default_factory=list)
+    slippage_bps: float = 0.0
+    periods_per_year: float | None = None
 
     def edge(self, baseline: str, metric: str = "log_loss") -> float:
         """Baseline loss minus model loss (positive = model better) for a lower-is-better metric."""
@@ -216,7 +218,12 @@ class EvaluationReport:
 
     def to_dict(self) -> dict[str, float | int | str]:
         """Flat ``{"model/f1": ..., "base_rate/log_loss": ..., "edge/base_rate/log_loss": ...}``."""
-        flat: dict[str, float | int | str] = {"n": self.n, "threshold": self.threshold, "fee_bps": self.fee_bps}
+        flat: dict[str, float | int | str] = {
+            "n": self.n,
+            "threshold": self.threshold,
+            "fee_bps": self.fee_bps,
+            "slippage_bps": self.slippage_bps,
+        }
         for key, value in self.model.items():
             flat[f"model/{key}"] = value
         for name, metrics in self.baselines.items():
@@ -256,9 +263,13 @@ def evaluate(
     *,
     threshold: float = 0.5,
     fee_bps: float = 10.0,
+    slippage_bps: float = 0.0,
     groups: Any = None,
 ) -> EvaluationReport:
-    """Classification and long/flat strategy metrics for the model and every baseline, on the same rows."""
+    """Classification and long/flat strategy metrics for the model and every baseline, on the same rows.
+
+    The strategy pays ``fee_bps + slippage_bps`` of notional per position change; its Sharpe ratio is
+    annualised with ``periods_per_year`` (``market_data.calendars.bars_per_year`` of the bar size and market)."""
     y, p = _arrays(y_true, proba, "evaluate")
     fwd = np.asarray(forward_returns, dtype="float64").ravel()
     if len(fwd) != len(y):
@@ -266,9 +277,19 @@ def evaluate(
     notes = []
     if np.isnan(fwd).any():
         notes.append(f"{int(np.isnan(fwd).sum())} missing forward return(s) counted as 0")
-    model = _all_metrics(y, p, fwd, threshold, fee_bps, periods_per_year, groups)
+    cost_bps = fee_bps + slippage_bps
+    model = _all_metrics(y, p, fwd, threshold, cost_bps, periods_per_year, groups)
     base = {}
     for name, bp in baselines.items():
         yb, pb = _arrays(y, bp, f"evaluate (baseline {name})")
-        base[name] = _all_metrics(yb, pb, fwd, threshold, fee_bps, periods_per_year, groups)
-    return EvaluationReport(model=model, baselines=base, n=len(y), threshold=threshold, fee_bps=fee_bps, notes=notes)
+        base[name] = _all_metrics(yb, pb, fwd, threshold, cost_bps, periods_per_year, groups)
+    return EvaluationReport(
+        model=model,
+        baselines=base,
+        n=len(y),
+        threshold=threshold,
+        fee_bps=fee_bps,
+        notes=notes,
+        slippage_bps=slippage_bps,
+        periods_per_year=float(periods_per_year),
+    )

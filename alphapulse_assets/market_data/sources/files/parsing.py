@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,46 @@ class Parsed:
         return int(sum(f.memory_usage(deep=True).sum() for f in self.frames.values())) + 256
 
 
-def _prepare_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """MetaTrader writes '<DATE>' and '<TIME>' in separate columns: join them into one timestamp."""
+# What pandas calls an index column it wrote without a name: "Unnamed: 0" in a CSV, "index" or
+# "__index_level_0__" in Parquet (after reset_index).
+_UNNAMED_INDEX = re.compile(r"^(unnamed: ?0|index|level_0|__index_level_0__)$")
+
+
+def _index_as_timestamp(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """A frame written by pandas with its index (``df.to_csv(path)``) has the bar times in an unnamed first
+    column when the DatetimeIndex had no name: use it as the time column when no column is named as one.
+    An unnamed column of row numbers (a RangeIndex: 0, 1, 2, ...) is never taken as time."""
+    if not isinstance(frame.index, pd.RangeIndex):  # Parquet written by pandas restores its index
+        frame = frame.reset_index()
+    names = [str(c).strip().strip("<>").strip().lower() for c in frame.columns]
+    if not len(frame.columns) or set(names) & set(COLUMN_ALIASES["timestamp"]):
+        return frame
+    first = frame.columns[0]
+    if not _UNNAMED_INDEX.match(names[0]):
+        return frame  # normalize_candles names the missing time column
+    values = frame[first]
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = pd.to_numeric(values, errors="coerce")
+        if (
+            len(numbers)
+            and numbers.notna().all()
+            and (numbers.diff().iloc[1:] == 1).all()
+            and numbers.iloc[0] in (0, 1)
+        ):
+            raise DataValidationError(
+                f"no time column: the first column has no name and holds row numbers "
+                f"({int(numbers.iloc[0])}, {int(numbers.iloc[0]) + 1}, ...), as pandas writes a RangeIndex, not bar "
+                f"times; found columns {[str(c) for c in frame.columns]}. Name the time column 'timestamp' "
+                f"(e.g. df.to_csv(path, index_label='timestamp') from a DatetimeIndex)",
+                where=where,
+            )
+    return frame.rename(columns={first: "timestamp"})
+
+
+def _prepare_columns(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The time column of a pandas-written file (``_index_as_timestamp``); MetaTrader's '<DATE>' and '<TIME>'
+    columns joined into one timestamp."""
+    frame = _index_as_timestamp(frame, where)
     names = {str(c).strip().strip("<>").strip().lower(): c for c in frame.columns}
     other_time = set(COLUMN_ALIASES["timestamp"]) - {"date", "time"}
     if "date" in names and "time" in names and not other_time & names.keys():
@@ -90,7 +129,7 @@ def parse_csv(data_file: DataFile, source_timezone: str | None) -> Parsed:
         raise read_failure(path, exc) from exc
     if frame.empty:
         raise DataValidationError("the file is empty: it has a header row but no data rows", where=str(path))
-    frame = _prepare_columns(frame)
+    frame = _prepare_columns(frame, str(path))
     candles = normalize_candles(
         frame,
         where=str(path),
@@ -154,7 +193,7 @@ def parse_parquet_group(data_file: DataFile, pf: pq.ParquetFile, group: int, sou
         frame = pf.read_row_group(group).to_pandas()
     except Exception as exc:
         raise read_failure(path, exc) from exc
-    frame = _prepare_columns(frame)
+    frame = _prepare_columns(frame, where)
     candles = normalize_candles(frame, where=where, symbol=data_file.symbol, source_timezone=source_timezone)
     return _split_by_symbol(candles)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from alphapulse_assets.market_data.sources.files.catalogue import (
     Catalogue,
     DataFile,
     Window,
-    period_from_name,
+    data_file,
     stem_of,
     suffix_of,
     symbol_from_top_level_name,
@@ -68,6 +68,8 @@ class FileSource(CandleSource):
         if source_timezone is not None:
             check_timezone(source_timezone, where)
         self.synthetic = (self.root / SYNTHETIC_MARKER).exists()
+        # Files whose rows disagree with the year(s) in their name, by path: what was read instead.
+        self.notes: dict[str, str] = {}
 
     # -- catalogue --------------------------------------------------------------------------------
 
@@ -106,7 +108,7 @@ class FileSource(CandleSource):
             if suffix_of(path) is None:
                 continue
             stem = stem_of(path)
-            candidate = DataFile(path, None, period_from_name(stem), timeframe_from_parts([stem]))
+            candidate = data_file(path, None, timeframe_from_parts([stem]))
             try:
                 shared_file = has_symbol_column(candidate)
             except AlphaPulseError:
@@ -117,7 +119,7 @@ class FileSource(CandleSource):
                 shared.append(candidate)
             else:
                 symbol, tf = symbol_from_top_level_name(stem)
-                by_symbol.setdefault(symbol, []).append(DataFile(path, symbol, candidate.period, tf))
+                by_symbol.setdefault(symbol, []).append(data_file(path, symbol, tf))
         return Catalogue(by_symbol, shared)
 
     def _select_bar_size(self, symbol: str, files: list[DataFile]) -> list[DataFile]:
@@ -155,6 +157,7 @@ class FileSource(CandleSource):
             if parsed is None:
                 parsed = parse_csv(data_file, self.source_timezone)
                 cache.PARSED.put(key, parsed, parsed.nbytes())
+            self._check_name(data_file, str(data_file.path), parsed)  # type: ignore[arg-type]
             return [(str(data_file.path), parsed)]  # type: ignore[list-item]
         try:
             pf, groups = row_groups_for(data_file.path, window)
@@ -167,8 +170,35 @@ class FileSource(CandleSource):
                 parsed = parse_parquet_group(data_file, pf, g, self.source_timezone)
                 cache.PARSED.put((*key, g), parsed, parsed.nbytes())
             where = str(data_file.path) if pf.metadata.num_row_groups == 1 else f"{data_file.path} (row group {g})"
+            self._check_name(data_file, where, parsed)  # type: ignore[arg-type]
             out.append((where, parsed))  # type: ignore[arg-type]
         return out
+
+    def _check_name(self, data_file: DataFile, where: str, parsed: Parsed) -> None:
+        """A month or day in the name that the rows contradict is refused (such files are skipped for windows
+        outside that period, which would drop the other rows unseen); years in the name are only a note."""
+        spans = [(int(ns[0]), int(ns[-1])) for ns in parsed.times.values() if len(ns)]
+        if not spans:
+            return
+        first = pd.Timestamp(min(a for a, _ in spans), tz="UTC")
+        last = pd.Timestamp(max(b for _, b in spans), tz="UTC")
+        held = f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC"
+        if data_file.period is not None:
+            start, end = data_file.period
+            if first < start - NAME_PERIOD_SLACK or last >= end + NAME_PERIOD_SLACK:
+                raise DataValidationError(
+                    f"the file's name says it holds {_period_text(start, end)}, but its rows run {held}: a file "
+                    "named by month or day is read only for windows in that period, so the other rows would be "
+                    "skipped. Rename the file (drop the date from its name) or split it by month",
+                    where=where,
+                )
+        if data_file.name_years is not None:
+            start, end = data_file.name_years
+            if first < start - NAME_PERIOD_SLACK or last >= end + NAME_PERIOD_SLACK:
+                self.notes[str(data_file.path)] = (
+                    f"{data_file.path.name}: the name says {_period_text(start, end)}, the rows run {held}; "
+                    "all of them were read"
+                )
 
     def _check_bar_size(self, where: str, symbol: str, step: pd.Timedelta | None) -> None:
         if step is None or step == self._bar:
@@ -185,10 +215,17 @@ class FileSource(CandleSource):
             where=where,
         )
 
-    def _known_symbols(self, catalogue: Catalogue) -> set[str]:
+    def _known_symbols(self, catalogue: Catalogue, errors: list[tuple[str, Exception]] | None = None) -> set[str]:
         known = set(catalogue.by_symbol)
         for data_file in catalogue.shared:
-            for _, parsed in self._load(data_file, None):
+            try:
+                parts = self._load(data_file, None)
+            except AlphaPulseError as exc:
+                if errors is None:
+                    raise
+                errors.append((str(data_file.path), exc))
+                continue
+            for _, parsed in parts:
                 known.update(parsed.frames)
         return known
 
@@ -200,10 +237,16 @@ class FileSource(CandleSource):
             where=str(self.root),
         )
 
-    def fetch(self, symbols: Sequence[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    def fetch(
+        self, symbols: Sequence[str], start: pd.Timestamp, end: pd.Timestamp, *, skip_files: Collection[str] = ()
+    ) -> pd.DataFrame:
+        """The candles of ``symbols`` in [start, end). ``skip_files``: shared files (paths) already reported as
+        unreadable, left out rather than failing every symbol again."""
         start, end = _utc(start), _utc(end)
         window = (start, end)
         catalogue = self._catalogue()
+        if skip_files:
+            catalogue.shared = [f for f in catalogue.shared if str(f.path) not in skip_files]
         wanted = [s.upper() for s in symbols]
         if not catalogue.shared:  # unknown symbols fail before any file is read
             for symbol in wanted:
@@ -241,14 +284,24 @@ class FileSource(CandleSource):
         # Several files may serve one symbol: order by time, keeping duplicates for the quality check.
         return out.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
 
-    def symbols(self) -> list[str]:
-        """Every symbol the folder holds (reads shared multi-symbol files, once)."""
-        return sorted(self._known_symbols(self._catalogue()))
+    def symbols(self, errors: list[tuple[str, Exception]] | None = None) -> list[str]:
+        """Every symbol the folder holds (reads shared multi-symbol files, once). With ``errors``, a shared file
+        that cannot be read is appended there as (path, error) instead of raising."""
+        return sorted(self._known_symbols(self._catalogue(), errors))
 
     def describe(self) -> str:
         tz = f", naive times in {self.source_timezone}" if self.source_timezone else ""
         synthetic = ", SYNTHETIC sample export" if self.synthetic else ""
         return f"files ({self.root}, {self.timeframe} bars{tz}{synthetic})"
+
+
+def _period_text(start: pd.Timestamp, end: pd.Timestamp) -> str:
+    if end - start <= pd.Timedelta(days=1):
+        return f"{start:%Y-%m-%d}"
+    if end - start <= pd.Timedelta(days=31):
+        return f"{start:%Y-%m}"
+    last_year = (end - pd.Timedelta(days=1)).year
+    return str(start.year) if last_year == start.year else f"{start.year}-{last_year}"
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:

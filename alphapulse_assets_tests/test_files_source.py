@@ -524,7 +524,8 @@ def test_check_reachable(tmp_path):
 
 
 def test_bad_timeframe_and_export_arguments(tmp_path):
-    raises_validation(["unknown bar size '15 minutes'"], FileSource, tmp_path, "15 minutes")
+    raises_validation(["unknown bar size '15 fortnights'"], FileSource, tmp_path, "15 fortnights")
+    assert FileSource(tmp_path, "15 minutes").timeframe == FileSource(tmp_path, "15min").timeframe == "15m"
     with pytest.raises(ValueError, match="unknown layout"):
         export_sample(tmp_path, SYMBOLS, date(2024, 1, 1), date(2024, 1, 1), "by-day")
 

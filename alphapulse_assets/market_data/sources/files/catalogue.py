@@ -118,7 +118,7 @@ def symbol_from_top_level_name(stem: str) -> tuple[str, str | None]:
     return symbol.upper(), timeframe
 
 
-def data_file(path: Path, symbol: str | None, timeframe: str | None) -> DataFile:
+def catalogued(path: Path, symbol: str | None, timeframe: str | None) -> DataFile:
     stem = stem_of(path)
     return DataFile(path, symbol, period_from_name(stem), timeframe, years_from_name(stem))
 
@@ -142,5 +142,5 @@ def walk_symbol_dir(directory: Path, symbol: str) -> list[DataFile]:
             path = Path(dirpath, name)
             if name.startswith((".", "_", "~")) or suffix_of(path) is None:
                 continue
-            files.append(data_file(path, symbol, timeframe_from_parts((stem_of(path), *rel_parts))))
+            files.append(catalogued(path, symbol, timeframe_from_parts((stem_of(path), *rel_parts))))
     return files

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from alphapulse_assets.market_data.schema import (
+    canonical_timeframe,
     check_timezone,
     empty_candles,
     timeframe_to_timedelta,
@@ -23,7 +24,7 @@ from alphapulse_assets.market_data.sources.files.catalogue import (
     Catalogue,
     DataFile,
     Window,
-    data_file,
+    catalogued,
     stem_of,
     suffix_of,
     symbol_from_top_level_name,
@@ -58,10 +59,10 @@ class FileSource(CandleSource):
 
     def __init__(self, root: Path, timeframe: str = "15m", source_timezone: str | None = None):
         self.root = Path(root).expanduser()
-        self.timeframe = timeframe
         self.source_timezone = source_timezone
         where = f"files source {self.root}"
         try:
+            self.timeframe = canonical_timeframe(timeframe)
             self._bar = timeframe_to_timedelta(timeframe)
         except ValueError as exc:
             raise DataValidationError(str(exc), where=where) from exc
@@ -108,7 +109,7 @@ class FileSource(CandleSource):
             if suffix_of(path) is None:
                 continue
             stem = stem_of(path)
-            candidate = data_file(path, None, timeframe_from_parts([stem]))
+            candidate = catalogued(path, None, timeframe_from_parts([stem]))
             try:
                 shared_file = has_symbol_column(candidate)
             except AlphaPulseError:
@@ -119,7 +120,7 @@ class FileSource(CandleSource):
                 shared.append(candidate)
             else:
                 symbol, tf = symbol_from_top_level_name(stem)
-                by_symbol.setdefault(symbol, []).append(data_file(path, symbol, tf))
+                by_symbol.setdefault(symbol, []).append(catalogued(path, symbol, tf))
         return Catalogue(by_symbol, shared)
 
     def _select_bar_size(self, symbol: str, files: list[DataFile]) -> list[DataFile]:

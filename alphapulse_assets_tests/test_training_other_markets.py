@@ -54,5 +54,7 @@ def test_evaluate_names_a_bar_size_mismatch(tmp_path, capsys):
     code = main(
         ["evaluate", "--files", str(tmp_path), "--timeframe", "15m", "--start", "2024-01-01", "--end", "2024-02-01"]
     )
-    err = capsys.readouterr().err
-    assert code == 2 and "1h" in err and "ALPHAPULSE_BASE_TIMEFRAME" in err
+    captured = capsys.readouterr()
+    (row,) = [line for line in captured.out.splitlines() if line.startswith("EURUSD")]  # said in the symbol's row
+    assert "unreadable" in row and "1h bars" in row and "ALPHAPULSE_BASE_TIMEFRAME" in row
+    assert code == 1 and "nothing could be evaluated" in captured.err

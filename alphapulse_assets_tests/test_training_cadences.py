@@ -166,6 +166,10 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     ):
         assert key in meta, key
     assert_reads_well(meta)
+    # The Sharpe figure says what it is net of and how it was annualised (1h bars of a 24/7 market).
+    assert meta["sharpe_costs"].value == "net of 10 bps fee + 0 bps slippage per position change"
+    assert meta["sharpe_annualisation"].value.startswith("crypto (24/7): 8760 1h bars a year (inferred: ")
+    assert registry.champion("ETHUSDT", "weekly").info["costs"] == {"fee_bps": 10.0, "slippage_bps": 0.0}
     assert meta["version"].value == "v1" and meta["champion_before"].value == "none"
     assert "warm_started_from" not in meta  # the weekly model is trained from scratch: nothing to say
     assert meta["params"].value.startswith("| parameter | value |")

@@ -22,11 +22,19 @@ Point ``ALPHAPULSE_FILES_DIR`` at a folder laid out in one of these ways (they m
    symbols, e.g. ``<root>/candles.csv``. A top-level file with such a column is read as this layout
    whatever its name.
 
-File names are upper-cased to give the symbol (``btcusdt.csv`` serves ``BTCUSDT``). A file whose name
-ends in a date (``...-2024-01``, ``...-2024-01-31``, ``..._2024``) is taken to hold only that month, day
-or year (UTC, give or take a day); files whose period cannot overlap the window are not opened. Parquet
-files are also skipped row group by row group from their timestamp statistics. A bar-size token in a
-name (``-15m-``, ``/1h/``) selects the files of the configured bar size when several are present.
+File names are upper-cased to give the symbol (``btcusdt.csv`` serves ``BTCUSDT``); dates, years and bar
+sizes at the end of a top-level name are not part of it (``spx_daily_2012_2019.csv`` serves ``SPX``,
+``btc_2021.csv`` serves ``BTC``). A file whose name ends in a month or day (``...-2024-01``,
+``...-2024-01-31``, as Binance's dumps are named) is opened only for windows in that period (UTC, give or take
+a day), and is refused, naming it, when its rows fall outside it; years in a name (``_2021``, ``_2012_2019``)
+never skip a file: it is read whole, and when its rows run outside those years ``FileSource.notes`` says so
+(``alphapulse evaluate`` prints it). Parquet files are also skipped row group by row group from their
+timestamp statistics. A bar-size token in a name (``-15m-``, ``/1h/``, ``_daily_``) selects the files of the
+configured bar size when several are present.
+
+Files written by pandas with their index are read as they are: ``df.to_csv(path)`` of a DatetimeIndex (an
+unnamed first column), ``index_label=...`` variants and ``df.to_parquet(path)``; an unnamed column of row
+numbers (a RangeIndex) is never taken as time.
 
 Columns and timestamp formats are those :func:`~alphapulse_assets.market_data.schema.normalize_candles`
 accepts, which covers the exports people actually have:

@@ -11,7 +11,7 @@ or as JSON. This module does not import Dagster.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,7 @@ def _error_row(symbol: str | None, file: str | None, status: str, exc: BaseExcep
         "symbol": symbol,
         "file": file,
         "status": status,
+        "bars": None,  # unknown: the file could not be read
         "error": exc if isinstance(exc, str) else describe(exc),
     }
 
@@ -177,7 +178,7 @@ def _evaluate_symbol(
         )
         return {**base, "status": "refused", "error": reason, "failed_rules": [r.rule for r in bad]}
     try:
-        ch = train_challenger(candles, spec.__class__(**{**spec.__dict__, "calendar": annual.calendar}), symbol=symbol)
+        ch = train_challenger(candles, replace(spec, calendar=annual.calendar), symbol=symbol)
     except Exception as exc:
         return {**base, "status": "not_trained", "error": describe(exc)}
     r = ch.report

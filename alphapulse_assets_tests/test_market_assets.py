@@ -152,3 +152,33 @@ def test_a_run_over_many_days_materializes_each_day_once_with_that_days_figures(
         ("2024-03-02", 48),
         ("2024-03-03", 48),
     ]
+
+
+def test_coverage_of_an_exchange_session_follows_the_symbols_calendar(tmp_path):
+    """An equity's 15m bars fill a 6.5 h session (26 bars), not a 24 h day: refused as 24/7, passed as an exchange."""
+    session = pd.date_range("2024-03-01 14:30", periods=26, freq="15min", tz="UTC")  # a Friday, NYSE hours
+    folder = tmp_path / "files"
+    folder.mkdir()
+    pd.DataFrame(
+        {"timestamp": session, "open": 500.0, "high": 501.0, "low": 499.0, "close": 500.5, "volume": 1e5}
+    ).to_csv(folder / "SPY.csv", index=False)
+
+    def coverage(calendars):
+        result = dg.materialize(
+            candle_assets,
+            partition_key="2024-03-01",
+            instance=dg.DagsterInstance.ephemeral(),
+            resources={
+                "market_data": MarketDataResource(
+                    sources=["files"], symbols=["SPY"], files_dir=str(folder), base_timeframe="15m", calendars=calendars
+                ),
+                "candle_io_manager": PartitionedParquetIOManager(base_url=str(tmp_path / "store")),
+            },
+            selection=[candle_assets[0]],
+            raise_on_error=False,
+        )
+        return next(e for e in result.get_asset_check_evaluations() if e.check_name == "bar_coverage")
+
+    as_crypto = coverage({})
+    assert not as_crypto.passed and "70/96 bars missing" in as_crypto.metadata["first_offenders"].value
+    assert coverage({"SPY": "exchange"}).passed

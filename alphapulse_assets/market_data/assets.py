@@ -178,6 +178,9 @@ def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataRes
             outlier_zscore=SETTINGS.quality.outlier_zscore,
             max_outlier_fraction=SETTINGS.quality.max_outlier_fraction,
             max_bar_move_factor=SETTINGS.quality.max_bar_move_factor,
+            # Coverage follows each symbol's market calendar: an exchange's weekend is not missing data.
+            calendars={s.upper(): market_data.calendar_for(s) for s in market_data.symbols},
+            session_hours=market_data.session_hours,
         )
         checks = quality.run_all(candles, start=start, end=end, **rules)
         per_day = {}  # a run over many days also judges each day on its own, so that a verdict names its day

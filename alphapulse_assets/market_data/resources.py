@@ -22,6 +22,18 @@ class MarketDataResource(dg.ConfigurableResource):
     symbols: list[str] = list(get_settings().symbols)
     base_timeframe: str = get_settings().base_timeframe
     files_dir: str | None = str(get_settings().files_dir) if get_settings().files_dir else None
+    # Market calendar per symbol (crypto, fx, exchange) for the coverage check; a symbol not named here, or
+    # ``auto`` (one day cannot tell), is judged as 24/7. From ALPHAPULSE_CALENDAR__MARKET / __BY_SYMBOL.
+    calendars: dict[str, str] = {
+        s: get_settings().calendar.for_symbol(s)
+        for s in get_settings().symbols
+        if get_settings().calendar.for_symbol(s) != "auto"
+    }
+    session_hours: float = get_settings().calendar.session_hours
+
+    def calendar_for(self, symbol: str) -> str:
+        chosen = self.calendars.get(symbol.upper()) or get_settings().calendar.for_symbol(symbol)
+        return "crypto" if chosen == "auto" else chosen
 
     def fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> FetchResult:
         settings = get_settings().model_copy(

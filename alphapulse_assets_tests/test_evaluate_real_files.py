@@ -227,7 +227,8 @@ def _write_folder(root: Path) -> dict[str, Path]:
     """Good daily equity files as pandas writes them, and the broken files a real folder holds."""
     root.mkdir()
     daily_frame(equity_days("2012-01-02", "2019-12-31")).to_csv(root / "spx_daily_2012_2019.csv")
-    daily_frame(equity_days("2014-01-02", "2019-12-31"), seed=3).to_csv(root / "QQQ.csv", index_label="Date")
+    # Named for its last year, holding six: read whole, and said.
+    daily_frame(equity_days("2014-01-02", "2019-12-31"), seed=3).to_csv(root / "qqq_2019.csv", index_label="Date")
     broken = {
         "LATIN": root / "LATIN.csv",  # not UTF-8
         "GARBAGE": root / "GARBAGE.csv",
@@ -275,6 +276,9 @@ def test_evaluate_json_reports_every_symbol_and_every_unreadable_file_and_goes_o
     assert spx["first_bar"].startswith("2012-01-02") and spx["last_bar"].startswith("2019-12-31")
     assert spx["annualisation"]["calendar"] == "exchange" and spx["annualisation"]["bars_per_year"] == 252
     assert spx["costs"] == {"fee_bps": 5.0, "slippage_bps": 2.5}
+    assert spx["notes"] == [] and rows["QQQ"]["bars"] == len(equity_days("2014-01-02", "2019-12-31"))
+    (note,) = rows["QQQ"]["notes"]
+    assert "qqq_2019.csv" in note and "2014-01-02" in note and "all of them were read" in note
     for row in (spx, rows["QQQ"]):
         assert set(row["metrics"]) >= {"log_loss", "auc", "sharpe"} and row["n_validation"] >= 300
         assert set(row["baselines"]) >= {"base_rate", "persistence_calibrated"}
@@ -301,7 +305,7 @@ def test_evaluate_json_reports_every_symbol_and_every_unreadable_file_and_goes_o
 @pytest.mark.slow
 def test_evaluate_exits_1_only_when_nothing_could_be_evaluated(tmp_path):
     broken = _write_folder(tmp_path / "history")
-    for good in ("spx_daily_2012_2019.csv", "QQQ.csv"):
+    for good in ("spx_daily_2012_2019.csv", "qqq_2019.csv"):
         (tmp_path / "history" / good).unlink()
     done = _evaluate(tmp_path / "history", "--json")
     assert done.returncode == 1 and "nothing could be evaluated" in done.stderr

@@ -320,11 +320,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value, spec: str) -> str | None:
-    """A figure as ``spec`` formats it, or None (a dash in the table) when there is none."""
-    return format(value, spec) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the pipeline on history a user brings (files source), any bar size, against the baselines.
 
@@ -373,12 +368,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     r["symbol"] or r["file"],
                     r.get("bars"),
                     r.get("n_validation"),
-                    _fmt(m.get("log_loss"), ".4f"),
-                    _fmt(b.get("base_rate", {}).get("log_loss"), ".4f"),
-                    _fmt(b.get("persistence_calibrated", {}).get("log_loss"), ".4f"),
-                    _fmt(p.get("base_rate"), ".3f"),
-                    _fmt(m.get("auc"), ".3f"),
-                    _fmt(m.get("sharpe"), ".2f"),
+                    _num(m.get("log_loss"), ".4f"),
+                    _num(b.get("base_rate", {}).get("log_loss"), ".4f"),
+                    _num(b.get("persistence_calibrated", {}).get("log_loss"), ".4f"),
+                    _num(p.get("base_rate"), ".3f"),
+                    _num(m.get("auc"), ".3f"),
+                    _num(m.get("sharpe"), ".2f"),
                     f"{annual['calendar']} {annual['bars_per_year']:g}" if annual else None,
                     r.get("verdict") or f"{r['status']}: {r['error']}",
                 ]

@@ -517,6 +517,68 @@ def cmd_status(args: argparse.Namespace) -> int:
     return exit_code(status)
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """The champion's up-probability for the bar after the newest stored bar: a table, or one JSON object."""
+    _prepare_home()
+    import json
+
+    import dagster as dg
+
+    from alphapulse_assets.serving import Predictor
+    from alphapulse_assets.text_tables import print_table
+    from alphapulse_assets.training.assets import ModelRegistryResource
+
+    if bool(args.symbol) == bool(args.all):
+        print("alphapulse: predict needs a SYMBOL or --all", file=sys.stderr)
+        return 2
+    # The instance: a champion file refused while loading shows on its champion asset, as from the daemon.
+    predictor = Predictor(registry=ModelRegistryResource().get(dg.DagsterInstance.get()))
+    if args.all:
+        results = predictor.predict_all(args.cadence)
+    else:
+        symbol = args.symbol.upper()
+        results = {symbol: predictor.predict_all(args.cadence, [symbol])[symbol]}
+    failed = {s: r for s, r in results.items() if isinstance(r, Exception)}
+    served = {s: r for s, r in results.items() if not isinstance(r, Exception)}
+    if args.json:
+        if args.all:
+            document = {
+                "cadence": args.cadence,
+                "predictions": [p.to_dict() for p in served.values()],
+                "errors": {s: str(e) for s, e in failed.items()},
+            }
+            print(json.dumps(document))
+        elif served:
+            print(json.dumps(next(iter(served.values())).to_dict()))
+    elif served:
+        print_table(
+            ["symbol", "cadence", "version", "prob_up", "bar_time (UTC)", "for_bar (UTC)", "data_age"],
+            [
+                [
+                    p.symbol,
+                    p.cadence,
+                    f"v{p.version}",
+                    f"{p.prob_up:.4f}",
+                    f"{p.bar_time:%Y-%m-%d %H:%M}",
+                    f"{p.for_bar:%Y-%m-%d %H:%M}",
+                    _age(p.data_age_seconds),
+                ]
+                for p in served.values()
+            ],
+            align=["left", "left", "right", "right", "left", "left", "right"],
+        )
+    for symbol, exc in failed.items():
+        print(f"alphapulse: {symbol} {args.cadence}: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m"
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -632,6 +694,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the status as JSON for scripts")
     st.add_argument("--no-sources", action="store_true", help="skip the market-data source reachability check")
     st.set_defaults(func=cmd_status)
+
+    pr = sub.add_parser("predict", help="the champion's up-probability for the bar after the newest stored bar")
+    pr.add_argument("symbol", nargs="?", help="e.g. BTCUSDT")
+    pr.add_argument("--cadence", choices=["nightly", "weekly", "monthly"], default="nightly")
+    pr.add_argument("--all", action="store_true", help="every configured symbol")
+    pr.add_argument("--json", action="store_true", help="one JSON object on stdout (with --all: one document)")
+    pr.set_defaults(func=cmd_predict)
 
     from alphapulse_assets.recovery.cli import add_breaker_parser
 

@@ -16,6 +16,7 @@ from alphapulse_assets.monitoring.sensors import (
 from alphapulse_assets.recovery.gating import gate_schedule
 from alphapulse_assets.recovery.runs import dead_run_sensor
 from alphapulse_assets.recovery.sensors import breaker_sensor, breakers_asset
+from alphapulse_assets.serving.assets import SignalStoreResource, signals_assets, signals_automation_sensor
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
 from alphapulse_assets.training.drift_assets import (
@@ -59,12 +60,13 @@ defs = dg.Definitions(
         *candle_assets,
         *(a for assets in cadence_assets.values() for a in assets),
         *drift_assets,
+        *signals_assets,
         breakers_asset,
         *MONITORING_ASSETS,
     ],
     jobs=[ingest_market_data_job, *CADENCE_JOBS.values(), drift_monitoring_job, *MONITORING_JOBS],
     schedules=[ingest_market_data_schedule, *CADENCE_SCHEDULES, drift_monitoring_schedule, *MONITORING_SCHEDULES],
-    sensors=[drift_retrain_sensor, breaker_sensor, dead_run_sensor, *MONITORING_SENSORS],
+    sensors=[drift_retrain_sensor, breaker_sensor, dead_run_sensor, signals_automation_sensor, *MONITORING_SENSORS],
     resources={
         "market_data": MarketDataResource(),
         "candle_io_manager": PartitionedParquetIOManager(),
@@ -73,6 +75,7 @@ defs = dg.Definitions(
             base_url=str(get_settings().home / "training_sets"), layout="keys"
         ),
         "model_registry": ModelRegistryResource(),
+        "signal_store": SignalStoreResource(),
     },
     # Steps are small: spawning a process per step (about 2 s here) would cost more than the work.
     executor=dg.in_process_executor,

@@ -238,6 +238,23 @@ class CalendarSettings(BaseModel):
         return self.by_symbol.get(symbol.upper(), self.market)
 
 
+class MaxDataAge(BaseModel):
+    """The oldest data a prediction may be made from, in bars of each cadence's own bar size: the newest stored
+    bar must have closed at most this many bars ago. The defaults are 28 hours each: candles are ingested once
+    a day (01:30 UTC for the day before), so data is up to about 26 hours old just before the next ingestion,
+    and one missed ingestion makes every prediction refuse."""
+
+    nightly: PositiveInt = 112  # 15m bars
+    weekly: PositiveInt = 28  # 1h bars
+    monthly: PositiveInt = 7  # 4h bars
+
+
+class ServingSettings(BaseModel):
+    """Serving the champions (``alphapulse predict``, ``serving.Predictor``, the ``signals/<cadence>`` assets)."""
+
+    max_data_age: MaxDataAge = MaxDataAge()
+
+
 def _csv(value: object) -> object:
     """A comma-separated list from a shell ("a, b") as well as a JSON list."""
     if isinstance(value, str):
@@ -501,6 +518,7 @@ class AlphaPulseSettings(BaseSettings):
     # Cadences that do not start while the host is critically short of memory or disk.
     heavy_cadences: CsvTuple = ("monthly",)
     alerts: AlertSettings = AlertSettings()
+    serving: ServingSettings = ServingSettings()
 
     # One class per cadence, so that overriding one field from the environment keeps the others' defaults.
     nightly: NightlySettings = NightlySettings()

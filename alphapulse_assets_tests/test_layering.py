@@ -30,6 +30,7 @@ LAYERS: list[list[str]] = [
     ["alphapulse_assets.features"],
     ["alphapulse_assets.market_data"],
     ["alphapulse_assets.training"],
+    ["alphapulse_assets.serving"],  # the champions' answers: reads the registry and the candles, trains nothing
     ["alphapulse_assets.monitoring"],  # reads every layer below to report on it
     ["alphapulse_assets.definitions", "alphapulse_assets.config_check"],
     ["alphapulse_assets.cli"],

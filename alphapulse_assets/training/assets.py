@@ -34,7 +34,7 @@ from alphapulse_assets.recovery.policies import classification_metadata, classif
 from alphapulse_assets.recovery.runs import stop_on_interrupt
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.cadence import promote, train_symbol
-from alphapulse_assets.training.challenger import DEFAULT_SPECS, CadenceSpec, Dataset, make_dataset
+from alphapulse_assets.training.challenger import CadenceSpec, Dataset, cadence_spec, candle_dataset, make_dataset
 from alphapulse_assets.training.champion_events import ChampionChangeReporter, champion_change_metadata
 from alphapulse_assets.training.display import model_fields
 from alphapulse_assets.training.metadata import as_metadata
@@ -98,20 +98,7 @@ def _cadence_settings(name: str):
 
 
 def spec_for(name: str) -> CadenceSpec:
-    base = DEFAULT_SPECS[name]
-    cfg = _cadence_settings(name)
-    return CadenceSpec(
-        **{
-            **base.__dict__,
-            "timeframe": cfg.timeframe,
-            "window_days": cfg.window_days,
-            "fee_bps": SETTINGS.costs.fee_bps,
-            "slippage_bps": SETTINGS.costs.slippage_bps,
-            "calendar": SETTINGS.calendar.market,
-            "calendar_by_symbol": dict(SETTINGS.calendar.by_symbol),
-            "session_hours": SETTINGS.calendar.session_hours,
-        }
-    )
+    return cadence_spec(name, SETTINGS)
 
 
 def gate_config(name: str) -> GateConfig:
@@ -145,7 +132,7 @@ def _training_window(spec: CadenceSpec, window_end: pd.Timestamp) -> tuple[pd.Ti
 
 
 def _candle_asset_for(timeframe: str) -> str:
-    return {"1h": "candles_1h", "4h": "candles_4h"}.get(timeframe, "market_candles")
+    return candle_dataset(timeframe)
 
 
 def _build_training_set(

@@ -182,12 +182,18 @@ def naive_utc(timestamps: pd.Series) -> np.ndarray:
     return pd.DatetimeIndex(timestamps).tz_convert("UTC").tz_localize(None).to_numpy()
 
 
+def candle_features(candles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(candles sorted by symbol and time, their features): the one way features are made, for training
+    (``make_dataset``) and for serving (the newest bars, whose labels are not known yet)."""
+    candles = candles.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
+    return candles, build_features(candles)
+
+
 def make_dataset(candles: pd.DataFrame, spec: CadenceSpec) -> Dataset:
     """Features, label, forward return and last direction for every bar that has all of them."""
     if candles.empty:
         raise DataValidationError("no candles in the training window", where=f"{spec.name} training set")
-    candles = candles.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
-    X = build_features(candles)
+    candles, X = candle_features(candles)
     y = make_labels(candles, spec.label["name"], **spec.label["params"]).to_numpy()
     # One-bar forward returns: the long/flat strategy re-decides its position every bar.
     fwd = forward_returns(candles, 1).to_numpy()
@@ -385,9 +391,15 @@ def train_challenger(
     )
 
 
+def predict_features(model: Any, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """P(label = 1) for every row of a feature matrix (``FEATURE_NAMES`` columns)."""
+    values = X.to_numpy() if isinstance(X, pd.DataFrame) else X
+    return model.predict_proba(values)[:, 1] if len(values) else np.empty(0)
+
+
 def predict_dataset(model: Any, ds: Dataset) -> np.ndarray:
     """P(label = 1) for every row of a training set."""
-    return model.predict_proba(ds.X.to_numpy())[:, 1] if len(ds) else np.empty(0)
+    return predict_features(model, ds.X)
 
 
 DEFAULT_SPECS: dict[str, CadenceSpec] = {
@@ -406,3 +418,32 @@ DEFAULT_SPECS: dict[str, CadenceSpec] = {
         ),
     ),
 }
+
+
+# Where each bar size's candles are stored: the base bars, and the bars resampled from them.
+RESAMPLED_DATASETS = {"1h": "candles_1h", "4h": "candles_4h"}
+BASE_DATASET = "market_candles"
+
+
+def candle_dataset(timeframe: str) -> str:
+    """The candle dataset (and asset) that holds bars of ``timeframe``."""
+    return RESAMPLED_DATASETS.get(timeframe, BASE_DATASET)
+
+
+def cadence_spec(name: str, settings: Any) -> CadenceSpec:
+    """The cadence's spec with what its settings give: bar size and window (``ALPHAPULSE_<CADENCE>__...``), trading
+    costs (``ALPHAPULSE_COSTS__...``) and market calendar (``ALPHAPULSE_CALENDAR__...``)."""
+    base = DEFAULT_SPECS[name]
+    cfg = getattr(settings, name)
+    return CadenceSpec(
+        **{
+            **base.__dict__,
+            "timeframe": cfg.timeframe,
+            "window_days": cfg.window_days,
+            "fee_bps": settings.costs.fee_bps,
+            "slippage_bps": settings.costs.slippage_bps,
+            "calendar": settings.calendar.market,
+            "calendar_by_symbol": dict(settings.calendar.by_symbol),
+            "session_hours": settings.calendar.session_hours,
+        }
+    )

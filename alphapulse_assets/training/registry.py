@@ -352,6 +352,15 @@ class ModelRegistry:
             ).first()
         return self.get(symbol, cadence, row.version) if row else None
 
+    def champion_version(self, symbol: str, cadence: str) -> int | None:
+        """The champion's version number only: one primary-key lookup, cheap enough for every prediction."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(champions_table.c.version).where(
+                    champions_table.c.symbol == symbol, champions_table.c.cadence == cadence
+                )
+            ).scalar()
+
     def champions(self) -> list[ModelVersion]:
         with self.engine.connect() as conn:
             rows = conn.execute(

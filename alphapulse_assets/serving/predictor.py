@@ -1,0 +1,351 @@
+"""What the current champion says about the newest bar: the serving API behind ``alphapulse predict``.
+
+``Predictor.predict(symbol, cadence)`` reads the champion's version on every call (one primary-key lookup), so a
+promotion, a rollback or a fall-back is served from the next call on, without a restart; loaded models are kept
+per (symbol, cadence, version). A version is loaded through the registry, which verifies the file's SHA-256 and
+trusted types before deserialising it: a tampered or missing champion file is refused, recorded as a fall-back
+to the newest earlier champion whose file verifies (which then serves, under its own version), and alerted by
+the registry's listener; with no such champion the call raises.
+
+Features are made from the newest stored candles of the cadence's bar size by the training code itself
+(``training.challenger.candle_features``, i.e. ``features.indicators.build_features``) over exactly the look-back
+the features need, and the champion's ``predict_proba`` answers. Nothing old is ever served silently: no
+champion, no candles, a day missing from the look-back, too few bars for it, a newest bar without complete
+features, or a newest bar older than ``ALPHAPULSE_SERVING__MAX_DATA_AGE__<CADENCE>`` bars each raise a
+``ServingError`` naming the symbol and what is missing.
+
+This module does not import Dagster (the default registry's alert listener does, when no registry is given).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alphapulse_assets.features.indicators import FEATURE_NAMES
+from alphapulse_assets.market_data.storage import ParquetPartitionStore
+from alphapulse_assets.platform_db import platform_db_url
+from alphapulse_assets.recovery.errors import DataValidationError, PermanentError
+from alphapulse_assets.settings import AlphaPulseSettings, get_settings, timeframe_to_timedelta
+from alphapulse_assets.training.challenger import CadenceSpec, cadence_spec, candle_dataset, candle_features
+from alphapulse_assets.training.challenger import predict_features as champion_proba
+from alphapulse_assets.training.registry import ArtifactIntegrityError, ModelRegistry
+
+CADENCES = ("nightly", "weekly", "monthly")
+SIGNAL_COLUMNS = ("symbol", "cadence", "bar_time", "for_bar", "version", "prob_up", "role")
+
+
+class ServingError(PermanentError):
+    """A prediction cannot be made; the message names the symbol, the cadence and what is missing."""
+
+
+class NoChampionError(ServingError):
+    """No champion serves for this symbol and cadence (none promoted yet, or none whose file verifies)."""
+
+
+class ChampionRefusedError(NoChampionError):
+    """The champion's file was refused (digest or trusted types) and no earlier champion's file verifies."""
+
+
+class MissingDataError(ServingError, DataValidationError):
+    """Candles are missing, or too few for the features' look-back."""
+
+
+class StaleDataError(ServingError, DataValidationError):
+    """The newest stored bar is older than ALPHAPULSE_SERVING__MAX_DATA_AGE__<CADENCE> bars allow."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The champion's up-probability for the bar after the newest stored one."""
+
+    symbol: str
+    cadence: str
+    version: int  # the champion's registry version that answered
+    prob_up: float  # P(the cadence's label = 1), i.e. up over the label's horizon, for ``for_bar``
+    bar_time: pd.Timestamp  # open time (UTC) of the newest stored bar, the last one the features read
+    for_bar: pd.Timestamp  # open time of the bar predicted: the next bar after ``bar_time``
+    feature_time: pd.Timestamp  # time of the feature row given to the model (== bar_time: never an older row)
+    data_age_seconds: float  # from the newest bar's close (bar_time + timeframe) to ``predicted_at``
+    timeframe: str
+    predicted_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: times as ISO 8601 strings (UTC)."""
+        return {
+            "symbol": self.symbol,
+            "cadence": self.cadence,
+            "version": self.version,
+            "prob_up": self.prob_up,
+            "bar_time": self.bar_time.isoformat(),
+            "for_bar": self.for_bar.isoformat(),
+            "feature_time": self.feature_time.isoformat(),
+            "data_age_seconds": self.data_age_seconds,
+            "timeframe": self.timeframe,
+            "predicted_at": self.predicted_at.isoformat(),
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _default_registry(settings: AlphaPulseSettings) -> ModelRegistry:
+    # Imported here: the alert listener brings in Dagster, needed only when no registry is given.
+    from alphapulse_assets.training.champion_events import ChampionChangeReporter
+
+    url = platform_db_url()
+    return ModelRegistry(str(settings.home / "models"), url, on_change=ChampionChangeReporter(None, url))
+
+
+class Predictor:
+    """Serves the champions. Defaults: the settings' candle store, the registry beside the instance (models under
+    ``<ALPHAPULSE_HOME>/models``, the platform database), the system clock."""
+
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistry | None = None,
+        candle_store: ParquetPartitionStore | str | None = None,
+        settings: AlphaPulseSettings | None = None,
+        clock: Callable[[], datetime] = _now,
+    ):
+        self.settings = settings or get_settings()
+        self.registry = registry or _default_registry(self.settings)
+        store = candle_store or self.settings.candle_store_url
+        self.store = ParquetPartitionStore(store) if isinstance(store, str) else store
+        self.clock = clock
+        self._models: dict[tuple[str, str], tuple[int, Any]] = {}  # (symbol, cadence) -> (version, model)
+
+    # -- the champion ----------------------------------------------------------------------------------
+    def champion(self, symbol: str, cadence: str) -> tuple[int, Any]:
+        """(version, model) of the champion serving now; loaded (and verified) once per version."""
+        version = self.registry.champion_version(symbol, cadence)
+        if version is None:
+            raise NoChampionError(
+                f"no {cadence} champion for {symbol} yet: no model has passed its gate "
+                f"(run the {cadence} cadence: alphapulse run {cadence})",
+                where=f"model registry, {symbol}/{cadence}",
+            )
+        cached = self._models.get((symbol, cadence))
+        if cached is not None and cached[0] == version:
+            return cached
+        try:
+            loaded = version, self.registry.load(self.registry.get(symbol, cadence, version))
+        except ArtifactIntegrityError as exc:
+            # Refused: the registry records the fall-back, alerts, and names the champion that serves instead.
+            replacement = self.registry.serving_champion(symbol, cadence)
+            if replacement is None:
+                raise ChampionRefusedError(
+                    f"the {cadence} champion v{version} of {symbol} was refused ({exc}) and no earlier champion's "
+                    "file verifies: nothing is served",
+                    where=f"model registry, {symbol}/{cadence}",
+                ) from exc
+            loaded = replacement.version, self.registry.load(replacement)
+        self._models[(symbol, cadence)] = loaded  # one model per symbol and cadence: the old version goes
+        return loaded
+
+    # -- candles ---------------------------------------------------------------------------------------
+    def spec(self, cadence: str) -> CadenceSpec:
+        if cadence not in CADENCES:
+            raise ServingError(f"unknown cadence {cadence!r}; use one of {', '.join(CADENCES)}", where="cadence")
+        return cadence_spec(cadence, self.settings)
+
+    def _lookback_days(self, spec: CadenceSpec) -> int:
+        """Whole days before a bar's own day that hold the bars its features read."""
+        return math.ceil(spec.warmup_bars * timeframe_to_timedelta(spec.timeframe) / pd.Timedelta(days=1))
+
+    def _read(self, spec: CadenceSpec, days: list[date], symbols: list[str], *, strict: bool) -> pd.DataFrame:
+        """The stored candles of ``symbols`` on ``days``; with ``strict``, a missing day raises."""
+        dataset = candle_dataset(spec.timeframe)
+        stored = set(self.store.list_partitions(dataset))
+        missing = [str(d) for d in days if str(d) not in stored]
+        if strict and missing:
+            raise MissingDataError(
+                f"{len(missing)} day(s) of {dataset} missing from the {spec.name} features' look-back of "
+                f"{', '.join(symbols)}, {days[0]}..{days[-1]} (first {missing[0]}): run alphapulse ingest --start {missing[0]} "
+                f"--end {missing[-1]}",
+                where=self.store.url(dataset),
+            )
+        present = [str(d) for d in days if str(d) in stored]
+        if not present:
+            return pd.DataFrame(columns=["symbol", "timestamp", "open", "high", "low", "close", "volume"])
+        candles = self.store.read_days(dataset, present)
+        return candles[candles["symbol"].isin(symbols)]
+
+    def _newest_day(self, spec: CadenceSpec) -> date:
+        dataset = candle_dataset(spec.timeframe)
+        days = self.store.list_partitions(dataset)
+        if not days:
+            raise MissingDataError(
+                f"no {spec.timeframe} candles stored for the {spec.name} cadence: run alphapulse ingest",
+                where=self.store.url(dataset),
+            )
+        return date.fromisoformat(days[-1])
+
+    # -- predictions ------------------------------------------------------------------------------------
+    def predict(self, symbol: str, cadence: str = "nightly") -> Prediction:
+        """The champion's up-probability for the bar after the newest stored bar of ``symbol``."""
+        result = self.predict_all(cadence, [symbol])[symbol.upper()]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def predict_all(
+        self, cadence: str = "nightly", symbols: Iterable[str] | None = None
+    ) -> dict[str, Prediction | ServingError]:
+        """Per symbol (default: every configured one), its Prediction or the ServingError saying why not.
+
+        The candles are read once for all symbols."""
+        spec = self.spec(cadence)
+        symbols = [s.upper() for s in (symbols if symbols is not None else self.settings.symbols)]
+        out: dict[str, Prediction | ServingError] = {}
+        champions: dict[str, tuple[int, Any]] = {}
+        for symbol in symbols:
+            try:
+                champions[symbol] = self.champion(symbol, cadence)
+            except ServingError as exc:
+                out[symbol] = exc
+        if not champions:
+            return out
+        newest = self._newest_day(spec)
+        days = [newest - timedelta(days=i) for i in range(self._lookback_days(spec), -1, -1)]
+        candles = self._read(spec, days, list(champions), strict=True)
+        now = self.clock()
+        for symbol, (version, model) in champions.items():
+            try:
+                out[symbol] = self._predict_newest(spec, symbol, version, model, candles, now)
+            except ServingError as exc:
+                out[symbol] = exc
+        return {s: out[s] for s in symbols}
+
+    def _predict_newest(
+        self, spec: CadenceSpec, symbol: str, version: int, model: Any, candles: pd.DataFrame, now: datetime
+    ) -> Prediction:
+        tf = timeframe_to_timedelta(spec.timeframe)
+        where = f"{candle_dataset(spec.timeframe)}, {symbol}"
+        rows = candles[candles["symbol"] == symbol]
+        if rows.empty:
+            raise MissingDataError(
+                f"no {spec.timeframe} candles for {symbol} in the newest stored days "
+                f"(the {spec.name} features read {spec.warmup_bars} bars)",
+                where=where,
+            )
+        rows, X = candle_features(rows)
+        newest = pd.Timestamp(rows["timestamp"].iloc[-1])
+        age = pd.Timestamp(now) - (newest + tf)
+        limit_bars = getattr(self.settings.serving.max_data_age, spec.name)
+        if age > limit_bars * tf:
+            raise StaleDataError(
+                f"{symbol}: the newest {spec.timeframe} bar stored ({newest.isoformat()}) closed {_span(age)} ago, "
+                f"more than the {limit_bars} bars ({_span(limit_bars * tf)}) that "
+                f"ALPHAPULSE_SERVING__MAX_DATA_AGE__{spec.name.upper()} allows: ingest newer candles",
+                where=where,
+            )
+        last = X.iloc[[-1]]
+        if last.isna().any(axis=None):
+            incomplete = [name for name in FEATURE_NAMES if np.isnan(last[name].iloc[0])]
+            raise MissingDataError(
+                f"{symbol}: only {len(rows)} {spec.timeframe} bar(s) stored up to {newest.isoformat()}, the "
+                f"{spec.name} features need {spec.warmup_bars} (a look-back of {spec.warmup_bars - 1} bars); "
+                f"incomplete: {', '.join(incomplete)}",
+                where=where,
+            )
+        prob = float(champion_proba(model, last)[0])
+        return Prediction(
+            symbol=symbol,
+            cadence=spec.name,
+            version=version,
+            prob_up=prob,
+            bar_time=newest,
+            for_bar=newest + tf,
+            feature_time=pd.Timestamp(rows.loc[last.index[0], "timestamp"]),
+            data_age_seconds=float(age.total_seconds()),
+            timeframe=spec.timeframe,
+            predicted_at=now,
+        )
+
+    def predict_days(
+        self, cadence: str, days: Iterable[str], symbols: Iterable[str] | None = None
+    ) -> tuple[pd.DataFrame, dict[str, ServingError]]:
+        """Every bar of ``days`` (UTC dates) that has complete features, with the serving champion's
+        up-probability: columns ``SIGNAL_COLUMNS``; and, per symbol not served, why. Bars whose look-back
+        reaches before the first stored day get no row. No staleness rule: these are past bars."""
+        spec = self.spec(cadence)
+        wanted = sorted(date.fromisoformat(str(d)) for d in days)
+        symbols = [s.upper() for s in (symbols if symbols is not None else self.settings.symbols)]
+        problems: dict[str, ServingError] = {}
+        champions: dict[str, tuple[int, Any]] = {}
+        for symbol in symbols:
+            try:
+                champions[symbol] = self.champion(symbol, cadence)
+            except ServingError as exc:
+                problems[symbol] = exc
+        frames = []
+        if champions and wanted:
+            first = wanted[0] - timedelta(days=self._lookback_days(spec))
+            span = [first + timedelta(days=i) for i in range((wanted[-1] - first).days + 1)]
+            self._read(spec, wanted, list(champions), strict=True)  # the days themselves must be stored
+            candles = self._read(spec, span, list(champions), strict=False)
+            tf = timeframe_to_timedelta(spec.timeframe)
+            in_days = {d.isoformat() for d in wanted}
+            for symbol, (version, model) in champions.items():
+                rows = candles[candles["symbol"] == symbol]
+                if rows.empty:
+                    problems[symbol] = MissingDataError(
+                        f"no {spec.timeframe} candles for {symbol} on {wanted[0]}..{wanted[-1]}",
+                        where=f"{candle_dataset(spec.timeframe)}, {symbol}",
+                    )
+                    continue
+                rows, X = candle_features(rows)
+                keep = (
+                    X.notna().all(axis=1).to_numpy()
+                    & rows["timestamp"].dt.strftime("%Y-%m-%d").isin(in_days).to_numpy()
+                )
+                bars = rows.loc[keep, "timestamp"].reset_index(drop=True)
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "symbol": symbol,
+                            "cadence": cadence,
+                            "bar_time": bars,
+                            "for_bar": bars + tf,
+                            "version": np.full(len(bars), version, dtype="int64"),
+                            "prob_up": champion_proba(model, X[keep]),
+                            "role": "champion",
+                        }
+                    )
+                )
+        frame = pd.concat(frames, ignore_index=True) if frames else _empty_signals()
+        return frame[list(SIGNAL_COLUMNS)], problems
+
+
+def _empty_signals() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "symbol": pd.Series(dtype=object),
+            "cadence": pd.Series(dtype=object),
+            "bar_time": pd.Series(dtype="datetime64[ns, UTC]"),
+            "for_bar": pd.Series(dtype="datetime64[ns, UTC]"),
+            "version": pd.Series(dtype="int64"),
+            "prob_up": pd.Series(dtype="float64"),
+            "role": pd.Series(dtype=object),
+        }
+    )
+
+
+def _span(delta: pd.Timedelta | timedelta) -> str:
+    """A duration as an operator reads it, to the minute: '1d 4h 1m', '26h' is '1d 2h', '45s'."""
+    seconds = int(pd.Timedelta(delta).total_seconds())
+    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
+    if seconds < 60:
+        return f"{sign}{seconds}s"
+    d, rem = divmod(seconds // 60, 24 * 60)
+    h, m = divmod(rem, 60)
+    return sign + " ".join(f"{n}{unit}" for n, unit in ((d, "d"), (h, "h"), (m, "m")) if n)

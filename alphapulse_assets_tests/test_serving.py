@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +22,10 @@ import pyarrow as pa
 import pytest
 
 from alphapulse_assets.features.indicators import FEATURE_NAMES
+from alphapulse_assets.market_data.resample import resample_candles
 from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
+from alphapulse_assets.market_data.schema import to_arrow
+from alphapulse_assets.market_data.sources.sample import SampleSource
 from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.serving import (
     ChampionRefusedError,
@@ -170,6 +173,23 @@ def test_a_promotion_and_a_rollback_are_served_without_a_restart(served, tmp_pat
     registry.rollback(SYMBOL, "weekly", reason="bad week")
     third = predictor.predict(SYMBOL, "weekly")
     assert (third.version, third.prob_up) == (1, first.prob_up)
+
+
+@pytest.mark.slow
+def test_new_candles_are_served_by_the_same_predictor(served, tmp_path):
+    project = served.copy(tmp_path / "project")
+    predictor = project.predictor(clock=lambda: NOW + timedelta(days=1))
+    before = predictor.predict(SYMBOL, "weekly")
+    assert before.bar_time == NEWEST_BAR
+
+    day = pd.Timestamp("2024-06-10", tz="UTC")
+    bars = resample_candles(SampleSource().fetch([SYMBOL], day, day + pd.Timedelta(days=1)), "15m", "1h")
+    ParquetPartitionStore(project.candles).write_days("candles_1h", to_arrow(bars), ["2024-06-10"])
+
+    after = predictor.predict(SYMBOL, "weekly")
+    assert after.bar_time == NEWEST_BAR + pd.Timedelta(days=1) and after.data_age_seconds == 1800.0
+    signals, _ = predictor.predict_days("weekly", ["2024-06-10"], [SYMBOL])
+    assert after.prob_up == pytest.approx(signals["prob_up"].iloc[-1], abs=1e-15)
 
 
 @pytest.mark.slow

@@ -105,14 +105,33 @@ class ParquetPartitionStore:
                 return seg
         return None
 
+    def segments(self, dataset: str, *, fresh: bool = False) -> list[Segment]:
+        """The dataset's segments, oldest generation first: one listing. A segment is never rewritten (a new
+        write is a new name), so the names holding some days identify their content. ``fresh`` drops a cached
+        listing first (remote filesystems cache them), for a long-lived reader that must see new writes."""
+        if fresh:
+            self.fs.invalidate_cache(self._dir(dataset))
+        return self._segments(dataset)
+
+    @staticmethod
+    def days_in(segments: list[Segment]) -> list[str]:
+        """Every day the segments hold, sorted."""
+        days: set[date] = set()
+        for seg in segments:
+            days.update(seg.first + timedelta(days=i) for i in range((seg.last - seg.first).days + 1))
+        return [str(d) for d in sorted(days)]
+
+    @classmethod
+    def holder(cls, segments: list[Segment], day: str) -> str | None:
+        """The name of the segment that holds ``day`` now (the newest covering it), or None."""
+        seg = cls._newest_covering(segments, date.fromisoformat(day))
+        return seg.name if seg else None
+
     def exists(self, dataset: str, partition: str) -> bool:
         return self._newest_covering(self._segments(dataset), date.fromisoformat(partition)) is not None
 
     def list_partitions(self, dataset: str) -> list[str]:
-        days: set[date] = set()
-        for seg in self._segments(dataset):
-            days.update(seg.first + timedelta(days=i) for i in range((seg.last - seg.first).days + 1))
-        return [str(d) for d in sorted(days)]
+        return self.days_in(self._segments(dataset))
 
     # -- writing ---------------------------------------------------------------------------------
     def write_days(self, dataset: str, table: pa.Table, days: Iterable[str]) -> dict[str, int]:

@@ -92,6 +92,17 @@ class Prediction:
         }
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """A model's answer on a symbol's newest bar (``prob`` None when that bar's features are incomplete)."""
+
+    prob: float | None
+    bar_time: pd.Timestamp
+    feature_time: pd.Timestamp
+    bars: int
+    incomplete: tuple[str, ...]
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -122,6 +133,10 @@ class Predictor:
         self.store = ParquetPartitionStore(store) if isinstance(store, str) else store
         self.clock = clock
         self._models: dict[tuple[str, str], tuple[int, Any]] = {}  # (symbol, cadence) -> (version, model)
+        # The look-back's candles per dataset, and each answer, keyed by the names of the segments that hold the
+        # look-back's days: a segment is never rewritten, so unchanged names mean unchanged candles.
+        self._candles: dict[str, tuple[tuple, pd.DataFrame]] = {}
+        self._answers: dict[tuple[str, str], tuple[tuple, _Answer]] = {}
 
     # -- the champion ----------------------------------------------------------------------------------
     def champion(self, symbol: str, cadence: str) -> tuple[int, Any]:
@@ -165,29 +180,43 @@ class Predictor:
         """The stored candles of ``symbols`` on ``days``; with ``strict``, a missing day raises."""
         dataset = candle_dataset(spec.timeframe)
         stored = set(self.store.list_partitions(dataset))
-        missing = [str(d) for d in days if str(d) not in stored]
-        if strict and missing:
-            raise MissingDataError(
-                f"{len(missing)} day(s) of {dataset} missing from the {spec.name} features' look-back of "
-                f"{', '.join(symbols)}, {days[0]}..{days[-1]} (first {missing[0]}): run alphapulse ingest --start {missing[0]} "
-                f"--end {missing[-1]}",
-                where=self.store.url(dataset),
-            )
+        self._check_days(spec, dataset, days, stored, symbols, strict=strict)
         present = [str(d) for d in days if str(d) in stored]
         if not present:
             return pd.DataFrame(columns=["symbol", "timestamp", "open", "high", "low", "close", "volume"])
         candles = self.store.read_days(dataset, present)
         return candles[candles["symbol"].isin(symbols)]
 
-    def _newest_day(self, spec: CadenceSpec) -> date:
+    def _check_days(self, spec, dataset, days, stored, symbols, *, strict: bool) -> None:
+        missing = [str(d) for d in days if str(d) not in stored]
+        if strict and missing:
+            raise MissingDataError(
+                f"{len(missing)} day(s) of {dataset} missing from the {spec.name} features' look-back of "
+                f"{', '.join(symbols)}, {days[0]}..{days[-1]} (first {missing[0]}): "
+                f"run alphapulse ingest --start {missing[0]} --end {missing[-1]}",
+                where=self.store.url(dataset),
+            )
+
+    def _newest_candles(self, spec: CadenceSpec, symbols: list[str]) -> tuple[tuple, pd.DataFrame]:
+        """(identity, candles of every symbol) over the look-back of the newest stored day: one listing of the
+        store, and a read only when the segments holding those days changed since the last call."""
         dataset = candle_dataset(spec.timeframe)
-        days = self.store.list_partitions(dataset)
-        if not days:
+        segments = self.store.segments(dataset, fresh=True)
+        stored = self.store.days_in(segments)
+        if not stored:
             raise MissingDataError(
                 f"no {spec.timeframe} candles stored for the {spec.name} cadence: run alphapulse ingest",
                 where=self.store.url(dataset),
             )
-        return date.fromisoformat(days[-1])
+        newest = date.fromisoformat(stored[-1])
+        days = [newest - timedelta(days=i) for i in range(self._lookback_days(spec), -1, -1)]
+        self._check_days(spec, dataset, days, set(stored), symbols, strict=True)
+        identity = (dataset, *(self.store.holder(segments, str(d)) for d in days))
+        cached = self._candles.get(dataset)
+        if cached is None or cached[0] != identity:
+            cached = identity, self.store.read_days(dataset, [str(d) for d in days])
+            self._candles[dataset] = cached
+        return cached
 
     # -- predictions ------------------------------------------------------------------------------------
     def predict(self, symbol: str, cadence: str = "nightly") -> Prediction:
@@ -214,31 +243,47 @@ class Predictor:
                 out[symbol] = exc
         if not champions:
             return out
-        newest = self._newest_day(spec)
-        days = [newest - timedelta(days=i) for i in range(self._lookback_days(spec), -1, -1)]
-        candles = self._read(spec, days, list(champions), strict=True)
+        identity, candles = self._newest_candles(spec, list(champions))
         now = self.clock()
         for symbol, (version, model) in champions.items():
             try:
-                out[symbol] = self._predict_newest(spec, symbol, version, model, candles, now)
+                key = (symbol, spec.name)
+                cached = self._answers.get(key)
+                if cached is not None and cached[0] == (version, identity):
+                    answer = cached[1]
+                else:
+                    answer = self._answer(spec, symbol, model, candles)
+                    self._answers[key] = (version, identity), answer
+                out[symbol] = self._prediction(spec, symbol, version, answer, now)
             except ServingError as exc:
                 out[symbol] = exc
         return {s: out[s] for s in symbols}
 
-    def _predict_newest(
-        self, spec: CadenceSpec, symbol: str, version: int, model: Any, candles: pd.DataFrame, now: datetime
-    ) -> Prediction:
-        tf = timeframe_to_timedelta(spec.timeframe)
-        where = f"{candle_dataset(spec.timeframe)}, {symbol}"
+    def _answer(self, spec: CadenceSpec, symbol: str, model: Any, candles: pd.DataFrame) -> _Answer:
+        """The model's answer on the symbol's newest bar, and what the rules need to judge it."""
         rows = candles[candles["symbol"] == symbol]
         if rows.empty:
             raise MissingDataError(
                 f"no {spec.timeframe} candles for {symbol} in the newest stored days "
                 f"(the {spec.name} features read {spec.warmup_bars} bars)",
-                where=where,
+                where=f"{candle_dataset(spec.timeframe)}, {symbol}",
             )
         rows, X = candle_features(rows)
-        newest = pd.Timestamp(rows["timestamp"].iloc[-1])
+        last = X.iloc[[-1]]
+        incomplete = tuple(name for name in FEATURE_NAMES if np.isnan(last[name].iloc[0]))
+        return _Answer(
+            prob=None if incomplete else float(champion_proba(model, last)[0]),
+            bar_time=pd.Timestamp(rows["timestamp"].iloc[-1]),
+            feature_time=pd.Timestamp(rows.loc[last.index[0], "timestamp"]),
+            bars=len(rows),
+            incomplete=incomplete,
+        )
+
+    def _prediction(self, spec: CadenceSpec, symbol: str, version: int, answer: _Answer, now: datetime) -> Prediction:
+        """The answer as a Prediction, once the data's age and completeness pass (judged at ``now``)."""
+        tf = timeframe_to_timedelta(spec.timeframe)
+        where = f"{candle_dataset(spec.timeframe)}, {symbol}"
+        newest = answer.bar_time
         age = pd.Timestamp(now) - (newest + tf)
         limit_bars = getattr(self.settings.serving.max_data_age, spec.name)
         if age > limit_bars * tf:
@@ -248,24 +293,21 @@ class Predictor:
                 f"ALPHAPULSE_SERVING__MAX_DATA_AGE__{spec.name.upper()} allows: ingest newer candles",
                 where=where,
             )
-        last = X.iloc[[-1]]
-        if last.isna().any(axis=None):
-            incomplete = [name for name in FEATURE_NAMES if np.isnan(last[name].iloc[0])]
+        if answer.prob is None:
             raise MissingDataError(
-                f"{symbol}: only {len(rows)} {spec.timeframe} bar(s) stored up to {newest.isoformat()}, the "
+                f"{symbol}: only {answer.bars} {spec.timeframe} bar(s) stored up to {newest.isoformat()}, the "
                 f"{spec.name} features need {spec.warmup_bars} (a look-back of {spec.warmup_bars - 1} bars); "
-                f"incomplete: {', '.join(incomplete)}",
+                f"incomplete: {', '.join(answer.incomplete)}",
                 where=where,
             )
-        prob = float(champion_proba(model, last)[0])
         return Prediction(
             symbol=symbol,
             cadence=spec.name,
             version=version,
-            prob_up=prob,
+            prob_up=answer.prob,
             bar_time=newest,
             for_bar=newest + tf,
-            feature_time=pd.Timestamp(rows.loc[last.index[0], "timestamp"]),
+            feature_time=answer.feature_time,
             data_age_seconds=float(age.total_seconds()),
             timeframe=spec.timeframe,
             predicted_at=now,

@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/bench_resource_sensor.py --ticks 100 --rounds 5
 	$(BIN)/python bench/bench_breaker_sensor.py --repeat 15
 	$(BIN)/python bench/bench_cadences.py --symbols 5 --repeat 7 --worker-start
+	$(BIN)/python bench/bench_predict.py --calls 300
 
 ui: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000

@@ -35,7 +35,7 @@ from alphapulse_assets.serving import (
     StaleDataError,
     read_signals,
 )
-from alphapulse_assets.serving.assets import SignalStoreResource, signals_assets
+from alphapulse_assets.serving.assets import SignalStoreResource, signals_assets, signals_automation_sensor
 from alphapulse_assets.settings import SettingsError, get_settings, load_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
 from alphapulse_assets.training.challenger import DEFAULT_SPECS, Dataset, train_challenger
@@ -350,3 +350,31 @@ def test_the_signals_asset_records_the_champions_answers(served, tmp_path):
     )
     assert "BTCUSDT: no weekly champion for BTCUSDT yet" in metadata["not_served"].value
     assert "ETHUSDT" in metadata["newest_bars"].value
+
+
+@pytest.mark.slow
+def test_signals_are_requested_once_the_days_candles_land(tmp_path):
+    """Declarative automation, as the daemon's signals_automation_sensor evaluates it: nothing before the day's
+    candles exist, every cadence's signals for that day once they land, and not again for the same candles."""
+    from alphapulse_assets.definitions import defs  # the assembled definitions, resources included (slow import)
+
+    when = datetime(2024, 6, 10, 2, 0, tzinfo=timezone.utc)
+    selection = dg.AssetSelection.assets(*signals_assets)
+    with dg.instance_for_test() as instance:
+        before = dg.evaluate_automation_conditions(defs, instance, asset_selection=selection, evaluation_time=when)
+        assert before.total_requested == 0
+        ingest(instance, str(tmp_path / "candles"), LAST_DAY, LAST_DAY, symbols=[SYMBOL])
+        after = dg.evaluate_automation_conditions(
+            defs, instance, asset_selection=selection, evaluation_time=when, cursor=before.cursor
+        )
+        assert {a.key.to_user_string(): sorted(after.get_requested_partitions(a.key)) for a in signals_assets} == {
+            "signals/nightly": [LAST_DAY],
+            "signals/weekly": [LAST_DAY],
+            "signals/monthly": [LAST_DAY],
+        }
+        again = dg.evaluate_automation_conditions(
+            defs, instance, asset_selection=selection, evaluation_time=when, cursor=after.cursor
+        )
+        assert again.total_requested == 0
+    assert signals_automation_sensor in defs.sensors  # turned on under Automation, like every schedule here
+    assert signals_automation_sensor.default_status == dg.DefaultSensorStatus.STOPPED

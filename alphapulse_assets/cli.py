@@ -525,6 +525,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from alphapulse_assets.serving import Predictor
+    from alphapulse_assets.serving.predictor import duration_text
     from alphapulse_assets.text_tables import print_table
     from alphapulse_assets.training.assets import ModelRegistryResource
 
@@ -561,7 +562,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     f"{p.prob_up:.4f}",
                     f"{p.bar_time:%Y-%m-%d %H:%M}",
                     f"{p.for_bar:%Y-%m-%d %H:%M}",
-                    _age(p.data_age_seconds),
+                    duration_text(timedelta(seconds=p.data_age_seconds)),
                 ]
                 for p in served.values()
             ],
@@ -570,13 +571,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for symbol, exc in failed.items():
         print(f"alphapulse: {symbol} {args.cadence}: {exc}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _age(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m"
 
 
 def _date(text: str) -> date:

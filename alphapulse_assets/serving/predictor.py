@@ -166,6 +166,21 @@ class Predictor:
         self._models[(symbol, cadence)] = loaded  # one model per symbol and cadence: the old version goes
         return loaded
 
+    def _symbols(self, symbols: Iterable[str] | None) -> list[str]:
+        return [s.upper() for s in (symbols if symbols is not None else self.settings.symbols)]
+
+    def _champions(
+        self, symbols: list[str], cadence: str
+    ) -> tuple[dict[str, tuple[int, Any]], dict[str, ServingError]]:
+        """({symbol: (version, model)} of those served, {symbol: why not} of the others)."""
+        champions, problems = {}, {}
+        for symbol in symbols:
+            try:
+                champions[symbol] = self.champion(symbol, cadence)
+            except ServingError as exc:
+                problems[symbol] = exc
+        return champions, problems
+
     # -- candles ---------------------------------------------------------------------------------------
     def spec(self, cadence: str) -> CadenceSpec:
         if cadence not in CADENCES:
@@ -233,14 +248,9 @@ class Predictor:
 
         The candles are read once for all symbols."""
         spec = self.spec(cadence)
-        symbols = [s.upper() for s in (symbols if symbols is not None else self.settings.symbols)]
-        out: dict[str, Prediction | ServingError] = {}
-        champions: dict[str, tuple[int, Any]] = {}
-        for symbol in symbols:
-            try:
-                champions[symbol] = self.champion(symbol, cadence)
-            except ServingError as exc:
-                out[symbol] = exc
+        symbols = self._symbols(symbols)
+        champions, problems = self._champions(symbols, cadence)
+        out: dict[str, Prediction | ServingError] = dict(problems)
         if not champions:
             return out
         identity, candles = self._newest_candles(spec, list(champions))
@@ -288,8 +298,8 @@ class Predictor:
         limit_bars = getattr(self.settings.serving.max_data_age, spec.name)
         if age > limit_bars * tf:
             raise StaleDataError(
-                f"{symbol}: the newest {spec.timeframe} bar stored ({newest.isoformat()}) closed {_span(age)} ago, "
-                f"more than the {limit_bars} bars ({_span(limit_bars * tf)}) that "
+                f"{symbol}: the newest {spec.timeframe} bar stored ({newest.isoformat()}) closed {duration_text(age)} ago, "
+                f"more than the {limit_bars} bars ({duration_text(limit_bars * tf)}) that "
                 f"ALPHAPULSE_SERVING__MAX_DATA_AGE__{spec.name.upper()} allows: ingest newer candles",
                 where=where,
             )
@@ -321,19 +331,14 @@ class Predictor:
         reaches before the first stored day get no row. No staleness rule: these are past bars."""
         spec = self.spec(cadence)
         wanted = sorted(date.fromisoformat(str(d)) for d in days)
-        symbols = [s.upper() for s in (symbols if symbols is not None else self.settings.symbols)]
-        problems: dict[str, ServingError] = {}
-        champions: dict[str, tuple[int, Any]] = {}
-        for symbol in symbols:
-            try:
-                champions[symbol] = self.champion(symbol, cadence)
-            except ServingError as exc:
-                problems[symbol] = exc
+        champions, problems = self._champions(self._symbols(symbols), cadence)
         frames = []
         if champions and wanted:
             first = wanted[0] - timedelta(days=self._lookback_days(spec))
             span = [first + timedelta(days=i) for i in range((wanted[-1] - first).days + 1)]
-            self._read(spec, wanted, list(champions), strict=True)  # the days themselves must be stored
+            dataset = candle_dataset(spec.timeframe)  # the days themselves must be stored; their look-back may not be
+            stored = set(self.store.list_partitions(dataset))
+            self._check_days(spec, dataset, wanted, stored, list(champions), strict=True)
             candles = self._read(spec, span, list(champions), strict=False)
             tf = timeframe_to_timedelta(spec.timeframe)
             in_days = {d.isoformat() for d in wanted}
@@ -382,7 +387,7 @@ def _empty_signals() -> pd.DataFrame:
     )
 
 
-def _span(delta: pd.Timedelta | timedelta) -> str:
+def duration_text(delta: pd.Timedelta | timedelta) -> str:
     """A duration as an operator reads it, to the minute: '1d 4h 1m', '26h' is '1d 2h', '45s'."""
     seconds = int(pd.Timedelta(delta).total_seconds())
     sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)

@@ -524,6 +524,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
+    from alphapulse_assets.market_data.assets import quality_verdicts
     from alphapulse_assets.serving import Predictor
     from alphapulse_assets.serving.predictor import duration_text
     from alphapulse_assets.text_tables import print_table
@@ -532,8 +533,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if bool(args.symbol) == bool(args.all):
         print("alphapulse: predict needs a SYMBOL or --all", file=sys.stderr)
         return 2
-    # The instance: a champion file refused while loading shows on its champion asset, as from the daemon.
-    predictor = Predictor(registry=ModelRegistryResource().get(dg.DagsterInstance.get()))
+    # The instance: a champion file refused while loading shows on its champion asset, as from the daemon; and
+    # the candles' quality verdicts, so that no answer comes from a day the cadences would refuse to train on.
+    instance = dg.DagsterInstance.get()
+    predictor = Predictor(
+        registry=ModelRegistryResource().get(instance), refused_days=lambda days: quality_verdicts(instance, days)
+    )
     if args.all:
         results = predictor.predict_all(args.cadence)
     else:
@@ -568,8 +573,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             ],
             align=["left", "left", "right", "right", "left", "left", "right"],
         )
-    for symbol, exc in failed.items():
-        print(f"alphapulse: {symbol} {args.cadence}: {exc}", file=sys.stderr)
+    for exc in failed.values():  # each message names its symbol
+        print(f"alphapulse: {exc}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pytest
 
 from alphapulse_assets.features.indicators import FEATURE_NAMES
+from alphapulse_assets.market_data.assets import quality_verdicts
 from alphapulse_assets.market_data.resample import resample_candles
 from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
 from alphapulse_assets.market_data.schema import to_arrow
@@ -32,6 +33,7 @@ from alphapulse_assets.serving import (
     MissingDataError,
     NoChampionError,
     Predictor,
+    RefusedDataError,
     StaleDataError,
     read_signals,
 )
@@ -43,7 +45,6 @@ from alphapulse_assets.training.registry import ModelRegistry
 from alphapulse_assets_tests.candles import ingest
 
 REPO = Path(__file__).resolve().parents[1]
-DAGSTER_YAML = "storage:\n  sqlite:\n    base_dir: .alphapulse/storage\ntelemetry:\n  enabled: false\n"
 SYMBOL = "ETHUSDT"  # on the sample market its weekly challenger clears the gate in the week of 2024-05-26
 PARTITION = "2024-05-26"
 LAST_DAY = "2024-06-09"
@@ -63,6 +64,17 @@ class Project:
         self.db_url = f"sqlite:///{self.home / 'platform.db'}"
         self.signals = str(self.home / "signals")
         self.training_sets = str(root / "training_sets")
+
+    def write_instance_config(self) -> None:
+        """The instance's SQLite storage under this folder (an absolute path: the test process and the command
+        open the same instance, whatever their working folder)."""
+        storage = self.home / "storage"
+        (self.root / "dagster.yaml").write_text(
+            f"storage:\n  sqlite:\n    base_dir: {storage}\ntelemetry:\n  enabled: false\n"
+        )
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.root))
 
     def registry(self) -> ModelRegistry:
         return ModelRegistry(self.models, self.db_url)
@@ -84,16 +96,18 @@ class Project:
 
     def copy(self, to: Path) -> Project:
         shutil.copytree(self.root, to, dirs_exist_ok=True)
-        return Project(to)
+        copied = Project(to)
+        copied.write_instance_config()
+        return copied
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Project:
     """Two symbols' candles ingested through Dagster; the real weekly cadence makes ETHUSDT's champion (v1)."""
     project = Project(tmp_path_factory.mktemp("serving"))
-    (project.root / "dagster.yaml").write_text(DAGSTER_YAML)
     project.home.mkdir()
-    instance = dg.DagsterInstance.ephemeral()
+    project.write_instance_config()
+    instance = project.instance()  # the candles' quality verdicts are where `alphapulse predict` reads them
     ingest(instance, project.candles, "2024-03-01", LAST_DAY, symbols=[SYMBOL, "BTCUSDT"])
     result = dg.materialize(
         cadence_assets["weekly"],
@@ -109,6 +123,7 @@ def served(tmp_path_factory) -> Project:
     assert result.success
     champion = project.registry().champion(SYMBOL, "weekly")
     assert champion is not None and champion.version == 1, "the sample market's ETHUSDT weekly model is promoted"
+    instance.dispose()
     return project
 
 
@@ -190,6 +205,17 @@ def test_new_candles_are_served_by_the_same_predictor(served, tmp_path):
     assert after.bar_time == NEWEST_BAR + pd.Timedelta(days=1) and after.data_age_seconds == 1800.0
     signals, _ = predictor.predict_days("weekly", ["2024-06-10"], [SYMBOL])
     assert after.prob_up == pytest.approx(signals["prob_up"].iloc[-1], abs=1e-15)
+
+    # Those candles were written past the quality checks: judged as the cadences judge days, they are refused.
+    instance = project.instance()
+    try:
+        checked = project.predictor(
+            clock=lambda: NOW + timedelta(days=1), refused_days=lambda days: quality_verdicts(instance, days)
+        )
+        with pytest.raises(RefusedDataError, match=r"did not pass the blocking quality checks.*2024-06-10 \(never"):
+            checked.predict(SYMBOL, "weekly")
+    finally:
+        instance.dispose()
 
 
 @pytest.mark.slow
@@ -313,7 +339,7 @@ def test_alphapulse_predict_json_prints_one_parseable_object_and_errors_go_to_st
 @pytest.mark.slow
 def test_the_signals_asset_records_the_champions_answers(served, tmp_path):
     project = served.copy(tmp_path / "project")
-    instance = dg.DagsterInstance.ephemeral()
+    instance = project.instance()  # where the candles' quality verdicts are
     results = [
         dg.materialize([WEEKLY_SIGNALS], partition_key=day, instance=instance, resources=project.resources())
         for day in ("2024-06-01", LAST_DAY)
@@ -350,6 +376,7 @@ def test_the_signals_asset_records_the_champions_answers(served, tmp_path):
     )
     assert "BTCUSDT: no weekly champion for BTCUSDT yet" in metadata["not_served"].value
     assert "ETHUSDT" in metadata["newest_bars"].value
+    instance.dispose()
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from alphapulse_assets.serving.predictor import (
     NoChampionError,
     Prediction,
     Predictor,
+    RefusedDataError,
     ServingError,
     StaleDataError,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "NoChampionError",
     "Prediction",
     "Predictor",
+    "RefusedDataError",
     "ServingError",
     "SignalStore",
     "StaleDataError",

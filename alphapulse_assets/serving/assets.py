@@ -6,14 +6,15 @@ materialized (the ingestion schedule, ``alphapulse ingest``, a backfill's newest
 requested by ``signals_automation_sensor`` (stopped by default, like every schedule here: turn it on under
 *Automation*). Declarative automation is what Dagster users expect for "update when the upstream updates", and
 it keeps the signals out of the ingestion run: a refused model file fails the signals, not the candles.
-A symbol without a champion yet is listed in the metadata, not a failure; a refused champion file or missing
-candles fail the step with the reason.
+A symbol without a champion yet is listed in the metadata, not a failure; a refused champion file, missing
+candles, or candles of a day whose blocking quality checks failed (what the cadences refuse to train on) fail the
+step with the reason.
 """
 
 import dagster as dg
 import pandas as pd
 
-from alphapulse_assets.market_data.assets import DAILY
+from alphapulse_assets.market_data.assets import DAILY, quality_verdicts
 from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.recovery.policies import classified_failures
 from alphapulse_assets.recovery.runs import stop_on_interrupt
@@ -92,7 +93,10 @@ def _signals_asset(cadence: str) -> dg.AssetsDefinition:
             f"recording the {cadence} signals {context.partition_key_range.start}..{context.partition_key_range.end}"
         ):
             predictor = Predictor(
-                registry=model_registry.get(context.instance), candle_store=candle_store.store, settings=SETTINGS
+                registry=model_registry.get(context.instance),
+                candle_store=candle_store.store,
+                settings=SETTINGS,
+                refused_days=lambda days: quality_verdicts(context.instance, days),
             )
             days = context.partition_keys
             frame, problems = predictor.predict_days(cadence, days)

@@ -57,6 +57,11 @@ class MissingDataError(ServingError, DataValidationError):
     """Candles are missing, or too few for the features' look-back."""
 
 
+class RefusedDataError(ServingError, DataValidationError):
+    """Days of the look-back did not pass the blocking quality checks (or were never checked): the cadences do
+    not train on them, and the champions do not answer on them."""
+
+
 class StaleDataError(ServingError, DataValidationError):
     """The newest stored bar is older than ALPHAPULSE_SERVING__MAX_DATA_AGE__<CADENCE> bars allow."""
 
@@ -126,12 +131,15 @@ class Predictor:
         candle_store: ParquetPartitionStore | str | None = None,
         settings: AlphaPulseSettings | None = None,
         clock: Callable[[], datetime] = _now,
+        refused_days: Callable[[list[str]], list[Any]] | None = None,
     ):
         self.settings = settings or get_settings()
         self.registry = registry or _default_registry(self.settings)
         store = candle_store or self.settings.candle_store_url
         self.store = ParquetPartitionStore(store) if isinstance(store, str) else store
         self.clock = clock
+        # The days among those given that the cadences refuse (their verdicts, printable); None: no check.
+        self.refused_days = refused_days
         self._models: dict[tuple[str, str], tuple[int, Any]] = {}  # (symbol, cadence) -> (version, model)
         # The look-back's candles per dataset, and each answer, keyed by the names of the segments that hold the
         # look-back's days: a segment is never rewritten, so unchanged names mean unchanged candles.
@@ -202,6 +210,18 @@ class Predictor:
         candles = self.store.read_days(dataset, present)
         return candles[candles["symbol"].isin(symbols)]
 
+    def _check_quality(self, spec: CadenceSpec, days: list[str], symbols: list[str]) -> None:
+        refused = self.refused_days(days) if self.refused_days and days else []
+        if refused:
+            raise RefusedDataError(
+                f"{len(refused)} day(s) of the {spec.name} features' look-back of {', '.join(symbols)} did not pass "
+                "the blocking quality checks of the candles, so no champion answers on them: "
+                + "; ".join(str(v) for v in refused[:5])
+                + ("; ..." if len(refused) > 5 else "")
+                + f". Fix the source and re-ingest: alphapulse ingest --start {_day(refused[0])} --end {_day(refused[-1])}",
+                where="candle quality checks",
+            )
+
     def _check_days(self, spec, dataset, days, stored, symbols, *, strict: bool) -> None:
         missing = [str(d) for d in days if str(d) not in stored]
         if strict and missing:
@@ -229,6 +249,7 @@ class Predictor:
         identity = (dataset, *(self.store.holder(segments, str(d)) for d in days))
         cached = self._candles.get(dataset)
         if cached is None or cached[0] != identity:
+            self._check_quality(spec, [str(d) for d in days], symbols)  # once per new set of candles
             cached = identity, self.store.read_days(dataset, [str(d) for d in days])
             self._candles[dataset] = cached
         return cached
@@ -253,7 +274,10 @@ class Predictor:
         out: dict[str, Prediction | ServingError] = dict(problems)
         if not champions:
             return out
-        identity, candles = self._newest_candles(spec, list(champions))
+        try:
+            identity, candles = self._newest_candles(spec, list(champions))
+        except ServingError as exc:  # the same reason for every symbol served by these candles
+            return {s: out.get(s, exc) for s in symbols}
         now = self.clock()
         for symbol, (version, model) in champions.items():
             try:
@@ -339,6 +363,7 @@ class Predictor:
             dataset = candle_dataset(spec.timeframe)  # the days themselves must be stored; their look-back may not be
             stored = set(self.store.list_partitions(dataset))
             self._check_days(spec, dataset, wanted, stored, list(champions), strict=True)
+            self._check_quality(spec, [str(d) for d in span if str(d) in stored], list(champions))
             candles = self._read(spec, span, list(champions), strict=False)
             tf = timeframe_to_timedelta(spec.timeframe)
             in_days = {d.isoformat() for d in wanted}
@@ -385,6 +410,10 @@ def _empty_signals() -> pd.DataFrame:
             "role": pd.Series(dtype=object),
         }
     )
+
+
+def _day(verdict: Any) -> str:
+    return str(getattr(verdict, "day", verdict))
 
 
 def duration_text(delta: pd.Timedelta | timedelta) -> str:

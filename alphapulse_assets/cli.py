@@ -241,6 +241,13 @@ def champion_table(out=sys.stdout) -> None:
             )
             if champion and champion.version != latest.version and latest.info.get("gate_passed"):
                 verdict = f"passed, champion is v{champion.version}"
+            if latest.info.get("gate_verdict") == "held":
+                verdict = (
+                    "promoted after review"
+                    if champion and champion.version == latest.version
+                    else f"held for review: {latest.info.get('gate_reason', '')} "
+                    f"(alphapulse models approve {symbol} {cadence} {latest.version} --reason ...)"
+                )
             print(
                 f"{symbol:<9} {cadence:<8} {f'v{champion.version}' if champion else 'none':>8} {f'v{latest.version}':>6} "
                 f"{_num(m.get('log_loss'), '.4f'):>8} {_num(b.get('base_rate', {}).get('log_loss'), '.4f'):>7} "
@@ -301,6 +308,16 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
         print(
             f"{symbol} {cadence}: champion is now v{decision.version} (was v{decision.previous_champion}); "
+            f"reason: {decision.reason} ({decision.by})"
+        )
+        return 0
+    if args.models_command == "approve":
+        decision = registry.approve(
+            symbol, args.cadence_arg, args.version, reason=args.reason, by=os.environ.get("USER") or getpass.getuser()
+        )
+        print(
+            f"{symbol} {args.cadence_arg}: champion is now v{decision.version} "
+            f"(was {f'v{decision.previous_champion}' if decision.previous_champion else 'none'}); "
             f"reason: {decision.reason} ({decision.by})"
         )
         return 0
@@ -627,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="champions, promotion history and rollback")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("list", help="champion and latest challenger per symbol and cadence")
-    hist = models_sub.add_parser("history", help="every promotion, rejection, rollback and fallback")
+    hist = models_sub.add_parser("history", help="every promotion, rejection, hold, rollback and fallback")
     hist.add_argument("symbol", nargs="?")
     hist.add_argument("--cadence", choices=["nightly", "weekly", "monthly"])
     rb = models_sub.add_parser("rollback", help="make an earlier champion the champion again")
@@ -646,6 +663,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="crown --to even if it was never champion or was rejected (recorded with --reason)",
     )
     rb.add_argument("--reason", required=True)
+    ap = models_sub.add_parser(
+        "approve", help="promote a challenger held for review (too good for its market) after checking it"
+    )
+    ap.add_argument("symbol")
+    ap.add_argument("cadence_arg", metavar="CADENCE", choices=["nightly", "weekly", "monthly"])
+    ap.add_argument("version", type=_positive_int, help="the held version (see models list / models history)")
+    ap.add_argument("--reason", required=True, help="why it is sound (recorded with $USER)")
     models.set_defaults(func=cmd_models)
 
     ev = sub.add_parser("evaluate", help="evaluate the pipeline on your own history (files source), any bar size")

@@ -2,7 +2,9 @@
 
 The settings tree refuses its own bad values when it is read (``settings.get_settings``), and the recovery
 configuration built from it refuses breaker rules (``recovery.config.recovery_config``); this module reads them
-and adds the rules that span modules: source names, and stores that would forget what they are given.
+and adds the rules that span modules: source names, stores that would forget what they are given, user
+features (importable, a declared look-back, no clashing name, and no look-ahead on the bundled sample market)
+and user estimators (importable, with fit and predict_proba).
 Problems raise :class:`SettingsError` naming the environment variable and its value. This module does not
 import Dagster.
 """
@@ -12,13 +14,23 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import pandas as pd
 from fsspec.registry import get_filesystem_class
 from fsspec.utils import get_protocol
 
+from alphapulse_assets.features.lookahead import look_ahead_problems
+from alphapulse_assets.features.user import EXTRA_SETTING, FeatureError, FeatureSet, load_user_features
 from alphapulse_assets.market_data.sources import known_source_names
+from alphapulse_assets.market_data.sources.sample import SampleSource
 from alphapulse_assets.platform_db import PLATFORM_DB_ENV
 from alphapulse_assets.recovery.config import recovery_config
 from alphapulse_assets.settings import AlphaPulseSettings, SettingsError, get_settings
+from alphapulse_assets.training.estimators import check_estimator
+
+CADENCES = ("nightly", "weekly", "monthly")
+# The look-ahead check's data: two symbols of the bundled sample market, long enough for every look-back.
+LOOK_AHEAD_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+LOOK_AHEAD_START = pd.Timestamp("2024-03-01", tz="UTC")
 
 # Stores that keep nothing once the process ends: every candle written there is lost while runs report ok.
 EPHEMERAL_PROTOCOLS = ("memory",)
@@ -65,6 +77,31 @@ def _source_problems(settings: AlphaPulseSettings) -> list[str]:
     return problems
 
 
+def sample_candles(bars_per_symbol: int) -> pd.DataFrame:
+    """The bundled sample market's 15m bars, ``bars_per_symbol`` (rounded up to days) per symbol."""
+    days = -(-bars_per_symbol // 96)
+    return SampleSource().fetch(list(LOOK_AHEAD_SYMBOLS), LOOK_AHEAD_START, LOOK_AHEAD_START + pd.Timedelta(days=days))
+
+
+def check_features(paths: tuple[str, ...]) -> FeatureSet:
+    """Load the user's features and refuse any that looks ahead on the sample market (names the feature, the
+    setting and the first bar where its value changes when later bars are present)."""
+    features = FeatureSet(load_user_features(paths))
+    if not features.user:
+        return features  # the built-in features are checked by the test suite
+    candles = sample_candles(max(4 * features.max_lookback, 8 * 96))
+    problems = look_ahead_problems(features.build, candles)
+    if problems:
+        by_name = {n: uf.path for uf in features.user for n in uf.names}
+        raise FeatureError(
+            f"{EXTRA_SETTING}: "
+            + "; ".join(f"{by_name.get(p.feature, 'built-in')}: {p}" for p in problems)
+            + " (a feature at bar t may read bars up to t only)",
+            where=EXTRA_SETTING,
+        )
+    return features
+
+
 def check_configuration(env: Mapping[str, str] | None = None) -> AlphaPulseSettings:
     """Read every settings object and refuse the first invalid one, or the cross-module problems, all named."""
     env = os.environ if env is None else env
@@ -73,4 +110,9 @@ def check_configuration(env: Mapping[str, str] | None = None) -> AlphaPulseSetti
     problems = _source_problems(settings) + _store_problems(settings, env)
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems), where="environment")
+    check_features(tuple(settings.features.extra))
+    for cadence in CADENCES:
+        cfg = getattr(settings, cadence)
+        if cfg.estimator:
+            check_estimator(cadence, cfg.estimator, cfg.estimator_params)
     return settings

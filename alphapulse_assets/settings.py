@@ -109,6 +109,12 @@ class CadenceSettings(BaseModel):
     min_rows: PositiveInt
     # Out-of-sample rows a challenger needs before the promotion gate will judge it.
     min_validation_samples: PositiveInt = 1000
+    # The classifier: a built-in ("sgd" | "hgb" | "hgb_search"; default: the cadence's own) or any
+    # scikit-learn compatible class by dotted path ("sklearn.ensemble.RandomForestClassifier",
+    # "mypkg.models:MyClassifier"), built with ``estimator_params`` (JSON). Checked at start
+    # (training/estimators.py): importable, has fit and predict_proba.
+    estimator: str | None = None
+    estimator_params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("cron")
     @classmethod
@@ -173,6 +179,12 @@ class GateSettings(BaseModel):
     ks_threshold: float = Field(0.15, gt=0, le=1)
     rollback_drop: float = Field(0.15, gt=0, le=1)
     rollback_min_rows: int = Field(500, ge=1)
+    # The implausibility guard: a challenger that looks too good for its market is held for review, not
+    # promoted (a leak looks like this). Bounds set well above what the bundled sample market gives (see
+    # training/promotion.py ``plausibility``); set one to 1 (AUC) or a large edge to turn it off.
+    max_auc: float = Field(0.80, gt=0.5, le=1)
+    max_baseline_auc: float = Field(0.75, gt=0.5, le=1)
+    max_log_loss_edge: float = Field(0.15, gt=0)
 
 
 class CostSettings(BaseModel):
@@ -265,6 +277,15 @@ def _csv(value: object) -> object:
 
 
 CsvTuple = Annotated[tuple[str, ...], NoDecode]
+
+
+class FeatureSettings(BaseModel):
+    """Features users add without editing the package (``features/user.py``): dotted paths of functions
+    decorated with ``@alphapulse_assets.features.feature(lookback=N)``, checked at start."""
+
+    extra: CsvTuple = ()
+
+    _split_extra = field_validator("extra", mode="before")(_csv)
 
 
 class RetrySettings(BaseModel):
@@ -510,6 +531,7 @@ class AlphaPulseSettings(BaseSettings):
     gate: GateSettings = GateSettings()
     costs: CostSettings = CostSettings()
     calendar: CalendarSettings = CalendarSettings()
+    features: FeatureSettings = FeatureSettings()
     retry: RetrySettings = RetrySettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     breaker: BreakerSettings = BreakerSettings()

@@ -147,7 +147,7 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     assert btc.metadata["beats_baselines"].value.startswith("FAILED: ")
     assert btc.metadata["enough_validation_samples"].value == "passed"
     assert any(key.startswith("beats_baselines.") for key in btc.metadata)
-    assert evaluations["ETHUSDT"].description == "passed all 4 rules"
+    assert evaluations["ETHUSDT"].description == "passed all 5 rules"
     assert registry.champion("ETHUSDT", "weekly").version == 1
     assert registry.champion("BTCUSDT", "weekly") is None  # nothing promoted, nothing serving
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from alphapulse_assets.features.indicators import FEATURE_NAMES
 from alphapulse_assets.market_data.assets import BASE_ASSET, quality_verdicts
 from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
@@ -37,11 +36,13 @@ from alphapulse_assets.training.cadence import promote, train_symbol
 from alphapulse_assets.training.challenger import CadenceSpec, Dataset, cadence_spec, candle_dataset, make_dataset
 from alphapulse_assets.training.champion_events import ChampionChangeReporter, champion_change_metadata
 from alphapulse_assets.training.display import model_fields
+from alphapulse_assets.training.estimators import trusted_type_names
 from alphapulse_assets.training.metadata import as_metadata
 from alphapulse_assets.training.promotion import GATE_CHECK, GATE_RULES, GateConfig
 from alphapulse_assets.training.registry import ModelRegistry
 
 SETTINGS = get_settings()
+CADENCES = ("nightly", "weekly", "monthly")
 CODE_VERSION = "training-1"
 # A backfill of a year of nightly partitions runs as a few runs of up to 92 days, each processing its days in
 # order (the nightly model is warm-started day after day), so cost grows with the days, not the runs.
@@ -54,7 +55,9 @@ GATE_DESCRIPTION = (
     "Promotion gate, every rule must pass: enough_validation_samples (enough out-of-sample rows to judge); "
     "beats_baselines (significantly lower out-of-sample log loss than the base-rate and persistence baselines, "
     "paired moving-block bootstrap); not_worse_than_champion (within a tolerance, on rows neither model has seen); "
-    "feature_drift (PSI and KS of the stationary features between the training window and the newest rows)."
+    "feature_drift (PSI and KS of the stationary features between the training window and the newest rows); "
+    "plausible (not too good for its market: AUC, baseline AUC and log-loss edge within bounds; a challenger "
+    "failing only this rule is held for review, not rejected)."
 )
 
 
@@ -90,20 +93,25 @@ class ModelRegistryResource(dg.ConfigurableResource):
             self.artifact_root or str(get_settings().home / "models"),
             url,
             on_change=ChampionChangeReporter(instance, url),
+            trusted_types=configured_trusted_types(),
         )
 
 
-def _cadence_settings(name: str):
-    return getattr(SETTINGS, name)
+def configured_trusted_types() -> tuple[str, ...]:
+    """The estimator classes configured by dotted path: the registry trusts them when saving and loading."""
+    settings = get_settings()
+    return trusted_type_names({c: getattr(settings, c).estimator or "" for c in CADENCES})
 
 
 def spec_for(name: str) -> CadenceSpec:
-    return cadence_spec(name, SETTINGS)
+    """The cadence as configured (``challenger.cadence_spec``): bars, window, costs, calendar, the feature set
+    (user features too) and the estimator."""
+    return cadence_spec(name, get_settings())
 
 
 def gate_config(name: str) -> GateConfig:
     return GateConfig(
-        **SETTINGS.gate.model_dump(), min_validation_samples=_cadence_settings(name).min_validation_samples
+        **get_settings().gate.model_dump(), min_validation_samples=getattr(get_settings(), name).min_validation_samples
     )
 
 
@@ -213,7 +221,7 @@ def build_cadence_assets(name: str) -> list:
                 "symbols": len(per_symbol),
                 "window": f"{days[0]}..{days[-1]}",
                 "label": str(spec.label),
-                "features": ", ".join(FEATURE_NAMES),
+                "features": ", ".join(spec.features.names),
                 "positive_rate": float(frame["label"].mean()) if len(frame) else float("nan"),
                 "rows_per_symbol": dg.MetadataValue.md(
                     per_symbol.rename(columns={"size": "rows", "mean": "positive rate"}).to_markdown()
@@ -387,6 +395,8 @@ def gate_check_result(model_key: dg.AssetKey, outcomes: list, backfill: bool) ->
             metadata[f"{rule.rule}.{key}"] = value if isinstance(value, (int, float, str)) else str(value)
     if gate.passed:
         description = f"passed all {len(gate.rules)} rules"
+    elif gate.held:  # not a fault: an operator reviews it (alphapulse models approve)
+        description = "held for review: " + gate.reason
     else:
         description = "rejected: " + gate.reason
     if backfill:
@@ -396,15 +406,15 @@ def gate_check_result(model_key: dg.AssetKey, outcomes: list, backfill: bool) ->
         )
         description = f"backfill, days passed per rule: {per_rule}; last day {description}"
         metadata["promoted_days"] = sum(1 for o in outcomes if o.gate.passed)
+        metadata["held_days"] = sum(1 for o in outcomes if o.gate.held)
     return dg.AssetCheckResult(
         asset_key=model_key,
         check_name=GATE_CHECK,
         passed=gate.passed,
-        severity=dg.AssetCheckSeverity.WARN if backfill else dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.WARN if backfill or gate.held else dg.AssetCheckSeverity.ERROR,
         description=description,
         metadata=metadata,
     )
 
 
-CADENCES = ("nightly", "weekly", "monthly")
 cadence_assets = {name: build_cadence_assets(name) for name in CADENCES}

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alphapulse_assets.features.indicators import FEATURE_NAMES
 from alphapulse_assets.training import drift as drift_lib
 from alphapulse_assets.training.challenger import (
     CadenceSpec,
@@ -103,7 +102,7 @@ def train_symbol(
     git_revision: str = "unknown",
     run_id: str | None = None,
 ) -> SymbolOutcome:
-    """Train, evaluate and gate one symbol's challenger, register it, and record a rejection.
+    """Train, evaluate and gate one symbol's challenger, register it, and record a rejection or a hold.
 
     A champion whose realized performance on the new rows dropped beyond the threshold is rolled back
     automatically first. A failure to train is recorded as "the champion keeps serving" and re-raised.
@@ -145,6 +144,8 @@ def train_symbol(
         champion=comparison,
         drift=_drift_gate(ds, gate_cfg),
         cfg=gate_cfg,
+        model_auc=report.model.get("auc"),
+        baseline_auc={k: v.get("auc") for k, v in report.baselines.items()},
     )
     version = registry.register(
         symbol,
@@ -158,12 +159,13 @@ def train_symbol(
             "params": challenger.params,
             "data_start": str(challenger.data_start),
             "data_end": str(challenger.data_end),
-            "features": list(FEATURE_NAMES),
+            "features": list(ds.X.columns),
             "partition": partition,
             "run_id": run_id,
             "code_version": code_version,
             "git": git_revision,
             "gate_passed": gate.passed,
+            "gate_verdict": gate.verdict,
             "gate_reason": gate.reason,
             "reference_profile": drift_lib.reference_profile(ds.X),
             "n_validation": challenger.n_validation,
@@ -172,7 +174,17 @@ def train_symbol(
             "warm_started_from": challenger.warm_started_from,
         },
     )
-    if not gate.passed:
+    if gate.held:  # too good for its market: an operator decides (alphapulse models approve)
+        registry.hold(version, reason=gate.reason)
+        log.warning(
+            "%s %s: challenger v%d held for review (%s); champion %s keeps serving",
+            symbol,
+            spec.name,
+            version.version,
+            gate.reason,
+            f"v{champion.version}" if champion else "(none)",
+        )
+    elif not gate.passed:
         registry.reject(version, reason=gate.reason)
         log.info(
             "%s %s: challenger v%d rejected (%s); champion %s keeps serving",

@@ -13,6 +13,10 @@ Cadences differ only by their ``CadenceSpec``:
 - weekly: gradient boosting retrained on 10 weeks of 1h bars;
 - monthly: gradient boosting on 18 months of 4h bars, hyper-parameters chosen by walk-forward log loss.
 
+A spec may name a user's estimator (a scikit-learn compatible class by dotted path, ``estimators.py``) and
+carry user features (``features/user.py``): their look-backs enter the embargo and the warm-up, and the
+evaluation and the gate are the same.
+
 This module does not import Dagster.
 """
 
@@ -29,11 +33,12 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from alphapulse_assets.features.indicators import FEATURE_NAMES, MAX_LOOKBACK, build_features
 from alphapulse_assets.features.labels import forward_returns, last_direction, make_labels
+from alphapulse_assets.features.user import BUILT_IN, FeatureSet, configured_feature_set
 from alphapulse_assets.market_data.calendars import DEFAULT_SESSION_HOURS, Annualisation, annualisation
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
 from alphapulse_assets.recovery.errors import DataValidationError
+from alphapulse_assets.training.estimators import is_built_in, make_user_estimator, setting_name
 from alphapulse_assets.training.evaluation import EvaluationReport, evaluate, naive_baselines, per_sample_log_loss
 from alphapulse_assets.training.significance import SignificanceResult, paired_bootstrap
 from alphapulse_assets.training.splits import required_embargo, split_by_time
@@ -44,7 +49,7 @@ class CadenceSpec:
     name: str
     timeframe: str
     window_days: int
-    estimator: str  # "sgd" (warm-startable) | "hgb" | "hgb_search"
+    estimator: str  # "sgd" (warm-startable) | "hgb" | "hgb_search" | a classifier's dotted path
     n_splits: int
     # Next-bar direction by default: on the sample market it is the label whose edge is measurable (see
     # features/labels.py for the triple-barrier figures); choose "triple_barrier" with its params to switch.
@@ -62,6 +67,10 @@ class CadenceSpec:
     calendar: str = "auto"
     calendar_by_symbol: dict[str, str] = field(default_factory=dict)
     session_hours: float = DEFAULT_SESSION_HOURS
+    # The features trained on: the built-ins plus the user's (their look-backs enter the embargo).
+    features: FeatureSet = BUILT_IN
+    # Parameters of a user's estimator (a built-in takes its own defaults, or the search grid).
+    estimator_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def horizon(self) -> int:
@@ -69,11 +78,14 @@ class CadenceSpec:
 
     @property
     def embargo(self) -> int:
-        return required_embargo(self.horizon, MAX_LOOKBACK)
+        return required_embargo(self.horizon, self.features.max_lookback)
 
     @property
     def warmup_bars(self) -> int:
-        return MAX_LOOKBACK + 1
+        return self.features.max_lookback + 1
+
+
+META_COLUMNS = ("symbol", "timestamp", "label", "forward_return", "last_direction")
 
 
 @dataclass
@@ -142,8 +154,9 @@ class Dataset:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> Dataset:
+        """The inverse of ``to_frame``: every column after the five leading ones is a feature."""
         return cls(
-            frame[list(FEATURE_NAMES)].reset_index(drop=True),
+            frame[list(frame.columns[len(META_COLUMNS) :])].reset_index(drop=True),
             frame["label"].to_numpy(),
             frame["forward_return"].to_numpy(),
             frame["last_direction"].to_numpy(),
@@ -182,18 +195,18 @@ def naive_utc(timestamps: pd.Series) -> np.ndarray:
     return pd.DatetimeIndex(timestamps).tz_convert("UTC").tz_localize(None).to_numpy()
 
 
-def candle_features(candles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def candle_features(candles: pd.DataFrame, features: FeatureSet = BUILT_IN) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(candles sorted by symbol and time, their features): the one way features are made, for training
     (``make_dataset``) and for serving (the newest bars, whose labels are not known yet)."""
     candles = candles.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
-    return candles, build_features(candles)
+    return candles, features.build(candles)
 
 
 def make_dataset(candles: pd.DataFrame, spec: CadenceSpec) -> Dataset:
     """Features, label, forward return and last direction for every bar that has all of them."""
     if candles.empty:
         raise DataValidationError("no candles in the training window", where=f"{spec.name} training set")
-    candles, X = candle_features(candles)
+    candles, X = candle_features(candles, spec.features)
     y = make_labels(candles, spec.label["name"], **spec.label["params"]).to_numpy()
     # One-bar forward returns: the long/flat strategy re-decides its position every bar.
     fwd = forward_returns(candles, 1).to_numpy()
@@ -251,6 +264,11 @@ def _partial_fit(model: Pipeline, X: np.ndarray, y: np.ndarray, epochs: int) -> 
 
 
 def _fit(spec: CadenceSpec, X: np.ndarray, y: np.ndarray, params: dict[str, Any], warm: Any | None) -> Any:
+    if not is_built_in(spec.estimator):
+        if len(np.unique(y)) < 2:
+            raise DataValidationError("the training labels have a single class", where=f"{spec.name} training")
+        model = make_user_estimator(spec.estimator, spec.estimator_params, setting_name(spec.name))
+        return model.fit(X, y)
     if spec.estimator == "sgd":
         if warm is not None:
             return _partial_fit(copy.deepcopy(warm), X, y, epochs=1)
@@ -376,7 +394,7 @@ def train_challenger(
         oos=oos,
         params={
             "estimator": spec.estimator,
-            **params,
+            **(params if is_built_in(spec.estimator) else spec.estimator_params),
             "label": spec.label,
             "timeframe": spec.timeframe,
             "embargo_bars": spec.embargo,
@@ -432,18 +450,20 @@ def candle_dataset(timeframe: str) -> str:
 
 def cadence_spec(name: str, settings: Any) -> CadenceSpec:
     """The cadence's spec with what its settings give: bar size and window (``ALPHAPULSE_<CADENCE>__...``), trading
-    costs (``ALPHAPULSE_COSTS__...``) and market calendar (``ALPHAPULSE_CALENDAR__...``)."""
+    costs (``ALPHAPULSE_COSTS__...``), market calendar (``ALPHAPULSE_CALENDAR__...``), the user's features
+    (``ALPHAPULSE_FEATURES__EXTRA``) and estimator (``ALPHAPULSE_<CADENCE>__ESTIMATOR``)."""
     base = DEFAULT_SPECS[name]
     cfg = getattr(settings, name)
-    return CadenceSpec(
-        **{
-            **base.__dict__,
-            "timeframe": cfg.timeframe,
-            "window_days": cfg.window_days,
-            "fee_bps": settings.costs.fee_bps,
-            "slippage_bps": settings.costs.slippage_bps,
-            "calendar": settings.calendar.market,
-            "calendar_by_symbol": dict(settings.calendar.by_symbol),
-            "session_hours": settings.calendar.session_hours,
-        }
-    )
+    changes = {
+        "timeframe": cfg.timeframe,
+        "window_days": cfg.window_days,
+        "fee_bps": settings.costs.fee_bps,
+        "slippage_bps": settings.costs.slippage_bps,
+        "calendar": settings.calendar.market,
+        "calendar_by_symbol": dict(settings.calendar.by_symbol),
+        "session_hours": settings.calendar.session_hours,
+        "features": configured_feature_set(tuple(settings.features.extra)),
+    }
+    if cfg.estimator:  # ALPHAPULSE_<CADENCE>__ESTIMATOR: a built-in name or a classifier's dotted path
+        changes.update(estimator=cfg.estimator, estimator_params=dict(cfg.estimator_params))
+    return CadenceSpec(**{**base.__dict__, **changes})

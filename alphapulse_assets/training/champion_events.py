@@ -8,7 +8,10 @@ The registry (``registry.py``, no Dagster) passes every champion change to one l
   metadata (``champion_change_metadata``);
 - a fall-back (the champion's file was tampered or missing) raises one critical alert,
   ``model_artifact:<SYMBOL>/<cadence>``, through the alert router; it resolves when a champion chosen by the
-  gate or a rollback serves again.
+  gate or a rollback serves again;
+- a hold (the gate's implausibility guard) raises one warning alert for review,
+  ``model_held:<SYMBOL>/<cadence>``; it resolves when a version of that symbol and cadence is promoted
+  (an approval, or a later challenger). A hold changes no champion and materializes nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ def champion_key(symbol: str, cadence: str) -> dg.AssetKey:
 
 def artifact_alert_key(symbol: str, cadence: str) -> str:
     return f"model_artifact:{symbol}/{cadence}"
+
+
+def held_alert_key(symbol: str, cadence: str) -> str:
+    return f"model_held:{symbol}/{cadence}"
 
 
 def champion_change_metadata(
@@ -68,10 +75,28 @@ class ChampionChangeReporter:
                         source="model-registry",
                     )
                 )
+        elif decision.action == "held":
+            with build_router_from_env(self.db_url) as router:
+                router.raise_alert(
+                    Alert(
+                        key=held_alert_key(decision.symbol, decision.cadence),
+                        severity=Severity.WARNING,
+                        title=f"{decision.symbol} {decision.cadence}: challenger v{decision.version} held for review",
+                        body=f"{decision.reason}\nThe champion keeps serving. To promote it after review: "
+                        f"alphapulse models approve {decision.symbol} {decision.cadence} {decision.version} "
+                        '--reason "..."',
+                        source="promotion-gate",
+                    )
+                )
+            return
         else:  # a promotion or a rollback: a champion the gate or a rollback chose serves again
             router = build_router_from_env(self.db_url)
-            if router.store.open_alert(artifact_alert_key(decision.symbol, decision.cadence)) is not None:
-                router.resolve(artifact_alert_key(decision.symbol, decision.cadence))
+            keys = [artifact_alert_key(decision.symbol, decision.cadence)]
+            if decision.action == "promoted":
+                keys.append(held_alert_key(decision.symbol, decision.cadence))
+            for key in keys:
+                if router.store.open_alert(key) is not None:
+                    router.resolve(key)
         if self.instance is None or decision.action == "promoted":  # promotions: the models step materializes
             return
         key = champion_key(decision.symbol, decision.cadence)

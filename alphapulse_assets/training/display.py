@@ -12,8 +12,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from alphapulse_assets.features.indicators import FEATURE_NAMES
-
 SIGNIFICANT_DIGITS = 4
 MODEL_METRICS = ("log_loss", "brier", "auc", "accuracy", "precision", "recall", "f1", "sharpe")
 CHAMPION_METRICS = ("log_loss", "auc", "f1", "accuracy")
@@ -81,10 +79,12 @@ def model_fields(outcome: Any, code_version: str) -> dict[str, Any]:
             "sharpe_annualisation": ch.annualisation.describe() if ch.annualisation else "unknown",
             "n_train": int(ch.n_train),
             "n_validation": int(ch.n_validation),
-            "features": ", ".join(FEATURE_NAMES),
+            "features": ", ".join(outcome.version.info.get("features", [])),
             "code_version": code_version,
             "champion_before": version_text(outcome.champion_before.version) if outcome.champion_before else "none",
-            "gate": "passed" if outcome.gate.passed else f"rejected: {outcome.gate.reason}",
+            "gate": "passed"
+            if outcome.gate.passed
+            else f"{'held for review' if outcome.gate.held else 'rejected'}: {outcome.gate.reason}",
             "auto_rollback": outcome.rollback or "none",
         }
     )

@@ -14,7 +14,6 @@ import time
 import dagster as dg
 import pandas as pd
 
-from alphapulse_assets.features.indicators import build_features
 from alphapulse_assets.market_data.assets import DAILY
 from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.recovery.gating import gate_run_request
@@ -72,7 +71,7 @@ def _drift_asset(symbol: str):
         days = [d for d in days if store.exists(candle_asset, d)]
         candles = store.read_days(candle_asset, days) if days else pd.DataFrame()
         candles = candles[candles["symbol"] == symbol] if len(candles) else candles
-        features = build_features(candles).dropna() if len(candles) else pd.DataFrame()
+        features = spec.features.build(candles).dropna() if len(candles) else pd.DataFrame()
         recent = (
             features[(candles.loc[features.index, "timestamp"] >= end - pd.Timedelta(days=RECENT_DAYS)).to_numpy()]
             if len(features)
@@ -87,7 +86,7 @@ def _drift_asset(symbol: str):
             )
             return
         profile = champion.info["reference_profile"]
-        report = drift_lib.drift_report(profile, recent[list(profile)])
+        report = drift_lib.drift_report(profile, recent[[f for f in profile if f in recent.columns]])
         table = pd.DataFrame({"psi": report.psi, "ks": report.ks}).sort_values("psi", ascending=False)
         yield dg.Output(
             {"symbol": symbol, "reference": champion.version, "drifted": report.drifted},

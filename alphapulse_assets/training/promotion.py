@@ -20,6 +20,17 @@ The rules are reported together in one asset check, ``promotion_gate``, on the c
   stationary features move, the inputs themselves have changed (a broken feed, another instrument's
   data), which is what this rule exists to catch.
 
+And one rule that holds rather than rejects, the implausibility guard:
+
+- ``plausible``: the challenger does not look too good for its market: its out-of-sample AUC is at most
+  ``max_auc``, no baseline's AUC exceeds ``max_baseline_auc`` (a naive forecast that scores that well means the
+  label or the data leak), and its log-loss edge over the best calibrated baseline is at most
+  ``max_log_loss_edge``. Real returns are nearly unpredictable; a model far above that is what a leak (a
+  feature that reads the future) looks like. A challenger that passes every other rule but fails this one
+  is HELD for review: not promoted, not rejected; an operator approves it (``alphapulse models approve``)
+  or leaves it. The defaults are well above what the bundled sample market gives (README, "Implausibility
+  guard").
+
 This module does not import Dagster.
 """
 
@@ -47,6 +58,9 @@ class GateConfig:
     # Judge a champion's realized performance on at least this many newly labelled rows: on fewer, a 15 %
     # drop is mostly noise (and a promoted model's validation score is optimistic: it won a selection).
     rollback_min_rows: int = 500
+    max_auc: float = 0.80
+    max_baseline_auc: float = 0.75
+    max_log_loss_edge: float = 0.15
 
 
 @dataclass
@@ -55,6 +69,8 @@ class RuleResult:
     passed: bool
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # A failure of this rule holds the challenger for review instead of rejecting it.
+    holds: bool = False
 
 
 @dataclass
@@ -64,6 +80,16 @@ class GateResult:
     @property
     def passed(self) -> bool:
         return all(r.passed for r in self.rules)
+
+    @property
+    def held(self) -> bool:
+        """Every failed rule only holds: the challenger waits for an operator's review (not promoted)."""
+        failed = [r for r in self.rules if not r.passed]
+        return bool(failed) and all(r.holds for r in failed)
+
+    @property
+    def verdict(self) -> str:
+        return "passed" if self.passed else "held" if self.held else "rejected"
 
     @property
     def reason(self) -> str:
@@ -82,7 +108,9 @@ class ChampionComparison:
 
 DRIFT_GATE_FEATURES = ("ret_z_1", "volume_z")
 
-GATE_RULES = ("enough_validation_samples", "beats_baselines", "not_worse_than_champion", "feature_drift")
+GATE_RULES = ("enough_validation_samples", "beats_baselines", "not_worse_than_champion", "feature_drift", "plausible")
+# Baselines whose log loss is a fair yardstick (the hard persistence forecast's is unbounded).
+CALIBRATED_BASELINES = ("base_rate", "persistence_calibrated")
 # The Dagster check (one per challenger) that reports the rules above and blocks promotion when any fails.
 GATE_CHECK = "promotion_gate"
 
@@ -109,6 +137,8 @@ def evaluate_gate(
     champion: ChampionComparison | None,
     drift: Any | None,
     cfg: GateConfig,
+    model_auc: float | None = None,
+    baseline_auc: dict[str, float] | None = None,
 ) -> GateResult:
     rules = []
     rules.append(
@@ -190,7 +220,49 @@ def evaluate_gate(
                 {"max_psi": drift.max_psi, "max_ks": drift.max_ks, "drifted": ", ".join(drifted)},
             )
         )
+    rules.append(plausibility(model_log_loss, baseline_log_loss, model_auc, baseline_auc or {}, cfg))
     return GateResult(rules)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def plausibility(
+    model_log_loss: float,
+    baseline_log_loss: dict[str, float],
+    model_auc: float | None,
+    baseline_auc: dict[str, float],
+    cfg: GateConfig,
+) -> RuleResult:
+    """The implausibility guard (see the module docstring): too good for its market is held for review."""
+    problems = []
+    meta: dict[str, Any] = {
+        "max_auc": cfg.max_auc,
+        "max_baseline_auc": cfg.max_baseline_auc,
+        "max_log_loss_edge": cfg.max_log_loss_edge,
+    }
+    if _finite(model_auc):
+        meta["model_auc"] = float(model_auc)
+        if model_auc > cfg.max_auc:
+            problems.append(f"direction AUC {model_auc:.3f} is above {cfg.max_auc:.3f}")
+    for name, auc in sorted(baseline_auc.items()):
+        if _finite(auc):
+            meta[f"{name}_auc"] = float(auc)
+            if auc > cfg.max_baseline_auc:
+                problems.append(f"baseline {name} scores AUC {auc:.3f} (above {cfg.max_baseline_auc:.3f})")
+    fair = {k: v for k, v in baseline_log_loss.items() if k in CALIBRATED_BASELINES and _finite(v)}
+    if fair and _finite(model_log_loss):
+        best = min(fair, key=fair.get)
+        edge = fair[best] - model_log_loss
+        meta["log_loss_edge"] = edge
+        if edge > cfg.max_log_loss_edge:
+            problems.append(f"log-loss edge {edge:.4f} over {best} is above {cfg.max_log_loss_edge:.4f}")
+    if problems:
+        description = "too good for its market, held for review (a leak looks like this): " + "; ".join(problems)
+    else:
+        description = "within what its market allows"
+    return RuleResult("plausible", not problems, description, meta, holds=True)
 
 
 def rollback_needed(recorded: dict[str, Any], realized: dict[str, Any], cfg: GateConfig) -> tuple[bool, str]:

@@ -9,11 +9,14 @@ never overwritten. Each
 version's SHA-256 digest is recorded in the platform database when it is registered and verified before
 every load, promotion and rollback: a tampered or corrupted file is refused with a clear error and never
 deserialised. Only scikit-learn and NumPy *classes* are trusted when loading (not functions, which could
-be smuggled in as an estimator's callable); models with other types are refused at registration.
+be smuggled in as an estimator's callable), plus the classes named in ``trusted_types`` (the estimators an
+operator configured by dotted path, ``training/estimators.py``); models with other types are refused at
+registration.
 
 The database holds versions, the current champion per (symbol, cadence), and an append-only history of
-every decision (promoted, rejected, rolled back, kept after a failure, fell back from a refused file), so an
-operator can see why the champion is what it is. A plain rollback walks back the chain of champions (undo
+every decision (promoted, rejected, held for review, rolled back, kept after a failure, fell back from a
+refused file), so an operator can see why the champion is what it is. A held challenger (the gate's
+implausibility guard) is promoted only by ``approve``, which records who and why. A plain rollback walks back the chain of champions (undo
 semantics): rolling back twice from v3 goes to v2 then v1, never back to v3. A rollback to a chosen version
 only goes to a version that was a champion and was never rejected by the gate, unless forced (recorded).
 ``serving_champion`` verifies the champion's file and, when it is tampered or missing, falls back to the
@@ -75,7 +78,8 @@ decisions_table = sa.Table(
     sa.Column("symbol", sa.String(32), nullable=False, index=True),
     sa.Column("cadence", sa.String(16), nullable=False),
     sa.Column("version", sa.Integer, nullable=True),
-    sa.Column("action", sa.String(16), nullable=False),  # promoted | rejected | rolled_back | kept | fell_back
+    # promoted | rejected | held | rolled_back | kept | fell_back (free text: a new action needs no migration)
+    sa.Column("action", sa.String(16), nullable=False),
     sa.Column("previous_champion", sa.Integer, nullable=True),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("by", sa.String(64), nullable=False),
@@ -93,10 +97,13 @@ _VERSION_FILE = re.compile(r"^v(\d+)\.skops$")
 _MAX_VERSION_ATTEMPTS = 200
 
 
-def _is_trusted_type(name: str) -> bool:
-    """Trusted: a *class* under sklearn or numpy. Functions are not: a prefix match alone would trust
-    helpers such as ``numpy.testing._private.utils.runstring`` (which execs a string) smuggled in as an
-    estimator's callable attribute."""
+def _is_trusted_type(name: str, extra: frozenset[str] = frozenset()) -> bool:
+    """Trusted: a *class* under sklearn or numpy, or one of ``extra`` (exact names of configured classes).
+    Functions are not: a prefix match alone would trust helpers such as
+    ``numpy.testing._private.utils.runstring`` (which execs a string) smuggled in as an estimator's callable
+    attribute."""
+    if name in extra:
+        return True
     if not name.startswith(TRUSTED_PREFIXES):
         return False
     module_name, _, attr = name.rpartition(".")
@@ -110,9 +117,9 @@ def _is_trusted_type(name: str) -> bool:
     return isinstance(obj, type)
 
 
-def _foreign_types(data: bytes) -> list[str]:
+def _foreign_types(data: bytes, extra: frozenset[str] = frozenset()) -> list[str]:
     """The types in a skops dump that we do not trust. Reads the schema only; constructs nothing."""
-    return [t for t in sio.get_untrusted_types(data=data) if not _is_trusted_type(t)]
+    return [t for t in sio.get_untrusted_types(data=data) if not _is_trusted_type(t, extra)]
 
 
 class ArtifactIntegrityError(PermanentError):
@@ -162,6 +169,7 @@ class ModelRegistry:
         *,
         clock=_now,
         on_change: Callable[[Decision, ModelVersion | None], None] | None = None,
+        trusted_types: tuple[str, ...] = (),
     ):
         self.root = str(artifact_root).rstrip("/")
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
@@ -170,6 +178,8 @@ class ModelRegistry:
         self.engine = platform_engine(db_url)
         self.clock = clock
         self.on_change = on_change
+        # Exact type names (``module.QualName``) trusted besides scikit-learn's and NumPy's classes.
+        self.trusted_types = frozenset(trusted_types)
 
     # -- artifacts -------------------------------------------------------------------------------
     @staticmethod
@@ -225,11 +235,12 @@ class ModelRegistry:
     def register(self, symbol: str, cadence: str, model: Any, info: dict[str, Any] | None = None) -> ModelVersion:
         """Save ``model`` as the next version of (symbol, cadence). It is not champion until promoted."""
         data = sio.dumps(model)
-        foreign = _foreign_types(data)
+        foreign = _foreign_types(data, self.trusted_types)
         if foreign:  # refuse now rather than store a model that ``load`` would refuse later
             raise ArtifactIntegrityError(
                 f"cannot register a {type(model).__name__} for {symbol}/{cadence}: it contains untrusted "
-                f"types {foreign} (only scikit-learn and NumPy classes are loaded)",
+                f"types {foreign} (only scikit-learn and NumPy classes, and the estimator classes configured "
+                "in ALPHAPULSE_<CADENCE>__ESTIMATOR, are loaded)",
                 where="model registry",
             )
         digest = hashlib.sha256(data).hexdigest()
@@ -293,7 +304,7 @@ class ModelRegistry:
                 f"(expected {mv.sha256[:12]}..., found {digest[:12]}...): refusing to load it",
                 where=mv.uri,
             )
-        foreign = _foreign_types(data)
+        foreign = _foreign_types(data, self.trusted_types)
         if foreign:
             raise ArtifactIntegrityError(
                 f"model file of {mv.label} contains untrusted types {foreign}: refusing to load it", where=mv.uri
@@ -450,6 +461,47 @@ class ModelRegistry:
                 at,
             )
 
+    def hold(self, mv: ModelVersion, reason: str, by: str = "promotion-gate") -> Decision:
+        """Record that a challenger is held for review (too good for its market); the champion stays in
+        service until an operator approves it (``approve``). The listener is told (it raises the alert)."""
+        at = self.clock()
+        current = self.champion(mv.symbol, mv.cadence)
+        with self.engine.begin() as conn:
+            decision = self._record(
+                conn, mv.symbol, mv.cadence, mv.version, "held", current.version if current else None, reason, by, at
+            )
+        return self._notify(decision)
+
+    def held(self, symbol: str | None = None, cadence: str | None = None) -> list[Decision]:
+        """Holds still awaiting review: the version was held and has had no decision since."""
+        t = decisions_table
+        query = sa.select(t).where(t.c.version.is_not(None)).order_by(t.c.id)
+        if symbol:
+            query = query.where(t.c.symbol == symbol)
+        if cadence:
+            query = query.where(t.c.cadence == cadence)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        last: dict[tuple[str, str, int], Decision] = {}
+        for r in rows:
+            last[(r.symbol, r.cadence, r.version)] = self._row_to_decision(r)
+        return [d for d in last.values() if d.action == "held"]
+
+    def approve(self, symbol: str, cadence: str, version: int, *, reason: str, by: str) -> Decision:
+        """Promote a held challenger after review (recorded with who and why). Refuses a version that is not
+        awaiting review, and a file that fails its digest check."""
+        where = f"approval of {symbol}/{cadence}/v{version}"
+        if not (reason or "").strip():
+            raise PermanentError("an approval needs a reason (--reason)", where=where)
+        waiting = {d.version: d for d in self.held(symbol, cadence)}
+        if version not in waiting:
+            listed = ", ".join(f"v{v}" for v in sorted(waiting)) or "none"
+            raise PermanentError(
+                f"v{version} of {symbol}/{cadence} is not held for review; held versions: {listed}", where=where
+            )
+        mv = self.get(symbol, cadence, version)
+        return self.promote(mv, reason=f"approved after review ({waiting[version].reason}): {reason}", by=by)
+
     def keep_champion(self, symbol: str, cadence: str, reason: str, by: str = "fallback") -> Decision:
         """Record that the champion kept serving because a cadence failed (graceful degradation)."""
         at = self.clock()
@@ -481,7 +533,8 @@ class ModelRegistry:
                     )
                 ).scalars()
             )
-        if "rejected" in actions or mv.info.get("gate_passed") is False:
+        approved = mv.info.get("gate_verdict") == "held" and "promoted" in actions
+        if "rejected" in actions or (mv.info.get("gate_passed") is False and not approved):
             return f"v{version} was rejected by the promotion gate ({mv.info.get('gate_reason') or 'see history'})"
         if not actions & set(CHAMPION_CHANGES):
             return f"v{version} was never a champion"

@@ -3,6 +3,7 @@ implausibility guard: a leak is held for review, not promoted, and an operator c
 
 from __future__ import annotations
 
+import io
 import sys
 import textwrap
 
@@ -254,7 +255,12 @@ def project(tmp_path_factory):
 def test_a_planted_leak_is_held_for_review_not_promoted_and_approval_promotes_it(
     user_module, env, project, monkeypatch, capsys
 ):
-    from alphapulse_assets.cli import main
+    from alphapulse_assets.cli import champion_table, main
+
+    def listing_line(symbol):  # what `alphapulse models list` prints for the symbol's weekly model
+        out = io.StringIO()
+        champion_table(out=out)
+        return next(line for line in out.getvalue().splitlines() if line.startswith(f"{symbol:<9} weekly"))
 
     # A leak the sample-data check did not stop (assets built directly, as a leak that shows only on real
     # data would be): the next bar's return as a feature.
@@ -302,8 +308,7 @@ def test_a_planted_leak_is_held_for_review_not_promoted_and_approval_promotes_it
         USER="reviewer",
     )
     assert main(["models", "list"]) == 0
-    listing = capsys.readouterr().out
-    btc = next(line for line in listing.splitlines() if line.startswith("BTCUSDT   weekly"))
+    btc = listing_line("BTCUSDT")
     assert "held for review: plausible: too good for its market" in btc and "models approve BTCUSDT weekly 1" in btc
     assert main(["models", "history", "BTCUSDT"]) == 0
     assert " held " in capsys.readouterr().out
@@ -316,7 +321,5 @@ def test_a_planted_leak_is_held_for_review_not_promoted_and_approval_promotes_it
     assert last.action == "promoted" and last.by == "reviewer" and "checked the feature" in last.reason
     assert store.open_alert(held_alert_key("BTCUSDT", "weekly")) is None  # resolved by the approval
     assert registry.champion("ETHUSDT", "weekly") is None  # left alone: still held
-    assert main(["models", "list"]) == 0
-    assert "promoted after review" in next(
-        ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("BTCUSDT   weekly")
-    )
+    after = listing_line("BTCUSDT")
+    assert after.endswith("  promoted after review") and after.split()[2:4] == ["v1", "v1"]  # champion, latest

@@ -31,6 +31,7 @@ from alphapulse_assets.training.promotion import (
     GateResult,
     compare_with_champion,
     evaluate_gate,
+    report_figures,
     rollback_needed,
 )
 from alphapulse_assets.training.registry import Decision, ModelRegistry, ModelVersion
@@ -137,15 +138,12 @@ def train_symbol(
 
     report = challenger.report
     gate = evaluate_gate(
+        **report_figures(report),
         n_validation=challenger.n_validation,
-        model_log_loss=float(report.model["log_loss"]),
-        baseline_log_loss={k: float(v["log_loss"]) for k, v in report.baselines.items()},
         significance=challenger.significance,
         champion=comparison,
         drift=_drift_gate(ds, gate_cfg),
         cfg=gate_cfg,
-        model_auc=report.model.get("auc"),
-        baseline_auc={k: v.get("auc") for k, v in report.baselines.items()},
     )
     version = registry.register(
         symbol,

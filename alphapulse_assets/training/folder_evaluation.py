@@ -24,7 +24,7 @@ from alphapulse_assets.market_data.sources.files import FileSource
 from alphapulse_assets.recovery.errors import describe
 from alphapulse_assets.settings import AlphaPulseSettings
 from alphapulse_assets.training.challenger import CadenceSpec, train_challenger
-from alphapulse_assets.training.promotion import GateConfig, evaluate_gate
+from alphapulse_assets.training.promotion import GateConfig, evaluate_gate, report_figures
 
 REPORTED_METRICS = ("log_loss", "brier", "auc", "accuracy", "precision", "recall", "f1", "sharpe", "total_return")
 
@@ -90,6 +90,9 @@ def _error_row(symbol: str | None, file: str | None, status: str, exc: BaseExcep
         "bars": None,  # unknown: the file could not be read
         "error": exc if isinstance(exc, str) else describe(exc),
     }
+
+
+VERDICTS = {"passed": "would be promoted", "held": "would be held for review", "rejected": "would be rejected"}
 
 
 def evaluate_folder(request: FolderEvaluation, settings: AlphaPulseSettings) -> dict[str, Any]:
@@ -183,9 +186,8 @@ def _evaluate_symbol(
         return {**base, "status": "not_trained", "error": describe(exc)}
     r = ch.report
     gate = evaluate_gate(
+        **report_figures(r),
         n_validation=ch.n_validation,
-        model_log_loss=float(r.model["log_loss"]),
-        baseline_log_loss={k: float(v["log_loss"]) for k, v in r.baselines.items()},
         significance=ch.significance,
         champion=None,
         drift=None,
@@ -200,6 +202,6 @@ def _evaluate_symbol(
         "baselines": {name: _metrics(values) for name, values in r.baselines.items()},
         "p_values": {name: _number(sig.p_value) for name, sig in ch.significance.items()},
         "costs": ch.costs,
-        "verdict": "would be promoted" if gate.passed else f"would be rejected: {gate.reason}",
+        "verdict": VERDICTS[gate.verdict] + ("" if gate.passed else f": {gate.reason}"),
         "gate_passed": gate.passed,
     }

@@ -128,6 +128,16 @@ def compare_with_champion(
     )
 
 
+def report_figures(report: Any) -> dict[str, Any]:
+    """The figures of an ``evaluation.EvaluationReport`` that ``evaluate_gate`` reads, as its keyword arguments."""
+    return {
+        "model_log_loss": float(report.model["log_loss"]),
+        "baseline_log_loss": {k: float(v["log_loss"]) for k, v in report.baselines.items()},
+        "model_auc": report.model.get("auc"),
+        "baseline_auc": {k: v.get("auc") for k, v in report.baselines.items()},
+    }
+
+
 def evaluate_gate(
     *,
     n_validation: int,

@@ -20,6 +20,7 @@ from alphapulse_assets.features.user import FeatureError, FeatureSet, load_user_
 from alphapulse_assets.market_data.resample import resample_candles
 from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
 from alphapulse_assets.market_data.sources.sample import SampleSource
+from alphapulse_assets.recovery.errors import PermanentError
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, build_cadence_assets, spec_for
 from alphapulse_assets.training.cadence import train_symbol
@@ -220,6 +221,36 @@ def test_user_features_and_estimator_by_dotted_path_train_are_gated_registered_a
     loaded = registry.load(version)
     X = ds.X.to_numpy()[-50:]
     np.testing.assert_array_equal(loaded.predict_proba(X), outcome.challenger.model.predict_proba(X))
+
+
+def test_an_approval_is_recorded_and_only_a_held_version_can_be_approved(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    registry = ModelRegistry(str(tmp_path / "models"), f"sqlite:///{tmp_path}/p.db")
+
+    def register(i, verdict):
+        model = LogisticRegression().fit([[0.0], [float(i)]], [0, 1])
+        return registry.register(
+            "BTCUSDT", "weekly", model, info={"gate_passed": verdict == "passed", "gate_verdict": verdict}
+        )
+
+    held = register(1, "held")
+    registry.hold(held, reason="plausible: direction AUC 0.990 is above 0.800")
+    rejected = register(2, "rejected")
+    registry.reject(rejected, reason="beats_baselines: p=0.4")
+    with pytest.raises(PermanentError, match="v2 of BTCUSDT/weekly is not held for review; held versions: v1"):
+        registry.approve("BTCUSDT", "weekly", 2, reason="looks fine", by="ops")
+    with pytest.raises(PermanentError, match="needs a reason"):
+        registry.approve("BTCUSDT", "weekly", 1, reason=" ", by="ops")
+    decision = registry.approve("BTCUSDT", "weekly", 1, reason="the edge is real", by="ops")
+    assert (decision.action, decision.by, decision.previous_champion) == ("promoted", "ops", None)
+    assert "the edge is real" in decision.reason and "AUC 0.990" in decision.reason
+    assert registry.held("BTCUSDT", "weekly") == []
+    # Once approved it is a champion like any other: a later rollback may return to it.
+    passed = register(3, "passed")
+    registry.promote(passed, reason="passed the gate")
+    assert registry.rollback_targets("BTCUSDT", "weekly") == [1]
+    assert registry.rollback("BTCUSDT", "weekly", 1, reason="back").version == 1
 
 
 def test_the_plausibility_rule_holds_what_is_too_good_and_passes_what_the_sample_gives():

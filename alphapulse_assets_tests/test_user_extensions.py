@@ -3,6 +3,7 @@ implausibility guard: a leak is held for review, not promoted, and an operator c
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 import textwrap
@@ -221,6 +222,33 @@ def test_user_features_and_estimator_by_dotted_path_train_are_gated_registered_a
     loaded = registry.load(version)
     X = ds.X.to_numpy()[-50:]
     np.testing.assert_array_equal(loaded.predict_proba(X), outcome.challenger.model.predict_proba(X))
+
+
+def test_adding_or_removing_a_user_feature_keeps_the_champion_comparable_or_says_why(user_module, hourly, tmp_path):
+    """A champion trained before a feature was added reads its own features; one trained with a feature that
+    is no longer configured cannot score the rows, and the gate says so instead of failing the training."""
+    estimator = f"{user_module}:ShrunkLogit"  # fast to fit; the rule does not depend on the estimator
+    trusted = trusted_type_names({"weekly": estimator})
+    registry = ModelRegistry(str(tmp_path / "models"), f"sqlite:///{tmp_path}/p.db", trusted_types=trusted)
+    cfg = GateConfig(min_validation_samples=100)
+    built_in = dataclasses.replace(DEFAULT_SPECS["weekly"], estimator=estimator)
+    extended = dataclasses.replace(built_in, features=FeatureSet(load_user_features([f"{user_module}:spread_z"])))
+    plain_rows, extended_rows = make_dataset(hourly, built_in), make_dataset(hourly, extended)
+    half = plain_rows.timestamps.iloc[len(plain_rows) // 2]
+
+    def turn(spec, rows, partition):
+        out = train_symbol(registry, rows, spec, cfg, symbol="ETHUSDT", partition=partition, code_version="t")
+        registry.promote(out.version, reason="test: crowned to be the champion the next turn meets")
+        return {r.rule: r for r in out.gate.rules}["not_worse_than_champion"]
+
+    turn(built_in, plain_rows.between(plain_rows.timestamps.iloc[0], half), "p1")
+    added = turn(extended, extended_rows, "p2")  # the champion has no spread_z: it reads its own columns
+    assert added.metadata["overlap"] > 0 and "log loss" in added.description
+    removed = turn(built_in, plain_rows, "p3")
+    assert removed.passed
+    assert removed.description == (
+        "champion v2 was trained with feature(s) spread_z, not configured now: judged against the baselines only"
+    )
 
 
 def test_an_approval_is_recorded_and_only_a_held_version_can_be_approved(tmp_path):

@@ -7,6 +7,7 @@ This module does not import Dagster.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +66,16 @@ def _drift_gate(ds: Dataset, cfg: GateConfig):
 
 
 def _champion_on_new_rows(ds: Dataset, challenger: Challenger, champion: ModelVersion, champion_model: Any):
-    """Compare with the champion on rows neither model trained on; the champion's realized metrics there."""
+    """Compare with the champion on rows neither model trained on; the champion's realized metrics there.
+
+    The champion reads the features it was trained with (a feature added since is left out for it); one that
+    was trained with a feature no longer configured cannot score the rows, and the comparison says so."""
+    wanted = list(champion.info.get("features") or ds.X.columns)
+    missing = [f for f in wanted if f not in ds.X.columns]
+    if missing:
+        note = f"champion v{champion.version} was trained with feature(s) {', '.join(missing)}, not configured now"
+        return ChampionComparison(champion.version, 0, float("nan"), float("nan"), {}, incomparable=note), {}
+    ds = dataclasses.replace(ds, X=ds.X[wanted])
     data_end = champion.info.get("data_end")
     unseen = (
         ds.since(pd.Timestamp(data_end) + pd.Timedelta(1))
@@ -110,7 +120,11 @@ def train_symbol(
     """
     champion = registry.serving_champion(symbol, spec.name)  # a refused file: the previous verified one
     try:
-        warm = registry.load(champion) if (champion and spec.estimator == "sgd") else None
+        # Warm-started only from a champion with the same inputs (features added or removed: trained afresh).
+        same_inputs = champion is not None and champion.info.get("features", list(spec.features.names)) == list(
+            spec.features.names
+        )
+        warm = registry.load(champion) if (same_inputs and spec.estimator == "sgd") else None
         challenger = train_challenger(
             ds,
             spec,

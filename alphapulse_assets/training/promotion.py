@@ -104,6 +104,8 @@ class ChampionComparison:
     challenger_log_loss: float
     champion_log_loss: float
     champion_metrics: dict[str, Any]
+    # Set when the champion cannot score these rows at all (trained with features no longer configured).
+    incomparable: str | None = None
 
 
 DRIFT_GATE_FEATURES = ("ret_z_1", "volume_z")
@@ -180,7 +182,16 @@ def evaluate_gate(
         )
     )
 
-    if champion is None:
+    if champion is not None and champion.incomparable:
+        rules.append(
+            RuleResult(
+                "not_worse_than_champion",
+                True,
+                f"{champion.incomparable}: judged against the baselines only",
+                {"champion_version": champion.champion_version},
+            )
+        )
+    elif champion is None:
         rules.append(
             RuleResult(
                 "not_worse_than_champion",

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -99,9 +102,15 @@ class NoProba:
 
 
 @pytest.fixture(scope="module")
-def user_module(tmp_path_factory):
+def user_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("userpkg")
     (folder / f"{MODULE}.py").write_text(textwrap.dedent(USER_MODULE))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def user_module(user_dir):
+    folder = user_dir
     sys.path.insert(0, str(folder))
     yield MODULE
     sys.path.remove(str(folder))
@@ -144,6 +153,38 @@ def test_a_user_feature_that_looks_ahead_is_refused_naming_it_and_the_first_bar(
     env(ALPHAPULSE_FEATURES__EXTRA=f'["{user_module}:next_return"]')
     with pytest.raises(FeatureError, match="next_return"):
         check_configuration()
+
+
+@pytest.mark.slow
+def test_the_definitions_load_with_a_user_feature_and_estimator_and_refuse_one_that_looks_ahead(user_dir, tmp_path):
+    def validate(**settings):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAPULSE_", "DAGSTER_"))}
+        env.update(DAGSTER_HOME=str(tmp_path), PYTHONPATH=str(user_dir), **settings)
+        (tmp_path / "dagster.yaml").write_text("")
+        return subprocess.run(
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "definitions",
+                "validate",
+                "-m",
+                "alphapulse_assets.definitions",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    good = validate(
+        ALPHAPULSE_FEATURES__EXTRA=f'["{MODULE}:spread_z", "{MODULE}:means"]',
+        ALPHAPULSE_MONTHLY__ESTIMATOR="sklearn.ensemble.RandomForestClassifier",
+        ALPHAPULSE_MONTHLY__ESTIMATOR_PARAMS='{"n_estimators": 50, "min_samples_leaf": 50}',
+    )
+    assert good.returncode == 0, good.stdout + good.stderr
+    leak = validate(ALPHAPULSE_FEATURES__EXTRA=f'["{MODULE}:spread_z", "{MODULE}:next_return"]')
+    assert leak.returncode != 0
+    assert f"{MODULE}:next_return: feature 'next_return' looks ahead" in leak.stdout + leak.stderr
 
 
 @pytest.mark.parametrize(

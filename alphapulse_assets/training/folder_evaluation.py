@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from alphapulse_assets.features.user import FeatureSet, load_user_features
 from alphapulse_assets.market_data import quality
 from alphapulse_assets.market_data.calendars import annualisation
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
@@ -115,6 +116,7 @@ def evaluate_folder(request: FolderEvaluation, settings: AlphaPulseSettings) -> 
         fee_bps=fee,
         slippage_bps=slippage,
         session_hours=settings.calendar.session_hours,
+        features=FeatureSet(load_user_features(tuple(settings.features.extra))),  # yours too (checked at start)
     )
     for symbol in symbols:
         rows.append(_evaluate_symbol(source, symbol, request, settings, spec, cfg, skip))

@@ -16,8 +16,9 @@ registration.
 The database holds versions, the current champion per (symbol, cadence), and an append-only history of
 every decision (promoted, rejected, held for review, rolled back, kept after a failure, fell back from a
 refused file), so an operator can see why the champion is what it is. A held challenger (the gate's
-implausibility guard) is promoted only by ``approve``, which records who and why. A plain rollback walks back the chain of champions (undo
-semantics): rolling back twice from v3 goes to v2 then v1, never back to v3. A rollback to a chosen version
+implausibility guard) is promoted only by ``approve``, which records who and why. A plain rollback walks
+back the chain of champions (undo semantics): rolling back twice from v3 goes to v2 then v1, never back to
+v3. A rollback to a chosen version
 only goes to a version that was a champion and was never rejected by the gate, unless forced (recorded).
 ``serving_champion`` verifies the champion's file and, when it is tampered or missing, falls back to the
 newest earlier champion whose file verifies, and records why. Every champion change is passed to the

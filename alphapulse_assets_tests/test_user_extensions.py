@@ -423,3 +423,48 @@ def test_a_planted_leak_is_held_for_review_not_promoted_and_approval_promotes_it
     assert registry.champion("ETHUSDT", "weekly") is None  # left alone: still held
     after = listing_line("BTCUSDT")
     assert after.endswith("  promoted after review") and after.split()[2:4] == ["v1", "v1"]  # champion, latest
+
+
+@pytest.mark.slow
+def test_a_champion_with_user_features_and_estimator_is_served_on_the_same_inputs(user_module, env, project):
+    from alphapulse_assets.market_data.storage import ParquetPartitionStore
+    from alphapulse_assets.serving.predictor import Predictor, ServingError
+
+    env(
+        ALPHAPULSE_FEATURES__EXTRA=f'["{user_module}:spread_z", "{user_module}:means"]',
+        ALPHAPULSE_WEEKLY__ESTIMATOR=f"{user_module}:ShrunkLogit",
+    )
+    root = project["root"]
+    resource = ModelRegistryResource(artifact_root=str(root / "models_own"), db_url=f"sqlite:///{root}/own.db")
+    result = dg.materialize(
+        build_cadence_assets("weekly"),
+        partition_key="2024-05-26",
+        instance=project["instance"],
+        resources={**project["resources"], "model_registry": resource},
+        raise_on_error=False,
+    )
+    assert result.success
+    registry = resource.get()  # trusts the configured class, as the cadence's registry did
+    v1 = registry.get("ETHUSDT", "weekly", 1)
+    assert v1.info["features"][-3:] == ["spread_z", "range_mean_5", "volume_mean_5"]
+    if registry.champion("ETHUSDT", "weekly") is None:  # the gate's verdict is not what this test is about
+        registry.promote(v1, reason="test: serve the user's model")
+    now = pd.Timestamp("2024-06-10 00:30", tz="UTC")
+    prediction = Predictor(registry=registry, candle_store=str(root / "candles"), clock=lambda: now).predict(
+        "ETHUSDT", "weekly"
+    )
+    # The same answer computed independently: the user's features on the stored 1h bars, the loaded model.
+    store = ParquetPartitionStore(str(root / "candles"))
+    days = [str(d.date()) for d in pd.date_range("2024-05-20", "2024-06-09")]
+    candles = store.read_days("candles_1h", days)
+    candles = candles[candles["symbol"] == "ETHUSDT"].sort_values("timestamp").reset_index(drop=True)
+    X = spec_for("weekly").features.build(candles)
+    model = registry.load(v1)
+    expected = model.predict_proba(X[v1.info["features"]].to_numpy()[-1:])[0, 1]
+    assert type(model).__name__ == "ShrunkLogit"
+    assert prediction.version == 1 and prediction.bar_time == candles["timestamp"].iloc[-1]
+    assert prediction.prob_up == pytest.approx(expected, rel=1e-12)
+    # The user's features removed from the settings: the champion cannot be fed, and serving says why.
+    env(ALPHAPULSE_FEATURES__EXTRA="")
+    with pytest.raises(ServingError, match=r"trained with feature\(s\) spread_z, range_mean_5, volume_mean_5, not"):
+        Predictor(registry=registry, candle_store=str(root / "candles"), clock=lambda: now).predict("ETHUSDT", "weekly")

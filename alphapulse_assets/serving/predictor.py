@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alphapulse_assets.features.indicators import FEATURE_NAMES
 from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery.errors import DataValidationError, PermanentError
 from alphapulse_assets.settings import AlphaPulseSettings, get_settings, timeframe_to_timedelta
 from alphapulse_assets.training.challenger import CadenceSpec, cadence_spec, candle_dataset, candle_features
 from alphapulse_assets.training.challenger import predict_features as champion_proba
+from alphapulse_assets.training.estimators import trusted_type_names
 from alphapulse_assets.training.registry import ArtifactIntegrityError, ModelRegistry
 
 CADENCES = ("nightly", "weekly", "monthly")
@@ -117,7 +117,11 @@ def _default_registry(settings: AlphaPulseSettings) -> ModelRegistry:
     from alphapulse_assets.training.champion_events import ChampionChangeReporter
 
     url = platform_db_url()
-    return ModelRegistry(str(settings.home / "models"), url, on_change=ChampionChangeReporter(None, url))
+    # The estimator classes configured by dotted path are trusted, as the cadences that saved them trust them.
+    trusted = trusted_type_names({c: getattr(settings, c).estimator or "" for c in CADENCES})
+    return ModelRegistry(
+        str(settings.home / "models"), url, on_change=ChampionChangeReporter(None, url), trusted_types=trusted
+    )
 
 
 class Predictor:
@@ -141,6 +145,7 @@ class Predictor:
         # The days among those given that the cadences refuse (their verdicts, printable); None: no check.
         self.refused_days = refused_days
         self._models: dict[tuple[str, str], tuple[int, Any]] = {}  # (symbol, cadence) -> (version, model)
+        self._columns: dict[tuple[str, str], list[str]] = {}  # (symbol, cadence) -> the champion's features
         # The look-back's candles per dataset, and each answer, keyed by the names of the segments that hold the
         # look-back's days: a segment is never rewritten, so unchanged names mean unchanged candles.
         self._candles: dict[str, tuple[tuple, pd.DataFrame]] = {}
@@ -160,7 +165,8 @@ class Predictor:
         if cached is not None and cached[0] == version:
             return cached
         try:
-            loaded = version, self.registry.load(self.registry.get(symbol, cadence, version))
+            mv = self.registry.get(symbol, cadence, version)
+            loaded = version, self.registry.load(mv)
         except ArtifactIntegrityError as exc:
             # Refused: the registry records the fall-back, alerts, and names the champion that serves instead.
             replacement = self.registry.serving_champion(symbol, cadence)
@@ -170,7 +176,9 @@ class Predictor:
                     "file verifies: nothing is served",
                     where=f"model registry, {symbol}/{cadence}",
                 ) from exc
+            mv = replacement
             loaded = replacement.version, self.registry.load(replacement)
+        self._columns[(symbol, cadence)] = list(mv.info.get("features") or ())
         self._models[(symbol, cadence)] = loaded  # one model per symbol and cadence: the old version goes
         return loaded
 
@@ -302,9 +310,10 @@ class Predictor:
                 f"(the {spec.name} features read {spec.warmup_bars} bars)",
                 where=f"{candle_dataset(spec.timeframe)}, {symbol}",
             )
-        rows, X = candle_features(rows)
+        rows, X = candle_features(rows, spec.features)
+        X = self._inputs(spec, symbol, X)
         last = X.iloc[[-1]]
-        incomplete = tuple(name for name in FEATURE_NAMES if np.isnan(last[name].iloc[0]))
+        incomplete = tuple(name for name in X.columns if np.isnan(last[name].iloc[0]))
         return _Answer(
             prob=None if incomplete else float(champion_proba(model, last)[0]),
             bar_time=pd.Timestamp(rows["timestamp"].iloc[-1]),
@@ -312,6 +321,19 @@ class Predictor:
             bars=len(rows),
             incomplete=incomplete,
         )
+
+    def _inputs(self, spec: CadenceSpec, symbol: str, X: pd.DataFrame) -> pd.DataFrame:
+        """The columns the champion was trained with, in its order (a feature added since is left out for it)."""
+        columns = self._columns.get((symbol, spec.name)) or list(X.columns)
+        missing = [c for c in columns if c not in X.columns]
+        if missing:
+            raise ServingError(
+                f"the {spec.name} champion of {symbol} was trained with feature(s) {', '.join(missing)}, not "
+                "configured now (ALPHAPULSE_FEATURES__EXTRA): configure them again, or wait for a champion "
+                "trained without them",
+                where=f"model registry, {symbol}/{spec.name}",
+            )
+        return X[columns]
 
     def _prediction(self, spec: CadenceSpec, symbol: str, version: int, answer: _Answer, now: datetime) -> Prediction:
         """The answer as a Prediction, once the data's age and completeness pass (judged at ``now``)."""
@@ -375,7 +397,8 @@ class Predictor:
                         where=f"{candle_dataset(spec.timeframe)}, {symbol}",
                     )
                     continue
-                rows, X = candle_features(rows)
+                rows, X = candle_features(rows, spec.features)
+                X = self._inputs(spec, symbol, X)
                 keep = (
                     X.notna().all(axis=1).to_numpy()
                     & rows["timestamp"].dt.strftime("%Y-%m-%d").isin(in_days).to_numpy()

@@ -1,8 +1,9 @@
 """Atomic file writes, locally or on any fsspec filesystem: a reader sees the old content or the new, never a part.
 
 Locally a file is written under a hidden temporary name beside its target, flushed and fsynced, then
-renamed into place (and the directory fsynced, so the new name survives a crash). On an object store one
-upload is already atomic: the store publishes an object only when its upload completes.
+renamed into place (and the directory fsynced, so the new name survives a crash). An object store has no
+rename: a file is uploaded once under its final key, without autocommit, and published by its commit (the
+store publishes an object only when its upload completes); a failed writer's upload is discarded.
 
 ``atomic_write`` is the whole write. ``stage`` and ``publish`` are its two halves, for a caller that must
 do something between them (the model registry stages a model before its database transaction and
@@ -84,9 +85,28 @@ def publish(fs, is_local: bool, tmp: str, target: str, *, replace: bool = True) 
                 os.replace(tmp, target)
         _fsync_dir(os.path.dirname(target))
     else:
-        if not replace and fs.exists(target):
-            raise FileExistsError(target)
+        if not replace:
+            fs.invalidate_cache(os.path.dirname(target))  # a listing cached earlier may miss another's file
+            if fs.exists(target):
+                raise FileExistsError(target)
         fs.mv(tmp, target)
+
+
+def _write_once(fs, target: str, write: Writer) -> None:
+    """Upload ``target`` once, published only if ``write`` completes.
+
+    Opened without autocommit, the file publishes nothing when closed: ``commit`` publishes it (S3 completes
+    its upload, one request), and a failed ``write`` discards it (S3 aborts the upload), so no reader ever
+    sees a part, and a failed rewrite leaves the previous object in place.
+    """
+    fh = fs.open(target, "wb", autocommit=False)
+    try:
+        write(fh)
+        fh.close()
+    except BaseException:
+        fh.discard()
+        raise
+    fh.commit()
 
 
 def discard(fs, is_local: bool, path: str) -> None:
@@ -112,8 +132,7 @@ def atomic_write(fs, is_local: bool, target: str, write: Writer, *, what: str) -
                 discard(fs, is_local, tmp)  # a no-op after the rename
         else:
             fs.makedirs(os.path.dirname(target), exist_ok=True)
-            with fs.open(target, "wb") as fh:
-                write(fh)
+            _write_once(fs, target, write)
     except OSError as exc:
         if classify(exc).error_class is ErrorClass.SYSTEM:
             raise SystemResourceError(f"cannot write {what}: {exc}", where=target) from exc

@@ -24,7 +24,7 @@ from alphapulse_assets.market_data.sources import known_source_names
 from alphapulse_assets.market_data.sources.sample import SampleSource
 from alphapulse_assets.platform_db import PLATFORM_DB_ENV
 from alphapulse_assets.recovery.config import recovery_config
-from alphapulse_assets.settings import AlphaPulseSettings, SettingsError, get_settings
+from alphapulse_assets.settings import STORE_KINDS, AlphaPulseSettings, SettingsError, env_name, get_settings
 from alphapulse_assets.training.estimators import check_estimator
 
 CADENCES = ("nightly", "weekly", "monthly")
@@ -37,20 +37,34 @@ EPHEMERAL_PROTOCOLS = ("memory",)
 OPT_IN = "ALPHAPULSE_ALLOW_EPHEMERAL_STORAGE=true"
 
 
+def _store_variable(settings: AlphaPulseSettings, kind: str, env: Mapping[str, str]) -> str | None:
+    """The variable that set ``kind``'s store URL (None when it defaults to ALPHAPULSE_HOME)."""
+    if getattr(settings.store, f"{kind}_url"):
+        return env_name(("store", f"{kind}_url"), env)
+    return env_name(("store", "url"), env) if settings.store.url else None
+
+
 def _store_problems(settings: AlphaPulseSettings, env: Mapping[str, str]) -> list[str]:
     problems = []
-    if settings.storage_url:
-        protocol = get_protocol(settings.storage_url)
+    seen = set()
+    for kind in STORE_KINDS:
+        variable = _store_variable(settings, kind, env)
+        url = settings.store_url(kind)
+        if variable is None or (variable, url.rsplit("/", 1)[0]) in seen:
+            continue
+        seen.add((variable, url.rsplit("/", 1)[0]))
+        value = getattr(settings.store, f"{kind}_url") or settings.store.url
+        protocol = get_protocol(url)
         if protocol in EPHEMERAL_PROTOCOLS and not settings.allow_ephemeral_storage:
             problems.append(
-                f"ALPHAPULSE_STORAGE_URL={settings.storage_url!r}: {protocol}:// keeps nothing after the "
+                f"{variable}={value!r}: {protocol}:// keeps nothing after the "
                 f"process ends; use a folder or a persistent URL (s3://, gs://), or set {OPT_IN} in tests"
             )
-        else:
-            try:
-                get_filesystem_class(protocol)
-            except (ValueError, ImportError) as exc:
-                problems.append(f"ALPHAPULSE_STORAGE_URL={settings.storage_url!r}: {exc}")
+            continue
+        try:
+            get_filesystem_class(protocol)
+        except (ValueError, ImportError) as exc:
+            problems.append(f"{variable}={value!r}: {exc}")
     db_url = env.get(PLATFORM_DB_ENV, "")
     if db_url.startswith("sqlite") and (db_url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:") or ":memory:" in db_url):
         if not settings.allow_ephemeral_storage:

@@ -71,8 +71,10 @@ defs = dg.Definitions(
         "market_data": MarketDataResource(),
         "candle_io_manager": PartitionedParquetIOManager(),
         "candle_store": CandleStoreResource(),
+        # Training sets live in the shared store (ALPHAPULSE_STORE__URL): a later run, maybe on another
+        # machine, reads what this one wrote.
         "training_set_io_manager": PartitionedParquetIOManager(
-            base_url=str(get_settings().home / "training_sets"), layout="keys"
+            base_url=get_settings().store_url("training_sets"), layout="keys"
         ),
         "model_registry": ModelRegistryResource(),
         "signal_store": SignalStoreResource(),

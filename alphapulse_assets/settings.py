@@ -499,6 +499,35 @@ class AlertSettings(BaseModel):
         return self
 
 
+STORE_KINDS = ("candles", "training_sets", "models")
+
+
+class StoreSettings(BaseModel):
+    """Where files a later run needs live: one root URL (a folder or an fsspec URL such as s3://bucket/prefix)
+    with a folder per kind, or a URL per kind. Unset, everything stays under ALPHAPULSE_HOME."""
+
+    url: str | None = None  # ALPHAPULSE_STORE__URL (or ALPHAPULSE_STORE_URL): <url>/candles, /training_sets, /models
+    candles_url: str | None = None  # ALPHAPULSE_STORE__CANDLES_URL (or the older ALPHAPULSE_STORAGE_URL)
+    training_sets_url: str | None = None
+    models_url: str | None = None
+    # An S3-compatible server (MinIO, Ceph, a moto server): its http(s) endpoint. Credentials are never
+    # settings: s3fs reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and roles as botocore does.
+    endpoint_url: str | None = None
+
+    @field_validator("url", "candles_url", "training_sets_url", "models_url", "endpoint_url")
+    @classmethod
+    def _no_blank(cls, value: str | None) -> str | None:
+        value = (value or "").strip().rstrip("/")
+        return value or None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL (the S3-compatible server's endpoint)")
+        return value
+
+
 class AlphaPulseSettings(BaseSettings):
     """Platform-wide settings (env prefix ``ALPHAPULSE_``)."""
 
@@ -513,8 +542,9 @@ class AlphaPulseSettings(BaseSettings):
     base_timeframe: str = "15m"
     # Sample data and partitions start here; the monthly cadence needs 18 months before its first key.
     start_date: date = date(2024, 1, 1)
-    # Where candle partitions are written: a local path or an fsspec URL (s3://, gs://, memory://).
-    storage_url: str | None = None
+    # Where candles, training sets and model artifacts live (see StoreSettings); ALPHAPULSE_STORAGE_URL, the
+    # older name of the candles' URL, is read as ALPHAPULSE_STORE__CANDLES_URL.
+    store: StoreSettings = StoreSettings()
     # Source names in fallback order: sample, files, postgres, exchange.
     sources: Annotated[tuple[str, ...], NoDecode] = ("sample",)
     files_dir: Path | None = None
@@ -577,9 +607,24 @@ class AlphaPulseSettings(BaseSettings):
             raise ValueError("at least one symbol is required")
         return tuple(s.upper() for s in value)
 
+    def store_url(self, kind: str) -> str:
+        """Where files of ``kind`` (candles, training_sets, models) live: its own URL, else under the store's
+        root URL, else under ALPHAPULSE_HOME."""
+        if kind not in STORE_KINDS:
+            raise ValueError(f"unknown store kind {kind!r}; choose from {', '.join(STORE_KINDS)}")
+        own = getattr(self.store, f"{kind}_url")
+        if own:
+            return own
+        return f"{self.store.url}/{kind}" if self.store.url else str(self.home / kind)
+
+    @property
+    def storage_url(self) -> str | None:
+        """The candles' URL when one is set (the older name of ALPHAPULSE_STORE__CANDLES_URL)."""
+        return self.store.candles_url
+
     @property
     def candle_store_url(self) -> str:
-        return self.storage_url or str(self.home / "candles")
+        return self.store_url("candles")
 
 
 # -- the environment ------------------------------------------------------------------------------------
@@ -590,6 +635,8 @@ PREFIX = "ALPHAPULSE_"
 LEGACY_NAMES: dict[str, tuple[str, ...]] = {
     **{f"{PREFIX}MONITORING_{name.upper()}": ("monitoring", name) for name in MonitoringSettings.model_fields},
     f"{PREFIX}BREAKER_DEPENDENCIES": ("breaker", "dependencies"),
+    f"{PREFIX}STORAGE_URL": ("store", "candles_url"),
+    f"{PREFIX}STORE_URL": ("store", "url"),
     f"{PREFIX}SLACK_WEBHOOK_URL": ("alerts", "slack_webhook_url"),
     f"{PREFIX}ALERT_WEBHOOK_URL": ("alerts", "webhook_url"),
     f"{PREFIX}SMTP_HOST": ("alerts", "smtp_host"),

@@ -11,7 +11,8 @@ plus an fsync, so a one-year backfill split into 366 files ran at a tenth of a p
 same frame (bench/README.md). One file per run costs what the data costs.
 
 Atomicity: a segment is written to a hidden temporary name, flushed and fsynced, then renamed into place
-(object stores publish an object only when its upload completes, which gives the same guarantee). A
+(on an object store the segment is uploaded once under its final key: the store publishes an object only
+when its upload completes, and a failed upload is aborted, which gives the same guarantee). A
 reader therefore sees a day's previous segment or its new one, never half of one, and a killed writer
 leaves only a hidden temporary file that readers ignore.
 """
@@ -19,14 +20,12 @@ leaves only a hidden temporary file that readers ignore.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -34,6 +33,7 @@ import pyarrow.parquet as pq
 
 from alphapulse_assets.atomic_files import atomic_write
 from alphapulse_assets.recovery.errors import DataValidationError, ErrorClass, classify
+from alphapulse_assets.store_fs import list_names, open_store
 
 NS_PER_DAY = 86_400 * 10**9
 _DAYS_KEY = b"alphapulse.days"
@@ -73,9 +73,7 @@ def _consecutive_runs(days: Sequence[date]) -> list[list[date]]:
 class ParquetPartitionStore:
     def __init__(self, root: str, *, compression: str = "snappy"):
         self.root = str(root).rstrip("/")
-        self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        self.is_local = "file" in protocols or "local" in protocols
+        self.fs, self._root_path, self.is_local = open_store(self.root)
         self.compression = compression
 
     def _dir(self, dataset: str) -> str:
@@ -93,7 +91,7 @@ class ParquetPartitionStore:
     def _segments(self, dataset: str) -> list[Segment]:
         directory = self._dir(dataset)
         try:
-            names = [os.path.basename(p.rstrip("/")) for p in self.fs.ls(directory, detail=False)]
+            names = list_names(self.fs, directory)
         except FileNotFoundError:
             return []
         return sorted(s for s in map(Segment.parse, names) if s is not None)

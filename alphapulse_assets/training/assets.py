@@ -81,16 +81,16 @@ GIT_REVISION = _git_revision()
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
-    """Where model artifacts and the registry tables live (defaults beside the local instance)."""
+    """Where model artifacts (the shared store) and the registry tables (the platform database) live."""
 
-    artifact_root: str | None = None  # default: <ALPHAPULSE_HOME>/models
+    artifact_root: str | None = None  # default: the store's models URL (settings.store_url("models"))
     db_url: str | None = None
 
     def get(self, instance: dg.DagsterInstance | None = None) -> ModelRegistry:
         """The registry; with ``instance``, champion changes show on the champion assets of that instance."""
         url = self.db_url or platform_db_url()
         return ModelRegistry(
-            self.artifact_root or str(get_settings().home / "models"),
+            self.artifact_root or get_settings().store_url("models"),
             url,
             on_change=ChampionChangeReporter(instance, url),
             trusted_types=configured_trusted_types(),

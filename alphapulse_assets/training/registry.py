@@ -41,13 +41,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import fsspec
 import skops.io as sio
 import sqlalchemy as sa
 
 from alphapulse_assets import atomic_files
 from alphapulse_assets.platform_db import platform_engine
 from alphapulse_assets.recovery.errors import PermanentError
+from alphapulse_assets.store_fs import list_names, open_store
 
 metadata = sa.MetaData()
 
@@ -173,9 +173,7 @@ class ModelRegistry:
         trusted_types: tuple[str, ...] = (),
     ):
         self.root = str(artifact_root).rstrip("/")
-        self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        self.is_local = "file" in protocols or "local" in protocols
+        self.fs, self._root_path, self.is_local = open_store(self.root)
         self.engine = platform_engine(db_url)
         self.clock = clock
         self.on_change = on_change
@@ -208,11 +206,7 @@ class ModelRegistry:
         """The highest version number with a file in the folder (0 if none): the database may have been lost."""
         directory = f"{self._root_path}/{symbol}/{cadence}"
         try:
-            names = (
-                os.listdir(directory)
-                if self.is_local
-                else [p.rsplit("/", 1)[-1] for p in self.fs.ls(directory, detail=False)]
-            )
+            names = os.listdir(directory) if self.is_local else list_names(self.fs, directory)
         except (FileNotFoundError, NotADirectoryError):
             return 0
         return max((int(m.group(1)) for m in map(_VERSION_FILE.match, names) if m), default=0)

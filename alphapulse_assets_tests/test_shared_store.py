@@ -1,0 +1,182 @@
+"""One shared store: candles, training sets and model artifacts on an S3-speaking server, nothing on local disk.
+
+The server is moto's standalone S3 server (``moto_server``), started for the session on 127.0.0.1 and a free
+port. Every run is a fresh process configured only by its environment (ALPHAPULSE_STORE__URL=s3://...,
+ALPHAPULSE_STORE__ENDPOINT_URL, AWS_* credentials), as a Kubernetes pod is: it runs the platform's own jobs
+from ``definitions.py`` through the same fsspec paths users use. Between the two cadence runs the worker's
+ALPHAPULSE_HOME is wiped; the Dagster instance and platform database (PostgreSQL in production) stay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from alphapulse_assets_tests.pg_harness import free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN_DIR = Path(sys.executable).parent
+BUCKET = "alphapulse-test"
+SYMBOLS = "ETHUSDT,BTCUSDT"
+# Two weekly partitions: the first crowns a champion, the second loads it to gate its challenger against.
+WEEKS = ("2024-05-26", "2024-06-02")
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "alphapulse-test", "AWS_SECRET_ACCESS_KEY": "alphapulse-test-secret"}
+
+# One run in a fresh process: the platform's jobs from definitions.py, configured by the environment only.
+RUN = r"""
+import json, sys
+import dagster as dg
+from alphapulse_assets.definitions import defs
+from alphapulse_assets.training.assets import ModelRegistryResource
+
+instance = dg.DagsterInstance.get()
+what = sys.argv[1]
+if what == "ingest":
+    result = defs.get_job_def("ingest_market_data").execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": sys.argv[2], "dagster/asset_partition_range_end": sys.argv[3]},
+        raise_on_error=False,
+    )
+else:
+    result = defs.get_job_def("weekly_cadence").execute_in_process(
+        instance=instance, partition_key=sys.argv[2], raise_on_error=False
+    )
+registry = ModelRegistryResource().get()
+print(json.dumps({
+    "success": result.success,
+    "failures": [str(e.event_specific_data.error.message)[:400] for e in result.all_events if e.is_step_failure],
+    "history": [[d.symbol, d.action, d.version, d.previous_champion] for d in registry.history(cadence="weekly")],
+    "artifacts": sorted(v.uri for s in ("ETHUSDT", "BTCUSDT") for v in registry.versions(s, "weekly")),
+}))
+"""
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on loopback, with an empty bucket; stopped (by its own process group) at the end."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen(
+        [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start: {Path(log.name).read_text()[-2000:]}") from None
+                time.sleep(0.2)
+        import s3fs
+
+        s3fs.S3FileSystem(
+            endpoint_url=endpoint, key=CREDENTIALS["AWS_ACCESS_KEY_ID"], secret=CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+        ).mkdir(BUCKET)
+        yield endpoint
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
+def _env(base: Path, store: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "ALPHAPULSE_", "AWS_"))}
+    env.update(
+        {
+            "DAGSTER_HOME": str(base / "dagster_home"),  # the instance and platform DB (PostgreSQL in production)
+            "ALPHAPULSE_HOME": str(base / "worker_home"),  # the worker's local disk
+            "ALPHAPULSE_SYMBOLS": SYMBOLS,
+            "ALPHAPULSE_SOURCES": "sample",
+            "TZ": "UTC",
+            **store,
+        }
+    )
+    return env
+
+
+def _run(env: dict[str, str], *args: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN, *args],
+        env=env,
+        cwd=env["DAGSTER_HOME"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["success"] and not out["failures"], out
+    return out
+
+
+def _project(base: Path) -> None:
+    (base / "dagster_home").mkdir(parents=True)
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", base / "dagster_home" / "dagster.yaml")
+
+
+def _store_files(*roots: Path) -> list[str]:
+    """Candle, training-set and model files under ``roots`` (Parquet and skops files, staged or not)."""
+    return sorted(
+        str(p) for root in roots if root.exists() for p in root.rglob("*") if p.suffix in (".parquet", ".skops", ".tmp")
+    )
+
+
+def _cadence(env: dict[str, str], *, wipe: Path | None) -> list[dict]:
+    _run(env, "ingest", "2024-03-01", "2024-06-09")
+    results = []
+    for week in WEEKS:
+        if wipe is not None and wipe.exists():
+            shutil.rmtree(wipe)  # a new pod: nothing of the last run's local disk survives
+        results.append(_run(env, "weekly", week))
+    return results
+
+
+@pytest.mark.slow
+def test_artifacts_live_only_on_the_shared_store_and_a_wiped_worker_decides_as_on_local_disk(s3_server, tmp_path):
+    import s3fs
+
+    local, shared = tmp_path / "local", tmp_path / "shared"
+    _project(local)
+    _project(shared)
+    root = f"s3://{BUCKET}/{tmp_path.name}"
+    store_env = {"ALPHAPULSE_STORE__URL": root, "ALPHAPULSE_STORE__ENDPOINT_URL": s3_server, **CREDENTIALS}
+
+    on_s3 = _cadence(_env(shared, store_env), wipe=shared / "worker_home")
+    on_disk = _cadence(_env(local, {}), wipe=None)
+
+    # The second run loaded the first one's champion from the store and gated against it, as on local disk.
+    assert [r["history"] for r in on_s3] == [r["history"] for r in on_disk]
+    first, second = on_s3
+    assert any(action == "promoted" for _, action, _, _ in first["history"]), first
+    later = second["history"][len(first["history"]) :]
+    assert later and any(previous is not None for _, _, _, previous in later), second  # gated against a champion
+    assert all(uri.startswith(f"{root}/models/") for uri in second["artifacts"]), second["artifacts"]
+
+    # Nothing a later run needs was written to the worker's disk (or beside the instance).
+    assert _store_files(shared) == []
+    assert _store_files(local)  # the same runs without a store URL do write there: the check can fail
+    fs = s3fs.S3FileSystem(
+        endpoint_url=s3_server, key=CREDENTIALS["AWS_ACCESS_KEY_ID"], secret=CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    )
+    kinds = {p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
+    assert {"candles", "training_sets", "models"} <= kinds
+    assert fs.glob(f"{root}/training_sets/**/weekly/by_key/*.parquet")
+    assert len(fs.glob(f"{root}/models/*/weekly/v*.skops")) == len(second["artifacts"])
+    assert not fs.glob(f"{root}/**/.*.tmp")  # no staged file left behind

@@ -180,3 +180,68 @@ def test_artifacts_live_only_on_the_shared_store_and_a_wiped_worker_decides_as_o
     assert fs.glob(f"{root}/training_sets/**/weekly/by_key/*.parquet")
     assert len(fs.glob(f"{root}/models/*/weekly/v*.skops")) == len(second["artifacts"])
     assert not fs.glob(f"{root}/**/.*.tmp")  # no staged file left behind
+
+
+def _s3(endpoint: str):
+    import s3fs
+
+    return s3fs.S3FileSystem(
+        endpoint_url=endpoint, key=CREDENTIALS["AWS_ACCESS_KEY_ID"], secret=CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    )
+
+
+@pytest.fixture
+def s3_settings(s3_server, monkeypatch):
+    """This process's settings pointed at the S3 server (endpoint from ALPHAPULSE_STORE__ENDPOINT_URL,
+    credentials from AWS_*), restored afterwards."""
+    from alphapulse_assets.settings import get_settings
+
+    monkeypatch.setenv("ALPHAPULSE_STORE__ENDPOINT_URL", s3_server)
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield s3_server
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("size", [1_000, 12 * 2**20], ids=["one-shot", "multipart"])
+def test_a_failed_upload_publishes_nothing_and_leaves_the_previous_object(s3_settings, size, tmp_path):
+    from alphapulse_assets.atomic_files import atomic_write
+    from alphapulse_assets.store_fs import open_store
+
+    fs, root, is_local = open_store(f"s3://{BUCKET}/{tmp_path.name}-{size}")
+    assert not is_local
+    target = f"{root}/segment.parquet"
+    atomic_write(fs, is_local, target, lambda fh: fh.write(b"old"), what="first")
+
+    def fails_midway(fh):
+        fh.write(b"x" * size)  # a multipart upload has sent parts by now
+        raise OSError("connection reset while writing")
+
+    with pytest.raises(OSError, match="connection reset"):
+        atomic_write(fs, is_local, target, fails_midway, what="second")
+    other = _s3(s3_settings)  # another machine's view
+    assert other.cat(target) == b"old"
+    assert not other.glob(f"{root}/.*") and other.ls(root, detail=False) == [target]
+    assert not other.call_s3("list_multipart_uploads", Bucket=BUCKET).get("Uploads")  # aborted, not left open
+
+
+def test_model_versions_on_s3_are_never_overwritten_even_after_the_database_is_lost(s3_settings, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from alphapulse_assets.training.registry import ModelRegistry
+
+    root = f"s3://{BUCKET}/{tmp_path.name}/models"
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    first = ModelRegistry(root, f"sqlite:///{tmp_path / 'first.db'}").register("ETHUSDT", "weekly", model)
+    assert first.uri == f"{root}/ETHUSDT/weekly/v0001.skops"
+    original = _s3(s3_settings).cat(first.uri)
+    # A database restored empty (or another instance) sharing the store: v1's file exists, so v2 is taken.
+    fresh = ModelRegistry(root, f"sqlite:///{tmp_path / 'restored-empty.db'}")
+    second = fresh.register("ETHUSDT", "weekly", LogisticRegression(C=0.5).fit([[0.0], [1.0]], [0, 1]))
+    assert second.version == 2 and _s3(s3_settings).cat(first.uri) == original
+    assert fresh.load(second).C == 0.5
+    assert sorted(p.rsplit("/", 1)[-1] for p in _s3(s3_settings).ls(f"{root}/ETHUSDT/weekly")) == [
+        "v0001.skops",
+        "v0002.skops",
+    ]

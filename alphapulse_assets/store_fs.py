@@ -8,7 +8,8 @@ botocore does, and they appear in no log or error.
 
 Object stores' filesystems cache directory listings for the life of the process, and fsspec reuses one
 filesystem object per URL and options: a long-lived process (the daemon, a sensor, the web UI) would not see
-files another machine wrote since. ``list_names`` therefore always asks the store. This module does not
+files another machine wrote since. ``list_names`` therefore always asks the store, and readers call
+``forget_listing`` before opening a file another process may have written. This module does not
 import Dagster.
 """
 
@@ -38,6 +39,11 @@ def open_store(url: str) -> tuple[Any, str, bool]:
     fs, path = fsspec.core.url_to_fs(str(url), **storage_options(str(url)))
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return fs, path.rstrip("/"), "file" in protocols or "local" in protocols
+
+
+def forget_listing(fs: Any, path: str) -> None:
+    """Drop what ``fs`` remembers of ``path``'s folder, so opening ``path`` asks the store whether it exists."""
+    fs.invalidate_cache(path.rstrip("/").rsplit("/", 1)[0])
 
 
 def list_names(fs: Any, directory: str) -> list[str]:

@@ -226,6 +226,7 @@ def test_a_failed_upload_publishes_nothing_and_leaves_the_previous_object(s3_set
     assert not other.call_s3("list_multipart_uploads", Bucket=BUCKET).get("Uploads")  # aborted, not left open
 
 
+@pytest.mark.slow
 def test_model_versions_on_s3_are_never_overwritten_even_after_the_database_is_lost(s3_settings, tmp_path):
     from sklearn.linear_model import LogisticRegression
 
@@ -245,3 +246,20 @@ def test_model_versions_on_s3_are_never_overwritten_even_after_the_database_is_l
         "v0001.skops",
         "v0002.skops",
     ]
+
+
+def test_a_long_lived_reader_sees_segments_another_machine_wrote_after_it_listed(s3_settings, tmp_path):
+    import pandas as pd
+    import pyarrow as pa
+
+    from alphapulse_assets.market_data.storage import ParquetPartitionStore
+
+    url = f"s3://{BUCKET}/{tmp_path.name}/candles"
+    reader = ParquetPartitionStore(url)  # a sensor or the web UI: one process, one filesystem object
+    frame = pd.DataFrame({"timestamp": pd.to_datetime(["2024-01-01 00:00"]).as_unit("ns"), "symbol": ["ETHUSDT"]})
+    reader.write_days("market_candles", pa.Table.from_pandas(frame, preserve_index=False), ["2024-01-01"])
+    assert reader.list_partitions("market_candles") == ["2024-01-01"]  # its listing is now cached by s3fs
+    other = _s3(s3_settings)  # another machine's upload of the next day
+    [first] = other.ls(f"{url}/market_candles", detail=False)
+    other.pipe(f"{url}/market_candles/2024-01-02__2024-01-02__99999999999999999999ffffffff.parquet", other.cat(first))
+    assert reader.list_partitions("market_candles") == ["2024-01-01", "2024-01-02"]

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from alphapulse_assets.atomic_files import atomic_write
 from alphapulse_assets.recovery.errors import DataValidationError, ErrorClass, classify
-from alphapulse_assets.store_fs import list_names, open_store
+from alphapulse_assets.store_fs import forget_listing, list_names, open_store
 
 NS_PER_DAY = 86_400 * 10**9
 _DAYS_KEY = b"alphapulse.days"
@@ -203,6 +203,7 @@ class ParquetPartitionStore:
     def read_key(self, dataset: str, key: str) -> pd.DataFrame:
         path = f"{self._dir(dataset)}/by_key/{key.replace('/', '_')}.parquet"
         try:
+            forget_listing(self.fs, path)  # written by another process, maybe after this one listed the folder
             with self.fs.open(path, "rb") as fh:
                 return pq.read_table(fh).to_pandas()
         except FileNotFoundError as exc:

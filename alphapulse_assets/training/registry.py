@@ -47,7 +47,7 @@ import sqlalchemy as sa
 from alphapulse_assets import atomic_files
 from alphapulse_assets.platform_db import platform_engine
 from alphapulse_assets.recovery.errors import PermanentError
-from alphapulse_assets.store_fs import list_names, open_store
+from alphapulse_assets.store_fs import forget_listing, list_names, open_store
 
 metadata = sa.MetaData()
 
@@ -288,6 +288,7 @@ class ModelRegistry:
 
     def _verified_bytes(self, mv: ModelVersion) -> bytes:
         try:
+            forget_listing(self.fs, mv.uri)  # written by another process, maybe after this one listed its folder
             with self.fs.open(mv.uri, "rb") as fh:
                 data = fh.read()
         except FileNotFoundError as exc:

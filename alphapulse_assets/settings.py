@@ -499,22 +499,24 @@ class AlertSettings(BaseModel):
         return self
 
 
-STORE_KINDS = ("candles", "training_sets", "models")
+STORE_KINDS = ("candles", "training_sets", "models", "signals")
 
 
 class StoreSettings(BaseModel):
     """Where files a later run needs live: one root URL (a folder or an fsspec URL such as s3://bucket/prefix)
     with a folder per kind, or a URL per kind. Unset, everything stays under ALPHAPULSE_HOME."""
 
-    url: str | None = None  # ALPHAPULSE_STORE__URL (or ALPHAPULSE_STORE_URL): <url>/candles, /training_sets, /models
+    # ALPHAPULSE_STORE__URL (or ALPHAPULSE_STORE_URL): <url>/candles, /training_sets, /models, /signals
+    url: str | None = None
     candles_url: str | None = None  # ALPHAPULSE_STORE__CANDLES_URL (or the older ALPHAPULSE_STORAGE_URL)
     training_sets_url: str | None = None
     models_url: str | None = None
+    signals_url: str | None = None  # the champions' answers per day (serving)
     # An S3-compatible server (MinIO, Ceph, a moto server): its http(s) endpoint. Credentials are never
     # settings: s3fs reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and roles as botocore does.
     endpoint_url: str | None = None
 
-    @field_validator("url", "candles_url", "training_sets_url", "models_url", "endpoint_url")
+    @field_validator("url", "candles_url", "training_sets_url", "models_url", "signals_url", "endpoint_url")
     @classmethod
     def _no_blank(cls, value: str | None) -> str | None:
         value = (value or "").strip().rstrip("/")
@@ -608,7 +610,7 @@ class AlphaPulseSettings(BaseSettings):
         return tuple(s.upper() for s in value)
 
     def store_url(self, kind: str) -> str:
-        """Where files of ``kind`` (candles, training_sets, models) live: its own URL, else under the store's
+        """Where files of ``kind`` (candles, training_sets, models, signals) live: its own URL, else under the store's
         root URL, else under ALPHAPULSE_HOME."""
         if kind not in STORE_KINDS:
             raise ValueError(f"unknown store kind {kind!r}; choose from {', '.join(STORE_KINDS)}")

@@ -1,4 +1,4 @@
-"""One shared store: candles, training sets and model artifacts on an S3-speaking server, nothing on local disk.
+"""One shared store: candles, training sets, model artifacts and signals on an S3 server, nothing on local disk.
 
 The server is moto's standalone S3 server (``moto_server``), started for the session on 127.0.0.1 and a free
 port. Every run is a fresh process configured only by its environment (ALPHAPULSE_STORE__URL=s3://...,
@@ -45,6 +45,12 @@ if what == "ingest":
         tags={"dagster/asset_partition_range_start": sys.argv[2], "dagster/asset_partition_range_end": sys.argv[3]},
         raise_on_error=False,
     )
+elif what == "signals":  # the champions' answers for one day, recorded in the store
+    from alphapulse_assets.serving.assets import signals_assets
+
+    signals = next(a for a in signals_assets if a.key == dg.AssetKey(["signals", "weekly"]))
+    result = dg.materialize([signals], partition_key=sys.argv[2], instance=instance, resources=defs.resources,
+                            raise_on_error=False)
 else:
     result = defs.get_job_def("weekly_cadence").execute_in_process(
         instance=instance, partition_key=sys.argv[2], raise_on_error=False
@@ -145,6 +151,9 @@ def _cadence(env: dict[str, str], *, wipe: Path | None) -> list[dict]:
         if wipe is not None and wipe.exists():
             shutil.rmtree(wipe)  # a new pod: nothing of the last run's local disk survives
         results.append(_run(env, "weekly", week))
+    if wipe is not None and wipe.exists():
+        shutil.rmtree(wipe)
+    _run(env, "signals", "2024-06-09")  # served by the champion loaded from the store
     return results
 
 
@@ -176,7 +185,8 @@ def test_artifacts_live_only_on_the_shared_store_and_a_wiped_worker_decides_as_o
         endpoint_url=s3_server, key=CREDENTIALS["AWS_ACCESS_KEY_ID"], secret=CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
     )
     kinds = {p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
-    assert {"candles", "training_sets", "models"} <= kinds
+    assert {"candles", "training_sets", "models", "signals"} <= kinds
+    assert fs.glob(f"{root}/signals/signals/weekly/2024-06-09__*.parquet")
     assert fs.glob(f"{root}/training_sets/**/weekly/by_key/*.parquet")
     assert len(fs.glob(f"{root}/models/*/weekly/v*.skops")) == len(second["artifacts"])
     assert not fs.glob(f"{root}/**/.*.tmp")  # no staged file left behind

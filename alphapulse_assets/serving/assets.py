@@ -30,7 +30,7 @@ PREVIEW_ROWS = 10
 
 
 class SignalStoreResource(dg.ConfigurableResource):
-    """Where signals are recorded (a path or fsspec URL; default ``<ALPHAPULSE_HOME>/signals``)."""
+    """Where signals are recorded (a path or fsspec URL; default the store's signals URL, ``settings.store_url("signals")``)."""
 
     base_url: str | None = None
 

@@ -120,13 +120,13 @@ def _default_registry(settings: AlphaPulseSettings) -> ModelRegistry:
     # The estimator classes configured by dotted path are trusted, as the cadences that saved them trust them.
     trusted = trusted_type_names({c: getattr(settings, c).estimator or "" for c in CADENCES})
     return ModelRegistry(
-        str(settings.home / "models"), url, on_change=ChampionChangeReporter(None, url), trusted_types=trusted
+        settings.store_url("models"), url, on_change=ChampionChangeReporter(None, url), trusted_types=trusted
     )
 
 
 class Predictor:
-    """Serves the champions. Defaults: the settings' candle store, the registry beside the instance (models under
-    ``<ALPHAPULSE_HOME>/models``, the platform database), the system clock."""
+    """Serves the champions. Defaults: the settings' candle store, the registry (models under the store's models URL,
+    ``settings.store_url("models")``, the platform database), the system clock."""
 
     def __init__(
         self,

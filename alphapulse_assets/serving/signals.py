@@ -23,7 +23,7 @@ from alphapulse_assets.settings import get_settings
 
 
 def default_signal_store_url() -> str:
-    return str(get_settings().home / "signals")
+    return get_settings().store_url("signals")
 
 
 class SignalStore:

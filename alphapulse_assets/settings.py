@@ -172,19 +172,55 @@ class GateSettings(BaseModel):
     """The promotion gate's thresholds (``training/promotion.py`` GateConfig), shared by every cadence and by
     ``alphapulse evaluate``; each cadence sets its own minimum of validation samples."""
 
+    # Refuse a name that is not here, such as the removed ALPHAPULSE_GATE__ROLLBACK_DROP / __ROLLBACK_MIN_ROWS:
+    # rollback is decided by live scoring now (the ``live`` group), so those values would be silently unused.
+    model_config = ConfigDict(extra="forbid")
+
     alpha: float = Field(0.05, gt=0, lt=1)
     champion_tolerance: float = Field(0.01, ge=0, lt=1)
     min_champion_overlap: int = Field(50, ge=1)
     psi_threshold: float = Field(0.25, gt=0)
     ks_threshold: float = Field(0.15, gt=0, le=1)
-    rollback_drop: float = Field(0.15, gt=0, le=1)
-    rollback_min_rows: int = Field(500, ge=1)
     # The implausibility guard: a challenger that looks too good for its market is held for review, not
     # promoted (a leak looks like this). Bounds set well above what the bundled sample market gives (see
     # training/promotion.py ``plausibility``); set one to 1 (AUC) or a large edge to turn it off.
     max_auc: float = Field(0.80, gt=0.5, le=1)
     max_baseline_auc: float = Field(0.75, gt=0.5, le=1)
     max_log_loss_edge: float = Field(0.15, gt=0)
+
+
+class LiveSettings(BaseModel):
+    """Live scoring of the champions (``training/live_scoring.py``) and its rollback rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The rolling window, in the cadence's bars: scores over it, and the stretch the rule judges.
+    window_bars: int = Field(500, ge=2)
+    # The rule judges a champion on at least this many labelled bars since it became champion.
+    min_bars: int = Field(200, ge=2)
+    # One-sided level of the paired block-bootstrap test "live log loss worse than the best baseline". Stricter
+    # than the gate's 5 %: the rule looks again every day over overlapping windows.
+    alpha: float = Field(0.01, gt=0, lt=1)
+    n_boot: int = Field(1000, ge=100)
+    # Newest challengers registered since the champion's promotion scored in shadow beside it.
+    max_shadows: int = Field(2, ge=0)
+    # Roll an underperforming champion back (true), or only alert (false).
+    rollback: bool = True
+    # When the live_scoring job runs (UTC): after the day's candles (ingestion 01:30) and the 02:00 nightly.
+    cron: str = "45 3 * * *"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a cron expression of five fields (minute hour day month weekday)")
+        return value
+
+    @model_validator(mode="after")
+    def _window_holds_min_bars(self) -> LiveSettings:
+        if self.min_bars > self.window_bars:
+            raise ValueError(f"min_bars ({self.min_bars}) must not exceed window_bars ({self.window_bars})")
+        return self
 
 
 class CostSettings(BaseModel):
@@ -564,6 +600,7 @@ class AlphaPulseSettings(BaseSettings):
     costs: CostSettings = CostSettings()
     calendar: CalendarSettings = CalendarSettings()
     features: FeatureSettings = FeatureSettings()
+    live: LiveSettings = LiveSettings()
     retry: RetrySettings = RetrySettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     breaker: BreakerSettings = BreakerSettings()

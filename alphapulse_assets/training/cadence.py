@@ -33,7 +33,6 @@ from alphapulse_assets.training.promotion import (
     compare_with_champion,
     evaluate_gate,
     report_figures,
-    rollback_needed,
 )
 from alphapulse_assets.training.registry import Decision, ModelRegistry, ModelVersion
 
@@ -49,7 +48,6 @@ class SymbolOutcome:
     gate: GateResult
     champion_before: ModelVersion | None
     realized: dict[str, Any] = field(default_factory=dict)
-    rollback: str | None = None
 
 
 def _drift_gate(ds: Dataset, cfg: GateConfig):
@@ -115,8 +113,9 @@ def train_symbol(
 ) -> SymbolOutcome:
     """Train, evaluate and gate one symbol's challenger, register it, and record a rejection or a hold.
 
-    A champion whose realized performance on the new rows dropped beyond the threshold is rolled back
-    automatically first. A failure to train is recorded as "the champion keeps serving" and re-raised.
+    The champion's realized metrics on the new rows are reported beside the challenger's (judging the
+    champion, and rolling it back, is live scoring's job: ``live_scoring.py``). A failure to train is recorded
+    as "the champion keeps serving" and re-raised.
     """
     champion = registry.serving_champion(symbol, spec.name)  # a refused file: the previous verified one
     try:
@@ -137,18 +136,9 @@ def train_symbol(
         registry.keep_champion(symbol, spec.name, reason=f"{spec.name} training failed: {exc}")
         raise
 
-    comparison, realized, rollback = None, {}, None
+    comparison, realized = None, {}
     if champion is not None:
         comparison, realized = _champion_on_new_rows(ds, challenger, champion, registry.load(champion))
-        needed, text = rollback_needed(champion.info.get("metrics", {}), realized, gate_cfg)
-        if needed:
-            try:
-                decision = registry.rollback(symbol, spec.name, reason=f"automatic: {text}", by="auto-rollback")
-                rollback = f"rolled back v{champion.version} -> v{decision.version}: {text}"
-                champion = registry.serving_champion(symbol, spec.name)
-            except Exception as exc:  # no earlier champion: it keeps serving, and we say so
-                rollback = f"rollback wanted but not possible ({exc}): {text}"
-            log.warning("%s %s: %s", symbol, spec.name, rollback)
 
     report = challenger.report
     gate = evaluate_gate(
@@ -206,7 +196,7 @@ def train_symbol(
             gate.reason,
             f"v{champion.version}" if champion else "(none)",
         )
-    return SymbolOutcome(symbol, spec.name, challenger, version, gate, champion, realized, rollback)
+    return SymbolOutcome(symbol, spec.name, challenger, version, gate, champion, realized)
 
 
 def promote(

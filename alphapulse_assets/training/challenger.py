@@ -320,7 +320,7 @@ def _walk_forward(
     return pd.concat(parts, ignore_index=True), last_model, last_train_end
 
 
-def _block_length(spec: CadenceSpec, n: int) -> int:
+def block_length(spec: CadenceSpec, n: int) -> int:
     """Bootstrap block: about a day of bars (losses are autocorrelated within a day), at least 20 blocks."""
     per_day = max(int(pd.Timedelta(days=1) / timeframe_to_timedelta(spec.timeframe)), 1)
     return max(2 * spec.horizon, min(per_day, max(n // 20, 1)))
@@ -371,7 +371,7 @@ def train_challenger(
             loss_model,
             per_sample_log_loss(oos["y"], oos[c]),
             n_boot=n_boot,
-            block=_block_length(spec, len(oos)),
+            block=block_length(spec, len(oos)),
             seed=spec.seed,
         )
         for c in baseline_cols

@@ -85,7 +85,6 @@ def model_fields(outcome: Any, code_version: str) -> dict[str, Any]:
             "gate": "passed"
             if outcome.gate.passed
             else f"{'held for review' if outcome.gate.held else 'rejected'}: {outcome.gate.reason}",
-            "auto_rollback": outcome.rollback or "none",
         }
     )
     if ch.warm_started_from is not None:

@@ -1,4 +1,6 @@
-"""The promotion gate: the rules a challenger must pass to replace the champion, and automatic rollback.
+"""The promotion gate: the rules a challenger must pass to replace the champion.
+
+A champion's performance after promotion is judged, and rolled back, by live scoring (``live_scoring.py``).
 
 The rules are reported together in one asset check, ``promotion_gate``, on the challenger's model asset:
 
@@ -53,11 +55,6 @@ class GateConfig:
     min_champion_overlap: int = 50
     psi_threshold: float = 0.25
     ks_threshold: float = 0.15
-    rollback_metric: str = "accuracy"
-    rollback_drop: float = 0.15
-    # Judge a champion's realized performance on at least this many newly labelled rows: on fewer, a 15 %
-    # drop is mostly noise (and a promoted model's validation score is optimistic: it won a selection).
-    rollback_min_rows: int = 500
     max_auc: float = 0.80
     max_baseline_auc: float = 0.75
     max_log_loss_edge: float = 0.15
@@ -284,17 +281,3 @@ def plausibility(
     else:
         description = "within what its market allows"
     return RuleResult("plausible", not problems, description, meta, holds=True)
-
-
-def rollback_needed(recorded: dict[str, Any], realized: dict[str, Any], cfg: GateConfig) -> tuple[bool, str]:
-    """Whether the champion's realized performance on newly labelled data dropped beyond the threshold."""
-    metric = cfg.rollback_metric
-    n = realized.get("n")
-    if isinstance(n, int) and n < cfg.rollback_min_rows:
-        return False, f"only {n} newly labelled rows (rollback judged on {cfg.rollback_min_rows} or more)"
-    before, after = recorded.get(metric), realized.get(metric)
-    if not isinstance(before, (int, float)) or not isinstance(after, (int, float)) or not before > 0 or np.isnan(after):
-        return False, f"{metric} not available to compare"
-    drop = (before - after) / before
-    text = f"{metric} {after:.4f} on new data vs {before:.4f} at validation ({drop:+.1%} drop, limit {cfg.rollback_drop:.0%})"
-    return drop > cfg.rollback_drop, text

@@ -695,6 +695,31 @@ class ModelRegistry:
                 chain.append(version)
         return chain
 
+    def champion_changes(self, symbol: str, cadence: str) -> list[Decision]:
+        """Every decision that changed the champion of (symbol, cadence), oldest first: promotions, rollbacks,
+        fall-backs (``version`` None: no champion served from then on). Each holds from its ``at`` until the
+        next one: which champion was in force when."""
+        t = decisions_table
+        query = (
+            sa.select(t)
+            .where(t.c.symbol == symbol, t.c.cadence == cadence, t.c.action.in_(CHAMPION_CHANGES))
+            .order_by(t.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._row_to_decision(r) for r in rows]
+
+    def previous_eligible_champion(self, symbol: str, cadence: str) -> int | None:
+        """The version a plain rollback should crown: the newest earlier champion in the undo chain that the
+        gate never rejected (None if there is none). Versions rolled away from are not in the chain."""
+        current = self.champion(symbol, cadence)
+        for version in reversed(self._champion_chain(symbol, cadence)):
+            if current is not None and version == current.version:
+                continue
+            if self._never_eligible(symbol, cadence, version) is None:
+                return version
+        return None
+
     def decisions_between(self, start: datetime, end: datetime) -> list[Decision]:
         """Every decision taken at ``start`` or later and before ``end``, oldest first."""
         t = decisions_table

@@ -25,6 +25,7 @@ from alphapulse_assets.training.drift_assets import (
     drift_monitoring_schedule,
     drift_retrain_sensor,
 )
+from alphapulse_assets.training.live_assets import live_scores, live_scoring_job, live_scoring_schedule
 from alphapulse_assets.training.schedules import JOBS as CADENCE_JOBS
 from alphapulse_assets.training.schedules import SCHEDULES as CADENCE_SCHEDULES
 
@@ -61,11 +62,18 @@ defs = dg.Definitions(
         *(a for assets in cadence_assets.values() for a in assets),
         *drift_assets,
         *signals_assets,
+        live_scores,
         breakers_asset,
         *MONITORING_ASSETS,
     ],
-    jobs=[ingest_market_data_job, *CADENCE_JOBS.values(), drift_monitoring_job, *MONITORING_JOBS],
-    schedules=[ingest_market_data_schedule, *CADENCE_SCHEDULES, drift_monitoring_schedule, *MONITORING_SCHEDULES],
+    jobs=[ingest_market_data_job, *CADENCE_JOBS.values(), drift_monitoring_job, live_scoring_job, *MONITORING_JOBS],
+    schedules=[
+        ingest_market_data_schedule,
+        *CADENCE_SCHEDULES,
+        drift_monitoring_schedule,
+        live_scoring_schedule,
+        *MONITORING_SCHEDULES,
+    ],
     sensors=[drift_retrain_sensor, breaker_sensor, dead_run_sensor, signals_automation_sensor, *MONITORING_SENSORS],
     resources={
         "market_data": MarketDataResource(),

@@ -219,7 +219,15 @@ class LiveSettings(BaseModel):
     @model_validator(mode="after")
     def _window_holds_min_bars(self) -> LiveSettings:
         if self.min_bars > self.window_bars:
-            raise ValueError(f"min_bars ({self.min_bars}) must not exceed window_bars ({self.window_bars})")
+            raise ValueError(
+                f"ALPHAPULSE_LIVE__MIN_BARS ({self.min_bars}) must not exceed ALPHAPULSE_LIVE__WINDOW_BARS "
+                f"({self.window_bars}): the rule judges bars inside the window"
+            )
+        if self.alpha <= 1 / (self.n_boot + 1):
+            raise ValueError(
+                f"ALPHAPULSE_LIVE__ALPHA ({self.alpha}) must exceed 1 / (ALPHAPULSE_LIVE__N_BOOT + 1) = "
+                f"{1 / (self.n_boot + 1):.5f}, the smallest p-value {self.n_boot} bootstrap replicates can give"
+            )
         return self
 
 

@@ -36,6 +36,8 @@ GOOD = [
     ("ALPHAPULSE_RETRY__MAX_RETRIES", "5", lambda s: s.retry.max_retries, 5),
     ("ALPHAPULSE_QUALITY__MAX_MISSING_FRACTION", "0.02", lambda s: s.quality.max_missing_fraction, 0.02),
     ("ALPHAPULSE_GATE__ALPHA", "0.01", lambda s: s.gate.alpha, 0.01),
+    ("ALPHAPULSE_LIVE__MIN_BARS", "300", lambda s: s.live.min_bars, 300),
+    ("ALPHAPULSE_LIVE__ROLLBACK", "false", lambda s: s.live.rollback, False),
 ]
 
 
@@ -94,6 +96,9 @@ BAD = [
     ("ALPHAPULSE_SMTP_STARTTLS", "perhaps", "valid boolean"),
     ("ALPHAPULSE_RETRY__MAX_RETRIES", "-1", "greater than or equal to 0"),
     ("ALPHAPULSE_RETRY__BACKOFF_FACTOR", "3", "Extra inputs are not permitted"),
+    ("ALPHAPULSE_GATE__ROLLBACK_DROP", "0.2", "Extra inputs are not permitted"),  # live scoring decides rollbacks
+    ("ALPHAPULSE_LIVE__ALPHA", "1.5", "less than 1"),
+    ("ALPHAPULSE_LIVE__CRON", "daily", "cron expression of five fields"),
 ]
 
 
@@ -109,6 +114,15 @@ def test_a_bad_value_in_each_group_is_refused_naming_the_variable(name, value, w
 def test_a_rule_between_alert_values_names_the_variables():
     with pytest.raises(SettingsError, match="ALPHAPULSE_SMTP_HOST is set but ALPHAPULSE_ALERT_EMAIL_FROM"):
         load_settings({"ALPHAPULSE_SMTP_HOST": "127.0.0.1", "ALPHAPULSE_SLACK_WEBHOOK_URL": "https://h/T0K3N"})
+
+
+def test_a_rule_between_live_scoring_values_names_the_variables():
+    with pytest.raises(
+        SettingsError, match="ALPHAPULSE_LIVE__MIN_BARS .900. must not exceed ALPHAPULSE_LIVE__WINDOW_BARS"
+    ):
+        load_settings({"ALPHAPULSE_LIVE__MIN_BARS": "900"})
+    with pytest.raises(SettingsError, match="ALPHAPULSE_LIVE__ALPHA .0.001. must exceed"):
+        load_settings({"ALPHAPULSE_LIVE__ALPHA": "0.001", "ALPHAPULSE_LIVE__N_BOOT": "100"})
 
 
 @pytest.mark.parametrize("name", ["ALPHAPULSE_SLACK_WEBHOOK_URL", "ALPHAPULSE_ALERTS__WEBHOOK_URL"])

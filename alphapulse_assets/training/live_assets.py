@@ -12,8 +12,6 @@ stored; it reads whatever is stored, so a late or re-run ingestion is picked up 
 rule judges hundreds of bars at a time, so scoring more often would not decide sooner.
 """
 
-from __future__ import annotations
-
 import io
 from datetime import datetime, timezone
 
@@ -159,7 +157,7 @@ def live_scores(
     registry = model_registry.get(context.instance)  # a rollback shows on the champion asset
     root = str(get_settings().home / "live_scores")
     selected = context.selected_asset_keys
-    with build_router_from_env(platform_db_url()) as router:
+    with build_router_from_env(model_registry.db_url or platform_db_url()) as router:  # the registry's database
         for cadence in CADENCES:
             symbols = [s for s in SETTINGS.symbols if live_key(cadence, s) in selected]
             if not symbols:

@@ -175,7 +175,7 @@ def replay(
     for stint in history:
         in_force = (closes >= stint.start).to_numpy()
         if stint.end is not None:
-            in_force &= (closes < stint.end).to_numpy()
+            in_force = in_force & (closes < stint.end).to_numpy()
         mv, model = versions[stint.version]
         rows = np.flatnonzero(in_force & _unseen(ds, mv))
         if len(rows):
@@ -191,15 +191,13 @@ def replay(
 
 
 def empty_frame() -> pd.DataFrame:
-    """The per-bar frame with no bar in it."""
-    return pd.DataFrame(
-        columns=[
-            *FRAME_COLUMNS,
-            "baseline_base_rate",
-            "baseline_persistence",
-            *map("baseline_{}".format, CALIBRATED_BASELINES[1:]),
-        ]
-    )
+    """The per-bar frame with no bar in it (its columns typed as in a frame with bars)."""
+    text, number = pd.Series([], dtype=object), pd.Series([], dtype="float64")
+    columns = {name: number for name in FRAME_COLUMNS}
+    columns |= {"symbol": text, "cadence": text, "role": text, "version": pd.Series([], dtype="int64")}
+    columns["bar_time"] = pd.Series([], dtype="datetime64[ns, UTC]")
+    baselines = ("base_rate", "persistence", "persistence_calibrated")
+    return pd.DataFrame(columns | {f"baseline_{b}": number for b in baselines})
 
 
 def periods_per_year(spec: CadenceSpec) -> float:

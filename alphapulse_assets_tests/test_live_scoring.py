@@ -1,0 +1,305 @@
+"""Live scores of champions: equal to an independent computation, shadows, the rollback rule, no invented numbers.
+
+Champions come from the weekly cadence's own per-symbol turn (``cadence.train_symbol`` and ``promote``, what
+the models step runs) on the bundled sample market, with the registry's clock set to the times the schedule
+would have run them, so that bars arrive after each promotion.
+"""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from alphapulse_assets.alerting.alert_store import RAISED, RESOLVED
+from alphapulse_assets.alerting.alerts import build_router_from_env
+from alphapulse_assets.market_data.resample import resample_candles
+from alphapulse_assets.market_data.resources import CandleStoreResource
+from alphapulse_assets.market_data.sources.sample import SampleSource
+from alphapulse_assets.market_data.storage import ParquetPartitionStore
+from alphapulse_assets.training import live_assets, live_scoring
+from alphapulse_assets.training.assets import ModelRegistryResource
+from alphapulse_assets.training.cadence import promote, train_symbol
+from alphapulse_assets.training.challenger import DEFAULT_SPECS, make_dataset
+from alphapulse_assets.training.promotion import GateConfig
+from alphapulse_assets.training.registry import ModelRegistry
+
+WEEKLY = DEFAULT_SPECS["weekly"]
+SYMBOL = "DOTUSDT"  # its weekly challenger for 2024-06-16 passes the gate on the sample market
+FIRST_TURN = pd.Timestamp("2024-06-16", tz="UTC")  # partition end; the schedule runs at 03:00
+SECOND_TURN = pd.Timestamp("2024-06-23", tz="UTC")
+END = pd.Timestamp("2024-08-20", tz="UTC")
+CFG = live_scoring.LiveConfig()  # the defaults: 500-bar window, judged on >= 200 bars, alpha 0.01
+
+
+@pytest.fixture(scope="module")
+def hourly():
+    base = SampleSource().fetch([SYMBOL], pd.Timestamp("2024-04-01", tz="UTC"), END)
+    return resample_candles(base, "15m", "1h")
+
+
+class Clock:
+    def __init__(self, at):
+        self.at = pd.Timestamp(at)
+
+    def __call__(self):
+        return self.at.to_pydatetime()
+
+
+def weekly_turn(registry, ds, partition_end, gate=None):
+    """One weekly turn for SYMBOL, as the models step runs it: train, gate, register, promote if it passed."""
+    rows = ds.between(partition_end - pd.Timedelta(days=WEEKLY.window_days), partition_end)
+    out = train_symbol(
+        registry,
+        rows,
+        WEEKLY,
+        gate or GateConfig(),
+        symbol=SYMBOL,
+        partition=str(partition_end.date()),
+        code_version="test",
+    )
+    if out.gate.passed:
+        promote(registry, SYMBOL, "weekly", out.version.version, str(partition_end.date()))
+    return out
+
+
+@pytest.fixture
+def champion(hourly, tmp_path):
+    """v1 promoted by the 2024-06-16 turn (run 2024-06-17 03:00); v2 rejected by the 2024-06-23 turn."""
+    clock = Clock(FIRST_TURN + pd.Timedelta(hours=27))
+    db = f"sqlite:///{tmp_path}/platform.db"
+    registry = ModelRegistry(str(tmp_path / "models"), db, clock=clock)
+    ds = make_dataset(hourly, WEEKLY)
+    first = weekly_turn(registry, ds, FIRST_TURN)
+    assert first.gate.passed, first.gate.reason
+    clock.at = SECOND_TURN + pd.Timedelta(hours=27)
+    # The gate of this turn asks for more validation rows than a week has: a real rejection, a shadow from now on.
+    second = weekly_turn(registry, ds, SECOND_TURN, GateConfig(min_validation_samples=10**6))
+    assert not second.gate.passed and registry.champion(SYMBOL, "weekly").version == 1
+    return {"registry": registry, "clock": clock, "db": db, "ds": ds, "root": tmp_path}
+
+
+def candles_until(hourly, end):
+    """The bars that had closed at ``end``."""
+    return hourly[hourly["timestamp"] + pd.Timedelta(hours=1) <= pd.Timestamp(end).tz_convert("UTC")]
+
+
+def test_live_scores_equal_an_independent_computation(champion, hourly):
+    registry = champion["registry"]
+    now = pd.Timestamp("2024-07-20", tz="UTC")
+    scores = live_scoring.score_symbol(registry, candles_until(hourly, now), WEEKLY, SYMBOL, CFG, now)
+
+    # Expected, computed here: bars that closed after the promotion (2024-06-17 03:00) and that v1 did not train on.
+    v1 = registry.get(SYMBOL, "weekly", 1)
+    promoted_at = pd.Timestamp(registry.champion_changes(SYMBOL, "weekly")[0].at)
+    ds = make_dataset(candles_until(hourly, now), WEEKLY)
+    data_start, data_end = pd.Timestamp(v1.info["data_start"]), pd.Timestamp(v1.info["data_end"])
+    live = ((ds.timestamps + pd.Timedelta(hours=1) >= promoted_at) & (ds.timestamps > data_end)).to_numpy()
+    train = ((ds.timestamps >= data_start) & (ds.timestamps <= data_end)).to_numpy()
+    y, fwd, last = ds.y[live], ds.forward[live], ds.last_dir[live]
+    p = registry.load(v1).predict_proba(ds.X.to_numpy()[live])[:, 1]
+    base_rate = np.full(len(y), ds.y[train].mean())
+    rate = {d: (ds.y[train & (ds.last_dir == d)].sum() + 1) / ((train & (ds.last_dir == d)).sum() + 2) for d in (0, 1)}
+    persistence = np.where(last > 0, rate[1], rate[0])
+    position = (p >= 0.5).astype(float)
+    net = position * fwd - np.abs(np.diff(np.r_[0.0, position])) * 10 / 1e4
+    expected_baseline = min(log_loss(y, base_rate, labels=[0, 1]), log_loss(y, persistence, labels=[0, 1]))
+
+    got = scores.since_promotion
+    assert got["n"] == live.sum() == len(y) > 300
+    assert got["first_bar"] == ds.timestamps[live].min()
+    assert got["log_loss"] == pytest.approx(log_loss(y, p, labels=[0, 1]), rel=1e-9)
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, p >= 0.5), rel=1e-12)
+    assert got["sharpe"] == pytest.approx(net.mean() / net.std(ddof=1) * np.sqrt(365 * 24), rel=1e-9)
+    assert got["baseline_log_loss"] == pytest.approx(expected_baseline, rel=1e-9)
+    # The per-bar frame: the champion's predictions on exactly those bars, named for what they hold.
+    bars = scores.frame[scores.frame["role"] == "champion"]
+    assert list(bars.columns[:9]) == list(live_scoring.FRAME_COLUMNS)
+    assert (bars["version"] == 1).all() and (bars["symbol"] == SYMBOL).all() and (bars["cadence"] == "weekly").all()
+    np.testing.assert_allclose(bars["prob_up"], p)
+    # The rolling window: the newest 500 labelled bars.
+    assert scores.window["n"] == CFG.window_bars
+    assert scores.window["log_loss"] == pytest.approx(log_loss(y[-500:], p[-500:], labels=[0, 1]), rel=1e-9)
+
+
+def test_a_good_champion_is_not_rolled_back_and_its_shadow_is_scored_beside_it(champion, hourly):
+    registry = champion["registry"]
+    now = pd.Timestamp("2024-07-20", tz="UTC")
+    scores = live_scoring.score_symbol(registry, candles_until(hourly, now), WEEKLY, SYMBOL, CFG, now)
+    router = build_router_from_env(champion["db"])
+    action = live_scoring.apply_rule(registry, router, scores, CFG)
+
+    assert scores.verdict.judged and not scores.verdict.underperforming, scores.verdict.reason
+    assert action == "none" and router.store.open_alerts() == []
+    assert registry.champion(SYMBOL, "weekly").version == 1
+    assert [d.action for d in registry.history(SYMBOL, "weekly")] == ["promoted", "rejected"]
+    # v2 (rejected) in shadow: scored on the bars since v1's promotion that it did not train on, v1 beside it.
+    shadow = scores.shadows[2]
+    shadow_bars = scores.frame[scores.frame["role"] == "shadow"]
+    assert (shadow_bars["version"] == 2).all() and shadow["n"] == len(shadow_bars) > 300
+    assert shadow["gate"] == "rejected"
+    assert shadow_bars["bar_time"].min() > pd.Timestamp(registry.get(SYMBOL, "weekly", 2).info["data_end"])
+    v2 = registry.load(registry.get(SYMBOL, "weekly", 2))
+    ds = make_dataset(candles_until(hourly, now), WEEKLY)
+    at = ds.timestamps.isin(shadow_bars["bar_time"]).to_numpy()
+    np.testing.assert_allclose(shadow_bars["prob_up"], v2.predict_proba(ds.X.to_numpy()[at])[:, 1])
+    assert shadow["log_loss"] == pytest.approx(log_loss(ds.y[at], shadow_bars["prob_up"], labels=[0, 1]), rel=1e-9)
+    champion_same_bars = scores.frame[
+        (scores.frame["role"] == "champion") & scores.frame["bar_time"].isin(shadow_bars["bar_time"])
+    ]
+    assert shadow["champion_log_loss"] == pytest.approx(
+        log_loss(champion_same_bars["label"], champion_same_bars["prob_up"], labels=[0, 1]), rel=1e-9
+    )
+
+
+def inverted_model(ds, end):
+    """A real scikit-learn model that says the opposite of what the training window taught, confidently."""
+    rows = ds.between(end - pd.Timedelta(days=WEEKLY.window_days), end)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(rows.X.to_numpy(), 1 - rows.y)
+    model[-1].coef_ *= 20
+    model[-1].intercept_ *= 20
+    return model, rows
+
+
+def plant_bad_champion(champion):
+    registry, clock = champion["registry"], champion["clock"]
+    clock.at = SECOND_TURN + pd.Timedelta(hours=28)
+    model, rows = inverted_model(champion["ds"], SECOND_TURN)
+    mv = registry.register(
+        SYMBOL,
+        "weekly",
+        model,
+        info={"data_start": str(rows.timestamps.min()), "data_end": str(rows.timestamps.max()), "gate_passed": True},
+    )
+    registry.promote(mv, reason="planted: predicts the opposite", by="test")
+    return mv
+
+
+@pytest.mark.slow
+def test_a_champion_bad_on_new_data_is_alerted_once_rolled_back_and_the_alert_resolves_when_it_recovers(
+    champion, hourly
+):
+    registry, clock = champion["registry"], champion["clock"]
+    bad = plant_bad_champion(champion)
+    router = build_router_from_env(champion["db"])
+    key = live_scoring.alert_key(SYMBOL, "weekly")
+
+    # Two days after the bad promotion: too few labelled bars to judge, nothing happens yet.
+    now = SECOND_TURN + pd.Timedelta(days=3)
+    early = live_scoring.score_symbol(registry, candles_until(hourly, now), WEEKLY, SYMBOL, CFG, now)
+    assert not early.verdict.judged and "judged on 200" in early.verdict.reason
+    assert live_scoring.apply_rule(registry, router, early, CFG) == "none"
+    assert registry.champion(SYMBOL, "weekly").version == bad.version
+
+    now = pd.Timestamp("2024-07-20", tz="UTC")
+    clock.at = now
+    scores = live_scoring.score_symbol(registry, candles_until(hourly, now), WEEKLY, SYMBOL, CFG, now)
+    assert scores.verdict.underperforming and scores.verdict.version == bad.version
+    assert scores.verdict.model_log_loss > scores.verdict.baseline_log_loss
+    action = live_scoring.apply_rule(registry, router, scores, CFG)
+    assert action == f"rolled back v{bad.version} -> v1"
+    assert registry.champion(SYMBOL, "weekly").version == 1
+    last = registry.history(SYMBOL, "weekly")[-1]
+    assert (last.action, last.version, last.previous_champion, last.by) == (
+        "rolled_back",
+        1,
+        bad.version,
+        "live-scoring",
+    )
+    assert "live log loss" in last.reason and "p = " in last.reason
+    alert = router.store.open_alert(key)
+    assert alert is not None and f"v{bad.version}" in alert.title and "rolled back" in alert.body
+
+    # The same day again: v1 has no bars since its return, so no second rollback and no second alert.
+    again = live_scoring.score_symbol(registry, candles_until(hourly, now), WEEKLY, SYMBOL, CFG, now)
+    assert not again.verdict.judged and live_scoring.apply_rule(registry, router, again, CFG) == "none"
+    assert len(router.store.history(key, RAISED)) == 1 and router.store.open_alert(key) is not None
+
+    # A month later v1 has been judged on its own bars since the rollback and is fine: the episode is over.
+    later = live_scoring.score_symbol(registry, hourly, WEEKLY, SYMBOL, CFG, END)
+    assert later.verdict.judged and not later.verdict.underperforming and later.verdict.version == 1
+    assert later.since_promotion["first_bar"] + pd.Timedelta(hours=1) >= now
+    assert live_scoring.apply_rule(registry, router, later, CFG).startswith("resolved")
+    assert router.store.open_alert(key) is None and len(router.store.history(key, RESOLVED)) == 1
+
+
+def test_a_bad_champion_with_no_earlier_champion_is_alerted_not_rolled_back(hourly, tmp_path):
+    db = f"sqlite:///{tmp_path}/platform.db"
+    clock = Clock(SECOND_TURN + pd.Timedelta(hours=28))
+    registry = ModelRegistry(str(tmp_path / "models"), db, clock=clock)
+    model, rows = inverted_model(make_dataset(hourly, WEEKLY), SECOND_TURN)
+    mv = registry.register(
+        SYMBOL, "weekly", model, info={"data_start": str(rows.timestamps.min()), "data_end": str(rows.timestamps.max())}
+    )
+    registry.promote(mv, reason="planted", by="test")
+    now = pd.Timestamp("2024-07-20", tz="UTC")
+    scores = live_scoring.score_symbol(registry, candles_until(hourly, now), WEEKLY, SYMBOL, CFG, now)
+    router = build_router_from_env(db)
+    action = live_scoring.apply_rule(registry, router, scores, CFG)
+    assert action == "no earlier eligible champion: v1 keeps serving"
+    assert registry.champion(SYMBOL, "weekly").version == 1
+    alert = router.store.open_alert(live_scoring.alert_key(SYMBOL, "weekly"))
+    assert alert is not None and alert.severity.value == "critical"
+
+
+def test_no_labelled_bar_since_the_promotion_says_so_and_shows_no_score(champion, hourly):
+    now = SECOND_TURN + pd.Timedelta(hours=27)  # the newest stored bar closes when the champion is promoted
+    fresh = ModelRegistry(str(champion["root"] / "models2"), f"sqlite:///{champion['root']}/fresh.db", clock=Clock(now))
+    out = weekly_turn(fresh, champion["ds"], FIRST_TURN)  # the 06-16 turn, run (late) at `now`
+    assert out.gate.passed
+    scores = live_scoring.score_symbol(fresh, candles_until(hourly, now), WEEKLY, SYMBOL, CFG, now)
+    assert scores.since_promotion == {"n": 0} and not scores.verdict.judged
+    assert scores.status.startswith("no labelled bars since v1 became champion at 2024-06-24 03:00 UTC")
+    metadata = live_assets.score_metadata(scores, CFG, None)
+    assert metadata["n_labelled"].value == 0
+    assert not [k for k in metadata if k.startswith(("live_", "p_value"))]  # no number invented
+    assert "no labelled bars" in metadata["status"].value
+
+
+def _store_candles(root, hourly):
+    store = ParquetPartitionStore(str(root / "candles"))
+    days = [str(d.date()) for d in pd.date_range(hourly["timestamp"].min().floor("D"), END, freq="D", inclusive="left")]
+    store.write_days("candles_1h", pa.Table.from_pandas(hourly, preserve_index=False), days)
+    return str(root / "candles")
+
+
+@pytest.mark.slow
+def test_live_scores_asset_plots_scores_rolls_back_and_shows_it_on_the_champion(champion, hourly, monkeypatch):
+    bad = plant_bad_champion(champion)
+    root = champion["root"]
+    candles_url = _store_candles(root, candles_until(hourly, pd.Timestamp("2024-07-20", tz="UTC")))
+    monkeypatch.setattr(live_assets, "clock", lambda: pd.Timestamp("2024-07-20", tz="UTC").to_pydatetime())
+    monkeypatch.setenv("ALPHAPULSE_HOME", str(root / "home"))
+    resources = {
+        "candle_store": CandleStoreResource(base_url=candles_url),
+        "model_registry": ModelRegistryResource(artifact_root=str(root / "models"), db_url=champion["db"]),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([live_assets.live_scores], instance=instance, resources=resources)
+    assert result.success
+    by_key = {m.asset_key: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    mine = by_key[dg.AssetKey(["live_scores", "weekly", SYMBOL])]
+    assert mine["champion"].value == f"v{bad.version}" and mine["n_labelled"].value > 200
+    for key in (
+        "live_log_loss",
+        "live_baseline_log_loss",
+        "live_accuracy",
+        "live_sharpe_net_of_fees",
+        "p_value_worse_than_baseline",
+    ):
+        assert isinstance(mine[key].value, float), key  # numbers: the UI plots them across materializations
+    assert mine["live_log_loss"].value > mine["live_baseline_log_loss"].value
+    assert mine["action"].value == f"rolled back v{bad.version} -> v1"
+    assert f"champion since promotion (v{bad.version})" in mine["scores"].value
+    assert pd.read_parquet(mine["per_bar"].value)["role"].isin(["champion", "shadow"]).all()
+    other = by_key[dg.AssetKey(["live_scores", "weekly", "BTCUSDT"])]
+    assert other["status"].value == "no champion" and "live_log_loss" not in other
+    # The rollback shows on the champion asset, with who and why.
+    event = instance.get_latest_materialization_event(dg.AssetKey(["champions", "weekly", SYMBOL]))
+    shown = event.asset_materialization.metadata
+    assert shown["change"].value == "rolled_back" and shown["by"].value == "live-scoring"
+    assert shown["version"].value == "v1" and "live log loss" in shown["reason"].value

@@ -315,3 +315,27 @@ def test_a_nightly_backfill_runs_many_days_in_one_run_in_order(project):
     )
     mats = [m for m in result.get_asset_materialization_events() if m.asset_key.path[0] == "models"]
     assert {m.partition for m in mats} == {f"2024-06-0{d}" for d in range(1, 7)}
+
+
+@pytest.mark.slow
+def test_live_scores_right_after_a_real_cadence_run_say_no_bar_is_labelled_yet(project):
+    """Champions promoted by a real weekly run have served no bar yet: live scores say so and show no number."""
+    from alphapulse_assets.training.live_assets import live_scores
+
+    assert run_weekly(project, "2024-05-26").success
+    registry = project["resources"]["model_registry"].get()
+    champions = {symbol: registry.champion(symbol, "weekly") for symbol in SYMBOLS}
+    assert any(champions.values())
+    resources = {k: project["resources"][k] for k in ("candle_store", "model_registry")}
+    result = dg.materialize([live_scores], instance=project["instance"], resources=resources)
+    shown = {m.asset_key: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    for symbol, champion in champions.items():
+        metadata = shown[dg.AssetKey(["live_scores", "weekly", symbol])]
+        assert metadata["n_labelled"].value == 0
+        assert not [k for k in metadata if k.startswith(("live_", "window_", "p_value"))]
+        if champion is None:
+            assert metadata["status"].value == "no champion"
+        else:
+            assert metadata["status"].value.startswith(f"no labelled bars since v{champion.version} became champion")
+            assert metadata["champion"].value == f"v{champion.version}"
+    assert not [d for d in registry.history(None, "weekly") if d.action == "rolled_back"]

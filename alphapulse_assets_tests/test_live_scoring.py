@@ -303,3 +303,42 @@ def test_live_scores_asset_plots_scores_rolls_back_and_shows_it_on_the_champion(
     shown = event.asset_materialization.metadata
     assert shown["change"].value == "rolled_back" and shown["by"].value == "live-scoring"
     assert shown["version"].value == "v1" and "live log loss" in shown["reason"].value
+
+
+def test_who_was_champion_when_follows_promotions_rollbacks_and_fall_backs():
+    from datetime import datetime, timezone
+
+    from alphapulse_assets.training.registry import Decision
+
+    def at(day, action, version):
+        return Decision(SYMBOL, "weekly", version, action, None, "", "", datetime(2024, 6, day, tzinfo=timezone.utc))
+
+    history = live_scoring.stints(
+        [
+            at(1, "promoted", 1),
+            at(3, "promoted", 2),
+            at(5, "rolled_back", 1),
+            at(7, "fell_back", None),
+            at(9, "promoted", 3),
+        ]
+    )
+    day = lambda d: pd.Timestamp(2024, 6, d, tz="UTC")  # noqa: E731
+    assert history == [
+        live_scoring.Stint(1, day(1), day(3)),
+        live_scoring.Stint(2, day(3), day(5)),
+        live_scoring.Stint(1, day(5), day(7)),  # from the fall-back on, no champion served until v3
+        live_scoring.Stint(3, day(9), None),
+    ]
+
+
+def test_live_scoring_runs_daily_after_the_ingestion():
+    from datetime import datetime, timezone
+
+    assert live_assets.live_scoring_schedule.cron_schedule == "45 3 * * *"
+    with dg.instance_for_test() as instance:
+        request = live_assets.live_scoring_schedule(
+            dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=datetime(2026, 11, 2, 3, 45, tzinfo=timezone.utc)
+            )
+        )
+    assert request.run_key == "live:2026-11-02" and request.job_name in (None, "live_scoring")

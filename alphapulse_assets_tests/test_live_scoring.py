@@ -5,6 +5,8 @@ the models step runs) on the bundled sample market, with the registry's clock se
 would have run them, so that bars arrive after each promotion.
 """
 
+import shutil
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -67,12 +69,12 @@ def weekly_turn(registry, ds, partition_end, gate=None):
     return out
 
 
-@pytest.fixture
-def champion(hourly, tmp_path):
+@pytest.fixture(scope="module")
+def trained(hourly, tmp_path_factory):
     """v1 promoted by the 2024-06-16 turn (run 2024-06-17 03:00); v2 rejected by the 2024-06-23 turn."""
+    root = tmp_path_factory.mktemp("trained")
     clock = Clock(FIRST_TURN + pd.Timedelta(hours=27))
-    db = f"sqlite:///{tmp_path}/platform.db"
-    registry = ModelRegistry(str(tmp_path / "models"), db, clock=clock)
+    registry = ModelRegistry(str(root / "models"), f"sqlite:///{root}/platform.db", clock=clock)
     ds = make_dataset(hourly, WEEKLY)
     first = weekly_turn(registry, ds, FIRST_TURN)
     assert first.gate.passed, first.gate.reason
@@ -80,7 +82,18 @@ def champion(hourly, tmp_path):
     # The gate of this turn asks for more validation rows than a week has: a real rejection, a shadow from now on.
     second = weekly_turn(registry, ds, SECOND_TURN, GateConfig(min_validation_samples=10**6))
     assert not second.gate.passed and registry.champion(SYMBOL, "weekly").version == 1
-    return {"registry": registry, "clock": clock, "db": db, "ds": ds, "root": tmp_path}
+    return {"root": root, "ds": ds, "at": clock.at}
+
+
+@pytest.fixture
+def champion(trained, tmp_path):
+    """A copy of the trained registry (files and database) for one test, its clock where the turns left it."""
+    root = tmp_path / "state"
+    shutil.copytree(trained["root"], root)
+    clock = Clock(trained["at"])
+    db = f"sqlite:///{root}/platform.db"
+    registry = ModelRegistry(str(root / "models"), db, clock=clock)
+    return {"registry": registry, "clock": clock, "db": db, "ds": trained["ds"], "root": root}
 
 
 def candles_until(hourly, end):
@@ -88,6 +101,7 @@ def candles_until(hourly, end):
     return hourly[hourly["timestamp"] + pd.Timedelta(hours=1) <= pd.Timestamp(end).tz_convert("UTC")]
 
 
+@pytest.mark.slow
 def test_live_scores_equal_an_independent_computation(champion, hourly):
     registry = champion["registry"]
     now = pd.Timestamp("2024-07-20", tz="UTC")
@@ -126,6 +140,7 @@ def test_live_scores_equal_an_independent_computation(champion, hourly):
     assert scores.window["log_loss"] == pytest.approx(log_loss(y[-500:], p[-500:], labels=[0, 1]), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_a_good_champion_is_not_rolled_back_and_its_shadow_is_scored_beside_it(champion, hourly):
     registry = champion["registry"]
     now = pd.Timestamp("2024-07-20", tz="UTC")
@@ -227,6 +242,7 @@ def test_a_champion_bad_on_new_data_is_alerted_once_rolled_back_and_the_alert_re
     assert router.store.open_alert(key) is None and len(router.store.history(key, RESOLVED)) == 1
 
 
+@pytest.mark.slow
 def test_a_bad_champion_with_no_earlier_champion_is_alerted_not_rolled_back(hourly, tmp_path):
     db = f"sqlite:///{tmp_path}/platform.db"
     clock = Clock(SECOND_TURN + pd.Timedelta(hours=28))
@@ -246,14 +262,13 @@ def test_a_bad_champion_with_no_earlier_champion_is_alerted_not_rolled_back(hour
     assert alert is not None and alert.severity.value == "critical"
 
 
+@pytest.mark.slow
 def test_no_labelled_bar_since_the_promotion_says_so_and_shows_no_score(champion, hourly):
-    now = SECOND_TURN + pd.Timedelta(hours=27)  # the newest stored bar closes when the champion is promoted
-    fresh = ModelRegistry(str(champion["root"] / "models2"), f"sqlite:///{champion['root']}/fresh.db", clock=Clock(now))
-    out = weekly_turn(fresh, champion["ds"], FIRST_TURN)  # the 06-16 turn, run (late) at `now`
-    assert out.gate.passed
+    fresh = champion["registry"]
+    now = FIRST_TURN + pd.Timedelta(hours=27)  # v1 just promoted: the newest stored bar closes as it takes office
     scores = live_scoring.score_symbol(fresh, candles_until(hourly, now), WEEKLY, SYMBOL, CFG, now)
     assert scores.since_promotion == {"n": 0} and not scores.verdict.judged
-    assert scores.status.startswith("no labelled bars since v1 became champion at 2024-06-24 03:00 UTC")
+    assert scores.status.startswith("no labelled bars since v1 became champion at 2024-06-17 03:00 UTC")
     metadata = live_assets.score_metadata(scores, CFG, None)
     assert metadata["n_labelled"].value == 0
     assert not [k for k in metadata if k.startswith(("live_", "p_value"))]  # no number invented

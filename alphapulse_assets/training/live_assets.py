@@ -157,6 +157,7 @@ def live_scores(
     registry = model_registry.get(context.instance)  # a rollback shows on the champion asset
     root = str(get_settings().home / "live_scores")
     selected = context.selected_asset_keys
+    failed: list[str] = []
     with build_router_from_env(model_registry.db_url or platform_db_url()) as router:  # the registry's database
         for cadence in CADENCES:
             symbols = [s for s in SETTINGS.symbols if live_key(cadence, s) in selected]
@@ -166,14 +167,23 @@ def live_scores(
             with classified_failures(f"reading the {cadence} candles for live scores"):
                 candles = _candles(candle_store.store, spec, registry, symbols, cfg, now)
             for symbol in symbols:
-                with classified_failures(f"live scores of {symbol} {cadence}"):
+                try:  # one symbol's fault does not hide the others' scores; the step fails at the end
                     scores = live_scoring.score_symbol(registry, candles, spec, symbol, cfg, now)
                     live_scoring.apply_rule(registry, router, scores, cfg)
                     path = _write_frame(root, cadence, symbol, scores.frame) if len(scores.frame) else None
+                except Exception as exc:  # noqa: BLE001 - reported below, and the step fails
+                    context.log.error(f"live scores of {symbol} {cadence}: {exc}")
+                    failed.append(f"{symbol} {cadence}: {exc}")
+                    continue
                 context.log.info(f"{symbol} {cadence}: {scores.status}; {scores.action}")
                 yield dg.MaterializeResult(
                     asset_key=live_key(cadence, symbol), metadata=score_metadata(scores, cfg, path)
                 )
+    if failed:
+        raise dg.Failure(
+            description=f"live scores failed for {len(failed)} champion(s): " + "; ".join(failed[:10]),
+            allow_retries=False,
+        )
 
 
 live_scoring_job = dg.define_asset_job(

@@ -235,29 +235,6 @@ def summarize(rows: pd.DataFrame, periods: float, fee_bps: float) -> dict[str, A
     }
 
 
-def series(rows: pd.DataFrame, window: int) -> pd.DataFrame:
-    """Bar by bar: cumulative (since the first row) and rolling (``window`` bars) log loss of the model and of
-    the best calibrated baseline over the whole span, and cumulative accuracy."""
-    if not len(rows):
-        return pd.DataFrame(columns=["bar_time", "log_loss", "baseline_log_loss", "accuracy"])
-    loss = per_sample_log_loss(rows["label"], rows["prob_up"])
-    losses = {b: per_sample_log_loss(rows["label"], rows[f"baseline_{b}"]) for b in CALIBRATED_BASELINES}
-    best = min(losses, key=lambda b: losses[b].mean())
-    hit = ((rows["prob_up"].to_numpy() >= 0.5) == (rows["label"].to_numpy() == 1)).astype(float)
-    n = np.arange(1, len(rows) + 1)
-    return pd.DataFrame(
-        {
-            "bar_time": rows["bar_time"].to_numpy(),
-            "version": rows["version"].to_numpy(),
-            "log_loss": np.cumsum(loss) / n,
-            "baseline_log_loss": np.cumsum(losses[best]) / n,
-            "accuracy": np.cumsum(hit) / n,
-            "rolling_log_loss": pd.Series(loss).rolling(window, min_periods=1).mean().to_numpy(),
-            "rolling_baseline_log_loss": pd.Series(losses[best]).rolling(window, min_periods=1).mean().to_numpy(),
-        }
-    )
-
-
 @dataclass
 class Verdict:
     """The rule's judgement of the champion in force on its newest labelled bars since it became champion."""
@@ -438,6 +415,10 @@ def apply_rule(registry: ModelRegistry, router: Any, scores: SymbolScores, cfg: 
         return scores.action
     if not verdict.underperforming:
         return scores.action  # too few bars: an open episode stays open until the champion in force is judged
+    serving = registry.champion(scores.symbol, scores.cadence)
+    if serving is None or serving.version != verdict.version:  # promoted or rolled back since it was scored
+        scores.action = f"v{verdict.version} no longer champion: not judged again"
+        return scores.action
     target = registry.previous_eligible_champion(scores.symbol, scores.cadence) if cfg.rollback else None
     done, severity = None, Severity.CRITICAL
     if target is not None:

@@ -309,6 +309,9 @@ def test_live_scores_asset_plots_scores_rolls_back_and_shows_it_on_the_champion(
         assert isinstance(mine[key].value, float), key  # numbers: the UI plots them across materializations
     assert mine["live_log_loss"].value > mine["live_baseline_log_loss"].value
     assert mine["action"].value == f"rolled back v{bad.version} -> v1"
+    assert (
+        mine["costs"].value.startswith("10 bps fee + 0 bps slippage") and "crypto" in mine["sharpe_annualisation"].value
+    )
     assert f"champion since promotion (v{bad.version})" in mine["scores"].value
     assert pd.read_parquet(mine["per_bar"].value)["role"].isin(["champion", "shadow"]).all()
     other = by_key[dg.AssetKey(["live_scores", "weekly", "BTCUSDT"])]

@@ -93,7 +93,11 @@ def score_metadata(scores: live_scoring.SymbolScores, cfg: live_scoring.LiveConf
                 if value is not None:
                     out[f"{prefix}{name}"] = value
     if since.get("n"):
-        out["fee_bps"] = figure(since["fee_bps"])
+        out["costs"] = (
+            f"{since['fee_bps']:g} bps fee + {since['slippage_bps']:g} bps slippage per position change "
+            "(ALPHAPULSE_COSTS__*)"
+        )
+        out["sharpe_annualisation"] = scores.annualisation
     if verdict.judged and verdict.p_value is not None:
         out["p_value_worse_than_baseline"] = figure(verdict.p_value)
     rows = [_scores_row(f"champion since promotion ({out['champion']})", since)]

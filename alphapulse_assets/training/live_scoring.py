@@ -40,9 +40,10 @@ import numpy as np
 import pandas as pd
 
 from alphapulse_assets.alerting.alerts import Alert
+from alphapulse_assets.market_data.calendars import Annualisation, annualisation
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
 from alphapulse_assets.recovery.errors import PermanentError, Severity
-from alphapulse_assets.training.challenger import BARS_PER_YEAR, CadenceSpec, Dataset, block_length, make_dataset
+from alphapulse_assets.training.challenger import CadenceSpec, Dataset, block_length, make_dataset
 from alphapulse_assets.training.evaluation import evaluate, naive_baselines, per_sample_log_loss
 from alphapulse_assets.training.registry import Decision, ModelRegistry, ModelVersion
 from alphapulse_assets.training.significance import paired_bootstrap
@@ -74,7 +75,6 @@ class LiveConfig:
     n_boot: int = 1000
     max_shadows: int = 2
     rollback: bool = True
-    fee_bps: float = 10.0
 
 
 def alert_key(symbol: str, cadence: str) -> str:
@@ -200,12 +200,16 @@ def empty_frame() -> pd.DataFrame:
     return pd.DataFrame(columns | {f"baseline_{b}": number for b in baselines})
 
 
-def periods_per_year(spec: CadenceSpec) -> float:
-    return BARS_PER_YEAR.get(spec.timeframe, 365)
+def annualisation_for(spec: CadenceSpec, symbol: str, timestamps: Any) -> Annualisation:
+    """The Sharpe annualisation the cadence's gate uses for this symbol (bar size and market calendar)."""
+    calendar = spec.calendar_by_symbol.get(symbol.upper(), spec.calendar)
+    return annualisation(spec.timeframe, calendar, timestamps, spec.session_hours)
 
 
-def summarize(rows: pd.DataFrame, periods: float, fee_bps: float) -> dict[str, Any]:
-    """Scores of the rows' model next to the baselines on the same bars; ``n`` 0 and nothing else if no row."""
+def summarize(rows: pd.DataFrame, spec: CadenceSpec, periods: float) -> dict[str, Any]:
+    """Scores of the rows' model next to the baselines on the same bars, the strategy paying the cadence's costs
+    (``spec.fee_bps + spec.slippage_bps``) and annualised with ``periods`` bars a year; ``n`` 0 and nothing else
+    if there is no row."""
     if not len(rows):
         return {"n": 0}
     baseline_cols = [c for c in rows.columns if c.startswith("baseline_")]
@@ -215,7 +219,8 @@ def summarize(rows: pd.DataFrame, periods: float, fee_bps: float) -> dict[str, A
         rows["forward_return"].to_numpy(),
         {c[len("baseline_") :]: rows[c].to_numpy() for c in baseline_cols},
         periods,
-        fee_bps=fee_bps,
+        fee_bps=spec.fee_bps,
+        slippage_bps=spec.slippage_bps,
     )
     best = min(CALIBRATED_BASELINES, key=lambda b: float(report.baselines[b]["log_loss"]))
     return {
@@ -230,7 +235,8 @@ def summarize(rows: pd.DataFrame, periods: float, fee_bps: float) -> dict[str, A
         "baseline_log_loss": float(report.baselines[best]["log_loss"]),
         "baseline_accuracy": float(report.baselines[best]["accuracy"]),
         "baseline_sharpe": float(report.baselines[best]["sharpe"]),
-        "fee_bps": fee_bps,
+        "fee_bps": spec.fee_bps,
+        "slippage_bps": spec.slippage_bps,
         "baselines": {name: dict(m) for name, m in report.baselines.items()},
     }
 
@@ -295,6 +301,7 @@ class SymbolScores:
     newest_bar: pd.Timestamp | None
     action: str = "none"
     champion_changed: bool = False
+    annualisation: str | None = None  # how the Sharpe figures were annualised
 
     @property
     def status(self) -> str:
@@ -373,7 +380,8 @@ def score_symbol(
         return SymbolScores(symbol, spec.name, champion, since, empty, {"n": 0}, {"n": 0}, {}, verdict, newest)
     versions = {v: (mv, registry.load(mv)) for v, mv in mvs.items()}  # digests verified before any prediction
     frame = replay(ds, spec, history, versions, shadow_versions)
-    periods = periods_per_year(spec)
+    annual = annualisation_for(spec, symbol, ds.timestamps)
+    periods = annual.bars_per_year
     champ_rows = frame[frame["role"] == "champion"]
     stint_rows = champ_rows[champ_rows["version"] == current.version] if current else champ_rows.iloc[:0]
     if current is not None:
@@ -382,7 +390,7 @@ def score_symbol(
     shadows: dict[int, dict[str, Any]] = {}
     for version in shadow_versions:
         rows = frame[(frame["role"] == "shadow") & (frame["version"] == version)]
-        scores = summarize(rows, periods, cfg.fee_bps)
+        scores = summarize(rows, spec, periods)
         paired = stint_rows[stint_rows["bar_time"].isin(rows["bar_time"])]
         if len(paired):
             scores["champion_log_loss"] = float(per_sample_log_loss(paired["label"], paired["prob_up"]).mean())
@@ -394,11 +402,12 @@ def score_symbol(
         champion,
         current.start if current else None,
         frame,
-        summarize(stint_rows, periods, cfg.fee_bps),
-        summarize(champ_rows.tail(cfg.window_bars), periods, cfg.fee_bps),
+        summarize(stint_rows, spec, periods),
+        summarize(champ_rows.tail(cfg.window_bars), spec, periods),
         shadows,
         judge(current.version if current else None, stint_rows, spec, cfg),
         ds.timestamps.max(),
+        annualisation=annual.describe(),
     )
 
 

@@ -360,3 +360,21 @@ def test_live_scoring_runs_daily_after_the_ingestion():
             )
         )
     assert request.run_key == "live:2026-11-02" and request.job_name in (None, "live_scoring")
+
+
+@pytest.mark.slow
+def test_replayed_predictions_equal_what_the_predictor_serves_for_the_same_bars(champion, hourly):
+    from alphapulse_assets.serving.predictor import Predictor
+
+    now = pd.Timestamp("2024-07-20", tz="UTC")
+    candles = candles_until(hourly, now)
+    url = _store_candles(champion["root"], candles)
+    scores = live_scoring.score_symbol(champion["registry"], candles, WEEKLY, SYMBOL, CFG, now)
+    replayed = scores.frame[scores.frame["role"] == "champion"].set_index("bar_time")["prob_up"]
+    predictor = Predictor(registry=champion["registry"], candle_store=url)
+    served, problems = predictor.predict_days("weekly", ["2024-07-10", "2024-07-11"], [SYMBOL])
+    assert not problems and (served["version"] == 1).all()
+    served = served.set_index("bar_time")["prob_up"]
+    common = served.index.intersection(replayed.index)
+    assert len(common) == len(served) == 48
+    np.testing.assert_allclose(replayed.loc[common].to_numpy(), served.loc[common].to_numpy(), rtol=1e-12)

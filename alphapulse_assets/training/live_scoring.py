@@ -394,7 +394,9 @@ def score_symbol(
         paired = stint_rows[stint_rows["bar_time"].isin(rows["bar_time"])]
         if len(paired):
             scores["champion_log_loss"] = float(per_sample_log_loss(paired["label"], paired["prob_up"]).mean())
-        scores["gate"] = "passed" if mvs[version].info.get("gate_passed") else "rejected"
+        info = mvs[version].info
+        held = "held for review" in str(info.get("gate_reason", ""))
+        scores["gate"] = "passed" if info.get("gate_passed") else ("held for review" if held else "rejected")
         shadows[version] = scores
     return SymbolScores(
         symbol,

@@ -19,7 +19,9 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-# The package's modules are imported inside the commands, not here: the asset modules read the settings when
+from alphapulse_assets.text_tables import print_table  # reads no settings; imports only tabulate
+
+# The package's other modules are imported inside the commands, not here: the asset modules read the settings when
 # imported, which must follow _prepare_home (DAGSTER_HOME, working folder), and importing the definitions takes
 # ~9 s against 0.05 s for this module, so `alphapulse --help` and argument errors answer at once.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -215,6 +217,10 @@ def _num(value, spec: str) -> str:
     return format(value, spec) if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
+CHAMPION_HEADERS = ("symbol", "cadence", "champion", "latest", "logloss", "base", "persist", "auc", "sharpe", "verdict")
+CHAMPION_ALIGN = ("left", "left") + ("right",) * 7 + ("left",)
+
+
 def champion_table(out=sys.stdout) -> None:
     """Per symbol and cadence: champion, latest challenger's metrics next to the baselines, and the verdict
     (whole: a reason cut short can change a figure, e.g. ``p=0.062`` read as ``p=0.0``)."""
@@ -223,17 +229,14 @@ def champion_table(out=sys.stdout) -> None:
     from alphapulse_assets.training.schedules import CADENCES
 
     registry = ModelRegistryResource().get()
-    settings = get_settings()
-    header = f"{'symbol':<9} {'cadence':<8} {'champion':>8} {'latest':>6} {'logloss':>8} {'base':>7} {'persist':>7} {'auc':>6} {'sharpe':>7}  verdict"
-    print(header, file=out)
-    print("-" * len(header), file=out)
-    for symbol in settings.symbols:
+    rows = []
+    for symbol in get_settings().symbols:
         for cadence in CADENCES:
             versions = registry.versions(symbol, cadence)
-            champion = registry.champion(symbol, cadence)
             if not versions:
-                print(f"{symbol:<9} {cadence:<8} {'-':>8} {'-':>6}  not trained yet", file=out)
+                rows.append([symbol, cadence, None, None, None, None, None, None, None, "not trained yet"])
                 continue
+            champion = registry.champion(symbol, cadence)
             latest = versions[-1]
             m, b = latest.info.get("metrics", {}), latest.info.get("baselines", {})
             verdict = (
@@ -248,13 +251,21 @@ def champion_table(out=sys.stdout) -> None:
                     else f"held for review: {latest.info.get('gate_reason', '')} "
                     f"(alphapulse models approve {symbol} {cadence} {latest.version} --reason ...)"
                 )
-            print(
-                f"{symbol:<9} {cadence:<8} {f'v{champion.version}' if champion else 'none':>8} {f'v{latest.version}':>6} "
-                f"{_num(m.get('log_loss'), '.4f'):>8} {_num(b.get('base_rate', {}).get('log_loss'), '.4f'):>7} "
-                f"{_num(b.get('persistence_calibrated', {}).get('log_loss'), '.4f'):>7} {_num(m.get('auc'), '.3f'):>6} "
-                f"{_num(m.get('sharpe'), '.2f'):>7}  {verdict}",
-                file=out,
+            rows.append(
+                [
+                    symbol,
+                    cadence,
+                    f"v{champion.version}" if champion else "none",
+                    f"v{latest.version}",
+                    _num(m.get("log_loss"), ".4f"),
+                    _num(b.get("base_rate", {}).get("log_loss"), ".4f"),
+                    _num(b.get("persistence_calibrated", {}).get("log_loss"), ".4f"),
+                    _num(m.get("auc"), ".3f"),
+                    _num(m.get("sharpe"), ".2f"),
+                    verdict,
+                ]
             )
+    print_table(CHAMPION_HEADERS, rows, CHAMPION_ALIGN, out=out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -322,16 +333,27 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
         return 0
     if args.models_command == "history":
-        rows = registry.history(symbol, args.cadence)
-        print(f"{'when (UTC)':<20} {'symbol':<9} {'cadence':<8} {'action':<12} {'version':>7} {'prev':>5}  reason (by)")
-        for d in rows:
-            print(
-                f"{d.at:%Y-%m-%d %H:%M:%S}  {d.symbol:<9} {d.cadence:<8} {d.action:<12} "
-                f"{f'v{d.version}' if d.version else '-':>7} {f'v{d.previous_champion}' if d.previous_champion else '-':>5}"
-                f"  {d.reason} ({d.by})"
-            )
-        if not rows:
+        decisions = registry.history(symbol, args.cadence)
+        if not decisions:
             print("no decisions recorded yet")
+            return 0
+        print_table(
+            ("when (UTC)", "symbol", "cadence", "action", "version", "prev", "reason", "by"),
+            [
+                [
+                    f"{d.at:%Y-%m-%d %H:%M:%S}",
+                    d.symbol,
+                    d.cadence,
+                    d.action,
+                    f"v{d.version}" if d.version else None,
+                    f"v{d.previous_champion}" if d.previous_champion else None,
+                    d.reason,
+                    d.by,
+                ]
+                for d in decisions
+            ],
+            ("left", "left", "left", "left", "right", "right", "left", "left"),
+        )
         return 0
     champion_table()
     return 0

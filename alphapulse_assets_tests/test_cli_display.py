@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from alphapulse_assets.cli import champion_table, main
 from alphapulse_assets.monitoring.status import render_status
 from alphapulse_assets.training.registry import ModelRegistry
+from alphapulse_assets_tests.table_reader import read_table, row_where
 
 
 @pytest.fixture
@@ -48,9 +49,14 @@ def test_the_champion_table_shows_the_whole_verdict_and_missing_figures_as_dashe
     )
     out = io.StringIO()
     champion_table(out=out)
-    line = next(ln for ln in out.getvalue().splitlines() if ln.startswith("BTCUSDT   weekly"))
-    assert line.endswith(f"rejected: {reason}")  # p=0.062, not p=0.0
-    assert " 0.6912 " in line and " nan" not in line and " - " in line  # no baseline recorded: a dash
+    row = row_where(read_table(out.getvalue(), "symbol"), symbol="BTCUSDT", cadence="weekly")
+    assert row["verdict"] == f"rejected: {reason}"  # p=0.062, not p=0.0
+    assert row["champion"] == "none" and row["latest"] == "v1"
+    assert (row["logloss"], row["auc"]) == ("0.6912", "0.510")
+    assert row["base"] == row["persist"] == row["sharpe"] == "-"  # no baseline or sharpe recorded: a dash
+    assert row_where(read_table(out.getvalue(), "symbol"), symbol="ETHUSDT", cadence="weekly")["verdict"] == (
+        "not trained yet"
+    )
 
 
 def test_models_with_an_unknown_symbol_is_an_error_naming_the_known_ones(home, capsys):
@@ -104,9 +110,12 @@ def test_status_prints_run_ids_and_check_descriptions_whole():
         ],
     }
     screen = render_status(status)
-    assert f"run {run_id}" in screen  # usable in the UI: /runs/<run id>
-    assert description in screen
-    assert "p=0.062)" in screen
+    weekly = row_where(read_table(screen, "cadence"), cadence="weekly")
+    assert weekly["run"] == run_id  # usable in the UI: /runs/<run id>
+    assert (weekly["status"], weekly["partition"], weekly["took"]) == ("success", "2024-05-26", "1 s")
+    failed = row_where(read_table(screen, "asset"), asset="models/weekly/BTCUSDT")
+    assert failed["description"] == description  # whole: p=0.062), not p=0.0
+    assert (failed["check"], failed["severity"]) == ("promotion_gate", "error")
 
 
 @pytest.mark.slow

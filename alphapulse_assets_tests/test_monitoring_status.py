@@ -23,6 +23,7 @@ from alphapulse_assets.monitoring import readers
 from alphapulse_assets.monitoring.sensors import build_check_failure_alert_sensor
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.settings import get_settings
+from alphapulse_assets_tests.table_reader import read_table, row_where
 
 DAGSTER_YAML = """\
 storage:
@@ -99,7 +100,11 @@ def test_status_on_a_fresh_project(project, capsys):
     assert code == 0, out  # a fresh project is not critical: nothing has run yet
     assert out.startswith("AlphaPulse status at ") and ": WARNING" in out.splitlines()[0]
     assert "no daemon heartbeat" in out and "never trained" in out
-    assert "nightly  never run" in out and "none yet (no challenger has passed its gate)" in out
+    cadences = read_table(out, "cadence")
+    assert [(r["cadence"], r["status"]) for r in cadences] == [
+        (c, "never run") for c in ("nightly", "weekly", "monthly")
+    ]
+    assert "none yet (no challenger has passed its gate)" in out
     assert "none recorded (all closed)" in out
     assert "live (the resource sensor has not stored a recent sample)" in out
 
@@ -127,8 +132,9 @@ def test_status_on_a_healthy_project(project, capsys):
 
     code, out = run_status(capsys)
     assert code == 0 and ": HEALTHY" in out.splitlines()[0]
-    assert "BTCUSDT   nightly  v1" in out and "log_loss 0.6512" in out
-    assert "healthy  freshness nightly" in out
+    champion = row_where(read_table(out, "symbol"), symbol="BTCUSDT", cadence="nightly")
+    assert (champion["version"], champion["log_loss"], champion["auc"]) == ("v1", "0.6512", "0.612")
+    assert row_where(read_table(out, "status"), check="freshness nightly")["status"] == "healthy"
 
 
 def test_status_with_an_open_breaker_and_a_failed_check(project, capsys, monkeypatch):
@@ -157,10 +163,11 @@ def test_status_with_an_open_breaker_and_a_failed_check(project, capsys, monkeyp
     first = out.splitlines()[0]
     assert ": CRITICAL" in first
     assert "breakers: source:exchange forced_open (exchange maintenance)" in out
-    assert "FORCED_OPEN" in out
+    assert row_where(read_table(out, "breaker"), breaker="source:exchange")["state"] == "FORCED_OPEN"
     asset = check_key.asset_key.to_user_string()
-    assert f"{asset} / {check_key.name} (error)" in out and "17 missing bars" in out
-    assert f"check:{asset}:{check_key.name}" in out  # the open alert
+    failed = row_where(read_table(out, "asset"), asset=asset, check=check_key.name)
+    assert (failed["severity"], failed["description"]) == ("error", "17 missing bars")
+    assert row_where(read_table(out, "severity"), alert=f"check:{asset}:{check_key.name}")  # the open alert
 
     code, raw = run_status(capsys, "--json")
     status = json.loads(raw)

@@ -4,6 +4,7 @@ import pytest
 
 from alphapulse_assets.cli import main
 from alphapulse_assets.recovery.gating import default_store
+from alphapulse_assets_tests.table_reader import read_table, row_where
 
 
 @pytest.fixture
@@ -18,8 +19,10 @@ def home(tmp_path, monkeypatch):
 
 def test_force_open_disable_reset_and_list_record_who_and_why(home, capsys):
     assert main(["breaker", "list"]) == 0
-    out = capsys.readouterr().out
-    assert "market_data" in out and "training" in out and "no outcome recorded yet" in out
+    rows = read_table(capsys.readouterr().out, "breaker")
+    assert [r["breaker"] for r in rows] == ["market_data", "training"]
+    assert all(r["state"] == "closed" and r["reason"] == "no outcome recorded yet" for r in rows)
+    assert all(r["since"] == r["retry_at"] == "-" and r["ok"] == r["fail"] == "0" for r in rows)
 
     assert main(["breaker", "force-open", "market_data", "--reason", "exchange maintenance"]) == 0
     state = default_store().get("market_data")
@@ -27,8 +30,8 @@ def test_force_open_disable_reset_and_list_record_who_and_why(home, capsys):
     assert state.forced_reason == "exchange maintenance"
 
     assert main(["breaker", "list"]) == 0
-    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("market_data"))
-    assert "forced_open" in line and "forced open by carol: exchange maintenance" in line
+    row = row_where(read_table(capsys.readouterr().out, "breaker"), breaker="market_data")
+    assert row["state"] == "forced_open" and row["reason"] == "forced open by carol: exchange maintenance"
 
     assert main(["breaker", "disable", "training", "--reason", "flaky GPU"]) == 0
     assert default_store().get("training").state.value == "disabled"
@@ -36,8 +39,12 @@ def test_force_open_disable_reset_and_list_record_who_and_why(home, capsys):
     assert default_store().get("market_data").state.value == "closed"
 
     assert main(["breaker", "history", "market_data"]) == 0
-    history = capsys.readouterr().out
-    assert "closed -> forced_open" in history and "reset by carol: maintenance over" in history
+    history = read_table(capsys.readouterr().out, "when (UTC)")
+    assert [(r["breaker"], r["from"], r["to"]) for r in history] == [
+        ("market_data", "closed", "forced_open"),
+        ("market_data", "forced_open", "closed"),
+    ]
+    assert history[-1]["reason"] == "reset by carol: maintenance over"
 
 
 def test_unknown_breaker_and_missing_reason_are_refused(home, capsys):

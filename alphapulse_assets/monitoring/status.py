@@ -18,6 +18,7 @@ from alphapulse_assets.monitoring.health import Status
 from alphapulse_assets.monitoring.metrics import ResourceSampler, SampleStore
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.settings import get_settings
+from alphapulse_assets.text_tables import render_table
 from alphapulse_assets.training.assets import ModelRegistryResource
 
 CRITICAL_EXIT = 2
@@ -127,6 +128,11 @@ def _num(v, fmt: str = "{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _table(headers, rows, align=None) -> list[str]:
+    """A section's table, indented under its title."""
+    return ["  " + line for line in render_table(headers, rows, align).splitlines()]
+
+
 def render_status(status: dict) -> str:
     h = status["health"]
     lines = [f"AlphaPulse status at {_ts(status['at'])}: {h['status'].upper()}"]
@@ -134,52 +140,90 @@ def render_status(status: dict) -> str:
         lines.append(f"  - {reason}")
     lines.append("")
     lines.append("Health checks")
-    for c in h["checks"]:
-        lines.append(f"  {c['status']:<8} {c['name']:<20} {c['reason']}")
+    if h["checks"]:
+        lines += _table(("status", "check", "reason"), [[c["status"], c["name"], c["reason"]] for c in h["checks"]])
 
     lines += ["", "Circuit breakers"]
     if not status["breakers"]:
         lines.append("  none recorded (all closed)")
-    for name, b in sorted(status["breakers"].items()):
-        retry = f", half-open at {_ts(b['retry_at'])}" if b.get("retry_at") else ""
-        lines.append(f"  {name:<28} {b['state'].upper():<11} since {_ts(b['since'])}{retry}  {b['reason']}")
+    else:
+        lines += _table(
+            ("breaker", "state", "since", "half-open at", "reason"),
+            [
+                [name, b["state"].upper(), _ts(b["since"]), _ts(b.get("retry_at")), b["reason"]]
+                for name, b in sorted(status["breakers"].items())
+            ],
+        )
 
     lines += ["", "Cadences (last run)"]
-    for cadence, run in (status.get("cadences") or {}).items():
-        if run is None:
-            lines.append(f"  {cadence:<8} never run")
-            continue
-        dur = f"{run['duration_seconds']:.0f} s" if run.get("duration_seconds") is not None else "-"
-        lines.append(
-            f"  {cadence:<8} {run['status']:<9} partition {run.get('partition') or '-':<11} started "
-            f"{_ts(run.get('start'))} took {dur}  run {run['run_id']}"
+    cadences = status.get("cadences") or {}
+    if cadences:
+        rows = []
+        for cadence, run in cadences.items():
+            if run is None:
+                rows.append([cadence, "never run", None, None, None, None])
+                continue
+            took = run.get("duration_seconds")
+            rows.append(
+                [
+                    cadence,
+                    run["status"],
+                    run.get("partition"),
+                    _ts(run.get("start")),
+                    None if took is None else f"{took:.0f} s",
+                    run["run_id"],
+                ]
+            )
+        lines += _table(
+            ("cadence", "status", "partition", "started", "took", "run"),
+            rows,
+            ("left", "left", "left", "left", "right", "left"),
         )
 
     lines += ["", "Champions"]
     champions = status.get("champions") or []
     if not champions:
         lines.append("  none yet (no challenger has passed its gate)")
-    for c in champions:
-        m = c["metrics"]
-        lines.append(
-            f"  {c['symbol']:<9} {c['cadence']:<8} v{c['version']:<4} since {c['since'][:19]}  "
-            f"log_loss {_num(m.get('log_loss'), '{:.4f}')} auc {_num(m.get('auc'))} "
-            f"f1 {_num(m.get('f1'))} sharpe {_num(m.get('sharpe'), '{:.2f}')}"
+    else:
+        lines += _table(
+            ("symbol", "cadence", "version", "since", "log_loss", "auc", "f1", "sharpe"),
+            [
+                [
+                    c["symbol"],
+                    c["cadence"],
+                    f"v{c['version']}",
+                    _ts(datetime.fromisoformat(c["since"]).timestamp()),
+                    _num(c["metrics"].get("log_loss"), "{:.4f}"),
+                    _num(c["metrics"].get("auc")),
+                    _num(c["metrics"].get("f1")),
+                    _num(c["metrics"].get("sharpe"), "{:.2f}"),
+                ]
+                for c in champions
+            ],
+            ("left", "left", "right", "left", "right", "right", "right", "right"),
         )
 
     lines += ["", "Failed checks (newest evaluation)"]
     failed = status.get("failed_checks") or []
     if not failed:
         lines.append("  none")
-    for f in failed:
-        lines.append(f"  {f['asset']} / {f['check']} ({f['severity'].lower()}) at {_ts(f['at'])}: {f['description']}")
+    else:
+        lines += _table(
+            ("asset", "check", "severity", "at", "description"),
+            [[f["asset"], f["check"], f["severity"].lower(), _ts(f["at"]), f["description"]] for f in failed],
+        )
 
     lines += ["", "Open alerts"]
     if not status["open_alerts"]:
         lines.append("  none")
-    for a in status["open_alerts"]:
-        flag = " (inhibited)" if a["inhibited"] else ""
-        lines.append(f"  {a['severity'].upper():<8} {a['key']:<40} since {_ts(a['first_at'])}{flag}  {a['title']}")
+    else:
+        lines += _table(
+            ("severity", "alert", "since", "inhibited", "title"),
+            [
+                [a["severity"].upper(), a["key"], _ts(a["first_at"]), "yes" if a["inhibited"] else "no", a["title"]]
+                for a in status["open_alerts"]
+            ],
+        )
 
     lines += ["", "Resources"]
     r = status.get("resources")

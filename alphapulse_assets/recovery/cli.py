@@ -24,6 +24,7 @@ from alphapulse_assets.alerting.alerts import iso_utc
 from alphapulse_assets.recovery import breaker as bk
 from alphapulse_assets.recovery.config import load_recovery_config
 from alphapulse_assets.recovery.gating import default_store
+from alphapulse_assets.text_tables import print_table
 
 
 def _operator() -> str:
@@ -72,18 +73,21 @@ def cmd_breaker(
     command = args.breaker_command
     if command == "list":
         stored = store.all()
-        names = _known_names(store, config)
-        print(f"{'breaker':<14} {'state':<12} {'since':<21} {'retry_at':<21} {'ok':>5} {'fail':>5}  reason", file=out)
-        for name in names:
-            state = bk.current(stored[name], config.breaker(name), now)[0] if name in stored else bk.initial_state(now)
-            retry = iso_utc(state.retry_at) if state.retry_at is not None else "-"
-            since = iso_utc(state.since) if name in stored else "-"
-            reason = state.reason if name in stored else "no outcome recorded yet"
-            print(
-                f"{name:<14} {state.state.value:<12} {since:<21} {retry:<21} {state.successes:>5} {state.failures:>5}  "
-                f"{reason}",
-                file=out,
-            )
+        rows = []
+        for name in _known_names(store, config):
+            if name in stored:
+                state = bk.current(stored[name], config.breaker(name), now)[0]
+                since, reason = iso_utc(state.since), state.reason
+            else:
+                state, since, reason = bk.initial_state(now), None, "no outcome recorded yet"
+            retry = iso_utc(state.retry_at) if state.retry_at is not None else None
+            rows.append([name, state.state.value, since, retry, state.successes, state.failures, reason])
+        print_table(
+            ("breaker", "state", "since", "retry_at", "ok", "fail", "reason"),
+            rows,
+            ("left", "left", "left", "left", "right", "right", "left"),
+            out=out,
+        )
         return 0
     name = args.name
     if name is not None and name not in _known_names(store, config):
@@ -91,9 +95,13 @@ def cmd_breaker(
         return 2
     if command == "history":
         events = store.events(name=name, limit=args.limit)
-        for ev in events:
-            print(f"{iso_utc(ev.at)}  {ev.name:<14} {ev.from_state:>11} -> {ev.to_state:<11}  {ev.reason}", file=out)
-        if not events:
+        if events:
+            print_table(
+                ("when (UTC)", "breaker", "from", "to", "reason"),
+                [[iso_utc(ev.at), ev.name, ev.from_state, ev.to_state, ev.reason] for ev in events],
+                out=out,
+            )
+        else:
             print(
                 f"no transitions recorded yet{f' for {name}' if name else ''}: "
                 f"{'it has' if name else 'every breaker has'} been closed since it was created",

@@ -25,6 +25,7 @@ LAYERS: list[list[str]] = [
         "alphapulse_assets.atomic_files",
         "alphapulse_assets.text_tables",
         "alphapulse_assets.store_fs",  # the filesystem behind a store URL, with the settings' options
+        "alphapulse_assets.dagster_previews",  # the beta/preview Dagster features relied on, and their warnings
     ],
     ["alphapulse_assets.alerting"],  # alert types, the router, its channels and store
     ["alphapulse_assets.recovery"],  # breakers, retry policies, gating

@@ -8,6 +8,7 @@ backfill runs many days per run through the backfill policy.
 import dagster as dg
 import pandas as pd
 
+from alphapulse_assets.dagster_previews import known_previews
 from alphapulse_assets.market_data import quality
 from alphapulse_assets.market_data.resample import resample_candles
 from alphapulse_assets.market_data.resources import MarketDataResource
@@ -28,12 +29,13 @@ RESAMPLED = {"candles_1h": "1h", "candles_4h": "4h"}
 # Partitioned like the asset, so Dagster records each day's verdict on its own partition: a training set
 # reads them per day (quality_verdicts below), and the UI shows which day failed which check. (Partitioned
 # checks are a preview feature in Dagster 1.13, relied on knowingly and tested in test_bad_data.py.)
-QUALITY_CHECKS = [
-    dg.AssetCheckSpec(
-        rule, asset=BASE_ASSET, blocking=rule in quality.BLOCKING_RULES, description=text, partitions_def=DAILY
-    )
-    for rule, text in quality.RULE_DESCRIPTIONS.items()
-]
+with known_previews():
+    QUALITY_CHECKS = [
+        dg.AssetCheckSpec(
+            rule, asset=BASE_ASSET, blocking=rule in quality.BLOCKING_RULES, description=text, partitions_def=DAILY
+        )
+        for rule, text in quality.RULE_DESCRIPTIONS.items()
+    ]
 
 
 def _check_metadata(result: quality.QualityResult) -> dict[str, object]:
@@ -141,19 +143,24 @@ def _preview(frame: pd.DataFrame) -> str:
     return summary.to_markdown()  # tabulate comes with dagster
 
 
-@dg.asset(
-    name=BASE_ASSET,
-    partitions_def=DAILY,
-    backfill_policy=BACKFILL,
-    retry_policy=ingestion_retry_policy(),
-    check_specs=QUALITY_CHECKS,
-    io_manager_key="candle_io_manager",
-    group_name="market_data",
-    kinds={"pandas", "parquet"},
-    tags={"alphapulse/dependency": "market_data"},
-    description=f"Base-bar ({SETTINGS.base_timeframe}) OHLCV candles for every configured symbol, one UTC day per "
-    "partition, fetched through the configured source chain and validated by blocking quality checks.",
-)
+# Dagster warns of backfill_policy (beta) when the decorator is made: it is made inside known_previews().
+with known_previews():
+    _market_candles_asset = dg.asset(
+        name=BASE_ASSET,
+        partitions_def=DAILY,
+        backfill_policy=BACKFILL,
+        retry_policy=ingestion_retry_policy(),
+        check_specs=QUALITY_CHECKS,
+        io_manager_key="candle_io_manager",
+        group_name="market_data",
+        kinds={"pandas", "parquet"},
+        tags={"alphapulse/dependency": "market_data"},
+        description=f"Base-bar ({SETTINGS.base_timeframe}) OHLCV candles for every configured symbol, one UTC day "
+        "per partition, fetched through the configured source chain and validated by blocking quality checks.",
+    )
+
+
+@_market_candles_asset
 @stop_on_interrupt  # a SIGTERM / Ctrl-C stops the run; it is not retried
 def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataResource):
     """Permanent and system errors anywhere in the step fail it at once (``classified_failures``);
@@ -229,5 +236,6 @@ def _resampled_asset(name: str, timeframe: str) -> dg.AssetsDefinition:
     return _asset
 
 
-resampled_assets = [_resampled_asset(name, tf) for name, tf in RESAMPLED.items()]
+with known_previews():  # backfill_policy
+    resampled_assets = [_resampled_asset(name, tf) for name, tf in RESAMPLED.items()]
 candle_assets = [market_candles, *resampled_assets]

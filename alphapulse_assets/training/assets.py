@@ -24,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from alphapulse_assets.dagster_previews import known_previews
 from alphapulse_assets.market_data.assets import BASE_ASSET, quality_verdicts
 from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
@@ -417,4 +418,5 @@ def gate_check_result(model_key: dg.AssetKey, outcomes: list, backfill: bool) ->
     )
 
 
-cadence_assets = {name: build_cadence_assets(name) for name in CADENCES}
+with known_previews():  # backfill_policy and partitioned gate checks, relied on knowingly
+    cadence_assets = {name: build_cadence_assets(name) for name in CADENCES}

@@ -17,7 +17,6 @@ password) are ``SecretStr`` and never shown. This module does not import Dagster
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,7 +29,16 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -320,7 +328,8 @@ def _csv(value: object) -> object:
     return value
 
 
-CsvTuple = Annotated[tuple[str, ...], NoDecode]
+# A list setting: NoDecode, so that a comma-separated list from a shell is split by _csv, not parsed as JSON.
+CsvTuple = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 
 
 class FeatureSettings(BaseModel):
@@ -364,10 +373,10 @@ class MonitoringSettings(BaseModel):
     # Where the daily pipeline report is written as JSON (default: <home>/reports).
     report_dir: Path | None = None
 
-    _split_mount_points = field_validator("mount_points", mode="before")(_csv)
-
 
 def _number(value: object) -> object:
+    """A number given as text, checked before a field typed ``float | Literal["off"] | None`` sees it: pydantic
+    would answer a bad one with an error per member of the union; this says "'five minutes' is not a number"."""
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -399,6 +408,8 @@ class BreakerOverrides(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _numbers(cls, value: object, info) -> object:
+        if info.field_name not in BreakerOverrides.model_fields:  # BreakerSettings' own fields (dependencies)
+            return value
         if (
             info.field_name in ("failure_rate_threshold", "probe_timeout")
             and isinstance(value, str)
@@ -424,8 +435,6 @@ class BreakerSettings(BreakerOverrides):
 
     dependencies: CsvTuple = ("market_data", "training")
 
-    _split_dependencies = field_validator("dependencies", mode="before")(_csv)
-
     @field_validator("dependencies", mode="after")
     @classmethod
     def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -443,46 +452,15 @@ class BreakerSettings(BreakerOverrides):
 class EscalationSettings(BaseModel):
     """``threshold`` critical errors within ``window_seconds`` raise one escalated alert."""
 
-    threshold: int = 5
-    window_seconds: float = 3600.0
-
-    @field_validator("threshold", "window_seconds", mode="before")
-    @classmethod
-    def _parse(cls, value: object) -> object:
-        return _number(value)
-
-    @field_validator("threshold")
-    @classmethod
-    def _threshold(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("must be >= 1")
-        return value
-
-    @field_validator("window_seconds")
-    @classmethod
-    def _window(cls, value: float) -> float:
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError("must be positive and finite")
-        return value
+    threshold: int = Field(5, ge=1)
+    window_seconds: float = Field(3600.0, gt=0, allow_inf_nan=False)
 
 
 class HostSettings(BaseModel):
     """A heavy cadence does not start at or above these (the guide's critical memory / disk levels)."""
 
-    memory_critical_percent: float = 95.0
-    disk_critical_percent: float = 95.0
-
-    @field_validator("memory_critical_percent", "disk_critical_percent", mode="before")
-    @classmethod
-    def _parse(cls, value: object) -> object:
-        return _number(value)
-
-    @field_validator("memory_critical_percent", "disk_critical_percent")
-    @classmethod
-    def _percent(cls, value: float) -> float:
-        if not 0 < value <= 100:
-            raise ValueError("must be a percentage in (0, 100]")
-        return value
+    memory_critical_percent: float = Field(95.0, gt=0, le=100)
+    disk_critical_percent: float = Field(95.0, gt=0, le=100)
 
 
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -522,8 +500,6 @@ class AlertSettings(BaseModel):
     repeat_seconds: float = Field(4 * 3600.0, ge=0, allow_inf_nan=False)
     group_window_seconds: float = Field(60.0, ge=0, allow_inf_nan=False)
     timeout_seconds: float = Field(5.0, ge=0, allow_inf_nan=False)
-
-    _split_recipients = field_validator("email_to", mode="before")(_csv)
 
     @field_validator("slack_webhook_url", "webhook_url")
     @classmethod
@@ -582,8 +558,7 @@ class AlphaPulseSettings(BaseSettings):
     # Project state (candles, models, the platform database) sits beside the local Dagster instance,
     # whose dagster.yaml keeps its SQLite files under DAGSTER_HOME/.alphapulse too.
     home: Path = Field(default_factory=lambda: (Path(os.environ.get("DAGSTER_HOME") or ".") / ".alphapulse").absolute())
-    # NoDecode: a comma-separated list from a shell is parsed by the validator below, not as JSON.
-    symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
+    symbols: CsvTuple = DEFAULT_SYMBOLS
     timezone: str = "UTC"
     base_timeframe: str = "15m"
     # Sample data and partitions start here; the monthly cadence needs 18 months before its first key.
@@ -592,7 +567,7 @@ class AlphaPulseSettings(BaseSettings):
     # older name of the candles' URL, is read as ALPHAPULSE_STORE__CANDLES_URL.
     store: StoreSettings = StoreSettings()
     # Source names in fallback order: sample, files, postgres, exchange.
-    sources: Annotated[tuple[str, ...], NoDecode] = ("sample",)
+    sources: CsvTuple = ("sample",)
     files_dir: Path | None = None
     # Time zone of naive timestamps in the files (an exchange's local time, a broker's server time).
     files_timezone: str | None = None
@@ -633,8 +608,6 @@ class AlphaPulseSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Arguments first, then the environment read by _EnvTree (nested names and their legacy aliases).
         return init_settings, _EnvTree(settings_cls)
-
-    _split_csv = field_validator("symbols", "sources", "heavy_cadences", mode="before")(_csv)
 
     @field_validator("heavy_cadences")
     @classmethod

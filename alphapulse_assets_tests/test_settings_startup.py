@@ -49,8 +49,8 @@ BAD = [
     ("ALPHAPULSE_BREAKER__FAILURE_THRESHOLD", "0", "must be >= 1"),
     ("ALPHAPULSE_BREAKER__MARKET_DATA__FAILURE_RATE_THRESHOLD", "1.5", "in (0, 1]"),
     ("ALPHAPULSE_BREAKER__WINDOW_SECONDS", "five minutes", "not a number"),
-    ("ALPHAPULSE_ESCALATION__THRESHOLD", "0", "must be >= 1"),
-    ("ALPHAPULSE_HOST__DISK_CRITICAL_PERCENT", "150", "percentage"),
+    ("ALPHAPULSE_ESCALATION__THRESHOLD", "0", "greater than or equal to 1"),
+    ("ALPHAPULSE_HOST__DISK_CRITICAL_PERCENT", "150", "less than or equal to 100"),
     ("ALPHAPULSE_HEAVY_CADENCES", "yearly", "unknown cadence"),
     ("ALPHAPULSE_MONITORING_RETENTION_HOURS", "0", "greater than 0"),
 ]

@@ -93,19 +93,21 @@ def pytest_sessionfinish(session, exitstatus):
     removed = sorted(set(before) - set(after))
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
     if written or removed:
-        # Reported, not yet failing the run: a slow test still opens the project's dagster.yaml with the
-        # checkout as its working directory (its relative base_dir lands .alphapulse/ here); the first test
-        # after which .alphapulse/ appeared is named in the report. Fail the run again once it is fixed.
+        # A failure: the files are named, and the first test after which a new entry appeared at the top of the
+        # checkout (e.g. .alphapulse/ from a dagster.yaml opened with the checkout as working directory).
         session.config.stash[_written_key] = written + [f"{p} (removed)" for p in removed]
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 _first_writer: list[str] = []
-_ALPHAPULSE_AT_START = (REPO_ROOT / ".alphapulse").exists()
+_TOP_AT_START = set(os.listdir(REPO_ROOT))
 
 
 def pytest_runtest_teardown(item):
-    if not _first_writer and (REPO_ROOT / ".alphapulse").exists() and not _ALPHAPULSE_AT_START:
-        _first_writer.append(item.nodeid)
+    if not _first_writer:
+        new = set(os.listdir(REPO_ROOT)) - _TOP_AT_START - _NOT_OUTPUT
+        if new:
+            _first_writer.append(f"{', '.join(sorted(new))} appeared after {item.nodeid}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -119,7 +121,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for path in written:
             terminalreporter.write_line(path)
         if _first_writer:
-            terminalreporter.write_line(f".alphapulse/ appeared after {_first_writer[0]}")
+            terminalreporter.write_line(_first_writer[0])
 
 
 @pytest.fixture(scope="session")

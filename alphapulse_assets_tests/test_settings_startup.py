@@ -115,7 +115,7 @@ def test_definitions_refuse_a_bad_breaker_setting_when_they_load(home):
     out = subprocess.run(
         [str(BIN / "dagster"), "definitions", "validate", "-m", "alphapulse_assets.definitions"],
         env=_env(home, ALPHAPULSE_BREAKER__FAILURE_RATE_THRESHOLD="2"),
-        cwd=ROOT,
+        cwd=home,  # the project folder, as `make` runs it: dagster.yaml's base_dir is relative to it
         capture_output=True,
         text=True,
         timeout=180,

@@ -9,7 +9,6 @@ so that a failed blocking check is always there to look at.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import tempfile
@@ -108,18 +107,14 @@ def live_deployment(deployment, postgres_server):
     return deployment
 
 
-_own_counter = itertools.count(1)
-
-
-@pytest.fixture
-def own_deployment(postgres_server, fake_exchange):
-    """A deployment of its own (fresh database and home), for a test that counts alerts, decisions or events
-    exactly: the session deployment carries whatever the tests before it did."""
+@pytest.fixture(scope="module")
+def quiet_deployment(postgres_server, fake_exchange):
+    """A deployment of its own (fresh database and home) for a module whose tests count alerts, decisions or
+    events exactly: the session deployment carries whatever the tests before them did. Shared by the module's
+    tests, each counting only keys the others never touch; stopped when the module ends."""
     if not postgres_server.running:
         postgres_server.start()
-    with seeded_deployment(
-        postgres_server, fake_exchange.url, database=f"dagster_own_{os.getpid()}_{next(_own_counter)}"
-    ) as d:
+    with seeded_deployment(postgres_server, fake_exchange.url, database=f"dagster_quiet_{os.getpid()}") as d:
         yield d
 
 

@@ -103,6 +103,7 @@ class DagsterDeployment:
         self.port: int | None = None
         self._procs: dict[str, subprocess.Popen] = {}
         self._instance = None
+        self._latest_keys: dict[str, str] | None = None
 
     # -- paths and environment -----------------------------------------------------------------------
     @property
@@ -479,6 +480,22 @@ class DagsterDeployment:
         if proc.returncode != 0:
             raise DeploymentError(f"python snippet failed:\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
+
+    def latest_key(self, cadence: str) -> str:
+        """The newest complete partition of ``cadence`` under this deployment's settings, as its schedules see it.
+
+        Read once for every cadence, in one subprocess (an import of the package costs seconds), and kept: the
+        e2e settings already assume that a session does not cross midnight UTC (``conftest.YESTERDAY``)."""
+        if self._latest_keys is None:
+            out = self.cli_python(
+                "import json\n"
+                "from datetime import datetime, timezone\n"
+                "from alphapulse_assets.training.schedules import CADENCES, latest_partition_key\n"
+                "now = datetime.now(timezone.utc)\n"
+                "print(json.dumps({c: latest_partition_key(c, now) for c in CADENCES}))\n"
+            )
+            self._latest_keys = json.loads(out.strip().splitlines()[-1])
+        return self._latest_keys[cadence]
 
     def logs(self, lines: int = 60) -> str:
         out = []

@@ -69,20 +69,11 @@ def cadence_runs(deployment):
         if done:
             runs[name] = done[0].run_id
             continue
-        key = _latest_key(deployment, name)
+        key = deployment.latest_key(name)
         runs[name] = deployment.submit(f"{name}_cadence", tags={"dagster/partition": key})
     for run_id in runs.values():
         deployment.wait_for_run(run_id, timeout=300)
     return runs
-
-
-def _latest_key(deployment, name: str) -> str:
-    proc = deployment.cli_python(
-        "from datetime import datetime, timezone\n"
-        "from alphapulse_assets.training.schedules import latest_partition_key\n"
-        f"print(latest_partition_key({name!r}, datetime.now(timezone.utc)))\n"
-    )
-    return proc.strip().splitlines()[-1]
 
 
 def _shot(page, artifacts_dir: Path, name: str) -> None:

@@ -23,7 +23,7 @@ from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets.training.registry import ArtifactIntegrityError
 from alphapulse_assets_tests.dagster_harness import BIN_DIR, RunSummary
 from alphapulse_assets_tests.e2e.conftest import START, SYMBOLS
-from alphapulse_assets_tests.e2e.test_e2e_faults import latest_key, registry
+from alphapulse_assets_tests.e2e.test_e2e_faults import registry
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -50,7 +50,7 @@ def test_cli_runs_are_watched_by_the_daemon(quiet_deployment):
     assert len(alerts.history("run:ingest_market_data", event="raised")) == 1
 
     # A weekly cadence run from cron, killed while it trains (it holds the "training" pool slot).
-    key = latest_key(d, "weekly")
+    key = d.latest_key("weekly")
     proc = subprocess.Popen(
         [str(BIN_DIR / "alphapulse"), "run", "weekly", "--partition", key],
         env=d.env,
@@ -104,7 +104,7 @@ def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(quiet_dep
     instance = d.instance()
     reg = registry(d)
     symbol = SYMBOLS[1]
-    key = latest_key(d, "nightly")
+    key = d.latest_key("nightly")
     # A champion for the nightly cadence (registered and promoted the way the champion asset does) ...
     rng = np.random.default_rng(0)
     model = Pipeline([("scale", StandardScaler()), ("sgd", SGDClassifier(loss="log_loss", random_state=0))])

@@ -27,15 +27,6 @@ STEP_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
 EXCHANGE_ONLY = {"resources": {"market_data": {"config": {"sources": ["exchange"]}}}}
 
 
-def latest_key(deployment, cadence: str) -> str:
-    out = deployment.cli_python(
-        "from datetime import datetime, timezone\n"
-        "from alphapulse_assets.training.schedules import latest_partition_key\n"
-        f"print(latest_partition_key({cadence!r}, datetime.now(timezone.utc)))\n"
-    )
-    return out.strip().splitlines()[-1]
-
-
 def registry(deployment) -> ModelRegistry:
     return ModelRegistry(str(deployment.alphapulse_home / "models"), deployment.database_url)
 
@@ -59,7 +50,7 @@ def _retry_of(instance, run_id: str):
 def test_run_worker_killed_with_sigkill_during_training_is_detected_and_retried(live_deployment):
     d = live_deployment
     instance = d.instance()
-    key = latest_key(d, "weekly")
+    key = d.latest_key("weekly")
     run_id = d.submit("weekly_cadence", tags={"dagster/partition": key, "alphapulse/test": "sigkill"})
     pid = d.wait_until(
         lambda: RunSummary(instance, run_id).worker_pid, timeout=120, what="the run worker's pid", interval=0.2

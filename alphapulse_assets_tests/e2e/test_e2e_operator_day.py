@@ -175,15 +175,6 @@ class OperatorDay:
         return [v for s in SYMBOLS for c in CADENCES for v in self.registry.versions(s, c)]
 
 
-def latest_key(deployment, cadence: str) -> str:
-    out = deployment.cli_python(
-        "from datetime import datetime, timezone\n"
-        "from alphapulse_assets.training.schedules import latest_partition_key\n"
-        f"print(latest_partition_key({cadence!r}, datetime.now(timezone.utc)))\n"
-    )
-    return out.strip().splitlines()[-1]
-
-
 def write_bad_days(store: ParquetPartitionStore, folder: Path) -> Path:
     """The stored (good) candles of BAD_DAYS as a files-source CSV, with one negative volume on the first day
     and one bar 1000x its neighbours on the second (OHLC kept consistent, so only those rules can object)."""
@@ -213,7 +204,7 @@ def day_deployment(postgres_server, fake_exchange):
 def test_operator_day(day_deployment):
     d = day_deployment
     day = OperatorDay(d)
-    keys = {c: latest_key(d, c) for c in CADENCES}
+    keys = {c: d.latest_key(c) for c in CADENCES}
     assert keys["nightly"] == str(YESTERDAY), (
         f"set-up: the newest nightly partition is {keys['nightly']}, not yesterday"
     )

@@ -117,7 +117,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(f"{seconds:7.1f}s {nodeid}")
     written = config.stash.get(_written_key, [])
     if written:
-        terminalreporter.section("the suite wrote into the checkout (tests must use tmp dirs)")
+        terminalreporter.section(
+            "the suite wrote into the checkout (tests must use tmp dirs; files edited during the run show too)"
+        )
         for path in written:
             terminalreporter.write_line(path)
         if _first_writer:

@@ -1,12 +1,12 @@
-"""Load: 20 partition runs queued at once go through the daemon's queue under the concurrency limits.
+"""Load: 24 partition runs queued at once go through the daemon's queue under the concurrency limits.
 
 The cheapest job (candle ingestion of one day for the deployment's two symbols) keeps the test bounded;
 what is under test is the queue, the launcher and the storage, not the work. Afterwards every partition
 has exactly one new materialization of each of its three assets, no run was lost, the number of runs in
 progress never exceeded ``max_concurrent_runs``, and the sensors kept ticking throughout.
 
-20 runs are five times the production limit of 4 runs at once: the queue holds most of them most of the time,
-which is what is tested (50 runs took 150-220 s of CI's time for the same checks).
+24 runs are four times deploy/dagster.yaml's limit of 6 runs at once: the queue holds most of them most of the
+time, which is what is tested (50 runs took 150-220 s of CI's time for the same checks).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from alphapulse_assets_tests.e2e.conftest import YESTERDAY
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-N_RUNS = 20
+N_RUNS = 24
 ASSETS = ("market_candles", "candles_1h", "candles_4h")
 IN_PROGRESS = {"STARTING", "STARTED", "CANCELING"}
 SENSORS_QUERY = """

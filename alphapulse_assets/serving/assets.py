@@ -14,6 +14,7 @@ step with the reason.
 import dagster as dg
 import pandas as pd
 
+from alphapulse_assets.dagster_previews import known_previews
 from alphapulse_assets.market_data.assets import DAILY, quality_verdicts
 from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.recovery.policies import classified_failures
@@ -128,7 +129,8 @@ def _signals_asset(cadence: str) -> dg.AssetsDefinition:
     return signals
 
 
-signals_assets = [_signals_asset(cadence) for cadence in CADENCES]
+with known_previews():  # backfill_policy
+    signals_assets = [_signals_asset(cadence) for cadence in CADENCES]
 
 signals_automation_sensor = dg.AutomationConditionSensorDefinition(
     "signals_automation_sensor",

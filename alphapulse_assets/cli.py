@@ -332,6 +332,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             f"reason: {decision.reason} ({decision.by})"
         )
         return 0
+    if args.models_command == "promote-shadow":
+        return _promote_shadow(registry, symbol, args, by=os.environ.get("USER") or getpass.getuser())
     if args.models_command == "history":
         decisions = registry.history(symbol, args.cadence)
         if not decisions:
@@ -356,6 +358,31 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
         return 0
     champion_table()
+    return 0
+
+
+def _promote_shadow(registry, symbol: str, args: argparse.Namespace, *, by: str) -> int:
+    """Promote a shadow only if it beats the champion live; exit 1 with the figures if it does not."""
+    from alphapulse_assets.market_data.storage import ParquetPartitionStore
+    from alphapulse_assets.settings import get_settings
+    from alphapulse_assets.training import live_assets, live_scoring
+    from alphapulse_assets.training.assets import spec_for
+
+    cadence, cfg, now = args.cadence_arg, live_assets.live_config(), datetime.now(timezone.utc)
+    spec = spec_for(cadence)
+    store = ParquetPartitionStore(get_settings().candle_store_url)
+    candles = live_assets.read_candles(store, spec, registry, [symbol], cfg, now, shadows=[args.version])
+    try:
+        decision, _ = live_scoring.promote_on_live_evidence(
+            registry, candles, spec, symbol, args.version, cfg, now, reason=args.reason, by=by
+        )
+    except live_scoring.NotPromoted as exc:  # a refusal, not a failure: the figures say why
+        print(f"alphapulse: {symbol} {cadence}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{symbol} {cadence}: champion is now v{decision.version} (was v{decision.previous_champion}); "
+        f"reason: {decision.reason} ({decision.by})"
+    )
     return 0
 
 
@@ -692,6 +719,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("cadence_arg", metavar="CADENCE", choices=["nightly", "weekly", "monthly"])
     ap.add_argument("version", type=_positive_int, help="the held version (see models list / models history)")
     ap.add_argument("--reason", required=True, help="why it is sound (recorded with $USER)")
+    ps = models_sub.add_parser(
+        "promote-shadow",
+        help="promote a rejected or newer challenger only if it beats the champion live (README, Live scores)",
+    )
+    ps.add_argument("symbol")
+    ps.add_argument("cadence_arg", metavar="CADENCE", choices=["nightly", "weekly", "monthly"])
+    ps.add_argument("version", type=_positive_int, help="a version registered since the champion took office")
+    ps.add_argument("--reason", required=True, help="why (recorded with $USER and the live figures)")
     models.set_defaults(func=cmd_models)
 
     ev = sub.add_parser("evaluate", help="evaluate the pipeline on your own history (files source), any bar size")

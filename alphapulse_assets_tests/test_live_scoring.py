@@ -378,3 +378,125 @@ def test_replayed_predictions_equal_what_the_predictor_serves_for_the_same_bars(
     common = served.index.intersection(replayed.index)
     assert len(common) == len(served) == 48
     np.testing.assert_allclose(replayed.loc[common].to_numpy(), served.loc[common].to_numpy(), rtol=1e-12)
+
+
+# -- promotion on live evidence -----------------------------------------------------------------------------
+
+THIRD_TURN = pd.Timestamp("2024-06-30", tz="UTC")
+
+
+def bad_champion_and_a_rejected_challenger(champion):
+    """v3 (planted, predicts the opposite) champion from 2024-06-24 04:00; v4 trained by the 2024-06-30 turn
+    (run 2024-07-01 03:00) and rejected by its gate: a shadow from then on."""
+    bad = plant_bad_champion(champion)
+    champion["clock"].at = THIRD_TURN + pd.Timedelta(hours=27)
+    out = weekly_turn(champion["registry"], champion["ds"], THIRD_TURN, GateConfig(min_validation_samples=10**6))
+    assert not out.gate.passed and champion["registry"].champion(SYMBOL, "weekly").version == bad.version
+    return bad, out.version
+
+
+@pytest.mark.slow
+def test_a_shadow_better_than_the_champion_live_is_shown_so_and_promoted_from_the_command_line(
+    champion, hourly, tmp_path, monkeypatch, capsys
+):
+    import os
+    import subprocess
+    import sys
+
+    from alphapulse_assets.cli import main
+
+    registry = champion["registry"]
+    bad, shadow = bad_champion_and_a_rejected_challenger(champion)
+    now = pd.Timestamp("2024-07-20", tz="UTC")
+    scores = live_scoring.score_symbol(registry, candles_until(hourly, now), WEEKLY, SYMBOL, CFG, now)
+    evidence = scores.shadows[shadow.version]["evidence"]
+    assert evidence.beats and evidence.n >= CFG.min_bars and evidence.p_value < CFG.alpha
+    # Only bars that closed after the shadow was registered, paired with the champion's on the same bars.
+    first = scores.frame[(scores.frame["role"] == "shadow") & (scores.frame["bar_time"] >= THIRD_TURN)]
+    assert evidence.n == (first["bar_time"] + pd.Timedelta(hours=1) >= THIRD_TURN + pd.Timedelta(hours=27)).sum()
+    assert evidence.edge == pytest.approx(evidence.champion_log_loss - evidence.shadow_log_loss) and evidence.edge > 0
+    metadata = live_assets.score_metadata(scores, CFG, None)
+    assert metadata["best_shadow_log_loss_edge"].value > 0
+    assert metadata["best_shadow_p_value_better"].value < CFG.alpha
+    assert f"shadow v{shadow.version} (rejected)" in metadata["scores"].value
+    assert "beats champion live" in metadata["scores"].value and "| yes" in metadata["scores"].value
+
+    # From the command line, as an operator runs it: refused while too few bars are stored, promoted once they are.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    env = os.environ | {
+        "DAGSTER_HOME": str(home),
+        "ALPHAPULSE_PLATFORM_DB_URL": champion["db"],
+        "ALPHAPULSE_STORE__MODELS_URL": str(champion["root"] / "models"),
+        "ALPHAPULSE_STORE__CANDLES_URL": str(tmp_path / "candles"),
+        "USER": "alice",
+    }
+    command = [sys.executable, "-m", "alphapulse_assets.cli", "models", "promote-shadow", SYMBOL, "weekly"]
+    command += [str(shadow.version), "--reason", "beats the planted champion live"]
+    _store_candles(tmp_path, candles_until(hourly, THIRD_TURN + pd.Timedelta(days=3)))
+    early = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert early.returncode == 1, early.stderr
+    assert "not promoted" in early.stderr and "(judged on 200)" in early.stderr
+    assert registry.champion(SYMBOL, "weekly").version == bad.version
+
+    _store_candles(tmp_path, candles_until(hourly, now))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"champion is now v{shadow.version} (was v{bad.version})" in done.stdout
+    assert registry.champion(SYMBOL, "weekly").version == shadow.version
+    last = registry.history(SYMBOL, "weekly")[-1]
+    assert (last.action, last.version, last.previous_champion, last.by) == (
+        "promoted",
+        shadow.version,
+        bad.version,
+        "alice",
+    )
+    assert last.reason.startswith("promoted on live evidence (") and "p = " in last.reason
+    assert last.reason.endswith("beats the planted champion live")
+
+    # ... and shows in the promotion history.
+    monkeypatch.chdir(home)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("ALPHAPULSE_PLATFORM_DB_URL", champion["db"])
+    assert main(["models", "history", SYMBOL, "--cadence", "weekly"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.split()[4:8] == ["promoted", f"v{shadow.version}", f"v{bad.version}", "promoted"]
+    assert "promoted on live evidence (" in line
+    assert line.endswith("(alice)")
+
+
+@pytest.mark.slow
+def test_a_shadow_not_significantly_better_or_not_a_shadow_is_not_promoted_and_the_figures_say_why(champion, hourly):
+    registry = champion["registry"]
+    now = pd.Timestamp("2024-07-20", tz="UTC")
+    candles = candles_until(hourly, now)
+
+    def promote(version, at=now, rows=candles):
+        return live_scoring.promote_on_live_evidence(
+            registry, rows, WEEKLY, SYMBOL, version, CFG, at, reason="try", by="alice"
+        )
+
+    # v2 (rejected by its gate) against the sound champion v1: enough bars, not significantly better.
+    with pytest.raises(live_scoring.NotPromoted) as refused:
+        promote(2)
+    text = str(refused.value)
+    assert "not promoted: v2 vs champion v1: live log loss" in text and "one-sided p = " in text
+    assert f">= {CFG.alpha}" in text and "labelled bars" in text
+    assert registry.champion(SYMBOL, "weekly").version == 1
+
+    # A bad champion and a challenger registered since: too few bars two days later.
+    bad, shadow = bad_champion_and_a_rejected_challenger(champion)
+    soon = THIRD_TURN + pd.Timedelta(days=3)
+    with pytest.raises(live_scoring.NotPromoted, match=r"v4 vs champion v3: \d+ labelled bar\(s\) .*judged on 200"):
+        promote(shadow.version, soon, candles_until(hourly, soon))
+    # v2 was registered before the bad champion took office: no live evidence against it.
+    with pytest.raises(live_scoring.PermanentError, match="registered before champion v3 took office.*shadows: v4"):
+        promote(2)
+    # A version held for review takes `approve`, whatever its live figures.
+    held = registry.register(SYMBOL, "weekly", registry.load(shadow), info=dict(shadow.info, gate_verdict="held"))
+    registry.hold(held, reason="direction AUC implausibly high")
+    with pytest.raises(live_scoring.PermanentError, match=f"held for review .*models approve {SYMBOL} weekly 5"):
+        promote(held.version)
+    assert registry.champion(SYMBOL, "weekly").version == bad.version
+    assert [d.action for d in registry.history(SYMBOL, "weekly")][-2:] == ["rejected", "held"]

@@ -100,12 +100,29 @@ def score_metadata(scores: live_scoring.SymbolScores, cfg: live_scoring.LiveConf
         out["sharpe_annualisation"] = scores.annualisation
     if verdict.judged and verdict.p_value is not None:
         out["p_value_worse_than_baseline"] = figure(verdict.p_value)
+    if scores.shadows:
+        out["shadow_rule"] = (
+            f"a shadow beats the champion live when its log loss is lower on >= {cfg.min_bars} labelled bars since it "
+            f"was registered, one-sided block-bootstrap p < {cfg.alpha}; promote it with `alphapulse models "
+            f"promote-shadow {scores.symbol} {scores.cadence} VERSION --reason ...`"
+        )
+    best = live_scoring.best_shadow(scores.shadows)
+    if best is not None:  # numbers, plotted across materializations
+        out["best_shadow"] = f"v{best.version}: {best.reason}"
+        out["best_shadow_log_loss_edge"] = figure(best.edge)
+        out["best_shadow_p_value_better"] = figure(best.p_value)
     rows = [_scores_row(f"champion since promotion ({out['champion']})", since)]
     rows.append(_scores_row(f"champion(s), last {cfg.window_bars} bars", window))
     for version, s in scores.shadows.items():
         row = _scores_row(f"shadow v{version} ({s.get('gate')})", s)
         if "champion_log_loss" in s:
             row["champion log loss, same bars"] = figure(s["champion_log_loss"])
+        evidence = s.get("evidence")
+        if evidence is not None:
+            row["bars since registered"] = evidence.n
+            row["edge vs champion (log loss)"] = figure(evidence.edge) if evidence.judged else "-"
+            row["p (better than champion)"] = figure(evidence.p_value) if evidence.judged else "-"
+            row["beats champion live"] = "yes" if evidence.beats else ("no" if evidence.judged else "too few bars")
         rows.append(row)
     out["scores"] = Markdown(pd.DataFrame(rows).to_markdown(index=False))
     metadata = as_metadata(out)
@@ -124,9 +141,10 @@ def _write_frame(root: str, cadence: str, symbol: str, frame: pd.DataFrame) -> s
     return target
 
 
-def _candles(store, spec, registry, symbol_list, cfg, now) -> pd.DataFrame:
+def read_candles(store, spec, registry, symbol_list, cfg, now, shadows=None) -> pd.DataFrame:
+    """The stored bars ``live_scoring.score_symbol`` needs for these symbols (``shadows``: as it takes them)."""
     candle_asset = _candle_asset_for(spec.timeframe)
-    start = min(live_scoring.window_start(registry, s, spec, cfg, now) for s in symbol_list)
+    start = min(live_scoring.window_start(registry, s, spec, cfg, now, shadows) for s in symbol_list)
     days = [str(d.date()) for d in pd.date_range(start, pd.Timestamp(now).floor("D"), freq="D")]
     days = [d for d in days if store.exists(candle_asset, d)]
     if not days:
@@ -169,7 +187,7 @@ def live_scores(
                 continue
             spec = spec_for(cadence)
             with classified_failures(f"reading the {cadence} candles for live scores"):
-                candles = _candles(candle_store.store, spec, registry, symbols, cfg, now)
+                candles = read_candles(candle_store.store, spec, registry, symbols, cfg, now)
             for symbol in symbols:
                 try:  # one symbol's fault does not hide the others' scores; the step fails at the end
                     scores = live_scoring.score_symbol(registry, candles, spec, symbol, cfg, now)

@@ -15,7 +15,11 @@ window of bars; ``series`` gives them bar by bar.
 
 Shadows: the newest ``max_shadows`` versions registered since the champion took office (rejected challengers
 and any newer ones), scored the same way over the same bars, each beside the champion's log loss on those
-bars.
+bars. Live evidence (``shadow_evidence``): on the labelled bars that closed after the shadow was registered, its
+per-bar log loss against the champion's on the same bars; the shadow "beats the champion live" when there are at
+least ``min_bars`` of them and a one-sided paired moving-block bootstrap gives p < ``alpha`` (the rollback rule's
+test, the other way round). ``promote_on_live_evidence`` promotes a shadow only then (operator-driven: ``alphapulse
+models promote-shadow``); a version held for review still needs ``approve``.
 
 The rule (``judge``): a champion whose per-bar log loss over its newest labelled bars since it became champion
 (at most ``window_bars``, at least ``min_bars``) is worse than its best calibrated baseline's, significantly
@@ -285,6 +289,137 @@ def judge(version: int | None, rows: pd.DataFrame, spec: CadenceSpec, cfg: LiveC
     return Verdict(version, n, True, worse, text, float(loss.mean()), best, float(base[best].mean()), test.p_value)
 
 
+@dataclass(frozen=True)
+class ShadowEvidence:
+    """A shadow against the champion in force on the same labelled bars since the shadow was registered.
+
+    ``edge`` is the champion's mean log loss minus the shadow's (positive: the shadow is better); ``p_value`` the
+    one-sided paired bootstrap's p of "the shadow's log loss is lower"; ``beats`` the rule (module doc)."""
+
+    version: int
+    champion: int
+    n: int
+    beats: bool
+    reason: str
+    shadow_log_loss: float | None = None
+    champion_log_loss: float | None = None
+    p_value: float | None = None
+
+    @property
+    def judged(self) -> bool:
+        return self.p_value is not None
+
+    @property
+    def edge(self) -> float | None:
+        if self.shadow_log_loss is None or self.champion_log_loss is None:
+            return None
+        return self.champion_log_loss - self.shadow_log_loss
+
+
+def shadow_evidence(
+    frame: pd.DataFrame, shadow: ModelVersion, champion: int, spec: CadenceSpec, cfg: LiveConfig
+) -> ShadowEvidence:
+    """Does ``shadow`` beat the champion live? Its per-bar log loss against the champion's on the same labelled
+    bars that closed after it was registered (from ``replay``'s frame); "beats" when there are at least
+    ``cfg.min_bars`` of them and the one-sided paired moving-block bootstrap (block: a day of bars, as the gate
+    and the rollback rule) gives p < ``cfg.alpha``."""
+    bar = timeframe_to_timedelta(spec.timeframe)
+    registered = _utc(shadow.created_at)
+    mine = frame[(frame["role"] == "shadow") & (frame["version"] == shadow.version)]
+    mine = mine[(mine["bar_time"] + bar) >= registered]
+    theirs = frame.loc[frame["role"] == "champion", ["bar_time", "prob_up"]]
+    paired = mine.merge(theirs, on="bar_time", suffixes=("", "_champion")).sort_values("bar_time")
+    n = len(paired)
+    head = f"v{shadow.version} vs champion v{champion}"
+    if n < cfg.min_bars:
+        return ShadowEvidence(
+            shadow.version,
+            champion,
+            n,
+            False,
+            f"{head}: {n} labelled bar(s) scored by both since v{shadow.version} was registered at "
+            f"{registered:%Y-%m-%d %H:%M} UTC (judged on {cfg.min_bars})",
+        )
+    y = paired["label"].to_numpy()
+    loss = per_sample_log_loss(y, paired["prob_up"])
+    champ = per_sample_log_loss(y, paired["prob_up_champion"])
+    test = paired_bootstrap(loss, champ, n_boot=cfg.n_boot, block=min(n, block_length(spec, n)), seed=0)
+    beats = test.significant(cfg.alpha)
+    reason = (
+        f"{head}: live log loss {loss.mean():.4f} vs {champ.mean():.4f} on the same {n} labelled bars "
+        f"({paired['bar_time'].min():%Y-%m-%d %H:%M} .. {paired['bar_time'].max():%Y-%m-%d %H:%M} UTC); "
+        f"one-sided p = {test.p_value:.4f} ({'<' if beats else '>='} {cfg.alpha})"
+    )
+    return ShadowEvidence(
+        shadow.version, champion, n, beats, reason, float(loss.mean()), float(champ.mean()), test.p_value
+    )
+
+
+def best_shadow(shadows: Mapping[int, Mapping[str, Any]]) -> ShadowEvidence | None:
+    """The judged shadow with the strongest live evidence (lowest p, then largest edge); None if none is judged."""
+    judged = [s["evidence"] for s in shadows.values() if s.get("evidence") is not None and s["evidence"].judged]
+    return min(judged, key=lambda e: (e.p_value, -(e.edge or 0.0)), default=None)
+
+
+class NotPromoted(PermanentError):
+    """A promotion on live evidence refused: the evidence is not there (the figures say why)."""
+
+
+def promote_on_live_evidence(
+    registry: ModelRegistry,
+    candles: pd.DataFrame,
+    spec: CadenceSpec,
+    symbol: str,
+    version: int,
+    cfg: LiveConfig,
+    now: datetime,
+    *,
+    reason: str,
+    by: str,
+) -> tuple[Decision, ShadowEvidence]:
+    """Make ``version`` (a rejected or newer challenger registered since the champion took office) champion,
+    only if it beats the champion live (``shadow_evidence``); recorded as a promotion by ``by`` with the figures
+    and ``reason``. Raises NotPromoted with the figures otherwise, and PermanentError for a version that is not a
+    shadow, or one held for review (that takes ``approve``)."""
+    cadence = spec.name
+    where = f"promotion of {symbol}/{cadence}/v{version} on live evidence"
+    if not (reason or "").strip():
+        raise PermanentError("a promotion needs a reason (--reason)", where=where)
+    known = {v.version: v for v in registry.versions(symbol, cadence)}
+    if version not in known:
+        raise PermanentError(f"{symbol}/{cadence} has no version {version}", where=where)
+    history = stints(registry.champion_changes(symbol, cadence))
+    current = history[-1] if history and history[-1].end is None else None
+    if current is None:
+        raise PermanentError(f"{symbol}/{cadence} has no champion to compare v{version} with", where=where)
+    if current.version == version:
+        raise PermanentError(f"v{version} is already the champion of {symbol}/{cadence}", where=where)
+    if version in {d.version for d in registry.held(symbol, cadence)}:
+        raise PermanentError(
+            f"v{version} is held for review by the implausibility guard; it takes "
+            f"`alphapulse models approve {symbol} {cadence} {version} --reason ...`",
+            where=where,
+        )
+    shadows = [v for v, mv in known.items() if v != current.version and _utc(mv.created_at) >= current.start]
+    if version not in shadows:
+        listed = ", ".join(f"v{v}" for v in shadows) or "none"
+        raise PermanentError(
+            f"v{version} was registered before champion v{current.version} took office "
+            f"({current.start:%Y-%m-%d %H:%M} UTC), so it has no live evidence against it; shadows: {listed}",
+            where=where,
+        )
+    scores = score_symbol(registry, candles, spec, symbol, cfg, now, shadows=[version])
+    evidence = scores.shadows[version]["evidence"] if version in scores.shadows else None
+    if evidence is None:
+        raise NotPromoted(f"v{version}: no labelled bar scored since it was registered", where=where)
+    if not evidence.beats:
+        raise NotPromoted(f"not promoted: {evidence.reason}", where=where)
+    decision = registry.promote(
+        known[version], reason=f"promoted on live evidence ({evidence.reason}): {reason}", by=by
+    )
+    return decision, evidence
+
+
 @dataclass
 class SymbolScores:
     """One (symbol, cadence): the per-bar frame, scores, shadows and the rule's verdict."""
@@ -317,14 +452,19 @@ class SymbolScores:
 
 
 def window_start(
-    registry: ModelRegistry, symbol: str, spec: CadenceSpec, cfg: LiveConfig, now: datetime
+    registry: ModelRegistry,
+    symbol: str,
+    spec: CadenceSpec,
+    cfg: LiveConfig,
+    now: datetime,
+    shadows: Sequence[int] | None = None,
 ) -> pd.Timestamp:
     """The earliest bar ``score_symbol`` needs: feature warm-up before the training window of the oldest version
     it will replay (the rolling window, the current stint, the shadows)."""
     bar = timeframe_to_timedelta(spec.timeframe)
     now = _utc(now)
     earliest = now - bar * cfg.window_bars
-    plan = _plan(registry, symbol, spec, cfg, now)
+    plan = _plan(registry, symbol, spec, cfg, now, shadows)
     for mv in plan[1].values():
         start, _ = _data_bounds(mv)
         if start is not None:
@@ -335,10 +475,15 @@ def window_start(
 
 
 def _plan(
-    registry: ModelRegistry, symbol: str, spec: CadenceSpec, cfg: LiveConfig, now: pd.Timestamp
+    registry: ModelRegistry,
+    symbol: str,
+    spec: CadenceSpec,
+    cfg: LiveConfig,
+    now: pd.Timestamp,
+    only_shadows: Sequence[int] | None = None,
 ) -> tuple[list[Stint], dict[int, ModelVersion], list[int]]:
     """The stints to replay (those overlapping the rolling window, and the current one), their versions and
-    the shadows."""
+    the shadows (the newest ``cfg.max_shadows`` registered since the champion took office, or ``only_shadows``)."""
     bar = timeframe_to_timedelta(spec.timeframe)
     horizon = now - bar * cfg.window_bars
     history = stints(registry.champion_changes(symbol, spec.name))
@@ -352,6 +497,8 @@ def _plan(
             if v.version != current.version and _utc(v.created_at) >= current.start
         ]
         shadows = [v.version for v in newer[-cfg.max_shadows :]][::-1]
+    if current is not None and only_shadows is not None:
+        shadows = list(only_shadows)
     wanted = {s.version for s in kept} | set(shadows)
     return kept, {v: registry.get(symbol, spec.name, v) for v in sorted(wanted)}, shadows
 
@@ -363,11 +510,13 @@ def score_symbol(
     symbol: str,
     cfg: LiveConfig,
     now: datetime,
+    shadows: Sequence[int] | None = None,
 ) -> SymbolScores:
-    """Replay and score one symbol's champions (and shadows) of ``spec``'s cadence on ``candles`` (its bars at
-    the cadence's bar size, from ``window_start`` on), and judge the champion in force."""
+    """Replay and score one symbol's champions (and shadows: the planned ones, or ``shadows``) of ``spec``'s
+    cadence on ``candles`` (its bars at the cadence's bar size, from ``window_start`` on), judge the champion in
+    force, and weigh each shadow's live evidence against it (``shadow_evidence``)."""
     now = _utc(now)
-    history, mvs, shadow_versions = _plan(registry, symbol, spec, cfg, now)
+    history, mvs, shadow_versions = _plan(registry, symbol, spec, cfg, now, shadows)
     current = history[-1] if history and history[-1].end is None else None
     champion = mvs[current.version] if current else None
     mine = candles[candles["symbol"] == symbol] if len(candles) else candles
@@ -387,7 +536,7 @@ def score_symbol(
     if current is not None:
         bar = timeframe_to_timedelta(spec.timeframe)
         stint_rows = stint_rows[(stint_rows["bar_time"] + bar) >= current.start]
-    shadows: dict[int, dict[str, Any]] = {}
+    shadow_scores: dict[int, dict[str, Any]] = {}
     for version in shadow_versions:
         rows = frame[(frame["role"] == "shadow") & (frame["version"] == version)]
         scores = summarize(rows, spec, periods)
@@ -397,7 +546,8 @@ def score_symbol(
         info = mvs[version].info
         held = "held for review" in str(info.get("gate_reason", ""))
         scores["gate"] = "passed" if info.get("gate_passed") else ("held for review" if held else "rejected")
-        shadows[version] = scores
+        scores["evidence"] = shadow_evidence(frame, mvs[version], current.version, spec, cfg)
+        shadow_scores[version] = scores
     return SymbolScores(
         symbol,
         spec.name,
@@ -406,7 +556,7 @@ def score_symbol(
         frame,
         summarize(stint_rows, spec, periods),
         summarize(champ_rows.tail(cfg.window_bars), spec, periods),
-        shadows,
+        shadow_scores,
         judge(current.version if current else None, stint_rows, spec, cfg),
         ds.timestamps.max(),
         annualisation=annual.describe(),

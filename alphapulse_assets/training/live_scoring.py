@@ -414,6 +414,12 @@ def promote_on_live_evidence(
         raise NotPromoted(f"v{version}: no labelled bar scored since it was registered", where=where)
     if not evidence.beats:
         raise NotPromoted(f"not promoted: {evidence.reason}", where=where)
+    serving = registry.champion(symbol, cadence)
+    if serving is None or serving.version != current.version:  # changed while the evidence was computed
+        raise PermanentError(
+            f"the champion changed from v{current.version} while v{version} was being scored; run it again",
+            where=where,
+        )
     decision = registry.promote(
         known[version], reason=f"promoted on live evidence ({evidence.reason}): {reason}", by=by
     )

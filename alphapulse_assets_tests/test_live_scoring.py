@@ -420,6 +420,7 @@ def test_a_shadow_better_than_the_champion_live_is_shown_so_and_promoted_from_th
     assert metadata["best_shadow_p_value_better"].value < CFG.alpha
     assert f"shadow v{shadow.version} (rejected)" in metadata["scores"].value
     assert "beats champion live" in metadata["scores"].value and "| yes" in metadata["scores"].value
+    assert "nan" not in metadata["scores"].value  # a figure that does not apply is a dash
 
     # From the command line, as an operator runs it: refused while too few bars are stored, promoted once they are.
     home = tmp_path / "home"

@@ -124,7 +124,8 @@ def score_metadata(scores: live_scoring.SymbolScores, cfg: live_scoring.LiveConf
             row["p (better than champion)"] = figure(evidence.p_value) if evidence.judged else "-"
             row["beats champion live"] = "yes" if evidence.beats else ("no" if evidence.judged else "too few bars")
         rows.append(row)
-    out["scores"] = Markdown(pd.DataFrame(rows).to_markdown(index=False))
+    table = pd.DataFrame(rows).astype(object)
+    out["scores"] = Markdown(table.where(table.notna(), None).to_markdown(index=False, missingval="-"))  # no "nan"
     metadata = as_metadata(out)
     if path:
         metadata["per_bar"] = dg.MetadataValue.path(path)

@@ -456,7 +456,13 @@ def test_a_shadow_better_than_the_champion_live_is_shown_so_and_promoted_from_th
     assert last.reason.startswith("promoted on live evidence (") and "p = " in last.reason
     assert last.reason.endswith("beats the planted champion live")
 
-    # ... and shows in the promotion history.
+    # ... shows on the champion asset of the instance the command ran on, with who and why ...
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(["champions", "weekly", SYMBOL]))
+    shown = event.asset_materialization.metadata
+    assert shown["change"].value == "promoted" and shown["by"].value == "alice"
+    assert shown["version"].value == f"v{shadow.version}" and "promoted on live evidence" in shown["reason"].value
+    # ... and in the promotion history.
     monkeypatch.chdir(home)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("ALPHAPULSE_PLATFORM_DB_URL", champion["db"])

@@ -2,10 +2,11 @@
 
 The registry (``registry.py``, no Dagster) passes every champion change to one listener, built here:
 
-- a rollback (automatic or by an operator) or a fall-back is reported to the instance as a materialization of
-  ``champions/<cadence>/<SYMBOL>`` (an observation when no version serves any more), carrying the version,
-  the previous version, who and why; a promotion is materialized by the models step itself, with the same
-  metadata (``champion_change_metadata``);
+- a rollback (automatic or by an operator), a fall-back, or a promotion by an operator (``approve``,
+  ``promote-shadow``) is reported to the instance as a materialization of ``champions/<cadence>/<SYMBOL>`` (an
+  observation when no version serves any more), carrying the version, the previous version, who and why; the
+  gate's promotions are materialized by the models step itself, with the same metadata
+  (``champion_change_metadata``);
 - a fall-back (the champion's file was tampered or missing) raises one critical alert,
   ``model_artifact:<SYMBOL>/<cadence>``, through the alert router; it resolves when a champion chosen by the
   gate or a rollback serves again;
@@ -97,8 +98,8 @@ class ChampionChangeReporter:
             for key in keys:
                 if router.store.open_alert(key) is not None:
                     router.resolve(key)
-        if self.instance is None or decision.action == "promoted":  # promotions: the models step materializes
-            return
+        if self.instance is None or (decision.action == "promoted" and decision.by == "promotion-gate"):
+            return  # the gate's promotions: the models step materializes them itself
         key = champion_key(decision.symbol, decision.cadence)
         metadata = champion_change_metadata(decision, version)
         if version is None:

@@ -29,6 +29,7 @@ from alphapulse_assets.training.cadence import promote, train_symbol
 from alphapulse_assets.training.challenger import DEFAULT_SPECS, make_dataset
 from alphapulse_assets.training.promotion import GateConfig
 from alphapulse_assets.training.registry import ModelRegistry
+from alphapulse_assets_tests.table_reader import read_table
 
 WEEKLY = DEFAULT_SPECS["weekly"]
 SYMBOL = "DOTUSDT"  # its weekly challenger for 2024-06-16 passes the gate on the sample market
@@ -467,10 +468,9 @@ def test_a_shadow_better_than_the_champion_live_is_shown_so_and_promoted_from_th
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("ALPHAPULSE_PLATFORM_DB_URL", champion["db"])
     assert main(["models", "history", SYMBOL, "--cadence", "weekly"]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.split()[4:8] == ["promoted", f"v{shadow.version}", f"v{bad.version}", "promoted"]
-    assert "promoted on live evidence (" in line
-    assert line.endswith("(alice)")
+    row = read_table(capsys.readouterr().out, "when (UTC)")[-1]
+    assert (row["action"], row["version"], row["prev"]) == ("promoted", f"v{shadow.version}", f"v{bad.version}")
+    assert row["reason"].startswith("promoted on live evidence (") and row["by"] == "alice"
 
 
 @pytest.mark.slow

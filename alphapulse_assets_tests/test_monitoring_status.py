@@ -259,6 +259,32 @@ def test_status_after_a_disk_full_failure_says_critical_system_error(project, ca
     assert code == 2 and json.loads(raw)["open_alerts"][0]["severity"] == "critical"
 
 
+def test_a_failure_found_after_the_job_succeeded_again_is_alerted_and_resolved(project):
+    """A killed run is found dead only after the next run of its job started; when that run already succeeded
+    (its resolve found nothing open), the late failure alert is raised for the record and resolved at once."""
+    from alphapulse_assets.alerting.alert_store import AlertStore
+    from alphapulse_assets.alerting.alerts import build_router_from_env
+    from alphapulse_assets.monitoring.sensors import alert_run_outcome, run_failure_alert
+
+    make_healthy(project)
+    router = lambda: build_router_from_env(platform_db_url())  # noqa: E731
+    with instance_for(project) as instance:
+        DISK["full"] = True
+        failed = ingest_stub.execute_in_process(instance=instance, raise_on_error=False)
+        DISK["full"] = False
+        try:
+            ok = ingest_stub.execute_in_process(instance=instance)
+        finally:
+            DISK["full"] = True
+        assert alert_run_outcome(instance, instance.get_run_by_id(ok.run_id), router) == "nothing open"
+        said = run_failure_alert(instance, instance.get_run_by_id(failed.run_id), router())
+    store = AlertStore(platform_db_url())
+    assert store.open_alerts() == [], said
+    assert ok.run_id in said and "resolved" in said
+    events = [e.event for e in store.history(key="run:ingest_market_data")]
+    assert events.count("raised") == 1 and events.count("resolved") == 1, events
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 64 MiB file system (tmpfs) for the project, to be filled; skipped where it cannot be mounted."""

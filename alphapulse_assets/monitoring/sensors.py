@@ -363,7 +363,29 @@ def run_failure_alert(
         )
     )
     router.flush()
+    # The job may already have succeeded again: a killed run is only found dead (and alerted) after the next run
+    # started, and that success's resolve came before this alert existed. The failure stays in the history,
+    # but an alert the job has already recovered from must not stay open.
+    recovered = _later_success(instance, run)
+    if recovered is not None:
+        router.resolve(key)
+        router.flush()
+        return f"raised {key} ({c.severity.value}) and resolved it: run {recovered} of the job has succeeded since"
     return f"raised {key} ({c.severity.value})"
+
+
+def _later_success(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """The id of a successful run of the same job created after ``run``, if any."""
+    record = instance.get_run_record_by_id(run.run_id)
+    if record is None:
+        return None
+    later = instance.get_run_records(
+        dg.RunsFilter(
+            job_name=run.job_name, statuses=[dg.DagsterRunStatus.SUCCESS], created_after=record.create_timestamp
+        ),
+        limit=1,
+    )
+    return later[0].dagster_run.run_id if later else None
 
 
 def _no_step_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:

@@ -95,6 +95,12 @@ def _timeframe(value: str) -> str:
     return canonical_timeframe(value)  # ValueError naming the bad value
 
 
+def _cron(value: str) -> str:
+    if len(value.split()) != 5:
+        raise ValueError(f"{value!r} is not a cron expression of five fields (minute hour day month weekday)")
+    return value
+
+
 def _time_zone(value: str | None) -> str | None:
     if value is not None:
         try:
@@ -124,12 +130,7 @@ class CadenceSettings(BaseModel):
     estimator: str | None = None
     estimator_params: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"{value!r} is not a cron expression of five fields (minute hour day month weekday)")
-        return value
+    _check_cron = field_validator("cron")(_cron)
 
     _check_timeframe = field_validator("timeframe")(_timeframe)
 
@@ -217,12 +218,7 @@ class LiveSettings(BaseModel):
     # When the live_scoring job runs (UTC): after the day's candles (ingestion 01:30) and the 02:00 nightly.
     cron: str = "45 3 * * *"
 
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"{value!r} is not a cron expression of five fields (minute hour day month weekday)")
-        return value
+    _check_cron = field_validator("cron")(_cron)
 
     @model_validator(mode="after")
     def _window_holds_min_bars(self) -> LiveSettings:

@@ -102,41 +102,31 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.y)
 
+    def _rows(self, m: np.ndarray) -> Dataset:
+        """The rows where the boolean mask ``m`` is true, as a Dataset of their own."""
+        return Dataset(
+            self.X[m].reset_index(drop=True),
+            self.y[m],
+            self.forward[m],
+            self.last_dir[m],
+            self.timestamps[m].reset_index(drop=True),
+            self.symbols[m],
+        )
+
     def for_symbol(self, symbol: str) -> Dataset:
         m = self.symbols == symbol
         if not m.any():
             raise DataValidationError(f"no training rows for {symbol}", where="training set")
-        return Dataset(
-            self.X[m].reset_index(drop=True),
-            self.y[m],
-            self.forward[m],
-            self.last_dir[m],
-            self.timestamps[m].reset_index(drop=True),
-            self.symbols[m],
-        )
+        return self._rows(m)
 
     def since(self, start: pd.Timestamp) -> Dataset:
         m = (self.timestamps >= start).to_numpy()
-        return Dataset(
-            self.X[m].reset_index(drop=True),
-            self.y[m],
-            self.forward[m],
-            self.last_dir[m],
-            self.timestamps[m].reset_index(drop=True),
-            self.symbols[m],
-        )
+        return self._rows(m)
 
     def between(self, start: pd.Timestamp, end: pd.Timestamp) -> Dataset:
         """Rows with start <= timestamp < end (one partition's window inside a backfill's training set)."""
         m = ((self.timestamps >= start) & (self.timestamps < end)).to_numpy()
-        return Dataset(
-            self.X[m].reset_index(drop=True),
-            self.y[m],
-            self.forward[m],
-            self.last_dir[m],
-            self.timestamps[m].reset_index(drop=True),
-            self.symbols[m],
-        )
+        return self._rows(m)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per sample: symbol, timestamp, label, forward, last_dir and the features (for storage)."""

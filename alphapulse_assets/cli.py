@@ -108,7 +108,9 @@ class _RunWatch:
                 last = waits
 
 
-def execute(job, *, out=sys.stdout, tags: dict | None = None, **kwargs):
+# out=None prints to sys.stdout as it is when called: a default bound at import would keep writing to a stdout
+# that was replaced (and closed) since, e.g. by a caller capturing output.
+def execute(job, *, out=None, tags: dict | None = None, **kwargs):
     """Execute a job in this process on the instance, as an operator's run: ended runs of dead CLI processes
     are ended first (their pool slots freed), the run names this process as its owner, a stop signal cancels
     it (``Stopped``), a wait for a pool slot is reported, and its failure or success goes to the alerts."""
@@ -143,7 +145,7 @@ def execute(job, *, out=sys.stdout, tags: dict | None = None, **kwargs):
     return result
 
 
-def ingest(start: date, end: date, *, days_per_run: int = 92, out=sys.stdout) -> dict:
+def ingest(start: date, end: date, *, days_per_run: int = 92, out=None) -> dict:
     """Materialize the market-data assets for [start, end] in runs of up to ``days_per_run`` days."""
     from alphapulse_assets.definitions import defs
 
@@ -183,7 +185,7 @@ def _failed_check_days(evaluations) -> dict[str, int]:
     return {check: len(parts - {None}) or 1 for check, parts in days.items()}
 
 
-def run_cadence(name: str, partition_key: str | None = None, *, out=sys.stdout):
+def run_cadence(name: str, partition_key: str | None = None, *, out=None):
     """Run one cadence through the same definitions and instance as the daemon (no daemon needed)."""
     from alphapulse_assets.definitions import defs
     from alphapulse_assets.training.schedules import latest_partition_key
@@ -221,7 +223,7 @@ CHAMPION_HEADERS = ("symbol", "cadence", "champion", "latest", "logloss", "base"
 CHAMPION_ALIGN = ("left", "left") + ("right",) * 7 + ("left",)
 
 
-def champion_table(out=sys.stdout) -> None:
+def champion_table(out=None) -> None:
     """Per symbol and cadence: champion, latest challenger's metrics next to the baselines, and the verdict
     (whole: a reason cut short can change a figure, e.g. ``p=0.062`` read as ``p=0.0``)."""
     from alphapulse_assets.settings import get_settings

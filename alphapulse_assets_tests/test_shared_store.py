@@ -69,12 +69,15 @@ print(json.dumps({
 def s3_server(tmp_path_factory):
     """moto's S3 server on loopback, with an empty bucket; stopped (by its own process group) at the end."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    folder = tmp_path_factory.mktemp("moto")
+    log = open(folder / "moto.log", "wb")
     proc = subprocess.Popen(
         [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # Requests are recorded only between /moto-api/recorder/start- and stop-recording (see s3_requests).
+        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(folder / "recording.jsonl")},
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -273,3 +276,53 @@ def test_a_long_lived_reader_sees_segments_another_machine_wrote_after_it_listed
     [first] = other.ls(f"{url}/market_candles", detail=False)
     other.pipe(f"{url}/market_candles/2024-01-02__2024-01-02__99999999999999999999ffffffff.parquet", other.cat(first))
     assert reader.list_partitions("market_candles") == ["2024-01-01", "2024-01-02"]
+
+
+class s3_requests:  # noqa: N801 - used as a context manager, like a function
+    """The requests the S3 server received inside the ``with`` block, as (method, path and query) pairs."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint, self.requests = endpoint, []
+
+    def _call(self, what: str) -> bytes:
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{self.endpoint}/moto-api/recorder/{what}", method="POST")
+        ) as r:
+            return r.read()
+
+    def __enter__(self):
+        self._call("reset-recording")
+        self._call("start-recording")
+        return self
+
+    def __exit__(self, *exc):
+        self._call("stop-recording")
+        lines = self._call("download-recording").decode().splitlines()
+        self.requests = [(e["method"], e["url"].split("://", 1)[-1].split("/", 1)[-1]) for e in map(json.loads, lines)]
+
+    def listings(self) -> list[str]:
+        return [url for method, url in self.requests if method == "GET" and ("list-type=" in url or "prefix=" in url)]
+
+
+def test_reading_many_days_lists_the_dataset_once_not_once_per_day(s3_settings, tmp_path):
+    """On an object store a listing is a request: a 60-day window (a training set's, a drift week with
+    warm-up) is checked and read with one listing each, whatever the number of days."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from alphapulse_assets.market_data.storage import ParquetPartitionStore
+
+    store = ParquetPartitionStore(f"s3://{BUCKET}/{tmp_path.name}/candles")
+    days = [str(d.date()) for d in pd.date_range("2024-01-01", periods=60, freq="D")]
+    stamps = pd.to_datetime(days).as_unit("ns")
+    frame = pd.DataFrame({"timestamp": stamps, "symbol": "ETHUSDT", "close": range(60)})
+    store.write_days("market_candles", pa.Table.from_pandas(frame[:30], preserve_index=False), days[:30])
+    store.write_days("market_candles", pa.Table.from_pandas(frame[30:], preserve_index=False), days[30:])
+
+    with s3_requests(s3_settings) as checked:
+        assert store.missing_days("market_candles", [*days, "2024-03-01"]) == ["2024-03-01"]
+    with s3_requests(s3_settings) as read:
+        assert list(store.read_days("market_candles", days)["close"]) == list(range(60))
+    assert len(checked.listings()) == 1, checked.requests
+    assert len(read.listings()) == 1, read.requests
+    assert len(read.requests) <= 1 + 2 * 4, read.requests  # the listing, a few reads per segment, not per day

@@ -128,6 +128,12 @@ class ParquetPartitionStore:
     def exists(self, dataset: str, partition: str) -> bool:
         return self._newest_covering(self._segments(dataset), date.fromisoformat(partition)) is not None
 
+    def missing_days(self, dataset: str, days: Iterable[str]) -> list[str]:
+        """Which of ``days`` have not been written, in the order given: one listing however many days (a
+        listing per day made a window of 550 days cost 550 requests to an object store)."""
+        segments = self._segments(dataset)
+        return [d for d in days if self._newest_covering(segments, date.fromisoformat(d)) is None]
+
     def list_partitions(self, dataset: str) -> list[str]:
         return self.days_in(self._segments(dataset))
 

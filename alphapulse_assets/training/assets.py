@@ -153,7 +153,7 @@ def _build_training_set(
     end = pd.Timestamp(context.partition_time_window.end)
     days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
     store = candle_store.store
-    missing = [d for d in days if not store.exists(candle_asset, d)]
+    missing = store.missing_days(candle_asset, days)
     if missing:
         raise dg.Failure(
             description=f"{len(missing)} day(s) of {candle_asset} are missing for the {name} window "

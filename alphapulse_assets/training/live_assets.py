@@ -147,7 +147,8 @@ def read_candles(store, spec, registry, symbol_list, cfg, now, shadows=None) -> 
     candle_asset = _candle_asset_for(spec.timeframe)
     start = min(live_scoring.window_start(registry, s, spec, cfg, now, shadows) for s in symbol_list)
     days = [str(d.date()) for d in pd.date_range(start, pd.Timestamp(now).floor("D"), freq="D")]
-    days = [d for d in days if store.exists(candle_asset, d)]
+    missing = set(store.missing_days(candle_asset, days))
+    days = [d for d in days if d not in missing]
     if not days:
         return pd.DataFrame(columns=["symbol", "timestamp"])
     candles = store.read_days(candle_asset, days)

@@ -339,3 +339,46 @@ def test_live_scores_right_after_a_real_cadence_run_say_no_bar_is_labelled_yet(p
             assert metadata["status"].value.startswith(f"no labelled bars since v{champion.version} became champion")
             assert metadata["champion"].value == f"v{champion.version}"
     assert not [d for d in registry.history(None, "weekly") if d.action == "rolled_back"]
+
+
+@pytest.mark.slow
+def test_drift_reads_the_candles_once_per_run_whatever_the_number_of_symbols(project, monkeypatch):
+    """Every symbol's drift from one listing and one read of the week's candles (one read per symbol made the
+    daily drift run quadratic in symbols), with each symbol's verdict on its own asset and check."""
+    from alphapulse_assets.market_data.storage import ParquetPartitionStore
+
+    registry = project["resources"]["model_registry"].get()
+    if registry.champion("ETHUSDT", "weekly") is None:  # a real champion, with its real training reference
+        assert run_weekly(project, "2024-05-26").success
+    calls = {"read_days": 0, "listings": 0}
+    read_days, segments = ParquetPartitionStore.read_days, ParquetPartitionStore._segments
+
+    def counting_read(self, *args, **kwargs):
+        calls["read_days"] += 1
+        return read_days(self, *args, **kwargs)
+
+    def counting_listing(self, *args, **kwargs):
+        calls["listings"] += 1
+        return segments(self, *args, **kwargs)
+
+    monkeypatch.setattr(ParquetPartitionStore, "read_days", counting_read)
+    monkeypatch.setattr(ParquetPartitionStore, "_segments", counting_listing)
+    result = dg.materialize(
+        drift_assets.drift_assets,
+        partition_key="2024-06-08",
+        instance=project["instance"],
+        resources=project["resources"],
+    )
+    assert result.success
+    assert calls == {"read_days": 1, "listings": 2}  # the week's days: listed once, read once, for 5 symbols
+    checks = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == set(SYMBOLS) and {e.check_name for e in checks.values()} == {"feature_drift"}
+    crowned = {s for s in SYMBOLS if registry.champion(s, "weekly") is not None}
+    assert crowned and crowned != set(SYMBOLS)
+    meta = {m.asset_key.path[-1]: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    for symbol in crowned:  # compared with its champion's reference, on a week of hourly rows
+        assert meta[symbol]["reference_version"].value == registry.champion(symbol, "weekly").version
+        assert meta[symbol]["recent_rows"].value >= 100 and meta[symbol]["max_psi"].value >= 0
+        assert checks[symbol].description.startswith("max PSI ")
+    for symbol in set(SYMBOLS) - crowned:
+        assert checks[symbol].passed and "no weekly champion" in checks[symbol].description

@@ -6,6 +6,9 @@ KS per feature). Its ``feature_drift`` check fails when any feature is past the 
 guide (PSI > 0.25 or KS > 0.15). The check does not block anything: drift is a reason to retrain, and
 ``drift_retrain_sensor`` turns a failed check into one run of the retrain cadence for that symbol, at most
 once per symbol per cooldown.
+
+Every symbol's drift is computed in one step (``drift_lib.drift_by_symbol``): the run lists the candle store
+once and reads the week's candles once for all symbols.
 """
 
 import json
@@ -29,95 +32,111 @@ COOLDOWN_SECONDS = 24 * 3600
 clock = time.time  # the sensor's clock; tests replace it
 
 
-def _drift_asset(symbol: str):
+def drift_key(symbol: str) -> dg.AssetKey:
+    return dg.AssetKey(["drift", symbol])
+
+
+def _drift_assets(symbols: list[str]):
+    """One step for every symbol's ``drift/<SYMBOL>``: the candles are read once per run, not once per symbol."""
     spec = spec_for(REFERENCE_CADENCE)
     candle_asset = _candle_asset_for(spec.timeframe)
 
-    @dg.asset(
-        key=["drift", symbol],
-        partitions_def=DAILY,
-        deps=[candle_asset],
+    @dg.multi_asset(
+        name="drift",
+        specs=[
+            dg.AssetSpec(
+                drift_key(symbol),
+                deps=[candle_asset],
+                group_name="drift_monitoring",
+                kinds={"pandas"},
+                tags={"alphapulse/symbol": symbol},
+                skippable=True,
+                description=f"Daily feature drift of {symbol} against the {REFERENCE_CADENCE} champion's "
+                "training data.",
+            )
+            for symbol in symbols
+        ],
         check_specs=[
             dg.AssetCheckSpec(
                 "feature_drift",
-                asset=["drift", symbol],
+                asset=drift_key(symbol),
                 description="No feature's PSI > 0.25 or KS > 0.15 against the champion's "
                 "training reference; a failure requests a retrain.",
             )
+            for symbol in symbols
         ],
-        group_name="drift_monitoring",
-        kinds={"pandas"},
-        tags={"alphapulse/symbol": symbol},
-        description=f"Daily feature drift of {symbol} against the {REFERENCE_CADENCE} champion's training data.",
+        partitions_def=DAILY,
+        can_subset=True,
     )
-    def drift_asset(
+    def drift_assets(
         context: dg.AssetExecutionContext, candle_store: CandleStoreResource, model_registry: ModelRegistryResource
     ):
         registry = model_registry.get()
-        champion = registry.champion(symbol, REFERENCE_CADENCE)
+        selected = [s for s in symbols if drift_key(s) in context.selected_asset_keys]
+        champions = {s: registry.champion(s, REFERENCE_CADENCE) for s in selected}
+        profiles = {s: (c.info.get("reference_profile") if c is not None else None) for s, c in champions.items()}
         end = pd.Timestamp(context.partition_time_window.end)
-        if champion is None or "reference_profile" not in champion.info:
-            yield dg.Output({"symbol": symbol, "reference": None}, metadata={"reference": "no champion yet"})
-            yield dg.AssetCheckResult(
-                check_name="feature_drift",
-                passed=True,
-                description=f"no {REFERENCE_CADENCE} champion for {symbol} to compare against",
+        recent_start = end - pd.Timedelta(days=RECENT_DAYS)
+        candles = pd.DataFrame(columns=["symbol", "timestamp"])
+        if any(profiles.values()):  # one listing and one read for every symbol of the run
+            warmup = pd.Timedelta(spec.timeframe.replace("m", "min")) * spec.warmup_bars
+            start = (recent_start - warmup).floor("D")
+            days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
+            store = candle_store.store
+            missing = set(store.missing_days(candle_asset, days))
+            days = [d for d in days if d not in missing]
+            if days:
+                candles = store.read_days(candle_asset, days)
+                candles = candles[candles["symbol"].isin([s for s, p in profiles.items() if p])]
+        verdicts = drift_lib.drift_by_symbol(candles, profiles, spec.features.build, recent_start)
+        for symbol in selected:
+            verdict, champion = verdicts[symbol], champions[symbol]
+            key = drift_key(symbol)
+            if verdict.report is None:
+                note = (
+                    f"no {REFERENCE_CADENCE} champion for {symbol} to compare against"
+                    if not profiles[symbol]
+                    else verdict.note
+                )
+                metadata = (
+                    {"recent_rows": verdict.recent_rows} if profiles[symbol] else {"reference": "no champion yet"}
+                )
+                yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+                yield dg.AssetCheckResult(asset_key=key, check_name="feature_drift", passed=True, description=note)
+                continue
+            report = verdict.report
+            table = pd.DataFrame({"psi": report.psi, "ks": report.ks}).sort_values("psi", ascending=False)
+            yield dg.MaterializeResult(
+                asset_key=key,
+                metadata={
+                    "reference_version": champion.version,
+                    "recent_rows": verdict.recent_rows,
+                    "max_psi": report.max_psi,
+                    "max_ks": report.max_ks,
+                    "per_feature": dg.MetadataValue.md(table.round(4).to_markdown()),
+                },
             )
-            return
-        warmup = pd.Timedelta(spec.timeframe.replace("m", "min")) * spec.warmup_bars
-        start = (end - pd.Timedelta(days=RECENT_DAYS) - warmup).floor("D")
-        days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
-        store = candle_store.store
-        days = [d for d in days if store.exists(candle_asset, d)]
-        candles = store.read_days(candle_asset, days) if days else pd.DataFrame()
-        candles = candles[candles["symbol"] == symbol] if len(candles) else candles
-        features = spec.features.build(candles).dropna() if len(candles) else pd.DataFrame()
-        recent = (
-            features[(candles.loc[features.index, "timestamp"] >= end - pd.Timedelta(days=RECENT_DAYS)).to_numpy()]
-            if len(features)
-            else features
-        )
-        if len(recent) < 20:
-            yield dg.Output({"symbol": symbol, "reference": champion.version}, metadata={"recent_rows": len(recent)})
             yield dg.AssetCheckResult(
+                asset_key=key,
                 check_name="feature_drift",
-                passed=True,
-                description=f"only {len(recent)} recent rows: too few to judge drift",
+                passed=report.passed,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=(
+                    f"max PSI {report.max_psi:.3f}, max KS {report.max_ks:.3f}"
+                    + (f"; drifted: {', '.join(report.drifted)}" if report.drifted else "")
+                ),
+                metadata={
+                    "max_psi": report.max_psi,
+                    "max_ks": report.max_ks,
+                    "drifted": ", ".join(report.drifted),
+                    "symbol": symbol,
+                },
             )
-            return
-        profile = champion.info["reference_profile"]
-        report = drift_lib.drift_report(profile, recent[[f for f in profile if f in recent.columns]])
-        table = pd.DataFrame({"psi": report.psi, "ks": report.ks}).sort_values("psi", ascending=False)
-        yield dg.Output(
-            {"symbol": symbol, "reference": champion.version, "drifted": report.drifted},
-            metadata={
-                "reference_version": champion.version,
-                "recent_rows": len(recent),
-                "max_psi": report.max_psi,
-                "max_ks": report.max_ks,
-                "per_feature": dg.MetadataValue.md(table.round(4).to_markdown()),
-            },
-        )
-        yield dg.AssetCheckResult(
-            check_name="feature_drift",
-            passed=report.passed,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                f"max PSI {report.max_psi:.3f}, max KS {report.max_ks:.3f}"
-                + (f"; drifted: {', '.join(report.drifted)}" if report.drifted else "")
-            ),
-            metadata={
-                "max_psi": report.max_psi,
-                "max_ks": report.max_ks,
-                "drifted": ", ".join(report.drifted),
-                "symbol": symbol,
-            },
-        )
 
-    return drift_asset
+    return drift_assets
 
 
-drift_assets = [_drift_asset(symbol) for symbol in SETTINGS.symbols]
+drift_assets = [_drift_assets(list(SETTINGS.symbols))]
 
 drift_monitoring_job = dg.define_asset_job(
     "drift_monitoring",

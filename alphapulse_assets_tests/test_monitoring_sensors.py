@@ -429,3 +429,57 @@ def test_process_counts_are_of_this_instance_only(tmp_path):
     )
     sample, _ = ResourceSampler(("/",), ps=ps, clock=Clock(), instance_home=ours).sample(None)
     assert sample.dagster_processes == 2 and sample.dagster_rss_bytes == 130 * 2**20  # grpc + webserver
+
+
+def _health_tick_statements(tmp_path, n_symbols: int) -> tuple[int, dict[str, str]]:
+    """SQL statements one health tick runs (instance and platform database), with ``n_symbols`` symbols whose
+    models are all materialized: two of them out of the ordinary (an old partition re-run after the newest; a
+    symbol two partitions behind). Returns the count and each cadence's freshness finding."""
+    import sqlalchemy as sa
+
+    from alphapulse_assets.monitoring import readers
+    from alphapulse_assets.settings import AlphaPulseSettings
+
+    symbols = [f"S{i:03d}USDT" for i in range(n_symbols)]
+    settings = AlphaPulseSettings(symbols=symbols)
+    now = 1_780_000_000.0  # 2026-05-28 20:26 UTC: every cadence has a partition due
+    (tmp_path / f"instance-{n_symbols}").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / f"instance-{n_symbols}")) as instance:
+        for cadence in readers.CADENCE_NAMES:
+            expected = readers.expected_partition(cadence, now, settings, settings.monitoring)
+            keys = readers.partitions_for(cadence).get_partition_keys()
+            older = keys[keys.index(expected) - 2]
+            for symbol in symbols:
+                key = dg.AssetKey(["models", cadence, symbol])
+                for partition in {"S000USDT": [expected, older], "S001USDT": [older]}.get(symbol, [expected]):
+                    instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+        statements: list[str] = []
+
+        def record(conn, cursor, statement, *args):
+            statements.append(statement)
+
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+        try:
+            report, _ = readers.collect_health(
+                instance,
+                now=now,
+                settings=settings,
+                db_url=f"sqlite:///{tmp_path / f'platform-{n_symbols}.db'}",
+                check_sources=False,
+            )
+        finally:
+            sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+    return len(statements), {c.name: c.reason for c in report.checks if c.name.startswith("freshness")}
+
+
+@pytest.mark.slow
+def test_a_health_tick_runs_as_many_queries_for_50_symbols_as_for_5(tmp_path):
+    """The freshness of every cadence's models is read in one query per cadence, not one per symbol per cadence
+    on every tick; only a symbol whose newest materialization is not the due partition is looked at closer."""
+    few, few_findings = _health_tick_statements(tmp_path, 5)
+    many, many_findings = _health_tick_statements(tmp_path, 50)
+    assert few == many, (few, many)
+    for findings in (few_findings, many_findings):
+        for cadence in ("nightly", "weekly", "monthly"):
+            # S000's old partition re-run after the newest does not make it late; S001 really is.
+            assert findings[f"freshness {cadence}"].endswith("S001USDT 2 partitions behind"), findings

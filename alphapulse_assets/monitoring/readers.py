@@ -183,12 +183,37 @@ def freshness(
         keys = pdef.get_partition_keys()
     index = {k: i for i, k in enumerate(keys)}
     target = index[expected]
-    behind: dict[str, int | None] = {}
-    for symbol in settings.symbols:
-        done = instance.get_materialized_partitions(dg.AssetKey(["models", cadence, symbol]))
-        newest = max((index[k] for k in done if k in index), default=None)
-        behind[symbol] = None if newest is None else max(0, target - newest)
+    newest = newest_model_partitions(instance, cadence, settings.symbols, index, target)
+    behind = {s: None if n is None else max(0, target - n) for s, n in newest.items()}
     return hl.freshness_check(cadence, expected, behind)
+
+
+def newest_model_partitions(
+    instance: dg.DagsterInstance, cadence: str, symbols: Sequence[str], index: dict[str, int], target: int
+) -> dict[str, int | None]:
+    """Per symbol, the index (in ``index``) of the newest partition of ``models/<cadence>/<SYMBOL>`` that was
+    materialized, exact at least up to ``target``: None when none was.
+
+    One query for every symbol (the assets' latest materializations, ``get_asset_records``) instead of one per
+    symbol per cadence on every tick. The latest materialization is the newest partition unless an older one
+    was re-run after it; only a symbol whose latest one is not at ``target`` yet is asked for its partitions.
+    """
+    keys = {symbol: dg.AssetKey(["models", cadence, symbol]) for symbol in symbols}
+    entries = {
+        record.asset_entry.asset_key: record.asset_entry for record in instance.get_asset_records(list(keys.values()))
+    }
+    newest: dict[str, int | None] = {}
+    for symbol, key in keys.items():
+        entry = entries.get(key)
+        last = entry.last_materialization if entry is not None else None
+        event = last.dagster_event if last is not None else None
+        newest[symbol] = index.get(event.partition) if event is not None and event.partition else None
+        if newest[symbol] is None or newest[symbol] < target:
+            if last is None:
+                continue  # never materialized: nothing more to ask
+            done = instance.get_materialized_partitions(key)
+            newest[symbol] = max((index[k] for k in done if k in index), default=None)
+    return newest
 
 
 def breaker_states(url: str) -> dict[str, dict]:

@@ -234,12 +234,11 @@ def champion_table(out=None) -> None:
     rows = []
     for symbol in get_settings().symbols:
         for cadence in CADENCES:
-            versions = registry.versions(symbol, cadence)
-            if not versions:
+            latest = registry.latest_version(symbol, cadence)
+            if latest is None:
                 rows.append([symbol, cadence, None, None, None, None, None, None, None, "not trained yet"])
                 continue
             champion = registry.champion(symbol, cadence)
-            latest = versions[-1]
             m, b = latest.info.get("metrics", {}), latest.info.get("baselines", {})
             verdict = (
                 "promoted" if latest.info.get("gate_passed") else f"rejected: {latest.info.get('gate_reason', '')}"

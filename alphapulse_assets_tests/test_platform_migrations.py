@@ -7,6 +7,7 @@ all succeed; and the stores' table objects match what the migrations build.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import shutil
 from datetime import datetime, timezone
@@ -124,6 +125,43 @@ def test_database_made_before_migrations_is_adopted_with_rows_intact(db_url, tmp
     assert [d.action for d in reg.decisions_between(AT, AT.replace(hour=13))] == ["promoted"]
     assert [e.key for e in AlertStore(db_url).history()] == ["run:weekly"]
     assert {t: _count(db_url, t) for t in tables} == before
+
+
+def test_model_versions_of_an_existing_database_get_their_run_and_partition_columns_from_the_json(db_url, tmp_path):
+    """Revision 0002 moves run and partition out of the stored JSON into indexed columns: versions written
+    before it are found by run as new ones are, and a version whose JSON has neither keeps NULLs."""
+    _create_schema_of_the_code_before_migrations(db_url)
+    rows = [
+        ("BTCUSDT", 1, {"run_id": "run-a", "partition": "2024-06-01", "metrics": {"f1": 0.6}}),
+        ("BTCUSDT", 2, {"run_id": "run-b", "partition": "2024-06-02"}),
+        ("ETHUSDT", 1, {"run_id": "run-b", "partition": "2024-06-02"}),
+        ("ETHUSDT", 2, {"metrics": {}}),  # registered outside a run
+    ]
+    with engine_for(db_url).begin() as conn:
+        for symbol, version, info in rows:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO alphapulse_model_versions (symbol, cadence, version, uri, sha256, created_at, "
+                    "info_json) VALUES (:s, 'nightly', :v, 'x.skops', :h, :at, :info)"
+                ),
+                {"s": symbol, "v": version, "h": "0" * 64, "at": AT, "info": json.dumps(info)},
+            )
+
+    reg = ModelRegistry(str(tmp_path / "models"), db_url)  # opening a store migrates
+    assert _revisions(db_url) == head_revisions()
+    assert reg.partitions_trained("nightly", "run-b") == {"BTCUSDT": {"2024-06-02"}, "ETHUSDT": {"2024-06-02"}}
+    assert reg.partitions_trained("nightly", "run-a") == {"BTCUSDT": {"2024-06-01"}}
+    with engine_for(db_url).connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT symbol, version, run_id, partition_key FROM alphapulse_model_versions ORDER BY 1, 2")
+        ).all()
+    assert [tuple(r) for r in stored][-1] == ("ETHUSDT", 2, None, None)
+    assert reg.get("BTCUSDT", "nightly", 1).info["metrics"] == {"f1": 0.6}  # the JSON itself is untouched
+    indexes = {
+        ix["name"]: ix["column_names"]
+        for ix in sa.inspect(engine_for(db_url)).get_indexes(registry.versions_table.name)
+    }
+    assert indexes["ix_alphapulse_model_versions_cadence_run"] == ["cadence", "run_id"]
 
 
 def test_partial_database_gets_the_missing_tables(tmp_path):

@@ -592,3 +592,50 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path, db_url):
 )
 def test_trust_policy(name, trusted):
     assert registry_module._is_trusted_type(name) is trusted
+
+
+# -- look-ups by indexed columns -------------------------------------------------------------------------
+class _Statements:
+    """The SQL statements an engine runs inside the ``with`` block."""
+
+    def __init__(self, engine):
+        self.engine, self.sql = engine, []
+
+    def _record(self, conn, cursor, statement, *args):
+        self.sql.append(statement)
+
+    def __enter__(self):
+        registry_module.sa.event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc):
+        registry_module.sa.event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+@pytest.mark.parametrize("n_symbols", [5, 50])
+def test_look_ups_by_run_and_the_newest_version_cost_one_query_whatever_the_symbols(tmp_path, db_url, n_symbols):
+    """The models step asks which partitions this run already trained (a retried step skips them): one query on
+    the indexed run column for every symbol, reading no stored JSON; the newest version and the champions
+    likewise (they loaded every version, or one query per champion)."""
+    from sklearn.linear_model import LogisticRegression
+
+    reg = registry(tmp_path / "models", db_url)
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    symbols = [f"S{i:03d}USDT" for i in range(n_symbols)]
+    profile = {"reference_profile": {f"f{i}": list(range(101)) for i in range(20)}}  # kilobytes, as in real runs
+    for symbol in symbols:
+        old = reg.register(symbol, "nightly", model, info={"run_id": "run-1", "partition": "2024-06-01", **profile})
+        reg.promote(old, reason="first")
+        reg.register(symbol, "nightly", model, info={"run_id": "run-2", "partition": "2024-06-02", **profile})
+    reg.register(symbols[0], "nightly", model, info={"run_id": "run-2", "partition": "2024-06-03", **profile})
+
+    with _Statements(reg.engine) as statements:
+        trained = reg.partitions_trained("nightly", "run-2")
+        latest = reg.latest_version(symbols[-1], "nightly")
+        champions = reg.champions()
+    assert trained == {s: {"2024-06-02"} for s in symbols} | {symbols[0]: {"2024-06-02", "2024-06-03"}}
+    assert latest.version == 2 and latest.info["partition"] == "2024-06-02"
+    assert [c.label for c in champions] == [f"{s}/nightly/v1" for s in symbols]
+    assert len(statements.sql) == 3, statements.sql
+    assert "info_json" not in statements.sql[0]  # the run's partitions come from columns, not the JSON
+    assert reg.partitions_trained("nightly", "no-such-run") == {}

@@ -305,15 +305,12 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
             failed: list[str] = []
             failed_classes: list[Classification] = []
             transient: list[Exception] = []
+            trained = registry.partitions_trained(name, context.run_id)  # by an earlier attempt of this step
             for symbol in SETTINGS.symbols:
                 model_key, champion_key = keys(symbol)
                 if model_key not in selected:
                     continue
-                done = {
-                    v.info.get("partition")
-                    for v in registry.versions(symbol, name)
-                    if v.info.get("run_id") == context.run_id
-                }
+                done = trained.get(symbol, set())
                 outcomes, promoted = [], []
                 symbol_rows = dataset.for_symbol(symbol)
                 for key in partition_keys:  # in time order: each day's nightly update starts from the last champion

@@ -497,11 +497,7 @@ def _plan(
     kept = [s for s in history if s is current or (s.end is not None and s.end > horizon)]
     shadows: list[int] = []
     if current is not None and cfg.max_shadows:
-        newer = [
-            v
-            for v in registry.versions(symbol, spec.name)
-            if v.version != current.version and _utc(v.created_at) >= current.start
-        ]
+        newer = [v for v in registry.versions_since(symbol, spec.name, current.start) if v.version != current.version]
         shadows = [v.version for v in newer[-cfg.max_shadows :]][::-1]
     if current is not None and only_shadows is not None:
         shadows = list(only_shadows)

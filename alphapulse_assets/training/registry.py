@@ -61,6 +61,12 @@ versions_table = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("info_json", sa.Text, nullable=False),
+    # Copied from ``info`` (run_id, partition) when registered, so look-ups by run or partition use an index
+    # instead of parsing every version's JSON (migration 0002; NULL for versions registered outside a run).
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("partition_key", sa.String(64), nullable=True),
+    sa.Index("ix_alphapulse_model_versions_cadence_run", "cadence", "run_id"),
+    sa.Index("ix_alphapulse_model_versions_partition", "symbol", "cadence", "partition_key"),
 )
 
 champions_table = sa.Table(
@@ -152,6 +158,10 @@ class Decision:
     reason: str
     by: str
     at: datetime
+
+
+def _column_text(value: Any) -> str | None:
+    return None if value is None else str(value)[:64]
 
 
 def _now() -> datetime:
@@ -266,6 +276,8 @@ class ModelRegistry:
                                 sha256=digest,
                                 created_at=created,
                                 info_json=info_json,
+                                run_id=_column_text(info.get("run_id")),
+                                partition_key=_column_text(info.get("partition")),
                             )
                         )
                         # Inside the transaction: if the move fails the row is rolled back, so no row
@@ -350,6 +362,42 @@ class ModelRegistry:
             ).all()
         return [self._row_to_version(r) for r in rows]
 
+    def latest_version(self, symbol: str, cadence: str) -> ModelVersion | None:
+        """The newest version of (symbol, cadence), or None: one row, however many versions exist."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(versions_table)
+                .where(versions_table.c.symbol == symbol, versions_table.c.cadence == cadence)
+                .order_by(versions_table.c.version.desc())
+                .limit(1)
+            ).first()
+        return self._row_to_version(row) if row is not None else None
+
+    def versions_since(self, symbol: str, cadence: str, since: datetime) -> list[ModelVersion]:
+        """The versions of (symbol, cadence) registered at ``since`` or later, oldest first."""
+        t = versions_table
+        since = _aware(since).astimezone(timezone.utc)  # stored in UTC (SQLite keeps no zone)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t)
+                .where(t.c.symbol == symbol, t.c.cadence == cadence, t.c.created_at >= since)
+                .order_by(t.c.version)
+            ).all()
+        return [self._row_to_version(r) for r in rows if _aware(r.created_at) >= since]
+
+    def partitions_trained(self, cadence: str, run_id: str) -> dict[str, set[str]]:
+        """Per symbol, the partitions of ``cadence`` that run ``run_id`` registered a version for (what a retried
+        step skips): one indexed query for every symbol, reading no stored JSON."""
+        t = versions_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.symbol, t.c.partition_key).where(t.c.cadence == cadence, t.c.run_id == run_id)
+            ).all()
+        done: dict[str, set[str]] = {}
+        for symbol, partition in rows:
+            done.setdefault(symbol, set()).add(partition)
+        return done
+
     def champion(self, symbol: str, cadence: str) -> ModelVersion | None:
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -369,11 +417,8 @@ class ModelRegistry:
             ).scalar()
 
     def champions(self) -> list[ModelVersion]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(champions_table).order_by(champions_table.c.symbol, champions_table.c.cadence)
-            ).all()
-        return [self.get(r.symbol, r.cadence, r.version) for r in rows]
+        """Every champion, by symbol and cadence: one query (a join), not one per champion."""
+        return [mv for mv, _ in self.champions_since()]
 
     def champions_since(self) -> list[tuple[ModelVersion, datetime]]:
         """Every champion with the time it became champion, by symbol and cadence."""

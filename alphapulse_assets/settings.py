@@ -569,6 +569,10 @@ class AlphaPulseSettings(BaseSettings):
     files_timezone: str | None = None
     postgres_url_env: str = "ALPHAPULSE_MARKET_DB_URL"
     exchange_id: str = "binance"
+    # Symbols fetched from the exchange at once (threads), all within one rate limit: requests start at least
+    # max(ALPHAPULSE_EXCHANGE_RATE_LIMIT_MS, the exchange's own rateLimit x the endpoint's weight) apart.
+    exchange_concurrency: int = Field(4, ge=1, le=64)
+    exchange_rate_limit_ms: float | None = Field(None, ge=0)
     source_timeout_seconds: float = Field(30.0, gt=0)
 
     # Opt-in for a store that forgets on exit (memory://, an in-memory SQLite): tests only.

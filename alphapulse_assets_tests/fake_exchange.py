@@ -15,7 +15,9 @@ Fault injection, per path and per request number (1-based, counted per path): ``
 ``hang`` (stall before answering, to trigger a client timeout), ``garbage`` (HTML, truncated JSON or
 rows of the wrong arity with status 200), ``duplicate`` (every row sent twice). ``counts`` and ``log``
 show what the server received; with an injected ``clock`` each logged request carries that clock's
-time, so rate limiting can be checked without wall-clock assertions.
+time, so rate limiting can be checked without wall-clock assertions. ``latency_seconds`` makes every
+answer take that long (a distant exchange), and ``max_in_flight`` says how many requests it was serving at
+once at most (concurrent clients).
 
 It binds 127.0.0.1 on a free port only. Use it as a context manager; leaving it stops the server, wakes
 any stalled handler and joins the serving thread.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -120,8 +123,13 @@ class FakeBinance:
         now: pd.Timestamp | str = "2024-07-01T00:00:00Z",
         price_decimals: int = 8,
         clock: Callable[[], float] | None = None,
+        latency_seconds: float = 0.0,
     ):
         self.symbols = tuple(symbols)
+        self.latency_seconds = latency_seconds
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.arrivals: list[float] = []  # time.monotonic() as each request arrived, whatever its path
         # The fake market's "now": no bar opens at or after it, and klines without startTime end here.
         self.now = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
         self.price_decimals = price_decimals
@@ -315,6 +323,19 @@ def _make_handler(fake: FakeBinance) -> type[BaseHTTPRequestHandler]:
                 pass
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            with fake._lock:
+                fake.arrivals.append(time.monotonic())
+                fake.in_flight += 1
+                fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+            try:
+                if fake.latency_seconds and fake._stopping.wait(fake.latency_seconds):
+                    return
+                self._answer()
+            finally:
+                with fake._lock:
+                    fake.in_flight -= 1
+
+        def _answer(self) -> None:
             parts = urlsplit(self.path)
             path = parts.path
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}

@@ -29,6 +29,9 @@ class CandleSource(ABC):
     name: str = "source"
     #: True for sources that invent their data; shown wherever the data is shown.
     synthetic: bool = False
+    #: How many symbols a fallback chain may fetch from this source at once (threads): 1 unless the source
+    #: is safe to call from several threads and gains from it (a remote API whose latency dominates).
+    concurrency: int = 1
 
     @abstractmethod
     def fetch(self, symbols: Sequence[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

@@ -20,6 +20,11 @@ candles for [start, end). What it adds around ccxt, and why:
   calibrated ``rateLimit`` times each endpoint's weight, e.g. 50 ms x 4 before Binance's exchangeInfo)
   runs on ``clock``/``sleep`` instead of wall time, with ``rate_limit_ms`` as our own floor between any
   two requests.
+- Concurrency within that limit: up to ``concurrency`` symbols are fetched at once (the fallback chain runs
+  them in threads; ``ALPHAPULSE_EXCHANGE_CONCURRENCY``). Each thread has its own ccxt client (ccxt's sync
+  clients keep per-request state), the market list is loaded once and shared, and one limiter serves all
+  threads: each request takes the next free start time, at least the interval after the previous one, so
+  requests overlap in flight (latency) but never start closer together than the rate limit allows.
 
 Only public endpoints are called. API keys are read from ``ALPHAPULSE_EXCHANGE_API_KEY`` and
 ``ALPHAPULSE_EXCHANGE_API_SECRET`` if set, handed to ccxt and never logged or shown.
@@ -33,6 +38,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -128,6 +134,7 @@ class ExchangeSource(CandleSource):
         timeout_seconds: float = 30.0,
         api_base_url: str | None = None,
         spool_dir: Path | None = None,
+        concurrency: int = 1,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -142,12 +149,37 @@ class ExchangeSource(CandleSource):
         self.timeout_seconds = timeout_seconds
         self.api_base_url = api_base_url
         self.spool_dir = Path(spool_dir) if spool_dir is not None else None
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
         self._sleep = sleep
         self._clock = clock
-        self._exchange: Any = None
+        self._local = threading.local()  # this thread's ccxt client and the last response it saw
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()  # the shared limiter's next start time, the list of clients
+        self._markets_lock = threading.Lock()  # held while the first client loads the market list
+        self._markets: tuple[Any, Any] | None = None
         self._last_request_at: float | None = None
-        self._last_status: int | None = None
-        self._last_body: str = ""
+
+    @property
+    def _exchange(self) -> Any:
+        return getattr(self._local, "exchange", None)
+
+    @property
+    def _last_status(self) -> int | None:
+        return getattr(self._local, "status", None)
+
+    @_last_status.setter
+    def _last_status(self, value: int | None) -> None:
+        self._local.status = value
+
+    @property
+    def _last_body(self) -> str:
+        return getattr(self._local, "body", "")
+
+    @_last_body.setter
+    def _last_body(self, value: str) -> None:
+        self._local.body = value
 
     @classmethod
     def from_settings(cls, settings: AlphaPulseSettings) -> ExchangeSource:
@@ -157,6 +189,8 @@ class ExchangeSource(CandleSource):
             timeout_seconds=settings.source_timeout_seconds,
             api_base_url=os.environ.get(API_URL_ENV) or None,
             spool_dir=settings.home / "exchange-spool",
+            concurrency=settings.exchange_concurrency,
+            rate_limit_ms=settings.exchange_rate_limit_ms,
         )
 
     def describe(self) -> str:
@@ -198,26 +232,43 @@ class ExchangeSource(CandleSource):
 
         ex.fetch = fetch
         ex.on_rest_response = on_rest_response
-        self._exchange = ex
+        self._local.exchange = ex
+        with self._lock:
+            self._clients.append(ex)
         return ex
 
     def close(self) -> None:
-        if self._exchange is not None:
-            session = getattr(self._exchange, "session", None)
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for ex in clients:
+            session = getattr(ex, "session", None)
             if session is not None:
                 session.close()
-            self._exchange = None
+        self._local = threading.local()
+
+    def _load_markets(self, ex: Any) -> None:
+        """The market list, fetched once for every thread's client (it weighs 20 on Binance)."""
+        with self._markets_lock:
+            if self._markets is not None:
+                if not ex.markets:
+                    ex.set_markets(*self._markets)
+                return
+            self._call("load_markets", None, ex.load_markets)
+            if ex.markets:
+                self._markets = (ex.markets, ex.currencies)
 
     def _throttle(self, cost: float | None = None) -> None:
-        """Replaces ccxt's throttle: wait max(our floor, rateLimit x the next request's cost) since the last one."""
-        ex = self._exchange
-        weighted = float(getattr(ex, "rateLimit", 0) or 0) * (1.0 if cost is None else float(cost))
+        """Replaces ccxt's throttle: a request starts max(our floor, rateLimit x its cost) after the previous one,
+        whichever thread sent that. Each caller takes the next free start time under the lock, then sleeps until
+        it outside the lock, so threads queue in order and overlap only in flight."""
+        weighted = float(getattr(self._exchange, "rateLimit", 0) or 0) * (1.0 if cost is None else float(cost))
         interval = max(float(self.rate_limit_ms or 0), weighted) / 1000.0
-        if self._last_request_at is not None:
-            wait = self._last_request_at + interval - self._clock()
-            if wait > 0:
-                self._sleep(wait)
-        self._last_request_at = self._clock()
+        with self._lock:
+            now = self._clock()
+            start = now if self._last_request_at is None else max(now, self._last_request_at + interval)
+            self._last_request_at = start
+        if start > now:
+            self._sleep(start - now)
 
     def _call(self, what: str, symbol: str | None, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one ccxt call; every failure leaves as a classified error naming exchange and symbol."""
@@ -291,7 +342,7 @@ class ExchangeSource(CandleSource):
         if end_ms <= start_ms or not symbols:
             return empty_candles()
         ex = self._client()
-        self._call("load_markets", None, ex.load_markets)
+        self._load_markets(ex)
         if not ex.markets:
             raise DataValidationError(
                 f"{self.exchange_id} listed no markets; body starts {_short(self._last_body, 80)!r}",

@@ -2,11 +2,19 @@
 
 The chain never degrades silently: the result records which source served each symbol and every
 failure met on the way, and the candle asset puts both on the partition's materialization.
+
+Symbols are served concurrently when a source allows it (``CandleSource.concurrency``, e.g. the exchange's
+``ALPHAPULSE_EXCHANGE_CONCURRENCY``): each symbol walks the chain in its own worker thread, and each source is
+entered by at most its own ``concurrency`` threads at once (a source of 1 is called by one thread at a time).
+The exchange's rate limit is kept by the exchange source itself, across its threads. Results, failures and
+errors come out in the symbols' order, as when they were served one after another.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
@@ -25,33 +33,60 @@ class FallbackChain:
         if not sources:
             raise ValueError("a fallback chain needs at least one source")
         self.sources = list(sources)
+        self._gates = [threading.Semaphore(max(1, int(getattr(s, "concurrency", 1) or 1))) for s in self.sources]
 
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.sources]
 
+    @property
+    def concurrency(self) -> int:
+        """Symbols served at once: the most any source of the chain allows."""
+        return max(max(1, int(getattr(s, "concurrency", 1) or 1)) for s in self.sources)
+
+    def _serve(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp):
+        """(frame or None, source name or None, failures) for one symbol; SYSTEM errors propagate."""
+        failures: list[tuple[str, str, str, ErrorClass]] = []
+        for source, gate in zip(self.sources, self._gates, strict=True):
+            try:
+                with gate:
+                    frame = source.fetch([symbol], start, end)
+            except Exception as exc:  # classified below; nothing is swallowed silently
+                c = classify(exc)
+                if c.error_class is ErrorClass.SYSTEM:
+                    raise  # the host is in trouble: another source will not help
+                failures.append((source.name, symbol, f"{c.error_class.value}: {exc}", c.error_class))
+                continue
+            if frame.empty:
+                failures.append((source.name, symbol, "permanent: no rows for the window", ErrorClass.PERMANENT))
+                continue
+            return frame, source.name, failures
+        return None, None, failures
+
     def fetch(self, symbols: Sequence[str], start: pd.Timestamp, end: pd.Timestamp) -> FetchResult:
+        symbols = list(symbols)
+        workers = min(self.concurrency, len(symbols))
+        if workers <= 1:  # one after another: a symbol no source serves stops the fetch there
+            served = (self._serve(s, start, end) for s in symbols)
+            return self._collect(symbols, served)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alphapulse-fetch") as pool:
+            futures = [pool.submit(self._serve, s, start, end) for s in symbols]
+            try:
+                return self._collect(symbols, (f.result() for f in futures))  # errors in symbol order
+            finally:
+                for f in futures:  # an error stops what has not started yet
+                    f.cancel()
+
+    def _collect(self, symbols: list[str], served) -> FetchResult:
         frames: list[pd.DataFrame] = []
         used: dict[str, str] = {}
         failures: list[tuple[str, str, str, ErrorClass]] = []
-        for symbol in symbols:
-            for source in self.sources:
-                try:
-                    frame = source.fetch([symbol], start, end)
-                except Exception as exc:  # classified below; nothing is swallowed silently
-                    c = classify(exc)
-                    if c.error_class is ErrorClass.SYSTEM:
-                        raise  # the host is in trouble: another source will not help
-                    failures.append((source.name, symbol, f"{c.error_class.value}: {exc}", c.error_class))
-                    continue
-                if frame.empty:
-                    failures.append((source.name, symbol, "permanent: no rows for the window", ErrorClass.PERMANENT))
-                    continue
-                frames.append(frame)
-                used[symbol] = source.name
-                break
-            else:
-                self._raise_exhausted(symbol, [f for f in failures if f[1] == symbol])
+        for symbol, (frame, name, symbol_failures) in zip(symbols, served, strict=True):
+            failures.extend(symbol_failures)
+            if frame is None:
+                self._raise_exhausted(symbol, symbol_failures)
+            frames.append(frame)
+            used[symbol] = name
         candles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return FetchResult(candles, used, [(src, sym, msg) for src, sym, msg, _ in failures])
 

@@ -483,3 +483,48 @@ def test_a_health_tick_runs_as_many_queries_for_50_symbols_as_for_5(tmp_path):
         for cadence in ("nightly", "weekly", "monthly"):
             # S000's old partition re-run after the newest does not make it late; S001 really is.
             assert findings[f"freshness {cadence}"].endswith("S001USDT 2 partitions behind"), findings
+
+
+def test_champion_files_are_read_again_only_when_they_changed(tmp_path):
+    """Each health tick checks every champion's file against its digest. One listing of the store says which
+    files changed since this process verified them: those are read and hashed, the others are not read again
+    (a tick read every champion of every symbol and cadence). Tampering and deletion are still caught."""
+    from pathlib import Path
+
+    from sklearn.linear_model import LogisticRegression
+
+    from alphapulse_assets.monitoring import readers
+    from alphapulse_assets.training.registry import ModelRegistry
+
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    reg = ModelRegistry(str(tmp_path / "models"), url)
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    champions = {}
+    for symbol in ("BTCUSDT", "ETHUSDT", "ADAUSDT"):
+        champions[symbol] = reg.register(symbol, "weekly", model)
+        reg.promote(champions[symbol], reason="gate")
+    read = []
+    verify = reg.verify
+
+    def counting(mv):
+        read.append(mv.label)
+        return verify(mv)
+
+    reg.verify = counting
+    first = readers.champion_files_check(url, reg)
+    assert first.status is hl.Status.HEALTHY and len(read) == 3
+    read.clear()
+    assert readers.champion_files_check(url, reg).status is hl.Status.HEALTHY and read == []  # nothing changed
+
+    path = Path(champions["ETHUSDT"].uri)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    tampered = readers.champion_files_check(url, reg)
+    assert read == ["ETHUSDT/weekly/v1"] and tampered.status is hl.Status.CRITICAL
+    assert "ETHUSDT/weekly/v1" in tampered.reason
+    read.clear()
+    Path(champions["ADAUSDT"].uri).unlink()
+    gone = readers.champion_files_check(url, reg)  # the tampered file is read again: it never verified
+    assert sorted(read) == ["ADAUSDT/weekly/v1", "ETHUSDT/weekly/v1"] and gone.status is hl.Status.CRITICAL
+    assert "ADAUSDT/weekly/v1" in gone.reason and "missing" in gone.reason

@@ -326,3 +326,29 @@ def test_reading_many_days_lists_the_dataset_once_not_once_per_day(s3_settings, 
     assert len(checked.listings()) == 1, checked.requests
     assert len(read.listings()) == 1, read.requests
     assert len(read.requests) <= 1 + 2 * 4, read.requests  # the listing, a few reads per segment, not per day
+
+
+def test_the_health_check_of_champion_files_lists_the_store_once_and_reads_only_changed_files(s3_settings, tmp_path):
+    """Every health tick checks the champions' files: one listing of the store, and a GET only for a file whose
+    ETag changed since this process verified it (it read every champion of every symbol and cadence)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from alphapulse_assets.monitoring import readers
+    from alphapulse_assets.training.registry import ModelRegistry
+
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    reg = ModelRegistry(f"s3://{BUCKET}/{tmp_path.name}/models", url)
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    for symbol in ("BTCUSDT", "ETHUSDT", "ADAUSDT"):
+        reg.promote(reg.register(symbol, "weekly", model), reason="gate")
+    assert readers.champion_files_check(url, reg).reason == "3 champion file(s) verified"
+    with s3_requests(s3_settings) as tick:
+        check = readers.champion_files_check(url, reg)
+    assert check.reason == "3 champion file(s) verified (0 read, 3 unchanged since verified)"
+    assert len(tick.requests) == 1 and len(tick.listings()) == 1, tick.requests  # a listing, no file read
+    eth = reg.champion("ETHUSDT", "weekly")
+    _s3(s3_settings).pipe(eth.uri, b"not a model")  # another machine overwrites a champion's file
+    with s3_requests(s3_settings) as tick:
+        check = readers.champion_files_check(url, reg)
+    assert check.reason.startswith("1 champion file(s) refused") and "ETHUSDT/weekly/v1" in check.reason
+    assert len(tick.listings()) == 1 and len(tick.requests) <= 3, tick.requests  # the listing, that file

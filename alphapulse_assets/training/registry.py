@@ -319,6 +319,20 @@ class ModelRegistry:
             )
         return data
 
+    def file_stamps(self) -> dict[str, tuple[Any, ...]]:
+        """``{uri: (size, change stamp)}`` of every file under the artifact root, from ONE fresh listing (an
+        object store's ETag, else the modification time): what changed since a file was last verified, for
+        the price of a listing instead of reading every file."""
+        self.fs.invalidate_cache()  # the listing must be the store's now, not a cached one
+        try:
+            found = self.fs.find(self._root_path, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {
+            self._uri(path): (info.get("size"), info.get("ETag") or info.get("mtime") or info.get("LastModified"))
+            for path, info in found.items()
+        }
+
     def verify(self, mv: ModelVersion) -> None:
         """Check the file of ``mv`` against its digest and trusted types without deserialising it."""
         self._verified_bytes(mv)

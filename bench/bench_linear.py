@@ -7,7 +7,8 @@ run side by side on the same data:
 - registry: SQL statements and stored-JSON bytes read by the models step's "what did this run already train"
   look-up (every version of every symbol loaded and filtered in Python before);
 - health tick: SQL statements of one ``collect_health`` (instance and platform database), every symbol's
-  models materialized (one freshness query per symbol per cadence before);
+  models materialized (one freshness query per symbol per cadence before); champion files read by a tick
+  after the first (every champion's file on every tick before);
 - exchange ingestion: wall time of fetching 12 symbols from the fake exchange on loopback with 0.3 s latency
   and a 0.1 s rate limit, one at a time vs four at once (the one timing here; a ratio in the same run).
 
@@ -129,6 +130,35 @@ def health_tick(root: Path, n_symbols: int) -> dict:
     }
 
 
+def champion_files(root: Path, n_symbols: int) -> dict:
+    """Files read by the health tick's champion-file check on a tick after the first (nothing changed)."""
+    from sklearn.linear_model import LogisticRegression
+
+    url = f"sqlite:///{root / f'champions-{n_symbols}.db'}"
+    reg = ModelRegistry(str(root / f"champion-models-{n_symbols}"), url)
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    for i in range(n_symbols):
+        for cadence in readers.CADENCE_NAMES:
+            reg.promote(reg.register(f"S{i:03d}USDT", cadence, model), reason="bench")
+    reads = {"n": 0}
+    verify = reg.verify
+
+    def counted(mv):
+        reads["n"] += 1
+        return verify(mv)
+
+    reg.verify = counted
+    readers.champion_files_check(url, reg)
+    first = reads["n"]
+    readers.champion_files_check(url, reg)
+    return {
+        "symbols": n_symbols,
+        "champions": 3 * n_symbols,
+        "files_read_first_tick": first,
+        "files_read_next_tick": reads["n"] - first,
+    }
+
+
 def exchange_fetch(n_symbols: int = 12, latency: float = 0.3, interval_ms: float = 100.0) -> dict:
     from alphapulse_assets.market_data.sources.exchange import ExchangeSource
     from alphapulse_assets.market_data.sources.fallback import FallbackChain
@@ -169,6 +199,7 @@ def main() -> None:
             "store": [store_listings(root, n) for n in (10, 100)],
             "registry": [registry_lookups(root, n) for n in (5, 50)],
             "health_tick": [health_tick(root, n) for n in (5, 50)],
+            "champion_files": [champion_files(root, n) for n in (5, 50)],
             "exchange": exchange_fetch(),
         }
     print(json.dumps(results, indent=2))

@@ -639,3 +639,4 @@ def test_look_ups_by_run_and_the_newest_version_cost_one_query_whatever_the_symb
     assert len(statements.sql) == 3, statements.sql
     assert "info_json" not in statements.sql[0]  # the run's partitions come from columns, not the JSON
     assert reg.partitions_trained("nightly", "no-such-run") == {}
+    assert reg.partitions_trained("nightly", "run-2", symbols[0]) == {symbols[0]: {"2024-06-02", "2024-06-03"}}

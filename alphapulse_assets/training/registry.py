@@ -399,14 +399,15 @@ class ModelRegistry:
             ).all()
         return [self._row_to_version(r) for r in rows if _aware(r.created_at) >= since]
 
-    def partitions_trained(self, cadence: str, run_id: str) -> dict[str, set[str]]:
+    def partitions_trained(self, cadence: str, run_id: str, symbol: str | None = None) -> dict[str, set[str]]:
         """Per symbol, the partitions of ``cadence`` that run ``run_id`` registered a version for (what a retried
-        step skips): one indexed query for every symbol, reading no stored JSON."""
+        step skips): one indexed query for every symbol (or only ``symbol``), reading no stored JSON."""
         t = versions_table
+        query = sa.select(t.c.symbol, t.c.partition_key).where(t.c.cadence == cadence, t.c.run_id == run_id)
+        if symbol is not None:
+            query = query.where(t.c.symbol == symbol)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.c.symbol, t.c.partition_key).where(t.c.cadence == cadence, t.c.run_id == run_id)
-            ).all()
+            rows = conn.execute(query).all()
         done: dict[str, set[str]] = {}
         for symbol, partition in rows:
             done.setdefault(symbol, set()).add(partition)

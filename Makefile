@@ -25,9 +25,13 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two test processes (pytest-xdist): the tests that share a Dagster deployment run on one of them (conftest.py
+# groups them), so each deployment starts once, while the other runs the rest. `make test XDIST=` runs in one.
+XDIST ?= -n 2 --dist loadgroup
+
 # pytest exits 5 when it collected no test: say so, and fail.
 test: setup
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 test-fast: setup

@@ -355,6 +355,10 @@ class MonitoringSettings(BaseModel):
     metrics_interval_seconds: int = Field(30, ge=5)
     health_interval_seconds: int = Field(60, ge=10)
     check_alert_interval_seconds: int = Field(30, ge=5)
+    # How often the run-failure alert and run-success resolve sensors look for new run outcomes, and how
+    # often dead_run_sensor looks for runs whose owner process died (Dagster's default for sensors: 30 s).
+    run_status_interval_seconds: int = Field(30, ge=5)
+    dead_run_interval_seconds: int = Field(30, ge=5)
     retention_hours: float = Field(24.0, gt=0)
     # Disk usage is sampled (and alerted on) for each of these paths.
     mount_points: CsvTuple = ("/",)

@@ -28,6 +28,8 @@ E2E_DIR = Path(__file__).resolve().parent / "e2e"
 SLOW_SECONDS = 5.0
 #: Fixtures that make a test a tier: using the first (directly or through another fixture) adds the mark.
 TIER_FIXTURES = {"postgres_server": "postgres", "browser": "browser", "deployment": "e2e"}
+#: Fixtures that start a Dagster deployment: the tests using one form an xdist group (one worker starts it).
+DEPLOYMENT_FIXTURES = ("day_deployment", "quiet_deployment", "deployment")
 #: Not the suite's output: the venv, caches and build metadata that installing and importing create.
 _NOT_OUTPUT = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
 
@@ -63,6 +65,7 @@ def pytest_sessionstart(session):
     session.config.stash[_checkout_key] = _checkout_files()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks added here
 def pytest_collection_modifyitems(config, items):
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
@@ -71,6 +74,11 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(mark)
         if E2E_DIR in Path(str(item.fspath)).parents and item.get_closest_marker("e2e") is None:
             item.add_marker("e2e")
+        # Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), the tests sharing a deployment run on
+        # one worker, so each deployment starts once; the other worker meanwhile runs the rest.
+        group = next((f for f in DEPLOYMENT_FIXTURES if f in used), None)
+        if group and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_runtest_setup(item):

@@ -12,6 +12,13 @@ GOOD = [
     ("ALPHAPULSE_MONITORING__RETENTION_HOURS", "48", lambda s: s.monitoring.retention_hours, 48.0),
     ("ALPHAPULSE_MONITORING_RETENTION_HOURS", "48", lambda s: s.monitoring.retention_hours, 48.0),
     ("ALPHAPULSE_MONITORING_MOUNT_POINTS", "/, /data", lambda s: s.monitoring.mount_points, ("/", "/data")),
+    (
+        "ALPHAPULSE_MONITORING__RUN_STATUS_INTERVAL_SECONDS",
+        "5",
+        lambda s: s.monitoring.run_status_interval_seconds,
+        5,
+    ),
+    ("ALPHAPULSE_MONITORING__DEAD_RUN_INTERVAL_SECONDS", "10", lambda s: s.monitoring.dead_run_interval_seconds, 10),
     ("ALPHAPULSE_BREAKER__RECOVERY_TIMEOUT", "120", lambda s: s.breaker.recovery_timeout, 120.0),
     (
         "ALPHAPULSE_BREAKER__TRAINING__FAILURE_THRESHOLD",
@@ -81,6 +88,8 @@ BAD = [
     # (variable, value, what the refusal says)
     ("ALPHAPULSE_MONITORING__RETENTION_HOURS", "0", "greater than 0"),
     ("ALPHAPULSE_MONITORING_METRICS_INTERVAL_SECONDS", "1", "greater than or equal to 5"),
+    ("ALPHAPULSE_MONITORING__RUN_STATUS_INTERVAL_SECONDS", "0", "greater than or equal to 5"),
+    ("ALPHAPULSE_MONITORING__DEAD_RUN_INTERVAL_SECONDS", "often", "valid integer"),
     ("ALPHAPULSE_BREAKER__WINDOW_SECONDS", "five minutes", "not a number"),
     ("ALPHAPULSE_BREAKER__TRAINING__FAILURE_THRESHOLD", "many", "not a number"),
     ("ALPHAPULSE_BREAKER__MARKET_DATA__FAILURE_RATE_THRESHOLD", "1.5", "in (0, 1]"),

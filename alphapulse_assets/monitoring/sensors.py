@@ -432,6 +432,7 @@ def build_run_failure_sensors(
 
     @dg.run_failure_sensor(
         name="run_failure_alert_sensor",
+        minimum_interval_seconds=MSETTINGS.run_status_interval_seconds,
         default_status=default_status,
         monitor_all_code_locations=True,
         description="Alerts once on every failed run of the instance (schedule, sensor, UI, CLI, "
@@ -443,6 +444,7 @@ def build_run_failure_sensors(
     @dg.run_status_sensor(
         run_status=dg.DagsterRunStatus.SUCCESS,
         name="run_success_resolve_sensor",
+        minimum_interval_seconds=MSETTINGS.run_status_interval_seconds,
         default_status=default_status,
         monitor_all_code_locations=True,
         description="Resolves a job's run-failure alert when the job succeeds again.",

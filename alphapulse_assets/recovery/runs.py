@@ -10,7 +10,8 @@ tags (``alphapulse/pid``, ``alphapulse/host``, ``alphapulse/pid_started``), and:
   and, when this process owns the run, marks the run CANCELING first, so that it ends CANCELED.
 - ``end_dead_runs``: a run still STARTING/STARTED/CANCELING whose owner process on this host no longer
   exists (SIGKILL, out of memory, power cut) is marked FAILURE ("worker process <pid> on <host> died") and
-  its concurrency-pool slots are freed. The CLI does this before every run, ``dead_run_sensor`` every 30 s.
+  its concurrency-pool slots are freed. The CLI does this before every run, ``dead_run_sensor`` every 30 s
+  (``ALPHAPULSE_MONITORING__DEAD_RUN_INTERVAL_SECONDS``).
 - ``pool_waits``: what a run waits for: which pool, its limit, which runs hold its slots.
 """
 
@@ -24,6 +25,8 @@ from collections.abc import Callable
 
 import dagster as dg
 import psutil
+
+from alphapulse_assets.settings import get_settings
 
 PID_TAG = "alphapulse/pid"
 HOST_TAG = "alphapulse/host"
@@ -173,7 +176,7 @@ def pool_waits(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 
 @dg.sensor(
     name="dead_run_sensor",
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=get_settings().monitoring.dead_run_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Ends runs whose owner process on this host died (a SIGKILLed `alphapulse run`): marks them "
     "FAILURE with the reason and frees their concurrency-pool slots.",

@@ -58,6 +58,10 @@ def e2e_settings(exchange_url: str) -> dict[str, str]:
         "ALPHAPULSE_RETRY__MAX_RETRIES": "1",
         "ALPHAPULSE_RETRY__BASE_DELAY_SECONDS": "0.2",
         "ALPHAPULSE_EXCHANGE_API_URL": exchange_url,
+        # The run-failure/-success and dead-run sensors look every 5 s instead of 30 s: tests that wait for
+        # an alert, its resolution or a dead run's end wait less; what they check is unchanged.
+        "ALPHAPULSE_MONITORING__RUN_STATUS_INTERVAL_SECONDS": "5",
+        "ALPHAPULSE_MONITORING__DEAD_RUN_INTERVAL_SECONDS": "5",
     }
 
 

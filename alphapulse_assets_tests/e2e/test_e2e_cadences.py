@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import dagster as dg
 import pytest
@@ -132,3 +133,26 @@ def test_graphql_client_launches_a_run_and_reads_its_result(live_deployment):
     metadata = record.asset_materialization.metadata
     assert metadata["rows"].value == 96 * len(SYMBOLS)  # one day of 15-minute bars per symbol
     assert metadata["synthetic_data"].value is True
+
+
+RUN_WATCH_SENSORS = ("dead_run_sensor", "run_failure_alert_sensor", "run_success_resolve_sensor")
+SENSOR_TICKS_QUERY = """
+query { sensorsOrError(repositorySelector: {repositoryLocationName: "alphapulse", repositoryName: "__repository__"}) {
+  __typename ... on Sensors { results { name minIntervalSeconds sensorState { ticks(limit: 3) { timestamp status } } } } } }
+"""
+
+
+def test_run_watching_sensors_tick_at_the_interval_the_settings_give(live_deployment):
+    """The deployment sets ALPHAPULSE_MONITORING__RUN_STATUS_INTERVAL_SECONDS and __DEAD_RUN_INTERVAL_SECONDS
+    to 5 (default 30): the code location declares that interval and the daemon ticks the sensors at it."""
+    d = live_deployment
+
+    def ticked():
+        sensors = {s["name"]: s for s in d.graphql(SENSOR_TICKS_QUERY)["sensorsOrError"]["results"]}
+        done = {n: [t["timestamp"] for t in sensors[n]["sensorState"]["ticks"]] for n in RUN_WATCH_SENSORS}
+        return (sensors, done) if all(len(times) >= 2 for times in done.values()) else None
+
+    sensors, done = d.wait_until(ticked, timeout=60, what="two ticks of each run-watching sensor", interval=1.0)
+    assert {n: sensors[n]["minIntervalSeconds"] for n in RUN_WATCH_SENSORS} == dict.fromkeys(RUN_WATCH_SENSORS, 5)
+    gaps = {n: round(min(b - a for a, b in pairwise(sorted(t))), 1) for n, t in done.items()}
+    assert all(gap < 20 for gap in gaps.values()), gaps  # at the default 30 s, no gap would be under 30 s

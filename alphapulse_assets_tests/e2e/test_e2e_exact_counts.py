@@ -27,7 +27,8 @@ from alphapulse_assets_tests.e2e.test_e2e_faults import registry
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-#: dead_run_sensor ticks every 30 s; the daemon's sensor loop adds a few seconds, a busy machine some more.
+#: dead_run_sensor ticks every 30 s by default (5 s in the test deployments); the daemon's sensor loop adds a few
+#: seconds, a busy machine some more.
 DEAD_RUN_BOUND_SECONDS = 90
 
 

@@ -46,7 +46,7 @@ from alphapulse_assets_tests.pg_harness import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-# Bounds. The run-status sensors tick every 30 s; a dead CLI run is to be ended within about 30 s (the
+# Bounds. The run-status sensors tick every 30 s by default (5 s in the test deployments); a dead CLI run is to be ended within about 30 s (the
 # README's bound: the next command, or the daemon's dead-run sensor), DEAD_RUN_BOUND allows for a busy
 # machine; a cadence run through the queue takes well under a minute here.
 ALERT_WAIT = 75.0

@@ -391,7 +391,7 @@ def test_timestamps_mixing_offsets_and_naive(tmp_path):
         ("BTCUSDT.csv", b"", "the file is empty"),
         ("BTCUSDT.csv", b"\n\n", "the file is empty"),
         ("BTCUSDT.csv", b"timestamp,open,high,low,close,volume\n", "no data rows"),
-        ("BTCUSDT.csv.gz", gzip.compress(b""), "the file is empty"),
+        ("BTCUSDT.csv.gz", gzip.compress(b"", mtime=0), "the file is empty"),
         ("BTCUSDT.parquet", b"", "not a readable Parquet file"),
     ],
 )

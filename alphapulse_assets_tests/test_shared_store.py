@@ -30,7 +30,8 @@ SYMBOLS = "ETHUSDT,BTCUSDT"
 WEEKS = ("2024-05-26", "2024-06-02")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "alphapulse-test", "AWS_SECRET_ACCESS_KEY": "alphapulse-test-secret"}
 
-# One run in a fresh process: the platform's jobs from definitions.py, configured by the environment only.
+# Runs in one fresh process: the platform's jobs from definitions.py, configured by the environment only. Each
+# argument is one run ("ingest,<start>,<end>" | "weekly,<week>" | "signals,<day>"); one JSON line per run.
 RUN = r"""
 import json, sys
 import dagster as dg
@@ -38,30 +39,31 @@ from alphapulse_assets.definitions import defs
 from alphapulse_assets.training.assets import ModelRegistryResource
 
 instance = dg.DagsterInstance.get()
-what = sys.argv[1]
-if what == "ingest":
-    result = defs.get_job_def("ingest_market_data").execute_in_process(
-        instance=instance,
-        tags={"dagster/asset_partition_range_start": sys.argv[2], "dagster/asset_partition_range_end": sys.argv[3]},
-        raise_on_error=False,
-    )
-elif what == "signals":  # the champions' answers for one day, recorded in the store
-    from alphapulse_assets.serving.assets import signals_assets
+for arg in sys.argv[1:]:
+    what, *params = arg.split(",")
+    if what == "ingest":
+        result = defs.get_job_def("ingest_market_data").execute_in_process(
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": params[0], "dagster/asset_partition_range_end": params[1]},
+            raise_on_error=False,
+        )
+    elif what == "signals":  # the champions' answers for one day, recorded in the store
+        from alphapulse_assets.serving.assets import signals_assets
 
-    signals = next(a for a in signals_assets if a.key == dg.AssetKey(["signals", "weekly"]))
-    result = dg.materialize([signals], partition_key=sys.argv[2], instance=instance, resources=defs.resources,
-                            raise_on_error=False)
-else:
-    result = defs.get_job_def("weekly_cadence").execute_in_process(
-        instance=instance, partition_key=sys.argv[2], raise_on_error=False
-    )
-registry = ModelRegistryResource().get()
-print(json.dumps({
-    "success": result.success,
-    "failures": [str(e.event_specific_data.error.message)[:400] for e in result.all_events if e.is_step_failure],
-    "history": [[d.symbol, d.action, d.version, d.previous_champion] for d in registry.history(cadence="weekly")],
-    "artifacts": sorted(v.uri for s in ("ETHUSDT", "BTCUSDT") for v in registry.versions(s, "weekly")),
-}))
+        signals = next(a for a in signals_assets if a.key == dg.AssetKey(["signals", "weekly"]))
+        result = dg.materialize([signals], partition_key=params[0], instance=instance, resources=defs.resources,
+                                raise_on_error=False)
+    else:
+        result = defs.get_job_def("weekly_cadence").execute_in_process(
+            instance=instance, partition_key=params[0], raise_on_error=False
+        )
+    registry = ModelRegistryResource().get()
+    print(json.dumps({
+        "success": result.success,
+        "failures": [str(e.event_specific_data.error.message)[:400] for e in result.all_events if e.is_step_failure],
+        "history": [[d.symbol, d.action, d.version, d.previous_champion] for d in registry.history(cadence="weekly")],
+        "artifacts": sorted(v.uri for s in ("ETHUSDT", "BTCUSDT") for v in registry.versions(s, "weekly")),
+    }), flush=True)
 """
 
 
@@ -120,9 +122,10 @@ def _env(base: Path, store: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _run(env: dict[str, str], *args: str) -> dict:
+def _run(env: dict[str, str], *runs: str) -> list[dict]:
+    """``runs`` in one fresh process; each run's result, checked to have succeeded."""
     proc = subprocess.run(
-        [sys.executable, "-c", RUN, *args],
+        [sys.executable, "-c", RUN, *runs],
         env=env,
         cwd=env["DAGSTER_HOME"],
         capture_output=True,
@@ -130,9 +133,11 @@ def _run(env: dict[str, str], *args: str) -> dict:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["success"] and not out["failures"], out
-    return out
+    outs = [json.loads(line) for line in proc.stdout.strip().splitlines() if line.startswith("{")][-len(runs) :]
+    assert len(outs) == len(runs), proc.stdout[-4000:]
+    for out in outs:
+        assert out["success"] and not out["failures"], out
+    return outs
 
 
 def _project(base: Path) -> None:
@@ -147,17 +152,28 @@ def _store_files(*roots: Path) -> list[str]:
     )
 
 
-def _cadence(env: dict[str, str], *, wipe: Path | None) -> list[dict]:
-    _run(env, "ingest", "2024-03-01", "2024-06-09")
+INGEST = "ingest,2024-03-01,2024-06-09"
+SIGNALS = "signals,2024-06-09"  # served by the champion loaded from the store
+
+
+def _cadence_on_fresh_workers(env: dict[str, str], wipe: Path) -> list[dict]:
+    """Each run in a process of its own, the worker's local disk wiped before each cadence run and the
+    signals (a new pod: nothing of the last run's local disk or memory survives)."""
+    _run(env, INGEST)
     results = []
     for week in WEEKS:
-        if wipe is not None and wipe.exists():
-            shutil.rmtree(wipe)  # a new pod: nothing of the last run's local disk survives
-        results.append(_run(env, "weekly", week))
-    if wipe is not None and wipe.exists():
+        if wipe.exists():
+            shutil.rmtree(wipe)
+        results.extend(_run(env, f"weekly,{week}"))
+    if wipe.exists():
         shutil.rmtree(wipe)
-    _run(env, "signals", "2024-06-09")  # served by the champion loaded from the store
+    _run(env, SIGNALS)
     return results
+
+
+def _cadence_in_one_process(env: dict[str, str]) -> list[dict]:
+    """The same runs on local disk, the reference: one process (what it decides does not depend on that)."""
+    return _run(env, INGEST, *(f"weekly,{week}" for week in WEEKS), SIGNALS)[1:3]
 
 
 @pytest.mark.slow
@@ -170,8 +186,8 @@ def test_artifacts_live_only_on_the_shared_store_and_a_wiped_worker_decides_as_o
     root = f"s3://{BUCKET}/{tmp_path.name}"
     store_env = {"ALPHAPULSE_STORE__URL": root, "ALPHAPULSE_STORE__ENDPOINT_URL": s3_server, **CREDENTIALS}
 
-    on_s3 = _cadence(_env(shared, store_env), wipe=shared / "worker_home")
-    on_disk = _cadence(_env(local, {}), wipe=None)
+    on_s3 = _cadence_on_fresh_workers(_env(shared, store_env), wipe=shared / "worker_home")
+    on_disk = _cadence_in_one_process(_env(local, {}))
 
     # The second run loaded the first one's champion from the store and gated against it, as on local disk.
     assert [r["history"] for r in on_s3] == [r["history"] for r in on_disk]

@@ -25,9 +25,10 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Two test processes (pytest-xdist): the tests that share a Dagster deployment run on one of them (conftest.py
-# groups them), so each deployment starts once, while the other runs the rest. `make test XDIST=` runs in one.
-XDIST ?= -n 2 --dist loadgroup
+# `make test XDIST="-n 2 --dist loadgroup"` runs the suite on two processes (pytest-xdist): the tests that share a
+# Dagster deployment run on one of them (conftest.py groups them), so each deployment starts once. Off by default:
+# its whole-suite run is not yet measured to pass on this 2-core machine (bench/README.md, "Test suite wall time").
+XDIST ?=
 
 # pytest exits 5 when it collected no test: say so, and fail.
 test: setup

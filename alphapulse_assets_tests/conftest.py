@@ -74,7 +74,7 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(mark)
         if E2E_DIR in Path(str(item.fspath)).parents and item.get_closest_marker("e2e") is None:
             item.add_marker("e2e")
-        # Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), the tests sharing a deployment run on
+        # Under pytest-xdist (`make test XDIST="-n 2 --dist loadgroup"`), the tests sharing a deployment run on
         # one worker, so each deployment starts once; the other worker meanwhile runs the rest.
         group = next((f for f in DEPLOYMENT_FIXTURES if f in used), None)
         if group and item.get_closest_marker("xdist_group") is None:

@@ -11,6 +11,7 @@ import Dagster.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 
@@ -75,6 +76,29 @@ def _store_problems(settings: AlphaPulseSettings, env: Mapping[str, str]) -> lis
     return problems
 
 
+CELERY_BROKER_ENV = "ALPHAPULSE_CELERY__BROKER_URL"
+CELERY_BACKEND_ENV = "ALPHAPULSE_CELERY__BACKEND_URL"
+# The optional extra each executor needs, and the module it brings.
+EXECUTOR_EXTRAS = {"celery": ("dagster_celery", "celery"), "k8s": ("dagster_k8s", "k8s")}
+
+
+def _executor_problems(settings: AlphaPulseSettings, env: Mapping[str, str]) -> list[str]:
+    problems = []
+    if settings.executor in EXECUTOR_EXTRAS:
+        module, extra = EXECUTOR_EXTRAS[settings.executor]
+        if importlib.util.find_spec(module) is None:
+            problems.append(
+                f"ALPHAPULSE_EXECUTOR={settings.executor!r} needs {module}: pip install 'alphapulse-assets[{extra}]'"
+            )
+    # The run workers read the broker's URL from this very variable (executors.py), so it must be set by name.
+    if settings.executor == "celery" and not env.get(CELERY_BROKER_ENV, "").strip():
+        problems.append(
+            f"ALPHAPULSE_EXECUTOR='celery' needs {CELERY_BROKER_ENV} (e.g. redis://host:6379/0), "
+            "the broker the Celery workers listen to"
+        )
+    return problems
+
+
 def _source_problems(settings: AlphaPulseSettings) -> list[str]:
     known = known_source_names()
     problems = [
@@ -121,7 +145,7 @@ def check_configuration(env: Mapping[str, str] | None = None) -> AlphaPulseSetti
     env = os.environ if env is None else env
     settings = get_settings()
     recovery_config(settings, env)
-    problems = _source_problems(settings) + _store_problems(settings, env)
+    problems = _source_problems(settings) + _store_problems(settings, env) + _executor_problems(settings, env)
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems), where="environment")
     check_features(tuple(settings.features.extra))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from alphapulse_assets.config_check import check_configuration
+from alphapulse_assets.executors import executor_for
 from alphapulse_assets.market_data.assets import DAILY, candle_assets
 from alphapulse_assets.market_data.resources import CandleStoreResource, MarketDataResource, PartitionedParquetIOManager
 from alphapulse_assets.monitoring.sensors import (
@@ -87,6 +88,7 @@ defs = dg.Definitions(
         "model_registry": ModelRegistryResource(),
         "signal_store": SignalStoreResource(),
     },
-    # Steps are small: spawning a process per step (about 2 s here) would cost more than the work.
-    executor=dg.in_process_executor,
+    # ALPHAPULSE_EXECUTOR (executors.py): in the run's process by default (steps are small: a process per step,
+    # about 2 s here, would cost more than the work); Celery workers or Kubernetes Jobs across machines.
+    executor=executor_for(get_settings()),
 )

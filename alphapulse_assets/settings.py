@@ -550,6 +550,36 @@ class StoreSettings(BaseModel):
         return value
 
 
+EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
+
+
+class CelerySettings(BaseModel):
+    """The Celery broker and result backend (``ALPHAPULSE_EXECUTOR=celery``). Their URLs may carry a password, so
+    they are secrets: read from the environment by each run worker, never written into a job or a log."""
+
+    broker_url: SecretStr | None = None  # e.g. redis://:password@redis.internal:6379/0
+    backend_url: SecretStr | None = None  # the result backend; unset, the broker's URL
+    # The Celery queue the model-training steps go to (the rest go to Celery's "dagster" queue): run workers
+    # listening on it on the machines meant for training (`celery ... worker -Q training`).
+    training_queue: str | None = None
+
+    @field_validator("broker_url", "backend_url")
+    @classmethod
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message must not repeat the URL: it may hold a password.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if "://" not in value.get_secret_value():
+            raise ValueError("is not a URL (e.g. redis://host:6379/0)")
+        return value
+
+    @field_validator("training_queue")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        return value or None
+
+
 class AlphaPulseSettings(BaseSettings):
     """Platform-wide settings (env prefix ``ALPHAPULSE_``)."""
 
@@ -597,6 +627,10 @@ class AlphaPulseSettings(BaseSettings):
     heavy_cadences: CsvTuple = ("monthly",)
     alerts: AlertSettings = AlertSettings()
     serving: ServingSettings = ServingSettings()
+    # Where a run's steps execute (definitions.py): in the run's own process (the default: steps are small),
+    # a process per step, Celery workers on other machines (ALPHAPULSE_CELERY__*), or a Kubernetes Job per step.
+    executor: Literal["in_process", "multiprocess", "celery", "k8s"] = "in_process"
+    celery: CelerySettings = CelerySettings()
 
     # One class per cadence, so that overriding one field from the environment keeps the others' defaults.
     nightly: NightlySettings = NightlySettings()
@@ -612,6 +646,11 @@ class AlphaPulseSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Arguments first, then the environment read by _EnvTree (nested names and their legacy aliases).
         return init_settings, _EnvTree(settings_cls)
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_name(cls, value: object) -> object:
+        return value.strip().lower().replace("-", "_") if isinstance(value, str) else value
 
     @field_validator("heavy_cadences")
     @classmethod
@@ -680,7 +719,13 @@ LEGACY_NAMES: dict[str, tuple[str, ...]] = {
 }
 _LEGACY_BY_PATH = {path: name for name, path in LEGACY_NAMES.items()}
 # Values never shown in an error or a log line.
-SECRET_PATHS = {("alerts", "slack_webhook_url"), ("alerts", "webhook_url"), ("alerts", "smtp_password")}
+SECRET_PATHS = {
+    ("alerts", "slack_webhook_url"),
+    ("alerts", "webhook_url"),
+    ("alerts", "smtp_password"),
+    ("celery", "broker_url"),
+    ("celery", "backend_url"),
+}
 
 _ENV: ContextVar[Mapping[str, str] | None] = ContextVar("alphapulse_settings_env", default=None)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from alphapulse_assets_tests.pg_harness import PG_BIN_DIR, PostgresServer, pg_binaries_present
+from alphapulse_assets_tests.service_harness import S3Server
 
 _db_counter = itertools.count(1)
 
@@ -164,3 +165,11 @@ def postgres_url(request, postgres_server: PostgresServer) -> str:
     name = f"t{os.getpid()}_{next(_db_counter)}"
     postgres_server.create_database(name)
     return postgres_server.password_url(name)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback with an empty bucket (``service_harness.BUCKET``) for the session: its endpoint
+    URL. Stopped (by its own process group) at the end."""
+    with S3Server() as server:
+        yield server.endpoint

@@ -34,7 +34,13 @@ LAYERS: list[list[str]] = [
     ["alphapulse_assets.training"],
     ["alphapulse_assets.serving"],  # the champions' answers: reads the registry and the candles, trains nothing
     ["alphapulse_assets.monitoring"],  # reads every layer below to report on it
-    ["alphapulse_assets.definitions", "alphapulse_assets.config_check"],
+    # executors: the executor definitions.py uses; celery_app: the Celery workers' app, built on the same settings
+    [
+        "alphapulse_assets.definitions",
+        "alphapulse_assets.config_check",
+        "alphapulse_assets.executors",
+        "alphapulse_assets.celery_app",
+    ],
     ["alphapulse_assets.cli"],
 ]
 # Modules that import the package's modules inside functions by design (the reason is in the module).

@@ -1,6 +1,6 @@
 """One shared store: candles, training sets, model artifacts and signals on an S3 server, nothing on local disk.
 
-The server is moto's standalone S3 server (``moto_server``), started for the session on 127.0.0.1 and a free
+The server is moto's standalone S3 server (``moto_server``, fixture ``s3_server`` in conftest.py), started for the session on 127.0.0.1 and a free
 port. Every run is a fresh process configured only by its environment (ALPHAPULSE_STORE__URL=s3://...,
 ALPHAPULSE_STORE__ENDPOINT_URL, AWS_* credentials), as a Kubernetes pod is: it runs the platform's own jobs
 from ``definitions.py`` through the same fsspec paths users use. Between the two cadence runs the worker's
@@ -14,21 +14,18 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from alphapulse_assets_tests.pg_harness import free_port
+from alphapulse_assets_tests.service_harness import BUCKET, CREDENTIALS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
-BUCKET = "alphapulse-test"
 SYMBOLS = "ETHUSDT,BTCUSDT"
 # Two weekly partitions: the first crowns a champion, the second loads it to gate its challenger against.
 WEEKS = ("2024-05-26", "2024-06-02")
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "alphapulse-test", "AWS_SECRET_ACCESS_KEY": "alphapulse-test-secret"}
 
 # Runs in one fresh process: the platform's jobs from definitions.py, configured by the environment only. Each
 # argument is one run ("ingest,<start>,<end>" | "weekly,<week>" | "signals,<day>"); one JSON line per run.
@@ -65,46 +62,6 @@ for arg in sys.argv[1:]:
         "artifacts": sorted(v.uri for s in ("ETHUSDT", "BTCUSDT") for v in registry.versions(s, "weekly")),
     }), flush=True)
 """
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """moto's S3 server on loopback, with an empty bucket; stopped (by its own process group) at the end."""
-    port = free_port()
-    folder = tmp_path_factory.mktemp("moto")
-    log = open(folder / "moto.log", "wb")
-    proc = subprocess.Popen(
-        [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        # Requests are recorded only between /moto-api/recorder/start- and stop-recording (see s3_requests).
-        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(folder / "recording.jsonl")},
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start: {Path(log.name).read_text()[-2000:]}") from None
-                time.sleep(0.2)
-        import s3fs
-
-        s3fs.S3FileSystem(
-            endpoint_url=endpoint, key=CREDENTIALS["AWS_ACCESS_KEY_ID"], secret=CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
-        ).mkdir(BUCKET)
-        yield endpoint
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        log.close()
 
 
 def _env(base: Path, store: dict[str, str]) -> dict[str, str]:

@@ -233,6 +233,14 @@ def build_cadence_assets(name: str) -> list:
     return [training_set, _models_step(name, spec, partitions, gate_cfg, group, tags)]
 
 
+def training_queue_tag() -> dict[str, str]:
+    """With the Celery executor, the Celery queue the training steps go to (ALPHAPULSE_CELERY__TRAINING_QUEUE), so
+    that only the workers meant for training take them; unset, they go to the same queue as every other step.
+    The tag is dagster-celery's (``dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG``; the extra is optional)."""
+    queue = get_settings().celery.training_queue
+    return {"dagster-celery/queue": queue} if queue else {}
+
+
 def _models_step(name, spec, partitions, gate_cfg, group, tags):
     """models/<cadence>/<SYMBOL> and champions/<cadence>/<SYMBOL> for every symbol, produced by one step.
 
@@ -291,7 +299,7 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
         retry_policy=training_retry_policy(),
         pool="training",
         can_subset=True,
-        op_tags=tags,
+        op_tags={**tags, **training_queue_tag()},
     )
     @stop_on_interrupt  # a SIGTERM / Ctrl-C stops the run; it is not retried
     def models(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistryResource):

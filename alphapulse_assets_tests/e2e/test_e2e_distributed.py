@@ -187,18 +187,41 @@ def _run_week(deployment: DagsterDeployment, week: str) -> tuple[str, dict[str, 
     return run_id, _step_workers(deployment, run_id)
 
 
-def _local_reference(tmp_path: Path) -> dict:
+def _start_local_reference(tmp_path: Path) -> subprocess.Popen:
+    """The same weeks in one process (in-process executor, local disk, SQLite), started in the background: it
+    runs while the deployment does; its last output line is the registry report."""
     home = tmp_path / "local"
     home.mkdir()
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "ALPHAPULSE_", "AWS_"))}
     env.update({"DAGSTER_HOME": str(home), "ALPHAPULSE_HOME": str(home / "alphapulse"), "TZ": "UTC", **SETTINGS})
-    for code, args in ((LOCAL, [*INGEST, *WEEKS]), (REGISTRY, [])):
-        proc = subprocess.run(
-            [sys.executable, "-c", code, *args], env=env, cwd=home, capture_output=True, text=True, timeout=900
-        )
-        assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(
+        [sys.executable, "-c", LOCAL + REGISTRY, *INGEST, *WEEKS],
+        env=env,
+        cwd=home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture
+def local_reference(tmp_path):
+    """The local reference run, started before the deployment; killed (its process group) if the test ends first."""
+    proc = _start_local_reference(tmp_path)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
+
+
+def _local_reference(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-4000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _model_files(root: Path) -> list[str]:
@@ -207,7 +230,7 @@ def _model_files(root: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_a_cadence_runs_across_two_celery_workers_through_the_daemon_as_it_runs_in_one_process(
-    postgres_server, redis_server, store, tmp_path
+    postgres_server, redis_server, store, local_reference
 ):
     settings = {
         **SETTINGS,
@@ -260,7 +283,7 @@ def test_a_cadence_runs_across_two_celery_workers_through_the_daemon_as_it_runs_
     assert fs.glob("alphapulse-test/distributed/training_sets/**/*.parquet")
 
     # The same decisions, metrics and champion versions as the same weeks in one process on local disk.
-    local = _local_reference(tmp_path)
+    local = _local_reference(local_reference)
 
     def comparable(report: dict) -> dict:
         return {

@@ -224,3 +224,17 @@ def test_helm_values_have_what_the_chart_needs():
     )
     assert values["concurrency"]["pools"]["defaultLimit"] == instance["concurrency"]["pools"]["default_limit"]
     assert values["telemetry"]["enabled"] is False
+
+
+def test_the_image_installs_what_every_executor_setting_needs():
+    """ALPHAPULSE_EXECUTOR=k8s or celery in a pod needs its extra in the image (config_check refuses it otherwise)."""
+    import tomllib
+
+    from alphapulse_assets.config_check import EXECUTOR_EXTRAS
+
+    (installed,) = re.findall(r'^RUN pip install "\.\[([^\]]*)\]"', (DEPLOY / "Dockerfile").read_text(), flags=re.M)
+    extras = set(installed.split(","))
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for executor, (module, extra) in EXECUTOR_EXTRAS.items():
+        assert extra in extras, f"ALPHAPULSE_EXECUTOR={executor} needs the [{extra}] extra in the image"
+        assert any(dep.replace("-", "_").startswith(module) for dep in declared[extra]), (extra, declared[extra])

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -88,8 +89,6 @@ def start_workers(deployment: DagsterDeployment, count: int) -> list[subprocess.
 
 
 def stop_workers(procs: list[subprocess.Popen]) -> None:
-    import signal
-
     for proc in procs:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -106,11 +105,24 @@ def stop_workers(procs: list[subprocess.Popen]) -> None:
             pass
 
 
-def wait_all(deployment: DagsterDeployment, run_ids: list[str]) -> None:
+def wait_all(deployment: DagsterDeployment, run_ids: list[str]) -> int:
+    """Until every run (or, when it failed, its automatic retry: a run the code server was too busy to start is
+    retried by run retries, as in production) has succeeded; returns the number of retries."""
+    retries = 0
     for run_id in run_ids:
-        status = deployment.wait_for_run(run_id, timeout=1800)
-        if status != "SUCCESS":
+        for _attempt in range(3):
+            status = deployment.wait_for_run(run_id, timeout=1800)
+            if status == "SUCCESS":
+                break
+            children = deployment.wait_until(
+                lambda rid=run_id: deployment.runs(tags=[{"key": "dagster/parent_run_id", "value": rid}]),
+                timeout=300,
+                what=f"the retry of failed run {run_id}",
+            )
+            run_id, retries = children[0]["runId"], retries + 1
+        else:
             raise RuntimeError(f"run {run_id}: {status}\n{deployment.logs(80)}")
+    return retries
 
 
 def one_pass(pg: PostgresServer, redis: RedisServer, symbols: list[str], workers: int, ranges: int, n: int) -> dict:
@@ -137,21 +149,29 @@ def one_pass(pg: PostgresServer, redis: RedisServer, symbols: list[str], workers
         tags = {"dagster/partition": WEEK}
 
         start = time.perf_counter()
-        wait_all(deployment, [deployment.submit("weekly_cadence", tags=tags)])
+        retries = wait_all(deployment, [deployment.submit("weekly_cadence", tags=tags)])
         one_run = time.perf_counter() - start
 
         start = time.perf_counter()
-        wait_all(
-            deployment, [deployment.submit("weekly_cadence", tags=tags, asset_selection=[["training_sets", "weekly"]])]
-        )
+        first = deployment.submit("weekly_cadence", tags=tags, asset_selection=[["training_sets", "weekly"]])
+        retries += wait_all(deployment, [first])
         size = -(-len(symbols) // ranges)
         run_ids = []
         for i in range(0, len(symbols), size):
             keys = [[kind, "weekly", s] for s in symbols[i : i + size] for kind in ("models", "champions")]
             run_ids.append(deployment.submit("weekly_cadence", tags=tags, asset_selection=keys))
-        wait_all(deployment, run_ids)
+        retries += wait_all(deployment, run_ids)
         split = time.perf_counter() - start
-        return {"workers": workers, "one_run_s": round(one_run, 2), "split_s": round(split, 2), "runs": len(run_ids)}
+        result = {
+            "workers": workers,
+            "one_run_s": round(one_run, 2),
+            "split_s": round(split, 2),
+            "runs": len(run_ids),
+            "run_retries": retries,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+        print(json.dumps(result), flush=True)
+        return result
     finally:
         stop_workers(procs)
         deployment.stop()
@@ -164,6 +184,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "distributed.json")
     args = parser.parse_args()
     symbols = ALL_SYMBOLS[: args.symbols]
+    # A SIGTERM stops the servers and workers this script started (the finally blocks run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pg, redis = PostgresServer(), RedisServer()
     try:
         pg.start()

@@ -43,6 +43,9 @@ class _Server:
     def _ready(self) -> bool:
         raise NotImplementedError
 
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ)
+
     def _after_start(self) -> None:
         pass
 
@@ -62,6 +65,7 @@ class _Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=self._env(),
             )
         try:
             deadline = time.monotonic() + self.startup_timeout
@@ -113,6 +117,11 @@ class S3Server(_Server):
 
     def _command(self) -> list[str]:
         return [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def _env(self) -> dict[str, str]:
+        # Requests are recorded only between /moto-api/recorder/start- and stop-recording (test_shared_store's
+        # s3_requests); the recording lives in the server's folder.
+        return {**os.environ, "MOTO_RECORDER_FILEPATH": str(self.base_dir / "recording.jsonl")}
 
     def _ready(self) -> bool:
         try:

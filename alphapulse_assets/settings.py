@@ -519,6 +519,21 @@ class AlertSettings(BaseModel):
         return self
 
 
+class ScaleSettings(BaseModel):
+    """How a cadence's per-symbol work uses this machine (``training/fanout.py``): worker processes, each
+    capped to one numeric thread (scikit-learn's OpenMP and BLAS), the work spread over them by symbol."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # ALPHAPULSE_SCALE__WORKERS: worker processes per models step; unset = the cores this process may use
+    # (its CPU affinity); 1 = every symbol in the step's own process, no pool.
+    workers: int | None = Field(None, ge=1)
+    # ALPHAPULSE_SCALE__MIN_POOL_SECONDS: starting workers costs about a second each (a new Python importing
+    # scikit-learn and pandas): a step whose work would take less than this in its own process (estimated
+    # from the symbols done so far) stays there.
+    min_pool_seconds: float = Field(4.0, ge=0)
+
+
 STORE_KINDS = ("candles", "training_sets", "models", "signals")
 
 
@@ -631,6 +646,7 @@ class AlphaPulseSettings(BaseSettings):
     # a process per step, Celery workers on other machines (ALPHAPULSE_CELERY__*), or a Kubernetes Job per step.
     executor: Literal["in_process", "multiprocess", "celery", "k8s"] = "in_process"
     celery: CelerySettings = CelerySettings()
+    scale: ScaleSettings = ScaleSettings()
 
     # One class per cadence, so that overriding one field from the environment keeps the others' defaults.
     nightly: NightlySettings = NightlySettings()

@@ -45,14 +45,25 @@ def classified_failures(what: str) -> Iterator[None]:
     except dg.Failure:
         raise
     except Exception as exc:
-        c = classify(exc)
-        if c.error_class is ErrorClass.TRANSIENT:
+        failure = failure_for(what, exc)
+        if failure is None:
             raise
-        raise dg.Failure(
-            description=f"{what} failed, {c.error_class.value} error ({c.reason}): {exc}",
-            metadata=classification_metadata(c),
-            allow_retries=False,
-        ) from exc
+        raise failure from exc
+
+
+def failure_for(what: str, exc: BaseException) -> dg.Failure | None:
+    """The ``Failure`` (not retried) that a permanent or system error of ``what`` becomes; None for a
+    transient error, which the step's ``RetryPolicy`` retries."""
+    if isinstance(exc, dg.Failure):
+        return exc
+    c = classify(exc)
+    if c.error_class is ErrorClass.TRANSIENT:
+        return None
+    return dg.Failure(
+        description=f"{what} failed, {c.error_class.value} error ({c.reason}): {exc}",
+        metadata=classification_metadata(c),
+        allow_retries=False,
+    )
 
 
 def classification_metadata(c: Classification) -> dict[str, str]:

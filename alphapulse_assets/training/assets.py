@@ -18,6 +18,7 @@ run, so the per-run overhead is paid once per cadence, not once per symbol.
 
 import math
 import subprocess
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,14 +31,20 @@ from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery.errors import Classification, classify, worst
-from alphapulse_assets.recovery.policies import classification_metadata, classified_failures, training_retry_policy
+from alphapulse_assets.recovery.policies import (
+    classification_metadata,
+    classified_failures,
+    failure_for,
+    training_retry_policy,
+)
 from alphapulse_assets.recovery.runs import stop_on_interrupt
 from alphapulse_assets.settings import get_settings
-from alphapulse_assets.training.cadence import promote, train_symbol
+from alphapulse_assets.training.cadence import train_symbols
 from alphapulse_assets.training.challenger import CadenceSpec, Dataset, cadence_spec, candle_dataset, make_dataset
 from alphapulse_assets.training.champion_events import ChampionChangeReporter, champion_change_metadata
 from alphapulse_assets.training.display import model_fields
 from alphapulse_assets.training.estimators import trusted_type_names
+from alphapulse_assets.training.fanout import worker_count
 from alphapulse_assets.training.metadata import as_metadata
 from alphapulse_assets.training.promotion import GATE_CHECK, GATE_RULES, GateConfig
 from alphapulse_assets.training.registry import ModelRegistry
@@ -313,69 +320,28 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
             failed: list[str] = []
             failed_classes: list[Classification] = []
             transient: list[Exception] = []
-            trained = registry.partitions_trained(name, context.run_id)  # by an earlier attempt of this step
-            for symbol in SETTINGS.symbols:
-                model_key, champion_key = keys(symbol)
-                if model_key not in selected:
-                    continue
-                done = trained.get(symbol, set())
-                outcomes, promoted = [], []
-                symbol_rows = dataset.for_symbol(symbol)
-                for key in partition_keys:  # in time order: each day's nightly update starts from the last champion
-                    if key in done:  # a retry of this step: this turn already happened in an earlier attempt
-                        continue
-                    window = partitions.time_window_for_partition_key(key)
-                    rows = symbol_rows.between(
-                        pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days), pd.Timestamp(window.end)
-                    )
-                    try:
-                        with classified_failures(f"training the {name} model for {symbol} ({key})"):
-                            outcome = train_symbol(
-                                registry,
-                                rows,
-                                spec,
-                                gate_cfg,
-                                symbol=symbol,
-                                partition=key,
-                                code_version=CODE_VERSION,
-                                git_revision=GIT_REVISION,
-                                run_id=context.run_id,
-                            )
-                    except dg.Failure as exc:  # recorded by train_symbol as "champion kept"; the others go on
-                        context.log.error(f"{symbol} {key}: {exc.description}")
-                        failed.append(f"{symbol} {key}: {exc.description}")
-                        failed_classes.append(classify(exc.__cause__ or exc))
-                        continue
-                    except Exception as exc:  # transient: finish the others, then let the retry policy act
-                        context.log.warning(f"{symbol} {key}: {exc}; will be retried")
-                        transient.append(exc)
-                        continue
-                    outcomes.append(outcome)
-                    if outcome.gate.passed and champion_key in selected:
-                        promoted.append(promote(registry, symbol, name, outcome.version.version, key))
-                if not outcomes:
-                    continue
-                last = outcomes[-1]
-                metadata = as_metadata(model_fields(last, f"{CODE_VERSION} ({GIT_REVISION})"))
-                metadata["artifact"] = dg.MetadataValue.path(last.version.uri)
-                if backfill:
-                    metadata.update(
-                        {
-                            "backfill_days": len(outcomes),
-                            "promoted_days": len(promoted),
-                            "versions": f"v{outcomes[0].version.version}..v{last.version.version}",
-                        }
-                    )
-                yield dg.MaterializeResult(asset_key=model_key, metadata=metadata)
-                yield gate_check_result(model_key, outcomes, backfill)
-                if promoted:
-                    decision, _previous = promoted[-1]
-                    yield dg.MaterializeResult(
-                        asset_key=champion_key,
-                        metadata=champion_change_metadata(
-                            decision, registry.get(symbol, name, decision.version), promotions_in_run=len(promoted)
-                        ),
-                    )
+            windows = {
+                key: (pd.Timestamp(w.end) - pd.Timedelta(days=spec.window_days), pd.Timestamp(w.end))
+                for key, w in ((k, partitions.time_window_for_partition_key(k)) for k in partition_keys)
+            }
+            runs = train_symbols(
+                registry,
+                dataset,
+                spec,
+                gate_cfg,
+                [s for s in SETTINGS.symbols if keys(s)[0] in selected],
+                windows,
+                code_version=CODE_VERSION,
+                git_revision=GIT_REVISION,
+                run_id=context.run_id,
+                may_promote=lambda s: keys(s)[1] in selected,
+                workers=worker_count(SETTINGS.scale.workers),
+                min_pool_seconds=SETTINGS.scale.min_pool_seconds,
+                progress=context.log.info,
+            )
+            with closing(runs):  # a stop or a failure here stops the worker processes too
+                for run in runs:  # in the order the symbols finish
+                    yield from _symbol_events(context, name, run, backfill, failed, failed_classes, transient)
             if transient:
                 raise transient[0]
             if failed:
@@ -387,6 +353,48 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
                 )
 
     return models
+
+
+def _symbol_events(context, name: str, run, backfill: bool, failed: list, failed_classes: list, transient: list):
+    """One symbol's events (its model and gate check, its champion when promoted); its failed turns noted
+    in ``failed`` (permanent and system errors, with their classes) or ``transient`` (retried by the policy)."""
+    symbol = run.symbol
+    model_key, champion_key = dg.AssetKey(["models", name, symbol]), dg.AssetKey(["champions", name, symbol])
+    for key, exc in run.errors:
+        failure = failure_for(f"training the {name} model for {symbol} ({key})", exc)
+        if failure is None:  # transient: finish the others, then let the retry policy act
+            context.log.warning(f"{symbol} {key}: {exc}; will be retried")
+            transient.append(exc)
+        else:  # recorded as "champion kept"; the others go on
+            context.log.error(f"{symbol} {key}: {failure.description}")
+            failed.append(f"{symbol} {key}: {failure.description}")
+            failed_classes.append(classify(exc))
+    if not run.outcomes:
+        return
+    outcomes, promoted = run.outcomes, run.promoted
+    last = outcomes[-1]
+    metadata = as_metadata(model_fields(last, f"{CODE_VERSION} ({GIT_REVISION})"))
+    metadata["artifact"] = dg.MetadataValue.path(last.version.uri)
+    if backfill:
+        metadata.update(
+            {
+                "backfill_days": len(outcomes),
+                "promoted_days": len(promoted),
+                "versions": f"v{outcomes[0].version.version}..v{last.version.version}",
+            }
+        )
+    yield dg.MaterializeResult(asset_key=model_key, metadata=metadata)
+    yield gate_check_result(model_key, outcomes, backfill)
+    if promoted:
+        decision, _previous = promoted[-1]
+        yield dg.MaterializeResult(
+            asset_key=champion_key,
+            metadata=champion_change_metadata(
+                decision,
+                next(o.version for o in outcomes if o.version.version == decision.version),
+                promotions_in_run=len(promoted),
+            ),
+        )
 
 
 def gate_check_result(model_key: dg.AssetKey, outcomes: list, backfill: bool) -> dg.AssetCheckResult:

@@ -129,6 +129,11 @@ def _foreign_types(data: bytes, extra: frozenset[str] = frozenset()) -> list[str
     return [t for t in sio.get_untrusted_types(data=data) if not _is_trusted_type(t, extra)]
 
 
+def load_verified(data: bytes) -> Any:
+    """The estimator in ``data``, which ``ModelRegistry.verified_bytes`` returned (digest and types checked)."""
+    return sio.load(io.BytesIO(data), trusted=sio.get_untrusted_types(data=data))
+
+
 class ArtifactIntegrityError(PermanentError):
     """A model file does not match the digest recorded when it was registered."""
 
@@ -337,10 +342,14 @@ class ModelRegistry:
         """Check the file of ``mv`` against its digest and trusted types without deserialising it."""
         self._verified_bytes(mv)
 
+    def verified_bytes(self, mv: ModelVersion) -> bytes:
+        """The file of ``mv``, checked against its digest and trusted types: what ``load_verified`` reads
+        (in another process, say). Refuses tampered or corrupted files."""
+        return self._verified_bytes(mv)
+
     def load(self, mv: ModelVersion) -> Any:
         """The estimator of ``mv``, after verifying its digest. Refuses tampered or corrupted files."""
-        data = self._verified_bytes(mv)
-        return sio.load(io.BytesIO(data), trusted=sio.get_untrusted_types(data=data))
+        return load_verified(self._verified_bytes(mv))
 
     # -- versions and champions ------------------------------------------------------------------
     def _row_to_version(self, row) -> ModelVersion:

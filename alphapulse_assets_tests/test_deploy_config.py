@@ -131,7 +131,7 @@ def test_k8s_instance_loads_with_dagster_k8s_without_contacting_a_cluster(tmp_pa
     local = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     for key in ("storage", "run_retries", "telemetry"):
         assert k8s[key] == local[key], key
-    assert k8s["concurrency"]["pools"] == local["concurrency"]["pools"]
+    assert k8s["concurrency"]["pools"]["granularity"] == local["concurrency"]["pools"]["granularity"]
 
 
 def _dockerfile_cmd() -> list[str]:

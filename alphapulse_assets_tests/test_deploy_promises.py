@@ -133,14 +133,35 @@ def test_run_monitoring_detects_dead_workers_and_frees_their_slots(instance_ref)
     assert 0 < monitoring["free_slots_after_run_end_seconds"] <= 60
 
 
-def test_runs_are_queued_with_limits_and_trainings_share_one_pool(instance_ref):
+# Slots of pool "training" (one per models step training at once): one where every run worker shares one
+# machine (a models step uses all its cores), one per cadence run allowed at once where each run is a pod
+# with its own CPUs.
+TRAINING_SLOTS = {"local": 1, "postgres": 1, "kubernetes": 2, "helm": 2}
+
+
+def test_runs_are_queued_with_limits_and_trainings_share_one_pool(instance_ref, request):
     assert instance_ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
     concurrency = instance_ref.settings["concurrency"]
     assert {"key": "alphapulse/cadence", "value": "monthly", "limit": 1} in concurrency["runs"][
         "tag_concurrency_limits"
     ]
     assert concurrency["runs"]["max_concurrent_runs"] >= 1
-    assert concurrency["pools"]["default_limit"] == 1
+    assert concurrency["pools"]["default_limit"] == TRAINING_SLOTS[request.node.callspec.params["instance_ref"]]
+
+
+def _run_pod_container(name: str) -> dict:
+    config = yaml.safe_load(SHIPPED[name].read_text())
+    if name == "helm":
+        return config["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]
+    return config["run_launcher"]["config"]["run_k8s_config"]["container_config"]
+
+
+@pytest.mark.parametrize("name", ["kubernetes", "helm"])
+def test_a_run_pod_requests_the_cpus_its_models_step_trains_on(name):
+    """A pod sees its node's cores, not its share: its workers are set, and it requests one CPU per worker."""
+    container = _run_pod_container(name)
+    workers = {e["name"]: e["value"] for e in container["env"]}["ALPHAPULSE_SCALE__WORKERS"]
+    assert int(workers) >= 1 and str(container["resources"]["requests"]["cpu"]) == workers
 
 
 def test_telemetry_is_off(instance_ref):

@@ -45,6 +45,8 @@ GOOD = [
     ("ALPHAPULSE_GATE__ALPHA", "0.01", lambda s: s.gate.alpha, 0.01),
     ("ALPHAPULSE_LIVE__MIN_BARS", "300", lambda s: s.live.min_bars, 300),
     ("ALPHAPULSE_LIVE__ROLLBACK", "false", lambda s: s.live.rollback, False),
+    ("ALPHAPULSE_SCALE__WORKERS", "3", lambda s: s.scale.workers, 3),
+    ("ALPHAPULSE_SCALE__MIN_POOL_SECONDS", "0", lambda s: s.scale.min_pool_seconds, 0.0),
 ]
 
 
@@ -108,6 +110,9 @@ BAD = [
     ("ALPHAPULSE_GATE__ROLLBACK_DROP", "0.2", "Extra inputs are not permitted"),  # live scoring decides rollbacks
     ("ALPHAPULSE_LIVE__ALPHA", "1.5", "less than 1"),
     ("ALPHAPULSE_LIVE__CRON", "daily", "cron expression of five fields"),
+    ("ALPHAPULSE_SCALE__WORKERS", "0", "greater than or equal to 1"),
+    ("ALPHAPULSE_SCALE__WORKERS", "all", "valid integer"),
+    ("ALPHAPULSE_SCALE__MIN_POOL_SECONDS", "-1", "greater than or equal to 0"),
 ]
 
 

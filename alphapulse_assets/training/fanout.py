@@ -19,9 +19,10 @@ reads (a symbol's next day once its previous day was recorded).
   its class (``recovery.errors.classify``) with the same message; the worker's traceback is kept as a note.
 - **Stopping**: leaving the ``with`` block on an exception (a SIGTERM turned into an interrupt, Ctrl-C, a
   failure of the caller) kills the workers at once: no call keeps running and no worker outlives the step.
-- **Small work stays here**: starting workers costs about a second each. Calls run in this process until
-  the calls done so far say that the rest would take longer than ``min_pool_seconds`` here; only then do
-  the workers start. ``workers=1`` never starts any.
+- **Small work stays here**: starting workers costs about a second each (a new Python importing
+  scikit-learn and pandas). Calls run in this process until the calls done so far say that the rest would
+  take longer than ``min_pool_seconds`` here; only then do the workers start, and until the first of them
+  answers this process goes on running calls itself. ``workers=1`` never starts any.
 
 This module does not import Dagster; the models step and the benchmarks' plain loop both use it.
 """
@@ -152,6 +153,7 @@ class Pool:
         self._here_seconds = 0.0
         self.done = 0
         self.started_workers = False
+        self._warm = False  # a worker has answered: the pool is up, this process only records
 
     def __enter__(self) -> Pool:
         return self
@@ -210,7 +212,15 @@ class Pool:
             while self._queue and len(self._pending) < IN_FLIGHT_PER_WORKER * self.workers:
                 key, fn, args = self._queue.popleft()
                 self._pending[self._executor.submit(_worker_call, fn, args)] = key
+            if not self._warm and self._queue and not any(f.done() for f in self._pending):
+                # The workers are still starting (importing scikit-learn...): train here meanwhile.
+                key, fn, args = self._queue.popleft()
+                value, error, seconds = _call(fn, args, False)
+                self.done += 1
+                yield Done(key, value, error, seconds)
+                continue
             finished, _ = wait(list(self._pending), return_when=FIRST_COMPLETED)
+            self._warm = True
             for future in finished:
                 key = self._pending.pop(future)
                 self.done += 1

@@ -1,0 +1,286 @@
+"""Scale benchmark: a cadence through the platform against the best plain program for the same work.
+
+One configuration (symbol count, instance storage) per invocation, since the symbol list is read at import.
+For each cadence asked, interleaved and repeated (median), each repetition on an empty model registry:
+
+- platform: the cadence's job on a real Dagster instance (the project's dagster.yaml for ``sqlite``,
+  deploy/dagster.yaml on a throw-away PostgreSQL server for ``postgres``, the registry in the same
+  database), executed in process as a run worker does once started: training set, then the models step,
+  which spreads the symbols over ``ALPHAPULSE_SCALE__WORKERS`` worker processes (default: every core);
+  its workers start cold each run, as in a new run worker;
+- plain: the same pure functions without Dagster (read the window from the candle store, ``make_dataset``,
+  then per symbol ``fit_symbol`` on all cores, one numeric thread per process, and ``record_symbol`` /
+  ``promote`` in the parent), both ways: one process, and a pool of forked processes (the cheapest start
+  there is); the faster of the two is "plain";
+- empty run: a one-asset Dagster run that does nothing, on the same instance (Dagster's fixed cost per run).
+
+Figures: ratio = platform / plain (benchmark a) and orchestration cost per symbol = (platform - plain -
+empty run) / symbols (benchmark b).
+
+    python bench/bench_scale.py --prepare --symbols 50 --cadences monthly --work /tmp/scale   # ingest once
+    python bench/bench_scale.py --symbols 5 --cadences weekly,monthly --repeat 3 --work /tmp/scale
+    python bench/bench_scale.py --symbols 50 --cadences weekly,monthly --repeat 1 --work /tmp/scale
+    python bench/bench_scale.py --symbols 50 --cadences nightly --storage postgres --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# The newest partition of each cadence that the ingested days cover, and the days to ingest for it.
+KEYS = {"nightly": "2025-08-10", "weekly": "2025-08-03", "monthly": "2025-08-01"}
+FIRST_DAY = {"nightly": "2025-07-15", "weekly": "2025-05-15", "monthly": "2024-01-01"}
+LAST_DAY = "2025-08-10"
+
+
+def _one_thread() -> None:
+    import sklearn.ensemble  # noqa: F401 - OpenMP loaded before the cap, as a training would load it
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--symbols", type=int, default=5)
+    parser.add_argument("--cadences", default="weekly,monthly")
+    parser.add_argument("--storage", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="SQLite only: a folder kept between invocations; its instance and candles are ingested once "
+        "(by the first invocation, for its symbols) and reused by later ones with as many symbols or fewer",
+    )
+    parser.add_argument("--prepare", action="store_true", help="only ingest into --work, measure nothing")
+    args = parser.parse_args()
+    cadences = [c for c in args.cadences.split(",") if c]
+    if args.json:
+        args.json = args.json.resolve()
+
+    if args.work and args.storage != "sqlite":
+        raise SystemExit("--work keeps a SQLite instance; PostgreSQL runs start their own server")
+    work = args.work.resolve() if args.work else Path(tempfile.mkdtemp(prefix="alphapulse-bench-scale-"))
+    defaults = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT"]
+    symbols = (defaults + [f"SYN{i:03d}USDT" for i in range(args.symbols)])[: args.symbols]
+    os.environ.update(
+        {
+            "ALPHAPULSE_SYMBOLS": ",".join(symbols),
+            "ALPHAPULSE_HOME": str(work / "home"),
+            "DAGSTER_HOME": str(work / "dagster"),
+        }
+    )
+    (work / "dagster").mkdir(parents=True, exist_ok=True)
+    server = None
+    if args.storage == "postgres":
+        sys.path.insert(0, str(REPO))
+        from alphapulse_assets_tests.pg_harness import PostgresServer
+
+        server = PostgresServer().start()
+        db = server.create_database("dagster")
+        os.environ.update(
+            {
+                "DAGSTER_PG_HOST": "127.0.0.1",
+                "DAGSTER_PG_PORT": str(server.port),
+                "DAGSTER_PG_DB": db,
+                "DAGSTER_PG_USERNAME": "alphapulse",
+                "DAGSTER_PG_PASSWORD": server.password,
+            }
+        )
+        (work / "dagster" / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
+    else:
+        (work / "dagster" / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    os.chdir(work / "dagster")
+    sys.path.insert(0, str(REPO))
+    try:
+        out = run(args, cadences, symbols, work, server)
+    finally:
+        if server is not None:
+            server.stop()
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+def run(args, cadences, symbols, work: Path, server) -> dict:
+    import dagster as dg
+    import pandas as pd
+    from joblib.externals.loky import get_reusable_executor
+
+    from alphapulse_assets.cli import ingest
+    from alphapulse_assets.definitions import defs
+    from alphapulse_assets.market_data.resources import CandleStoreResource
+    from alphapulse_assets.settings import get_settings
+    from alphapulse_assets.training.assets import (
+        ModelRegistryResource,
+        _candle_asset_for,
+        _training_window,
+        gate_config,
+        partitions_for,
+        spec_for,
+    )
+    from alphapulse_assets.training.cadence import fit_symbol, promote, record_symbol
+    from alphapulse_assets.training.challenger import make_dataset
+    from alphapulse_assets.training.fanout import usable_cores, worker_count
+    from alphapulse_assets.training.registry import ModelRegistry
+
+    load_start = os.getloadavg()
+    instance = dg.DagsterInstance.get()
+    first = min(FIRST_DAY[c] for c in cadences)
+    marker = work / "ingested.json"
+    done = json.loads(marker.read_text()) if marker.exists() else {"symbols": 0, "first": LAST_DAY}
+    setup_s = 0.0
+    if done["symbols"] < len(symbols) or done["first"] > first:
+        t0 = time.perf_counter()
+        totals = ingest(pd.Timestamp(first).date(), pd.Timestamp(LAST_DAY).date(), out=sys.stderr)
+        setup_s = time.perf_counter() - t0
+        print(f"setup: {totals['candles']:,} candles for {len(symbols)} symbols in {setup_s:.0f}s", flush=True)
+        marker.write_text(json.dumps({"symbols": len(symbols), "first": first}))
+    if args.prepare:
+        return {"prepared": str(work), "symbols": len(symbols), "first": first, "setup_s": round(setup_s, 1)}
+    cores = usable_cores()
+    workers = worker_count(get_settings().scale.workers)
+
+    registries = iter(range(10_000))
+    run_dir = Path(tempfile.mkdtemp(prefix="registries-", dir=work))
+
+    def new_registry() -> tuple[str, str]:
+        """(artifact root, database URL) of an empty registry."""
+        n = next(registries)
+        root = run_dir / f"registry-{n}"
+        root.mkdir()
+        if server is None:
+            return str(root / "models"), f"sqlite:///{root}/platform.db"
+        return str(root / "models"), server.password_url(server.create_database(f"registry_{n}"))
+
+    def plain(name: str, pooled: bool) -> None:
+        spec, cfg = spec_for(name), gate_config(name)
+        root, url = new_registry()
+        registry = ModelRegistry(root, url)
+        window = partitions_for(name).time_window_for_partition_key(KEYS[name])
+        start, end = _training_window(spec, pd.Timestamp(window.end))
+        days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
+        candles = CandleStoreResource().store.read_days(_candle_asset_for(spec.timeframe), days)
+        rows = make_dataset(candles[candles["symbol"].isin(symbols)], spec)
+        lo = pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days)
+
+        def record(symbol, fitted):
+            outcome = record_symbol(registry, fitted, spec, symbol=symbol, partition=KEYS[name], code_version="bench")
+            if outcome.gate.passed:
+                promote(registry, symbol, name, outcome.version.version, KEYS[name])
+
+        for symbol in symbols:  # an empty registry: no champion, as in the platform's runs here
+            assert registry.serving_champion(symbol, name) is None
+        if not pooled:
+            _one_thread()
+            for symbol in symbols:
+                ds = rows.for_symbol(symbol).between(lo, pd.Timestamp(window.end))
+                record(symbol, fit_symbol(ds, spec, cfg, symbol=symbol, champion=None, champion_model=None))
+            return
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=cores, mp_context=context, initializer=_one_thread) as pool:
+            futures = {
+                pool.submit(
+                    fit_symbol,
+                    rows.for_symbol(s).between(lo, pd.Timestamp(window.end)),
+                    spec,
+                    cfg,
+                    symbol=s,
+                    champion=None,
+                    champion_model=None,
+                ): s
+                for s in symbols
+            }
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+
+    events: dict[str, int] = {}
+
+    def platform(name: str) -> None:
+        root, url = new_registry()
+        job = defs.resolve_job_def(f"{name}_cadence")
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=KEYS[name],
+            resources={"model_registry": ModelRegistryResource(artifact_root=root, db_url=url)},
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            raise_on_error=False,
+        )
+        if not result.success:
+            raise SystemExit(f"platform run failed: {[e.step_key for e in result.all_events if e.is_step_failure]}")
+        events[name] = len(instance.all_logs(result.run_id))
+        # A run worker is a new process: its workers start cold. Stop them so the next run pays that too.
+        get_reusable_executor().shutdown(wait=True, kill_workers=True)
+
+    @dg.asset(partitions_def=dg.DailyPartitionsDefinition(start_date="2024-01-01"))
+    def empty_asset() -> None:
+        return None
+
+    empty_job = dg.Definitions(
+        assets=[empty_asset], executor=dg.in_process_executor
+    ).resolve_implicit_global_asset_job_def()
+
+    def empty_run() -> None:
+        empty_job.execute_in_process(
+            instance=instance,
+            partition_key="2025-08-10",
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        )
+
+    empty_run()  # the first run on a new instance creates its tables
+    results = {}
+    for name in cadences:
+        times: dict[str, list[float]] = {"plain_one_process": [], "plain_pool": [], "platform": [], "empty_run": []}
+        steps = (
+            ("plain_one_process", lambda name=name: plain(name, False)),
+            ("plain_pool", lambda name=name: plain(name, True)),
+            ("platform", lambda name=name: platform(name)),
+            ("empty_run", empty_run),
+        )
+        for i in range(args.repeat):
+            for label, fn in steps if i % 2 == 0 else reversed(steps):
+                t = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - t)
+                print(f"{name} {label} #{i}: {times[label][-1]:.2f}s", flush=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        best_plain = min(med["plain_one_process"], med["plain_pool"])
+        results[name] = {
+            "plain_one_process_s": round(med["plain_one_process"], 3),
+            "plain_pool_s": round(med["plain_pool"], 3),
+            "plain_s": round(best_plain, 3),
+            "platform_s": round(med["platform"], 3),
+            "ratio": round(med["platform"] / best_plain, 3),
+            "empty_run_s": round(med["empty_run"], 3),
+            "orchestration_ms_per_symbol": round(
+                1000 * (med["platform"] - best_plain - med["empty_run"]) / len(symbols), 2
+            ),
+            "events_per_run": events[name],
+        }
+    return {
+        "symbols": len(symbols),
+        "storage": args.storage,
+        "repeat": args.repeat,
+        "cores": cores,
+        "platform_workers": workers,
+        "setup_s": round(setup_s, 1),
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "results": results,
+    }
+
+
+if __name__ == "__main__":
+    main()

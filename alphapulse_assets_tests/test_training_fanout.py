@@ -38,6 +38,13 @@ def _nap(seconds: float) -> tuple[int, float]:
     return os.getpid(), seconds
 
 
+def _wait_for(path: str) -> str:
+    deadline = time.monotonic() + 120
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path
+
+
 def _refuse(symbol: str) -> None:
     raise PermanentError(f"no data for {symbol}", where=symbol)
 
@@ -76,19 +83,23 @@ def _what_a_worker_holds(db_path: str) -> dict:
 
 
 @pytest.mark.slow  # starts worker processes: a few seconds on a busy machine
-def test_results_come_back_as_they_complete_and_a_failing_call_fails_alone():
+def test_results_come_back_as_they_complete_and_a_failing_call_fails_alone(tmp_path):
+    release = str(tmp_path / "release")
+    done = []
     with Pool(2, expected=5, min_pool_seconds=0) as pool:
-        pool.submit("slow", _nap, 1.5)
+        pool.submit("slow", _wait_for, release)  # ends only once the four others were read
         pool.submit("refused", _refuse, "DOTUSDT")
         pool.submit("fast", _nap, 0.0)
         pool.submit("unpicklable", _raise_unpicklable)
         pool.submit("last", _nap, 0.0)
-        done = list(pool.results())
-    order = [d.key for d in done]
-    assert order[-1] == "slow" and len(order) == 5  # the slow call does not hold back the others
+        for d in pool.results():
+            done.append(d)
+            if len(done) == 4:
+                Path(release).touch()
+    assert [d.key for d in done][-1] == "slow" and len(done) == 5  # the slow call held back no other
     by_key = {d.key: d for d in done}
     assert by_key["refused"].in_worker and by_key["unpicklable"].in_worker and by_key["slow"].in_worker
-    assert by_key["fast"].error is None and by_key["last"].error is None and by_key["slow"].value[1] == 1.5
+    assert by_key["fast"].error is None and by_key["last"].error is None and by_key["slow"].value == release
     refused = by_key["refused"].error
     assert isinstance(refused, PermanentError) and "no data for DOTUSDT" in str(refused)
     assert any("in worker process" in note for note in refused.__notes__)  # where it broke, for the log
@@ -164,7 +175,10 @@ STOPPED_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow  # starts worker processes: a few seconds on a busy machine
-def test_a_sigterm_stops_the_pool_and_leaves_no_worker_behind(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stopped_step_leaves_no_worker_behind(tmp_path, stop):
+    """SIGTERM: the pool is stopped and its workers killed at once. SIGKILL (or an out-of-memory kill): the
+    step's process cannot do anything, and its workers notice that it is gone and exit."""
     script = tmp_path / "stopped.py"
     script.write_text(STOPPED_SCRIPT.format(tests=str(Path(__file__).parent)))
     proc = subprocess.Popen(
@@ -183,14 +197,20 @@ def test_a_sigterm_stops_the_pool_and_leaves_no_worker_behind(tmp_path):
             time.sleep(0.2)
         assert len(workers) == 2
         time.sleep(1.0)  # let them pick up their calls
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 3 and "stopped" in out and "finished" not in out
-    gone, alive = psutil.wait_procs(loky, timeout=10)
-    assert not alive, [p.pid for p in alive]
+    assert "finished" not in out  # no nap of 600 s ran to its end
+    if stop == signal.SIGTERM:
+        assert proc.returncode == 3 and "stopped" in out
+    gone, alive = psutil.wait_procs(loky, timeout=15)
+    try:
+        assert not alive, [(p.pid, p.cmdline()) for p in alive]
+    finally:
+        for p in alive:
+            p.kill()
 
 
 @pytest.fixture(scope="module")

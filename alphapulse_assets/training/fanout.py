@@ -8,8 +8,8 @@ reads (a symbol's next day once its previous day was recorded).
 
 - **Threads**: workers start with ``OMP_NUM_THREADS`` and the BLAS libraries' variables set to 1, so OpenMP
   and BLAS are capped before they load (``threadpoolctl`` alone caps only the libraries already loaded when
-  it is called); each call is also run under ``threadpoolctl.threadpool_limits(1)``, which is what caps the
-  calls run in this process (one worker).
+  it is called); each call is also run under threadpoolctl's limit of 1, which is what caps the calls run
+  in this process (one worker).
 - **Processes**: joblib's loky executor (installed with scikit-learn): workers are new Python processes
   (fork + exec), so they inherit no open database connection, no thread and no lock of the step's
   process; one that dies (killed, out of memory) fails the calls it held with a ``TransientError`` and
@@ -19,6 +19,8 @@ reads (a symbol's next day once its previous day was recorded).
   its class (``recovery.errors.classify``) with the same message; the worker's traceback is kept as a note.
 - **Stopping**: leaving the ``with`` block on an exception (a SIGTERM turned into an interrupt, Ctrl-C, a
   failure of the caller) kills the workers at once: no call keeps running and no worker outlives the step.
+  A step process killed outright (SIGKILL, out of memory) cannot do that: its workers notice within a second
+  that it is gone and exit.
 - **Small work stays here**: starting workers costs about a second each (a new Python importing
   scikit-learn and pandas). Calls run in this process until the calls done so far say that the rest would
   take longer than ``min_pool_seconds`` here; only then do the workers start, and until the first of them
@@ -32,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import threading
 import time
 import traceback
 from collections import deque
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from joblib.externals.loky import get_reusable_executor
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from alphapulse_assets.recovery.errors import (
     ErrorClass,
@@ -72,6 +75,8 @@ IDLE_SECONDS = 60
 # Calls queued at the workers at once, per worker: enough to keep each busy while this process records
 # the last result, few enough that a stop loses little and memory holds only what is being worked on.
 IN_FLIGHT_PER_WORKER = 2
+# How often a worker checks that the step's process still exists.
+PARENT_POLL_SECONDS = 1.0
 
 
 def usable_cores() -> int:
@@ -117,11 +122,23 @@ def _portable(exc: BaseException) -> BaseException:
         return stand_in
 
 
+_controller: ThreadpoolController | None = None
+
+
+def _numeric_libraries() -> ThreadpoolController:
+    """The numeric libraries loaded in this process, found once (finding them costs milliseconds per call,
+    tens on a busy machine); the training modules load theirs on import, before any call."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller
+
+
 def _call(fn: Callable, args: tuple, in_worker: bool) -> tuple[Any, BaseException | None, float]:
     """Run ``fn(*args)`` with one numeric thread; (value, None, seconds) or (None, exception, seconds)."""
     started = time.perf_counter()
     try:
-        with threadpool_limits(limits=1):
+        with _numeric_libraries().limit(limits=1):
             value = fn(*args)
         return value, None, time.perf_counter() - started
     except Exception as exc:  # noqa: BLE001 - the call's failure is its result; the caller classifies it
@@ -133,6 +150,18 @@ def _call(fn: Callable, args: tuple, in_worker: bool) -> tuple[Any, BaseExceptio
 
 def _worker_call(fn: Callable, args: tuple) -> tuple[Any, BaseException | None, float]:
     return _call(fn, args, True)
+
+
+def _exit_with(parent: int) -> None:
+    """In a worker: end this process as soon as ``parent`` (the step's process) is gone. A SIGKILL or an
+    out-of-memory kill of the step gives it no chance to stop its workers; they would train on for nobody."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class Pool:
@@ -190,7 +219,11 @@ class Pool:
 
     def _start_workers(self) -> None:
         self._executor = get_reusable_executor(
-            max_workers=self.workers, timeout=IDLE_SECONDS, env=dict(ONE_THREAD_ENV), reuse=True
+            max_workers=self.workers,
+            timeout=IDLE_SECONDS,
+            env=dict(ONE_THREAD_ENV),
+            initializer=_exit_with,
+            initargs=(os.getpid(),),
         )
         self.started_workers = True
         log.info("starting %d worker processes (one numeric thread each)", self.workers)

@@ -21,7 +21,13 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from alphapulse_assets.recovery.errors import ErrorClass, PermanentError, TransientError, classify
+from alphapulse_assets.recovery.errors import (
+    DataValidationError,
+    ErrorClass,
+    PermanentError,
+    TransientError,
+    classify,
+)
 from alphapulse_assets.training import assets as training_assets
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets, gate_config, spec_for
 from alphapulse_assets.training.cadence import train_symbols
@@ -221,6 +227,18 @@ def weekly_data():
     start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-05-27", tz="UTC")
     candles = SampleSource("1h").fetch(["BTCUSDT", "ETHUSDT", "ADAUSDT"], start, end)
     return spec, make_dataset(candles, spec)
+
+
+def test_a_training_set_splits_by_symbol_in_one_pass_into_the_same_rows(weekly_data):
+    _spec, ds = weekly_data
+    parts = ds.by_symbol(["ETHUSDT", "BTCUSDT"])
+    for symbol, rows in parts.items():
+        alone = ds.for_symbol(symbol)
+        assert rows.X.equals(alone.X) and rows.timestamps.equals(alone.timestamps)
+        assert (rows.y == alone.y).all() and (rows.symbols == symbol).all()
+        assert np.array_equal(rows.forward, alone.forward, equal_nan=True)
+    with pytest.raises(DataValidationError, match="no training rows for XRPUSDT"):
+        ds.by_symbol(["BTCUSDT", "XRPUSDT"])
 
 
 @pytest.mark.slow

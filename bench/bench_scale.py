@@ -56,6 +56,11 @@ def main() -> None:
     parser.add_argument("--cadences", default="weekly,monthly")
     parser.add_argument("--storage", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--plain",
+        default="one_process,pool",
+        help="plain variants to time (the faster is 'plain'); 'pool' alone spares a long one-process run",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--work",
@@ -65,6 +70,9 @@ def main() -> None:
         "(by the first invocation, for its symbols) and reused by later ones with as many symbols or fewer",
     )
     parser.add_argument("--prepare", action="store_true", help="only ingest into --work, measure nothing")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="write a cProfile of the first platform run here (pstats)"
+    )
     args = parser.parse_args()
     cadences = [c for c in args.cadences.split(",") if c]
     if args.json:
@@ -175,6 +183,7 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
         candles = CandleStoreResource().store.read_days(_candle_asset_for(spec.timeframe), days)
         rows = make_dataset(candles[candles["symbol"].isin(symbols)], spec)
         lo = pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days)
+        parts = rows.by_symbol(symbols)
 
         def record(symbol, fitted):
             outcome = record_symbol(registry, fitted, spec, symbol=symbol, partition=KEYS[name], code_version="bench")
@@ -186,7 +195,7 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
         if not pooled:
             _one_thread()
             for symbol in symbols:
-                ds = rows.for_symbol(symbol).between(lo, pd.Timestamp(window.end))
+                ds = parts[symbol].between(lo, pd.Timestamp(window.end))
                 record(symbol, fit_symbol(ds, spec, cfg, symbol=symbol, champion=None, champion_model=None))
             return
         context = multiprocessing.get_context("fork")
@@ -194,7 +203,7 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
             futures = {
                 pool.submit(
                     fit_symbol,
-                    rows.for_symbol(s).between(lo, pd.Timestamp(window.end)),
+                    parts[s].between(lo, pd.Timestamp(window.end)),
                     spec,
                     cfg,
                     symbol=s,
@@ -211,6 +220,12 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
     def platform(name: str) -> None:
         root, url = new_registry()
         job = defs.resolve_job_def(f"{name}_cadence")
+        profiler = None
+        if args.profile and not events:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         result = job.execute_in_process(
             instance=instance,
             partition_key=KEYS[name],
@@ -218,6 +233,9 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             raise_on_error=False,
         )
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(str(args.profile))
         if not result.success:
             raise SystemExit(f"platform run failed: {[e.step_key for e in result.all_events if e.is_step_failure]}")
         events[name] = len(instance.all_logs(result.run_id))
@@ -233,22 +251,27 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
     ).resolve_implicit_global_asset_job_def()
 
     def empty_run() -> None:
-        empty_job.execute_in_process(
+        result = empty_job.execute_in_process(
             instance=instance,
             partition_key="2025-08-10",
             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
         )
+        events["empty_run"] = len(instance.all_logs(result.run_id))
 
     empty_run()  # the first run on a new instance creates its tables
     results = {}
     for name in cadences:
-        times: dict[str, list[float]] = {"plain_one_process": [], "plain_pool": [], "platform": [], "empty_run": []}
-        steps = (
-            ("plain_one_process", lambda name=name: plain(name, False)),
-            ("plain_pool", lambda name=name: plain(name, True)),
-            ("platform", lambda name=name: platform(name)),
-            ("empty_run", empty_run),
+        steps = tuple(
+            (label, fn)
+            for label, fn in (
+                ("plain_one_process", lambda name=name: plain(name, False)),
+                ("plain_pool", lambda name=name: plain(name, True)),
+                ("platform", lambda name=name: platform(name)),
+                ("empty_run", empty_run),
+            )
+            if not label.startswith("plain_") or label[len("plain_") :] in args.plain.split(",")
         )
+        times: dict[str, list[float]] = {label: [] for label, _ in steps}
         for i in range(args.repeat):
             for label, fn in steps if i % 2 == 0 else reversed(steps):
                 t = time.perf_counter()
@@ -256,10 +279,9 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
                 times[label].append(time.perf_counter() - t)
                 print(f"{name} {label} #{i}: {times[label][-1]:.2f}s", flush=True)
         med = {k: statistics.median(v) for k, v in times.items()}
-        best_plain = min(med["plain_one_process"], med["plain_pool"])
+        best_plain = min(v for k, v in med.items() if k.startswith("plain_"))
         results[name] = {
-            "plain_one_process_s": round(med["plain_one_process"], 3),
-            "plain_pool_s": round(med["plain_pool"], 3),
+            **{f"{k}_s": round(v, 3) for k, v in med.items() if k.startswith("plain_")},
             "plain_s": round(best_plain, 3),
             "platform_s": round(med["platform"], 3),
             "ratio": round(med["platform"] / best_plain, 3),
@@ -268,6 +290,8 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
                 1000 * (med["platform"] - best_plain - med["empty_run"]) / len(symbols), 2
             ),
             "events_per_run": events[name],
+            # What one event costs on this instance here and now: the empty run writes only a few.
+            "ms_per_event_in_empty_run": round(1000 * med["empty_run"] / events["empty_run"], 2),
         }
     return {
         "symbols": len(symbols),

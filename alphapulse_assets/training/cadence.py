@@ -330,11 +330,10 @@ def train_symbols(
     started = time.perf_counter()
     chains: dict[str, _Chain] = {}
     trained = registry.partitions_trained(spec.name, run_id) if run_id else {}  # by an earlier attempt
+    rows_of = dataset.by_symbol(symbols)
     for symbol in symbols:
         done = trained.get(symbol, set())
-        chains[symbol] = _Chain(
-            SymbolRun(symbol), dataset.for_symbol(symbol), deque(k for k in windows if k not in done)
-        )
+        chains[symbol] = _Chain(SymbolRun(symbol), rows_of[symbol], deque(k for k in windows if k not in done))
     total = sum(len(c.keys) for c in chains.values())
     turns, last_report = 0, started
 

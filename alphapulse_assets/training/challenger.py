@@ -23,6 +23,7 @@ This module does not import Dagster.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +119,28 @@ class Dataset:
         if not m.any():
             raise DataValidationError(f"no training rows for {symbol}", where="training set")
         return self._rows(m)
+
+    def by_symbol(self, symbols: Sequence[str]) -> dict[str, Dataset]:
+        """``for_symbol`` of each of ``symbols`` in one pass over the rows (one pass per symbol would grow
+        with symbols x rows); the same rows in the same order."""
+        order = np.argsort(self.symbols, kind="stable")
+        ordered = self.symbols[order]
+        starts = np.concatenate(([0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, [len(ordered)]))
+        found = {ordered[a]: order[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True) if b > a}
+        missing = [s for s in symbols if s not in found]
+        if missing:
+            raise DataValidationError(f"no training rows for {', '.join(missing)}", where="training set")
+        return {s: self._take(found[s]) for s in symbols}
+
+    def _take(self, index: np.ndarray) -> Dataset:
+        return Dataset(
+            self.X.iloc[index].reset_index(drop=True),
+            self.y[index],
+            self.forward[index],
+            self.last_dir[index],
+            self.timestamps.iloc[index].reset_index(drop=True),
+            self.symbols[index],
+        )
 
     def since(self, start: pd.Timestamp) -> Dataset:
         m = (self.timestamps >= start).to_numpy()

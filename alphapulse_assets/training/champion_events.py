@@ -63,6 +63,7 @@ class ChampionChangeReporter:
     def __init__(self, instance: dg.DagsterInstance | None, db_url: str):
         self.instance = instance
         self.db_url = db_url
+        self._resolver = None  # built on the first promotion, reused by the step's others (settings, engine)
 
     def __call__(self, decision: Decision, version: ModelVersion | None) -> None:
         if decision.action == "fell_back":
@@ -91,7 +92,9 @@ class ChampionChangeReporter:
                 )
             return
         else:  # a promotion or a rollback: a champion the gate or a rollback chose serves again
-            router = build_router_from_env(self.db_url)
+            if self._resolver is None:
+                self._resolver = build_router_from_env(self.db_url)
+            router = self._resolver
             keys = [artifact_alert_key(decision.symbol, decision.cadence)]
             if decision.action == "promoted":
                 keys.append(held_alert_key(decision.symbol, decision.cadence))

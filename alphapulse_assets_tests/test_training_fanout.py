@@ -92,7 +92,7 @@ def _what_a_worker_holds(db_path: str) -> dict:
 def test_results_come_back_as_they_complete_and_a_failing_call_fails_alone(tmp_path):
     release = str(tmp_path / "release")
     done = []
-    with Pool(2, expected=5, min_pool_seconds=0) as pool:
+    with Pool(2, expected=5, min_pool_seconds=0, help_while_starting=False) as pool:
         pool.submit("slow", _wait_for, release)  # ends only once the four others were read
         pool.submit("refused", _refuse, "DOTUSDT")
         pool.submit("fast", _nap, 0.0)
@@ -117,7 +117,7 @@ def test_results_come_back_as_they_complete_and_a_failing_call_fails_alone(tmp_p
 
 @pytest.mark.slow  # starts worker processes: a few seconds on a busy machine
 def test_a_worker_that_dies_fails_its_call_as_transient_and_the_pool_goes_on():
-    with Pool(2, expected=3, min_pool_seconds=0) as pool:
+    with Pool(2, expected=3, min_pool_seconds=0, help_while_starting=False) as pool:
         pool.submit("killed", _die)
         done = {d.key: d for d in pool.results()}
         assert isinstance(done["killed"].error, TransientError)
@@ -147,7 +147,7 @@ def test_workers_hold_no_database_connection_and_run_one_numeric_thread(tmp_path
     with registry.engine.connect() as conn:  # a connection open in this process while the workers start
         conn.execute(sa.text("select 1"))
         assert any(f.path == str(db) for f in psutil.Process().open_files())
-        with Pool(2, expected=2, min_pool_seconds=0) as pool:
+        with Pool(2, expected=2, min_pool_seconds=0, help_while_starting=False) as pool:
             pool.submit(1, _what_a_worker_holds, str(db))
             pool.submit(2, _what_a_worker_holds, str(db))
             held = [d.value for d in pool.results()]
@@ -167,7 +167,7 @@ STOPPED_SCRIPT = textwrap.dedent(
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
     try:
-        with Pool(2, expected=4, min_pool_seconds=0) as pool:
+        with Pool(2, expected=4, min_pool_seconds=0, help_while_starting=False) as pool:
             for i in range(4):
                 pool.submit(i, _nap, 600)
             print("started", flush=True)

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The newest partition of each cadence that the ingested days cover, and the days to ingest for it.
 KEYS = {"nightly": "2025-08-10", "weekly": "2025-08-03", "monthly": "2025-08-01"}
 FIRST_DAY = {"nightly": "2025-07-15", "weekly": "2025-05-15", "monthly": "2024-01-01"}
-LAST_DAY = "2025-08-10"
+LAST_DAY = "2025-08-31"  # the monthly partition 2025-08-01 reads up to the end of August
 
 
 def _one_thread() -> None:
@@ -149,13 +149,18 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
     first = min(FIRST_DAY[c] for c in cadences)
     marker = work / "ingested.json"
     done = json.loads(marker.read_text()) if marker.exists() else {"symbols": 0, "first": LAST_DAY}
+    done.setdefault("last", "2025-08-10")
     setup_s = 0.0
-    if done["symbols"] < len(symbols) or done["first"] > first:
+    if done["symbols"] < len(symbols) or done["first"] > first or done["last"] < LAST_DAY:
+        # Only the days missing at the end when the symbols and the start are covered already.
+        covered = done["symbols"] >= len(symbols) and done["first"] <= first
+        start = pd.Timestamp(done["last"]) + pd.Timedelta(days=1) if covered else pd.Timestamp(first)
         t0 = time.perf_counter()
-        totals = ingest(pd.Timestamp(first).date(), pd.Timestamp(LAST_DAY).date(), out=sys.stderr)
+        totals = ingest(start.date(), pd.Timestamp(LAST_DAY).date(), out=sys.stderr)
         setup_s = time.perf_counter() - t0
         print(f"setup: {totals['candles']:,} candles for {len(symbols)} symbols in {setup_s:.0f}s", flush=True)
-        marker.write_text(json.dumps({"symbols": len(symbols), "first": first}))
+        first = min(first, done["first"]) if covered else first
+        marker.write_text(json.dumps({"symbols": len(symbols), "first": first, "last": LAST_DAY}))
     if args.prepare:
         return {"prepared": str(work), "symbols": len(symbols), "first": first, "setup_s": round(setup_s, 1)}
     cores = usable_cores()
@@ -293,6 +298,8 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
             # What one event costs on this instance here and now: the empty run writes only a few.
             "ms_per_event_in_empty_run": round(1000 * med["empty_run"] / events["empty_run"], 2),
         }
+        if args.json:  # after each cadence: a later failure keeps what was measured
+            args.json.write_text(json.dumps({"symbols": len(symbols), "partial": True, "results": results}, indent=2))
     return {
         "symbols": len(symbols),
         "storage": args.storage,

@@ -356,7 +356,9 @@ def train_symbols(
             return True
         return False
 
-    with Pool(workers, expected=total, min_pool_seconds=min_pool_seconds) as pool:
+    with Pool(
+        workers, expected=total, min_pool_seconds=min_pool_seconds, preload=("alphapulse_assets.training.cadence",)
+    ) as pool:
         for chain in chains.values():
             if not submit_next(pool, chain):
                 yield chain.run

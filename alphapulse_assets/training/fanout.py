@@ -24,13 +24,15 @@ reads (a symbol's next day once its previous day was recorded).
 - **Small work stays here**: starting workers costs about a second each (a new Python importing
   scikit-learn and pandas). Calls run in this process until the calls done so far say that the rest would
   take longer than ``min_pool_seconds`` here; only then do the workers start, and until the first of them
-  answers this process goes on running calls itself. ``workers=1`` never starts any.
+  has imported what the calls need, this process goes on running calls itself (a busy machine may take
+  tens of seconds to start a worker). ``workers=1`` never starts any.
 
-This module does not import Dagster; the models step and the benchmarks' plain loop both use it.
+This module does not import Dagster.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import pickle
@@ -152,6 +154,12 @@ def _worker_call(fn: Callable, args: tuple) -> tuple[Any, BaseException | None, 
     return _call(fn, args, True)
 
 
+def _preload(modules: tuple[str, ...]) -> int:
+    for name in modules:
+        importlib.import_module(name)
+    return os.getpid()
+
+
 def _exit_with(parent: int) -> None:
     """In a worker: end this process as soon as ``parent`` (the step's process) is gone. A SIGKILL or an
     out-of-memory kill of the step gives it no chance to stop its workers; they would train on for nobody."""
@@ -169,12 +177,26 @@ class Pool:
 
     ``expected`` is how many calls the caller will submit in all (it may submit them while reading the
     results): with the time of the calls done so far it decides whether starting workers pays off.
+    ``preload`` names the modules the calls need: each new worker imports them first, and until one of them
+    has, this process goes on running calls itself (``help_while_starting``), so slow starts on a busy
+    machine cost waiting for nothing.
     """
 
-    def __init__(self, workers: int, *, expected: int = 0, min_pool_seconds: float = 0.0):
+    def __init__(
+        self,
+        workers: int,
+        *,
+        expected: int = 0,
+        min_pool_seconds: float = 0.0,
+        preload: tuple[str, ...] = (),
+        help_while_starting: bool = True,
+    ):
         self.workers = max(int(workers), 1)
         self.expected = expected
         self.min_pool_seconds = min_pool_seconds
+        self.preload = preload  # modules a worker imports before its first call
+        self.help_while_starting = help_while_starting
+        self._pings: list[Future] = []
         self._queue: deque[tuple[Hashable, Callable, tuple]] = deque()
         self._pending: dict[Future, Hashable] = {}
         self._executor = None
@@ -226,34 +248,37 @@ class Pool:
             initargs=(os.getpid(),),
         )
         self.started_workers = True
+        # Each worker imports what the calls need first; until one has, no call waits for them.
+        self._pings = [self._executor.submit(_preload, self.preload) for _ in range(self.workers)]
         log.info("starting %d worker processes (one numeric thread each)", self.workers)
+
+    def _here_now(self) -> Done:
+        key, fn, args = self._queue.popleft()
+        value, error, seconds = _call(fn, args, False)
+        self._here += 1
+        self._here_seconds += seconds
+        self.done += 1
+        return Done(key, value, error, seconds)
 
     def results(self) -> Iterator[Done]:
         """Every submitted call's ``Done``, in the order they complete, until none is left (including the
         calls submitted while reading)."""
         while self._queue or self._pending:
             if not self._pending and not self._use_workers():
-                key, fn, args = self._queue.popleft()
-                value, error, seconds = _call(fn, args, False)
-                self._here += 1
-                self._here_seconds += seconds
-                self.done += 1
-                yield Done(key, value, error, seconds)
+                yield self._here_now()
                 continue
             if self._executor is None:
                 self._start_workers()
+            if not self._warm:
+                if any(p.done() for p in self._pings) or not self.help_while_starting:
+                    self._warm = True
+                else:  # the workers are still starting (importing scikit-learn...): train here meanwhile
+                    yield self._here_now()
+                    continue
             while self._queue and len(self._pending) < IN_FLIGHT_PER_WORKER * self.workers:
                 key, fn, args = self._queue.popleft()
                 self._pending[self._executor.submit(_worker_call, fn, args)] = key
-            if not self._warm and self._queue and not any(f.done() for f in self._pending):
-                # The workers are still starting (importing scikit-learn...): train here meanwhile.
-                key, fn, args = self._queue.popleft()
-                value, error, seconds = _call(fn, args, False)
-                self.done += 1
-                yield Done(key, value, error, seconds)
-                continue
             finished, _ = wait(list(self._pending), return_when=FIRST_COMPLETED)
-            self._warm = True
             for future in finished:
                 key = self._pending.pop(future)
                 self.done += 1

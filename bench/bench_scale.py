@@ -161,6 +161,8 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
         print(f"setup: {totals['candles']:,} candles for {len(symbols)} symbols in {setup_s:.0f}s", flush=True)
         first = min(first, done["first"]) if covered else first
         marker.write_text(json.dumps({"symbols": len(symbols), "first": first, "last": LAST_DAY}))
+        if covered and done["symbols"] > len(symbols):
+            raise SystemExit(f"ingested the last days for {len(symbols)} symbols only: run --prepare with all")
     if args.prepare:
         return {"prepared": str(work), "symbols": len(symbols), "first": first, "setup_s": round(setup_s, 1)}
     cores = usable_cores()

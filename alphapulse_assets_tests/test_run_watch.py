@@ -50,6 +50,32 @@ def spawn(*args: str, env: dict | None = None) -> subprocess.Popen:
     )
 
 
+SLOW_FIT_MODULE = """
+import time
+
+from sklearn.linear_model import LogisticRegression
+
+
+class SlowFitLogit(LogisticRegression):
+    def fit(self, X, y, sample_weight=None):
+        time.sleep(90)
+        return super().fit(X, y, sample_weight)
+"""
+
+
+@pytest.fixture
+def slow_nightly(home) -> dict:
+    """Env for a CLI run whose nightly fit takes 90 s (a user estimator by dotted path): the run surely holds
+    its training slot when the test signals it, however fast or loaded the machine is."""
+    user_code = home / "user_code"
+    user_code.mkdir()
+    (user_code / "slow_fit_model.py").write_text(SLOW_FIT_MODULE)
+    return {
+        "ALPHAPULSE_NIGHTLY__ESTIMATOR": "slow_fit_model:SlowFitLogit",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(user_code), os.environ.get("PYTHONPATH")) if p),
+    }
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -198,7 +224,7 @@ def _holds_training_slot(instance, run_id_holder: list) -> bool:
 
 
 @pytest.mark.slow
-def test_sigkilled_cadence_run_is_ended_and_its_slot_freed(home):
+def test_sigkilled_cadence_run_is_ended_and_its_slot_freed(home, slow_nightly):
     from alphapulse_assets.definitions import defs
     from alphapulse_assets.monitoring.sensors import run_failure_alert_sensor
     from alphapulse_assets.recovery.runs import dead_run_sensor
@@ -207,7 +233,7 @@ def test_sigkilled_cadence_run_is_ended_and_its_slot_freed(home):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with dg.DagsterInstance.get() as instance:
         fail_cursor = tick(run_failure_alert_sensor, instance)
-        killed = spawn("run", "nightly", "--partition", "2025-01-30")
+        killed = spawn("run", "nightly", "--partition", "2025-01-30", env=slow_nightly)
         holder: list[str] = []
         try:
             wait_until(
@@ -249,12 +275,12 @@ def test_sigkilled_cadence_run_is_ended_and_its_slot_freed(home):
 
 
 @pytest.mark.slow
-def test_cli_ends_a_dead_run_before_it_starts(home):
+def test_cli_ends_a_dead_run_before_it_starts(home, slow_nightly):
     """Without the daemon: the next ``alphapulse run`` ends the SIGKILLed run itself and is not stuck."""
     proc = cli("ingest", "--start", "2025-01-01", "--end", "2025-01-31")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with dg.DagsterInstance.get() as instance:
-        killed = spawn("run", "nightly", "--partition", "2025-01-30")
+        killed = spawn("run", "nightly", "--partition", "2025-01-30", env=slow_nightly)
         holder: list[str] = []
         try:
             wait_until(
@@ -317,13 +343,13 @@ def test_a_cli_run_waiting_for_a_pool_slot_says_which_pool_and_which_run_holds_i
 
 
 @pytest.mark.slow
-def test_sigterm_mid_training_cancels_and_leaves_no_partial_model(home):
+def test_sigterm_mid_training_cancels_and_leaves_no_partial_model(home, slow_nightly):
     from alphapulse_assets.training.registry import ModelRegistry
 
     proc = cli("ingest", "--start", "2025-01-01", "--end", "2025-01-31")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with dg.DagsterInstance.get() as instance:
-        run = spawn("run", "nightly", "--partition", "2025-01-30")
+        run = spawn("run", "nightly", "--partition", "2025-01-30", env=slow_nightly)
         holder: list[str] = []
         try:
             wait_until(

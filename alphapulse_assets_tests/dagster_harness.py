@@ -94,8 +94,11 @@ class DagsterDeployment:
         settings_env: dict[str, str] | None = None,
         database: str | None = None,
         startup_timeout: float = 180.0,
+        seed: DagsterDeployment | None = None,
     ):
         self.postgres = postgres
+        # A prepared, stopped deployment whose database and home this one starts as a copy of.
+        self.seed = seed
         self.settings_env = dict(settings_env or {})
         self.database = database or f"dagster_e2e_{os.getpid()}"
         self.startup_timeout = startup_timeout
@@ -153,19 +156,29 @@ class DagsterDeployment:
         return env
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    def start(self) -> DagsterDeployment:
-        """Create the home and database, start webserver and daemon, wait until both are ready."""
-        if self.base_dir is None:
-            self.base_dir = Path(tempfile.mkdtemp(prefix="alphapulse-dagster-"))
-            self.dagster_home.mkdir()
+    def prepare(self) -> DagsterDeployment:
+        """Create the home and the migrated database (a copy of the seed's, if any); start nothing."""
+        if self.base_dir is not None:
+            return self
+        self.base_dir = Path(tempfile.mkdtemp(prefix="alphapulse-dagster-"))
+        self.dagster_home.mkdir()
+        self.log_dir.mkdir()
+        shutil.copyfile(PRODUCTION_YAML, self.dagster_home / "dagster.yaml")
+        shutil.copyfile(WORKSPACE_YAML, self.dagster_home / "workspace.yaml")
+        if not self.postgres.running:
+            self.postgres.start()
+        if self.seed is None:
             self.alphapulse_home.mkdir()
-            self.log_dir.mkdir()
-            shutil.copyfile(PRODUCTION_YAML, self.dagster_home / "dagster.yaml")
-            shutil.copyfile(WORKSPACE_YAML, self.dagster_home / "workspace.yaml")
-            if not self.postgres.running:
-                self.postgres.start()
             self.postgres.create_database(self.database)
             self._migrate()
+        else:
+            shutil.copytree(self.seed.alphapulse_home, self.alphapulse_home)
+            self.postgres.create_database(self.database, template=self.seed.database)
+        return self
+
+    def start(self) -> DagsterDeployment:
+        """Prepare the home and database, start webserver and daemon, wait until both are ready."""
+        self.prepare()
         try:
             deadline = time.monotonic() + self.startup_timeout
             self.start_webserver()

@@ -142,13 +142,16 @@ class PostgresServer:
         """URL for the password-authenticated role ``alphapulse`` (scram-sha-256)."""
         return self.url(dbname, user=PASSWORD_USER, password=self.password)
 
-    def create_database(self, name: str, owner: str = PASSWORD_USER) -> str:
-        """Create an empty database owned by ``owner`` and return its name."""
+    def create_database(self, name: str, owner: str = PASSWORD_USER, template: str | None = None) -> str:
+        """Create a database owned by ``owner`` (a copy of ``template`` if given, else empty); returns its name."""
         import psycopg
         from psycopg import sql
 
+        statement = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner))
+        if template is not None:  # PostgreSQL copies it file by file: no session may be connected to it
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         with psycopg.connect(self._conninfo("postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)))
+            conn.execute(statement)
         return name
 
     def drop_database(self, name: str) -> None:

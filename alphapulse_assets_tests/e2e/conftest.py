@@ -78,24 +78,43 @@ def pd_timestamp(day: date):
     return pd.Timestamp(day.isoformat(), tz="UTC")
 
 
+@pytest.fixture(scope="session")
+def candle_seed(postgres_server, fake_exchange):
+    """START..YESTERDAY ingested by the CLI once, into a database and home that no process holds open. Each
+    seeded deployment starts as a copy of them (PostgreSQL's CREATE DATABASE ... TEMPLATE and a copied
+    directory) instead of ingesting the same candles again: about 90 s each. Only the candles' settings
+    (symbols, start date, sources) must match; the deployments' cadence settings may differ."""
+    seed = DagsterDeployment(
+        postgres_server, settings_env=e2e_settings(fake_exchange.url), database=f"dagster_seed_{os.getpid()}"
+    )
+    try:
+        seed.prepare()
+        proc = seed.cli("ingest", "--start", START.isoformat(), "--end", YESTERDAY.isoformat(), timeout=600)
+        assert proc.returncode == 0, f"seeding candles failed:\n{proc.stdout}\n{proc.stderr}"
+        yield seed
+    finally:
+        seed.stop()
+
+
 @contextmanager
-def seeded_deployment(postgres_server, exchange_url: str, settings: dict[str, str] | None = None, **kwargs):
-    """A started deployment (e2e settings, ``settings`` on top) with START..YESTERDAY ingested by the CLI;
-    stopped on exit."""
-    d = DagsterDeployment(postgres_server, settings_env={**e2e_settings(exchange_url), **(settings or {})}, **kwargs)
+def seeded_deployment(postgres_server, seed, settings: dict[str, str] | None = None, **kwargs):
+    """A started deployment (e2e settings, ``settings`` on top) holding a copy of ``seed``'s candles
+    (START..YESTERDAY, ingested by the CLI); stopped on exit."""
+    exchange_url = seed.settings_env["ALPHAPULSE_EXCHANGE_API_URL"]
+    d = DagsterDeployment(
+        postgres_server, settings_env={**e2e_settings(exchange_url), **(settings or {})}, seed=seed, **kwargs
+    )
     try:
         d.start()
-        proc = d.cli("ingest", "--start", START.isoformat(), "--end", YESTERDAY.isoformat(), timeout=600)
-        assert proc.returncode == 0, f"seeding candles failed:\n{proc.stdout}\n{proc.stderr}\n{d.logs()}"
         yield d
     finally:
         d.stop()
 
 
 @pytest.fixture(scope="session")
-def deployment(postgres_server, fake_exchange):
+def deployment(postgres_server, candle_seed):
     """Daemon + web UI on deploy/dagster.yaml and PostgreSQL, with START..YESTERDAY ingested by the CLI."""
-    with seeded_deployment(postgres_server, fake_exchange.url) as d:
+    with seeded_deployment(postgres_server, candle_seed) as d:
         yield d
 
 
@@ -112,13 +131,13 @@ def live_deployment(deployment, postgres_server):
 
 
 @pytest.fixture(scope="module")
-def quiet_deployment(postgres_server, fake_exchange):
+def quiet_deployment(postgres_server, candle_seed):
     """A deployment of its own (fresh database and home) for a module whose tests count alerts, decisions or
     events exactly: the session deployment carries whatever the tests before them did. Shared by the module's
     tests, each counting only keys the others never touch; stopped when the module ends."""
     if not postgres_server.running:
         postgres_server.start()
-    with seeded_deployment(postgres_server, fake_exchange.url, database=f"dagster_quiet_{os.getpid()}") as d:
+    with seeded_deployment(postgres_server, candle_seed, database=f"dagster_quiet_{os.getpid()}") as d:
         yield d
 
 

@@ -194,9 +194,9 @@ def write_bad_days(store: ParquetPartitionStore, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def day_deployment(postgres_server, fake_exchange):
+def day_deployment(postgres_server, candle_seed):
     with seeded_deployment(
-        postgres_server, fake_exchange.url, settings=SETTINGS, database=f"dagster_opday_{os.getpid()}"
+        postgres_server, candle_seed, settings=SETTINGS, database=f"dagster_opday_{os.getpid()}"
     ) as d:
         yield d
 

@@ -620,9 +620,7 @@ class AlphaPulseSettings(BaseSettings):
     exchange_id: str = "binance"
     # Symbols fetched from the exchange at once (threads), all within one rate limit: requests start at least
     # max(ALPHAPULSE_EXCHANGE_RATE_LIMIT_MS, the exchange's own rateLimit x the endpoint's weight) apart.
-    # Default 1: with several threads a SIGTERM / Ctrl-C waits for a stalled request to time out
-    # (ALPHAPULSE_SOURCE_TIMEOUT_SECONDS) before the run stops; raise it once that is fixed or acceptable.
-    exchange_concurrency: int = Field(1, ge=1, le=64)
+    exchange_concurrency: int = Field(4, ge=1, le=64)
     exchange_rate_limit_ms: float | None = Field(None, ge=0)
     source_timeout_seconds: float = Field(30.0, gt=0)
 

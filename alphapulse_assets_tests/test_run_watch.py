@@ -173,9 +173,13 @@ def test_failed_cli_ingests_alert_once_each_feed_the_breaker_and_resolve_on_succ
 # -- section 3: stop and kill ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    "signum,code,concurrency",
+    [(signal.SIGTERM, 143, "4"), (signal.SIGINT, 130, "4"), (signal.SIGTERM, 143, "1")],
+    ids=["SIGTERM-4-threads", "SIGINT-4-threads", "SIGTERM-1-thread"],
+)
 @pytest.mark.slow
-def test_signal_stops_a_cli_run_canceled_nonzero_nothing_written(home, signum, code):
+def test_signal_stops_a_cli_run_canceled_nonzero_nothing_written(home, signum, code, concurrency):
     from alphapulse_assets_tests.fake_exchange import KLINES, FakeBinance
 
     with FakeBinance() as fake:
@@ -184,6 +188,7 @@ def test_signal_stops_a_cli_run_canceled_nonzero_nothing_written(home, signum, c
             "ALPHAPULSE_SOURCES": "exchange",
             "ALPHAPULSE_EXCHANGE_API_URL": fake.url,
             "ALPHAPULSE_SOURCE_TIMEOUT_SECONDS": "110",
+            "ALPHAPULSE_EXCHANGE_CONCURRENCY": concurrency,
         }
         proc = spawn("ingest", "--start", "2024-05-01", env=env)
         try:

@@ -8,13 +8,16 @@ Symbols are served concurrently when a source allows it (``CandleSource.concurre
 entered by at most its own ``concurrency`` threads at once (a source of 1 is called by one thread at a time).
 The exchange's rate limit is kept by the exchange source itself, across its threads. Results, failures and
 errors come out in the symbols' order, as when they were served one after another.
+
+The fetch threads are daemon threads, not a ``ThreadPoolExecutor``'s: an executor's threads are joined when
+its block ends and again at interpreter exit, so a SIGTERM or Ctrl-C of a run would wait for a stalled
+request's timeout before the process could end. A daemon thread is abandoned with its request instead.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 
@@ -69,13 +72,43 @@ class FallbackChain:
         if workers <= 1:  # one after another: a symbol no source serves stops the fetch there
             served = (self._serve(s, start, end) for s in symbols)
             return self._collect(symbols, served)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alphapulse-fetch") as pool:
-            futures = [pool.submit(self._serve, s, start, end) for s in symbols]
-            try:
-                return self._collect(symbols, (f.result() for f in futures))  # errors in symbol order
-            finally:
-                for f in futures:  # an error stops what has not started yet
-                    f.cancel()
+        served = self._serve_in_threads(symbols, start, end, workers)
+        try:
+            return self._collect(symbols, served)  # errors in symbol order
+        finally:
+            served.close()  # an error stops what has not started yet
+
+    def _serve_in_threads(self, symbols: list[str], start: pd.Timestamp, end: pd.Timestamp, workers: int) -> Iterator:
+        """Each symbol's ``_serve`` result in symbol order, from ``workers`` daemon threads; an exception raised
+        for a symbol is raised when its turn comes. Closing the generator stops symbols not yet started."""
+        outcomes: list[tuple[bool, object]] = [(False, None)] * len(symbols)
+        finished = [threading.Event() for _ in symbols]
+        pending = iter(range(len(symbols)))
+        lock, stop = threading.Lock(), threading.Event()
+
+        def work() -> None:
+            while not stop.is_set():
+                with lock:
+                    i = next(pending, None)
+                if i is None:
+                    return
+                try:
+                    outcomes[i] = (True, self._serve(symbols[i], start, end))
+                except BaseException as exc:  # handed to the caller in symbol order, not lost in the thread
+                    outcomes[i] = (False, exc)
+                finished[i].set()
+
+        for n in range(workers):
+            threading.Thread(target=work, name=f"alphapulse-fetch-{n}", daemon=True).start()
+        try:
+            for i in range(len(symbols)):
+                finished[i].wait()  # interruptible: a signal's exception is raised here, in the main thread
+                ok, value = outcomes[i]
+                if not ok:
+                    raise value
+                yield value
+        finally:
+            stop.set()
 
     def _collect(self, symbols: list[str], served) -> FetchResult:
         frames: list[pd.DataFrame] = []

@@ -552,7 +552,7 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path, db_url):
     try:
         # wait until every worker has imported sklearn and fitted its models, then release them at once
         ready = [tmp_path / f"go.ready{s}" for s in range(n_procs)]
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # three cold imports of sklearn on a busy 2-core machine
         while not all(r.exists() for r in ready):
             assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "workers did not start"
             time.sleep(0.01)

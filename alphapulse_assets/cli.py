@@ -185,22 +185,36 @@ def _failed_check_days(evaluations) -> dict[str, int]:
     return {check: len(parts - {None}) or 1 for check, parts in days.items()}
 
 
-def run_cadence(name: str, partition_key: str | None = None, *, out=None):
-    """Run one cadence through the same definitions and instance as the daemon (no daemon needed)."""
+def run_cadence(name: str, partition_key: str | None = None, *, out=None, symbols: list[str] | None = None):
+    """Run one cadence through the same definitions and instance as the daemon (no daemon needed): its partition
+    for the active symbols (or ``symbols``), as one run, or one per ALPHAPULSE_SCALE__SYMBOLS_PER_RUN symbols.
+    Returns the last run's result (the first failed one, if any) and the partition key."""
+    import dagster as dg
+
     from alphapulse_assets.definitions import defs
-    from alphapulse_assets.training.schedules import latest_partition_key
+    from alphapulse_assets.market_data.symbols import ensure_seeded
+    from alphapulse_assets.training.schedules import cadence_run_tags, latest_partition_key
 
     key = partition_key or latest_partition_key(name, datetime.now(timezone.utc))
     if key is None:
         raise SystemExit(f"alphapulse: no complete {name} partition yet")
-    t0 = time.perf_counter()
-    print(f"{name} cadence, partition {key} ...", end=" ", flush=True, file=out)
-    result = execute(
-        defs.resolve_job_def(f"{name}_cadence"), out=out, partition_key=key, tags={"alphapulse/trigger": "cli"}
-    )
-    status = "done" if result.success else "FAILED: " + ("; ".join(failure_lines(result)) or "see the run in the UI")
-    print(f"{status} in {time.perf_counter() - t0:.1f}s (run {result.run_id})", file=out)
-    return result, key
+    symbols = symbols or ensure_seeded(dg.DagsterInstance.get())
+    if not symbols:
+        raise SystemExit("alphapulse: no active symbol: add one with `alphapulse symbols add SYMBOL`")
+    results = []
+    for tags in cadence_run_tags(name, key, symbols):
+        t0 = time.perf_counter()
+        first = tags["dagster/asset_partition_range_start"].split("|")[1]
+        last = tags["dagster/asset_partition_range_end"].split("|")[1]
+        span = f"{first}..{last}" if first != last else first
+        print(f"{name} cadence, partition {key}, symbols {span} ...", end=" ", flush=True, file=out)
+        result = execute(defs.resolve_job_def(f"{name}_cadence"), out=out, tags={**tags, "alphapulse/trigger": "cli"})
+        status = (
+            "done" if result.success else "FAILED: " + ("; ".join(failure_lines(result)) or "see the run in the UI")
+        )
+        print(f"{status} in {time.perf_counter() - t0:.1f}s (run {result.run_id})", file=out)
+        results.append(result)
+    return next((r for r in results if not r.success), results[-1]), key
 
 
 def failure_lines(result) -> list[str]:
@@ -226,13 +240,16 @@ CHAMPION_ALIGN = ("left", "left") + ("right",) * 7 + ("left",)
 def champion_table(out=None) -> None:
     """Per symbol and cadence: champion, latest challenger's metrics next to the baselines, and the verdict
     (whole: a reason cut short can change a figure, e.g. ``p=0.062`` read as ``p=0.0``)."""
+    import dagster as dg
+
+    from alphapulse_assets.market_data.symbols import active_symbols
     from alphapulse_assets.settings import get_settings
     from alphapulse_assets.training.assets import ModelRegistryResource
     from alphapulse_assets.training.schedules import CADENCES
 
     registry = ModelRegistryResource().get()
     rows = []
-    for symbol in get_settings().symbols:
+    for symbol in active_symbols(dg.DagsterInstance.get()) or get_settings().symbols:
         for cadence in CADENCES:
             latest = registry.latest_version(symbol, cadence)
             if latest is None:
@@ -294,9 +311,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     registry = ModelRegistryResource().get(dg.DagsterInstance.get())
     symbol = args.symbol.upper() if getattr(args, "symbol", None) else None
     if symbol is not None:
+        from alphapulse_assets.market_data.symbols import active_symbols
         from alphapulse_assets.settings import get_settings
 
-        known = sorted(set(get_settings().symbols) | {d.symbol for d in registry.history(None, None)})
+        known = sorted(
+            set(get_settings().symbols)
+            | set(active_symbols(dg.DagsterInstance.get()))
+            | {d.symbol for d in registry.history(None, None)}
+        )
         if symbol not in known:
             print(
                 f"alphapulse: unknown symbol {args.symbol!r}; known: {', '.join(known)} "
@@ -527,6 +549,103 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_symbols(args: argparse.Namespace) -> int:
+    """Add, retire, list and seed the symbols (the instance's dynamic partitions ``symbols``): no redeploy."""
+    _prepare_home()
+    import getpass
+
+    import dagster as dg
+
+    from alphapulse_assets.market_data import symbols as sym
+
+    instance = dg.DagsterInstance.get()
+    by = getpass.getuser()
+    if args.symbols_command == "add":
+        try:
+            added, already = sym.add_symbols(instance, args.symbols, by=by, reason=args.reason)
+        except ValueError as exc:
+            print(f"alphapulse: {exc}", file=sys.stderr)
+            return 2
+        for symbol in already:
+            print(f"{symbol}: already active")
+        for symbol in added:
+            print(f"{symbol}: added (trained from the next run of each cadence; no redeploy)")
+        if args.backfill and added:
+            return _backfill_symbols(added, args.backfill)
+        return 0
+    if args.symbols_command == "retire":
+        try:
+            symbol = sym.retire_symbol(instance, args.symbol, by=by, reason=args.reason)
+        except ValueError as exc:
+            print(f"alphapulse: {exc}", file=sys.stderr)
+            return 2
+        print(f"{symbol}: retired (no longer trained or served; its history stays readable)")
+        return 0
+    if args.symbols_command == "sync":
+        added = sym.sync_seed(instance)
+        print(f"added from ALPHAPULSE_SYMBOLS: {', '.join(added)}" if added else "nothing to add")
+        return 0
+    active = sym.active_symbols(instance)
+    records = sym.ledger().records()
+    rows = []
+    for symbol in active:
+        r = records.get(symbol)
+        rows.append(
+            [
+                symbol,
+                "active",
+                f"{r.since:%Y-%m-%d %H:%M}" if r else "-",
+                r.added_by if r else "-",
+                r.reason or "" if r else "",
+            ]
+        )
+    for symbol, r in records.items():
+        if symbol not in active and r.status == "retired":
+            rows.append([symbol, "retired", f"{r.since:%Y-%m-%d %H:%M}", r.retired_by or "-", r.reason or ""])
+    print_table(["symbol", "status", "since (UTC)", "by", "reason"], rows, ["left"] * 5)
+    if not active:
+        from alphapulse_assets.settings import get_settings
+
+        print(
+            f"no active symbol yet: the seed ALPHAPULSE_SYMBOLS ({', '.join(get_settings().symbols)}) is added by the "
+            "first run, ingest or demo, or by `alphapulse symbols sync`"
+        )
+    return 0
+
+
+def _backfill_symbols(symbols: list[str], start: date) -> int:
+    """Ingest the days since ``start`` (every active symbol: a day's candles are one partition) and run each
+    cadence's partitions since then for the new symbols, one run per cadence."""
+    import dagster as dg
+
+    from alphapulse_assets.definitions import defs
+    from alphapulse_assets.market_data.symbols import range_tags
+    from alphapulse_assets.training.assets import partitions_for
+    from alphapulse_assets.training.schedules import CADENCES, latest_partition_key
+
+    end = datetime.now(timezone.utc).date() - timedelta(days=1)
+    ingest(start, end)
+    failed = 0
+    now = datetime.now(timezone.utc)
+    for name in CADENCES:
+        last = latest_partition_key(name, now)
+        with dg.partition_loading_context(effective_dt=now):
+            keys = [k for k in partitions_for(name).get_partition_keys() if k >= str(start)]
+        if last is None or not keys:
+            print(f"{name}: no partition since {start}")
+            continue
+        t0 = time.perf_counter()
+        print(f"{name} backfill {keys[0]}..{last} for {', '.join(symbols)} ...", end=" ", flush=True)
+        result = execute(
+            defs.resolve_job_def(f"{name}_cadence"),
+            tags={**range_tags(keys[0], last, symbols[0], symbols[-1]), "alphapulse/trigger": "cli-backfill"},
+        )
+        failed += not result.success
+        status = "done" if result.success else "FAILED: " + ("; ".join(failure_lines(result)) or "see the UI")
+        print(f"{status} in {time.perf_counter() - t0:.1f}s (run {result.run_id})")
+    return 1 if failed else 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     _prepare_home()
     ingest(args.start, args.end or args.start, days_per_run=args.days_per_run)
@@ -606,10 +725,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(
         registry=ModelRegistryResource().get(instance), refused_days=lambda days: quality_verdicts(instance, days)
     )
-    if args.all:
-        results = predictor.predict_all(args.cadence)
+    from alphapulse_assets.market_data.symbols import UnknownSymbol, active_symbols, require_active
+
+    if args.all:  # the active symbols: a retired one is not served
+        results = predictor.predict_all(args.cadence, active_symbols(instance))
     else:
-        symbol = args.symbol.upper()
+        try:
+            symbol = require_active(instance, args.symbol)
+        except UnknownSymbol as exc:
+            print(f"alphapulse: {exc}", file=sys.stderr)
+            return 1
         results = {symbol: predictor.predict_all(args.cadence, [symbol])[symbol]}
     failed = {s: r for s, r in results.items() if isinstance(r, Exception)}
     served = {s: r for s, r in results.items() if not isinstance(r, Exception)}
@@ -776,10 +901,29 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--no-sources", action="store_true", help="skip the market-data source reachability check")
     st.set_defaults(func=cmd_status)
 
+    sy = sub.add_parser("symbols", help="add, retire and list symbols (no redeploy)")
+    sy_sub = sy.add_subparsers(dest="symbols_command", required=True)
+    sy_add = sy_sub.add_parser("add", help="add symbols: trained and served from the next runs")
+    sy_add.add_argument("symbols", nargs="+", metavar="SYMBOL")
+    sy_add.add_argument("--reason", default=None, help="recorded with $USER")
+    sy_add.add_argument(
+        "--backfill",
+        type=_date,
+        default=None,
+        metavar="START",
+        help="ingest since START and train every cadence's partitions since then",
+    )
+    sy_ret = sy_sub.add_parser("retire", help="stop training and serving a symbol; its history stays")
+    sy_ret.add_argument("symbol")
+    sy_ret.add_argument("--reason", required=True, help="recorded with $USER")
+    sy_sub.add_parser("list", help="active and retired symbols, since when, by whom, why")
+    sy_sub.add_parser("sync", help="add the ALPHAPULSE_SYMBOLS seed symbols that are neither active nor retired")
+    sy.set_defaults(func=cmd_symbols)
+
     pr = sub.add_parser("predict", help="the champion's up-probability for the bar after the newest stored bar")
     pr.add_argument("symbol", nargs="?", help="e.g. BTCUSDT")
     pr.add_argument("--cadence", choices=["nightly", "weekly", "monthly"], default="nightly")
-    pr.add_argument("--all", action="store_true", help="every configured symbol")
+    pr.add_argument("--all", action="store_true", help="every active symbol")
     pr.add_argument("--json", action="store_true", help="one JSON object on stdout (with --all: one document)")
     pr.set_defaults(func=cmd_predict)
 

@@ -520,8 +520,9 @@ class AlertSettings(BaseModel):
 
 
 class ScaleSettings(BaseModel):
-    """How a cadence's per-symbol work uses this machine (``training/fanout.py``): worker processes, each
-    capped to one numeric thread (scikit-learn's OpenMP and BLAS), the work spread over them by symbol."""
+    """How a cadence's symbols are split into runs, and how a run's per-symbol work uses its machine
+    (``training/fanout.py``): worker processes, each capped to one numeric thread (scikit-learn's OpenMP and
+    BLAS), the work spread over them by symbol."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -532,6 +533,9 @@ class ScaleSettings(BaseModel):
     # scikit-learn and pandas): a step whose work would take less than this in its own process (estimated
     # from the symbols done so far) stays there.
     min_pool_seconds: float = Field(4.0, ge=0)
+    # ALPHAPULSE_SCALE__SYMBOLS_PER_RUN: a cadence partition runs as one run per this many contiguous symbols
+    # (spread over workers by the run launcher; the run coordinator's limits apply); 0 = all symbols in one run.
+    symbols_per_run: int = Field(0, ge=0)
 
 
 STORE_KINDS = ("candles", "training_sets", "models", "signals")

@@ -534,6 +534,30 @@ def _chain_text(err) -> str:
     return "\n".join(parts)
 
 
+def per_symbol(asset: str, partition: str | None) -> tuple[str, str | None]:
+    """An event on a symbol's partition as an operator reads it: ("models/weekly/BTCUSDT", "2024-05-26") for
+    ("models/weekly", "2024-05-26|BTCUSDT"), ("live_scores/weekly/BTCUSDT", None) for ("live_scores/weekly",
+    "BTCUSDT"); any other event as it is."""
+    if partition and "|" in partition:
+        time_key, symbol = partition.split("|")
+        return f"{asset}/{symbol}", time_key
+    if partition and asset.startswith("live_scores/"):
+        return f"{asset}/{partition}", None
+    return asset, partition
+
+
+def cadence_tags(instance, time_key: str, symbols) -> dict[str, str]:
+    """The tags of a cadence run over ``time_key`` x ``symbols`` (added to the instance's symbols when missing),
+    as the schedules and `alphapulse run` make them."""
+    from alphapulse_assets.market_data.symbols import SYMBOLS_NAME, range_tags
+
+    known = instance.get_dynamic_partitions(SYMBOLS_NAME)
+    missing = [s for s in symbols if s not in known]
+    if missing:
+        instance.add_dynamic_partitions(SYMBOLS_NAME, missing)
+    return range_tags(time_key, time_key, symbols[0], symbols[-1])
+
+
 class RunSummary:
     """What one run did, read from the instance's event log: the facts the end-to-end tests assert on."""
 
@@ -556,14 +580,15 @@ class RunSummary:
                 continue
             if ev.event_type == DagsterEventType.ASSET_MATERIALIZATION:
                 mat = ev.step_materialization_data.materialization
-                self.materialized.append((mat.asset_key.to_user_string(), mat.partition))
+                self.materialized.append(per_symbol(mat.asset_key.to_user_string(), mat.partition))
             elif ev.event_type == DagsterEventType.STEP_FAILURE:
                 err = ev.step_failure_data.error
                 self.step_failures.append((ev.step_key, err.cls_name if err else "", _chain_text(err)))
             elif ev.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
                 data = ev.event_specific_data
-                self.checks.append((data.asset_key.to_user_string(), data.check_name, data.passed))
-                self.check_severities[(data.asset_key.to_user_string(), data.check_name)] = data.severity.value
+                asset = per_symbol(data.asset_key.to_user_string(), data.partition)[0]
+                self.checks.append((asset, data.check_name, data.passed))
+                self.check_severities[(asset, data.check_name)] = data.severity.value
             elif ev.event_type == DagsterEventType.STEP_UP_FOR_RETRY:
                 self.retries_up += 1
             elif ev.event_type == DagsterEventType.ENGINE_EVENT:

@@ -13,6 +13,7 @@ from alphapulse_assets.market_data.sources.files import export_sample
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
 from alphapulse_assets_tests.candles import ingest as ingest_days
+from alphapulse_assets_tests.candles import symbol_tags
 
 SYMBOLS = list(get_settings().symbols)
 FIRST, LAST = date(2024, 3, 20), date(2024, 6, 9)  # what the weekly partition 2024-06-02 reads, and a little more
@@ -32,10 +33,11 @@ def ingest(project, first: str, last: str, instance=None):
 
 
 def cadence(project, name: str, key: str, instance=None):
+    instance = instance or project["instance"]
     return dg.materialize(
         cadence_assets[name],
-        partition_key=key,
-        instance=instance or project["instance"],
+        tags=symbol_tags(instance, key, SYMBOLS),
+        instance=instance,
         resources=project["resources"],
         raise_on_error=False,
     )

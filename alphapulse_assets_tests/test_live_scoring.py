@@ -23,6 +23,7 @@ from alphapulse_assets.market_data.resample import resample_candles
 from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.market_data.sources.sample import SampleSource
 from alphapulse_assets.market_data.storage import ParquetPartitionStore
+from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training import live_assets, live_scoring
 from alphapulse_assets.training.assets import ModelRegistryResource
 from alphapulse_assets.training.cadence import promote, train_symbol
@@ -295,10 +296,16 @@ def test_live_scores_asset_plots_scores_rolls_back_and_shows_it_on_the_champion(
         "model_registry": ModelRegistryResource(artifact_root=str(root / "models"), db_url=champion["db"]),
     }
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([live_assets.live_scores], instance=instance, resources=resources)
+    instance.add_dynamic_partitions("symbols", ["BTCUSDT", SYMBOL])
+    result = dg.materialize(
+        [live_assets.live_scores],
+        instance=instance,
+        resources=resources,
+        tags={"dagster/asset_partition_range_start": "BTCUSDT", "dagster/asset_partition_range_end": SYMBOL},
+    )
     assert result.success
-    by_key = {m.asset_key: m.materialization.metadata for m in result.get_asset_materialization_events()}
-    mine = by_key[dg.AssetKey(["live_scores", "weekly", SYMBOL])]
+    by_key = {(m.asset_key, m.partition): m.materialization.metadata for m in result.get_asset_materialization_events()}
+    mine = by_key[(dg.AssetKey(["live_scores", "weekly"]), SYMBOL)]
     assert mine["champion"].value == f"v{bad.version}" and mine["n_labelled"].value > 200
     for key in (
         "live_log_loss",
@@ -315,11 +322,12 @@ def test_live_scores_asset_plots_scores_rolls_back_and_shows_it_on_the_champion(
     )
     assert f"champion since promotion (v{bad.version})" in mine["scores"].value
     assert pd.read_parquet(mine["per_bar"].value)["role"].isin(["champion", "shadow"]).all()
-    other = by_key[dg.AssetKey(["live_scores", "weekly", "BTCUSDT"])]
+    other = by_key[(dg.AssetKey(["live_scores", "weekly"]), "BTCUSDT")]
     assert other["status"].value == "no champion" and "live_log_loss" not in other
     # The rollback shows on the champion asset, with who and why.
-    event = instance.get_latest_materialization_event(dg.AssetKey(["champions", "weekly", SYMBOL]))
+    event = instance.get_latest_materialization_event(dg.AssetKey(["champions", "weekly"]))
     shown = event.asset_materialization.metadata
+    assert event.asset_materialization.partition.endswith(f"|{SYMBOL}")  # on the symbol's row of the grid
     assert shown["change"].value == "rolled_back" and shown["by"].value == "live-scoring"
     assert shown["version"].value == "v1" and "live log loss" in shown["reason"].value
 
@@ -361,6 +369,9 @@ def test_live_scoring_runs_daily_after_the_ingestion():
             )
         )
     assert request.run_key == "live:2026-11-02" and request.job_name in (None, "live_scoring")
+    symbols = get_settings().symbols  # every active symbol in one run: the seed, on a new instance
+    assert request.tags["dagster/asset_partition_range_start"] == symbols[0]
+    assert request.tags["dagster/asset_partition_range_end"] == symbols[-1]
 
 
 @pytest.mark.slow
@@ -459,7 +470,7 @@ def test_a_shadow_better_than_the_champion_live_is_shown_so_and_promoted_from_th
 
     # ... shows on the champion asset of the instance the command ran on, with who and why ...
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey(["champions", "weekly", SYMBOL]))
+        event = instance.get_latest_materialization_event(dg.AssetKey(["champions", "weekly"]))
     shown = event.asset_materialization.metadata
     assert shown["change"].value == "promoted" and shown["by"].value == "alice"
     assert shown["version"].value == f"v{shadow.version}" and "promoted on live evidence" in shown["reason"].value

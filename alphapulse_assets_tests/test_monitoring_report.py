@@ -28,7 +28,7 @@ from alphapulse_assets.recovery.errors import ErrorClass
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
 from alphapulse_assets.training.schedules import JOBS
-from alphapulse_assets_tests.candles import ingest
+from alphapulse_assets_tests.candles import ingest, symbol_tags
 
 SYMBOLS = list(get_settings().symbols)
 
@@ -130,10 +130,14 @@ def test_report_rows_per_symbol_from_real_cadence_runs(env, tmp_path):
     with dg.instance_for_test() as instance:
         ingest(instance, str(tmp_path / "candles"), "2024-03-01", "2024-06-09", symbols=SYMBOLS)
         results = [
-            job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+            job.execute_in_process(instance=instance, tags=symbol_tags(instance, key, SYMBOLS), raise_on_error=False)
             for key in ("2024-05-26", "2024-06-02")
         ]
-        results.append(broken.execute_in_process(instance=instance, partition_key="2024-06-09", raise_on_error=False))
+        results.append(
+            broken.execute_in_process(
+                instance=instance, tags=symbol_tags(instance, "2024-06-09", SYMBOLS), raise_on_error=False
+            )
+        )
         assert not results[-1].success
         for _ in range(5):
             BreakerStore(env).record("training", BreakerConfig(), ok=False, error_class=ErrorClass.TRANSIENT)

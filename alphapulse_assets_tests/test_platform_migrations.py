@@ -21,6 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alphapulse_assets import platform_db
 from alphapulse_assets.alerting import alert_store
 from alphapulse_assets.alerting.alert_store import AlertStore
+from alphapulse_assets.market_data import symbol_ledger
 from alphapulse_assets.monitoring import metrics
 from alphapulse_assets.monitoring.metrics import SampleStore
 from alphapulse_assets.platform_db import MIGRATIONS_DIR, VERSION_TABLE, engine_for, head_revisions, migrate
@@ -30,7 +31,13 @@ from alphapulse_assets.training import registry
 from alphapulse_assets.training.registry import ModelRegistry
 
 DATA = Path(__file__).parent / "data"
-STORE_METADATA = (registry.metadata, breaker_store.metadata, alert_store.metadata, metrics.metadata)
+STORE_METADATA = (
+    registry.metadata,
+    breaker_store.metadata,
+    alert_store.metadata,
+    metrics.metadata,
+    symbol_ledger.metadata,
+)
 AT = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
 

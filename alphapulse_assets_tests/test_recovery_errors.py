@@ -240,13 +240,14 @@ def test_a_missing_input_partition_fails_the_models_step_at_once(tmp_path):
     permanent, so the step (retry policy: 1) fails at once instead of training twice on nothing."""
     from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
     from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
+    from alphapulse_assets_tests.candles import symbol_tags
 
     training_set, models = cadence_assets["weekly"]
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [training_set, models],
             selection=[k for k in models.keys],
-            partition_key="2024-05-26",
+            tags=symbol_tags(instance, "2024-05-26"),
             instance=instance,
             raise_on_error=False,
             resources={

@@ -36,8 +36,7 @@ from alphapulse_assets.training.registry import ArtifactIntegrityError, ModelReg
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER_YAML = "storage:\n  sqlite:\n    base_dir: .alphapulse/storage\ntelemetry:\n  enabled: false\n"
-CHAMPION = dg.AssetKey(["champions", "weekly", "BTCUSDT"])
-CHAMPION_ETH = dg.AssetKey(["champions", "weekly", "ETHUSDT"])
+CHAMPION = dg.AssetKey(["champions", "weekly"])  # one asset; each symbol's changes on its own partitions
 
 
 def _model(seed: int) -> LogisticRegression:
@@ -82,7 +81,15 @@ def _history(project: Path):
 def _champion_events(instance) -> list:
     records = instance.fetch_materializations(CHAMPION, limit=100).records
     observations = instance.fetch_observations(CHAMPION, limit=100).records
-    return sorted(records + observations, key=lambda r: r.storage_id)
+    return sorted(
+        (r for r in records + observations if _symbol_of(r) == "BTCUSDT"),
+        key=lambda r: r.storage_id,
+    )
+
+
+def _symbol_of(record) -> str:
+    event = record.event_log_entry.asset_materialization or record.event_log_entry.asset_observation
+    return event.metadata["symbol"].value if "symbol" in event.metadata else str(record.partition_key).split("|")[-1]
 
 
 def _cli(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -175,7 +182,7 @@ def test_cli_rollback_to_an_earlier_champion_and_a_forced_one_show_on_the_champi
         ("rolled_back", "v3", "v1", "dana"),
     ]
     assert shown[0]["reason"] == "bad week"
-    assert events[0].partition_key == "2026-11-01"  # the reinstated champion's own partition
+    assert events[0].partition_key == "2026-11-01|BTCUSDT"  # the reinstated champion's own (week, symbol)
 
 
 # -- tampered or missing champion file --------------------------------------------------------------------
@@ -394,7 +401,7 @@ def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path
     verified champion, records the fall-back, alerts once, and the champion asset shows the change."""
     from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
     from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
-    from alphapulse_assets_tests.candles import ingest
+    from alphapulse_assets_tests.candles import ingest, symbol_tags
 
     db_url = f"sqlite:///{tmp_path / 'platform.db'}"
     resources = {
@@ -402,13 +409,11 @@ def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path
         "training_set_io_manager": PartitionedParquetIOManager(base_url=str(tmp_path / "ts"), layout="keys"),
         "model_registry": ModelRegistryResource(artifact_root=str(tmp_path / "models"), db_url=db_url),
     }
-    selection = [dg.AssetKey(["training_sets", "weekly"]), dg.AssetKey(["models", "weekly", "ETHUSDT"]), CHAMPION_ETH]
 
     def run_weekly(instance, key):
         return dg.materialize(
             cadence_assets["weekly"],
-            selection=selection,
-            partition_key=key,
+            tags=symbol_tags(instance, key, ["ETHUSDT"]),
             instance=instance,
             resources=resources,
             raise_on_error=False,
@@ -429,7 +434,7 @@ def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path
         model = next(
             m
             for m in result.get_asset_materialization_events()
-            if m.asset_key == dg.AssetKey(["models", "weekly", "ETHUSDT"])
+            if m.asset_key == dg.AssetKey(["models", "weekly"]) and m.partition.endswith("|ETHUSDT")
         ).materialization
         assert model.metadata["champion_before"].value == "v1"  # compared with the verified champion, not v2
         fell = [d for d in reg.history("ETHUSDT", "weekly") if d.action == "fell_back"]
@@ -439,7 +444,8 @@ def test_a_cadence_run_falls_back_from_a_tampered_champion_and_shows_it(tmp_path
         assert len(store_.history(key=artifact_alert_key("ETHUSDT", "weekly"), event="raised")) == 1
         shown = [
             {k: getattr(v, "value", v) for k, v in r.event_log_entry.asset_materialization.metadata.items()}
-            for r in instance.fetch_materializations(CHAMPION_ETH, limit=10).records
+            for r in instance.fetch_materializations(CHAMPION, limit=10).records
+            if _symbol_of(r) == "ETHUSDT"
         ]
         changes = sorted((m["change"], m["version"], m["previous_version"], m["by"]) for m in shown)
         assert ("fell_back", "v1", "v2", "registry") in changes

@@ -42,7 +42,7 @@ from alphapulse_assets.settings import SettingsError, get_settings, load_setting
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
 from alphapulse_assets.training.challenger import DEFAULT_SPECS, Dataset, train_challenger
 from alphapulse_assets.training.registry import ModelRegistry
-from alphapulse_assets_tests.candles import ingest
+from alphapulse_assets_tests.candles import ingest, symbol_tags
 
 REPO = Path(__file__).resolve().parents[1]
 SYMBOL = "ETHUSDT"  # on the sample market its weekly challenger clears the gate in the week of 2024-05-26
@@ -91,7 +91,8 @@ class Project:
         }
 
     def training_set(self) -> Dataset:
-        frame = ParquetPartitionStore(self.training_sets).read_key("training_sets/weekly", PARTITION)
+        # The run trained SYMBOL alone: its (week, symbol) key, as the IO manager stores it.
+        frame = ParquetPartitionStore(self.training_sets).read_key("training_sets/weekly", f"{PARTITION}+{SYMBOL}")
         return Dataset.from_frame(frame).for_symbol(SYMBOL)
 
     def copy(self, to: Path) -> Project:
@@ -109,14 +110,10 @@ def served(tmp_path_factory) -> Project:
     project.write_instance_config()
     instance = project.instance()  # the candles' quality verdicts are where `alphapulse predict` reads them
     ingest(instance, project.candles, "2024-03-01", LAST_DAY, symbols=[SYMBOL, "BTCUSDT"])
+    symbol_tags(instance, PARTITION, [SYMBOL, "BTCUSDT"])  # both active (served), ETHUSDT's week trained
     result = dg.materialize(
         cadence_assets["weekly"],
-        selection=[
-            dg.AssetKey(["training_sets", "weekly"]),
-            dg.AssetKey(["models", "weekly", SYMBOL]),
-            dg.AssetKey(["champions", "weekly", SYMBOL]),
-        ],
-        partition_key=PARTITION,
+        tags=symbol_tags(instance, PARTITION, [SYMBOL]),
         instance=instance,
         resources=project.resources(),
     )

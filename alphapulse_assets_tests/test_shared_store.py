@@ -51,9 +51,12 @@ for arg in sys.argv[1:]:
         result = dg.materialize([signals], partition_key=params[0], instance=instance, resources=defs.resources,
                                 raise_on_error=False)
     else:
-        result = defs.get_job_def("weekly_cadence").execute_in_process(
-            instance=instance, partition_key=params[0], raise_on_error=False
-        )
+        from alphapulse_assets.market_data.symbols import ensure_seeded
+        from alphapulse_assets.training.schedules import cadence_run_tags
+
+        [tags] = cadence_run_tags("weekly", params[0], ensure_seeded(instance), per_run=0)  # as the schedule asks
+        result = defs.get_job_def("weekly_cadence").execute_in_process(instance=instance, tags=tags,
+                                                                       raise_on_error=False)
     registry = ModelRegistryResource().get()
     print(json.dumps({
         "success": result.success,

@@ -13,6 +13,7 @@ import pytest
 from alphapulse_assets.market_data.resample import resample_candles
 from alphapulse_assets.market_data.resources import CandleStoreResource, PartitionedParquetIOManager
 from alphapulse_assets.market_data.sources.sample import SampleSource
+from alphapulse_assets.market_data.symbols import SYMBOLS_NAME, range_tags
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training import drift_assets
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
@@ -85,7 +86,11 @@ def test_schedules_have_the_documented_crons_and_ask_for_the_newest_complete_par
         request = by_name["weekly_schedule"](
             dg.build_schedule_context(instance=instance, scheduled_execution_time=sunday)
         )
-        assert request.partition_key == "2026-10-25" and request.run_key == "weekly:2026-10-25"
+        # One run for the week x every active symbol (the seed, on a new instance): a contiguous range.
+        [request] = request
+        assert request.run_key == "weekly:2026-10-25"
+        assert request.tags["dagster/asset_partition_range_start"] == f"2026-10-25|{SYMBOLS[0]}"
+        assert request.tags["dagster/asset_partition_range_end"] == f"2026-10-25|{SYMBOLS[-1]}"
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +103,14 @@ def project(tmp_path_factory):
         "model_registry": ModelRegistryResource(artifact_root=str(root / "models"), db_url=f"sqlite:///{root}/p.db"),
     }
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(SYMBOLS_NAME, SYMBOLS)
     ingest(instance, str(root / "candles"), "2024-03-01", "2024-06-09", symbols=SYMBOLS)
     return {"root": root, "resources": resources, "instance": instance}
+
+
+def symbol_of(event) -> str:
+    """The symbol of a materialization or check evaluation on a (time, symbol) partition."""
+    return str(event.partition).split("|")[1]
 
 
 IDENTIFIERS = ("version", "previous_version", "champion_before", "warm_started_from", "sha256", "seed")
@@ -119,11 +130,12 @@ def assert_reads_well(metadata):
 
 
 def run_weekly(project, key):
+    """One run over the week x every symbol, as the schedule asks for it."""
     return dg.materialize(
         cadence_assets["weekly"],
-        partition_key=key,
         instance=project["instance"],
         resources=project["resources"],
+        tags=range_tags(key, key, SYMBOLS[0], SYMBOLS[-1]),
         raise_on_error=False,
     )
 
@@ -134,11 +146,9 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     first = run_weekly(project, "2024-05-26")
     assert first.success  # rejections are the gate doing its job: no step failed, the run is SUCCESS
     assert not [e for e in first.all_events if e.is_step_failure]
-    champions = {
-        m.asset_key.path[-1] for m in first.get_asset_materialization_events() if m.asset_key.path[0] == "champions"
-    }
+    champions = {symbol_of(m) for m in first.get_asset_materialization_events() if m.asset_key.path[0] == "champions"}
     assert champions == {"ETHUSDT", "DOTUSDT"}  # the sample market at this week: two symbols clear the gate
-    evaluations = {e.asset_key.path[-1]: e for e in first.get_asset_check_evaluations()}
+    evaluations = {symbol_of(e): e for e in first.get_asset_check_evaluations()}
     assert {e.check_name for e in evaluations.values()} == {"promotion_gate"}  # one gate per challenger
     failed = {symbol for symbol, e in evaluations.items() if not e.passed}
     assert "BTCUSDT" in failed and not failed & champions and set(evaluations) == failed | champions
@@ -152,7 +162,9 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     assert registry.champion("BTCUSDT", "weekly") is None  # nothing promoted, nothing serving
 
     meta = next(
-        m for m in first.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "ETHUSDT"]
+        m
+        for m in first.get_asset_materialization_events()
+        if m.asset_key.path == ["models", "weekly"] and symbol_of(m) == "ETHUSDT"
     ).materialization.metadata
     for key in (
         "model_log_loss",
@@ -174,7 +186,9 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     assert "warm_started_from" not in meta  # the weekly model is trained from scratch: nothing to say
     assert meta["params"].value.startswith("| parameter | value |")
     champion_meta = next(
-        m for m in first.get_asset_materialization_events() if m.asset_key.path == ["champions", "weekly", "ETHUSDT"]
+        m
+        for m in first.get_asset_materialization_events()
+        if m.asset_key.path == ["champions", "weekly"] and symbol_of(m) == "ETHUSDT"
     ).materialization.metadata
     assert_reads_well(champion_meta)
     assert champion_meta["version"].value == "v1" and champion_meta["previous_version"].value == "none (first champion)"
@@ -184,28 +198,39 @@ def test_weekly_cadence_promotes_per_symbol_and_a_rejected_challenger_leaves_the
     assert not any(m.asset_key.path[0] == "champions" for m in second.get_asset_materialization_events())
     # The champion asset's newest materialization is still the promotion of v1: current, not failed.
     instance = project["instance"]
-    latest = instance.get_latest_materialization_event(dg.AssetKey(["champions", "weekly", "ETHUSDT"]))
-    assert latest.run_id == first.run_id and latest.asset_materialization.metadata["version"].value == "v1"
+    eth_champion = instance.fetch_materializations(
+        dg.AssetRecordsFilter(dg.AssetKey(["champions", "weekly"]), asset_partitions=["2024-05-26|ETHUSDT"]), limit=5
+    ).records
+    assert [r.run_id for r in eth_champion] == [first.run_id]
+    assert eth_champion[0].asset_materialization.metadata["version"].value == "v1"
+    assert "2024-06-02|ETHUSDT" not in instance.get_materialized_partitions(dg.AssetKey(["champions", "weekly"]))
     failed_mats = instance.get_event_records(
         dg.EventRecordsFilter(
             event_type=dg.DagsterEventType.ASSET_FAILED_TO_MATERIALIZE,
-            asset_key=dg.AssetKey(["champions", "weekly", "ETHUSDT"]),
+            asset_key=dg.AssetKey(["champions", "weekly"]),
         )
     )
     assert not failed_mats
-    eth_gate = next(e for e in second.get_asset_check_evaluations() if e.asset_key.path[-1] == "ETHUSDT")
+    eth_gate = next(e for e in second.get_asset_check_evaluations() if symbol_of(e) == "ETHUSDT")
     assert not eth_gate.passed and eth_gate.description.startswith("rejected: ")
     # The gate's history holds its verdicts only: passed, then failed; no "execution failed" row.
     history = instance.event_log_storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(dg.AssetKey(["models", "weekly", "ETHUSDT"]), "promotion_gate"), limit=10
+        dg.AssetCheckKey(dg.AssetKey(["models", "weekly"]), "promotion_gate"), limit=100
     )
-    assert [r.status.value for r in history] == ["FAILED", "SUCCEEDED"], history
+    eth_history = [r for r in history if r.partition.endswith("|ETHUSDT")]
+    assert [(r.partition, r.status.value) for r in eth_history] == [
+        ("2024-06-02|ETHUSDT", "FAILED"),
+        ("2024-05-26|ETHUSDT", "SUCCEEDED"),
+    ], eth_history
+    assert all(r.status.value in ("FAILED", "SUCCEEDED") for r in history)  # no planned row left behind
     assert registry.champion("ETHUSDT", "weekly").version == 1  # the champion keeps serving
     history = registry.history("ETHUSDT", "weekly")
     assert [d.action for d in history] == ["promoted", "rejected"]
     assert history[-1].version == 2 and "beats_baselines" in history[-1].reason and history[-1].previous_champion == 1
     second_meta = next(
-        m for m in second.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "ETHUSDT"]
+        m
+        for m in second.get_asset_materialization_events()
+        if m.asset_key.path == ["models", "weekly"] and symbol_of(m) == "ETHUSDT"
     ).materialization.metadata
     assert second_meta["champion_before"].value == "v1" and second_meta["gate"].value.startswith("rejected")
     assert_reads_well(second_meta)
@@ -216,7 +241,7 @@ def test_a_failed_cadence_keeps_every_champion_and_records_it(project, tmp_path)
     resources = dict(project["resources"], candle_store=CandleStoreResource(base_url=str(tmp_path / "empty")))
     result = dg.materialize(
         cadence_assets["weekly"],
-        partition_key="2024-06-09",
+        tags=range_tags("2024-06-09", "2024-06-09", SYMBOLS[0], SYMBOLS[-1]),
         instance=project["instance"],
         resources=resources,
         raise_on_error=False,
@@ -238,13 +263,19 @@ def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project,
     monkeypatch.setenv("ALPHAPULSE_PLATFORM_DB_URL", f"sqlite:///{tmp_path}/platform.db")  # breakers live here
     instance = dg.DagsterInstance.ephemeral()
 
-    def fail_drift_check(symbol):
+    instance.add_dynamic_partitions(SYMBOLS_NAME, SYMBOLS)
+
+    days = iter(pd.date_range("2024-06-01", periods=30, freq="D").strftime("%Y-%m-%d"))
+
+    def fail_drift_check(symbol):  # a failed verdict on a new day each time, as the daily runs report them
+        day = next(days)
         instance.report_runless_asset_event(
             dg.AssetCheckEvaluation(
-                asset_key=dg.AssetKey(["drift", symbol]),
+                asset_key=dg.AssetKey(["drift"]),
                 check_name="feature_drift",
                 passed=False,
-                metadata={"max_psi": 0.9},
+                metadata={"max_psi": 0.9, "symbol": symbol},
+                partition=f"{day}|{symbol}",
             )
         )
 
@@ -255,11 +286,11 @@ def test_drifted_input_requests_exactly_one_retrain_within_the_cooldown(project,
     ctx = dg.build_sensor_context(instance=instance, cursor=None)
     requests = drift_assets.drift_retrain_sensor(ctx)
     assert len(requests) == 1 and requests[0].tags["alphapulse/symbol"] == "ETHUSDT"
-    assert [k.to_user_string() for k in requests[0].asset_selection] == [
-        "training_sets/weekly",
-        "models/weekly/ETHUSDT",
-        "champions/weekly/ETHUSDT",
-    ]
+    # The weekly cadence's job for that symbol alone: its latest week x ETHUSDT.
+    assert requests[0].tags["dagster/asset_partition_range_start"].endswith("|ETHUSDT")
+    assert (
+        requests[0].tags["dagster/asset_partition_range_end"] == requests[0].tags["dagster/asset_partition_range_start"]
+    )
 
     for hours in (1, 6, 23):  # drift persists: the check keeps failing, but the cooldown holds
         clock[0] = t0 + 3600 * hours
@@ -294,7 +325,7 @@ def test_a_nightly_backfill_runs_many_days_in_one_run_in_order(project):
         cadence_assets["nightly"],
         instance=project["instance"],
         resources=project["resources"],
-        tags={"dagster/asset_partition_range_start": "2024-06-01", "dagster/asset_partition_range_end": "2024-06-06"},
+        tags=range_tags("2024-06-01", "2024-06-06", SYMBOLS[0], SYMBOLS[-1]),
         raise_on_error=False,
     )
     assert result.success  # a backfill's gate results are reported (WARN), not blocking
@@ -306,15 +337,14 @@ def test_a_nightly_backfill_runs_many_days_in_one_run_in_order(project):
         for later in versions[1:]:  # once a champion exists, every later day is warm-started from it
             champion_then = [v for v in promoted if v < later.version]
             assert later.info["warm_started_from"] == (champion_then[-1] if champion_then else None)
-    checks = result.get_asset_check_evaluations()
+    checks = result.get_asset_check_evaluations()  # one verdict per day and symbol, each on its own partition
     assert checks and all(c.severity == dg.AssetCheckSeverity.WARN for c in checks)
-    assert {c.check_name for c in checks} == {"promotion_gate"} and len(checks) == len(SYMBOLS)
-    assert all(
-        c.description.startswith("backfill, days passed per rule: enough_validation_samples ") and "/6" in c.description
-        for c in checks
-    )
+    assert {c.check_name for c in checks} == {"promotion_gate"}
+    assert all(c.description.startswith("backfill: ") for c in checks)
+    every = {f"2024-06-0{d}|{s}" for d in range(1, 7) for s in SYMBOLS}
+    assert {c.partition for c in checks} == every and len(checks) == len(every)
     mats = [m for m in result.get_asset_materialization_events() if m.asset_key.path[0] == "models"]
-    assert {m.partition for m in mats} == {f"2024-06-0{d}" for d in range(1, 7)}
+    assert {m.partition for m in mats} == every and len(mats) == len(every)  # one each: no second, automatic one
 
 
 @pytest.mark.slow
@@ -327,10 +357,15 @@ def test_live_scores_right_after_a_real_cadence_run_say_no_bar_is_labelled_yet(p
     champions = {symbol: registry.champion(symbol, "weekly") for symbol in SYMBOLS}
     assert any(champions.values())
     resources = {k: project["resources"][k] for k in ("candle_store", "model_registry")}
-    result = dg.materialize([live_scores], instance=project["instance"], resources=resources)
-    shown = {m.asset_key: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    result = dg.materialize(
+        [live_scores],
+        instance=project["instance"],
+        resources=resources,
+        tags={"dagster/asset_partition_range_start": SYMBOLS[0], "dagster/asset_partition_range_end": SYMBOLS[-1]},
+    )
+    shown = {(m.asset_key, m.partition): m.materialization.metadata for m in result.get_asset_materialization_events()}
     for symbol, champion in champions.items():
-        metadata = shown[dg.AssetKey(["live_scores", "weekly", symbol])]
+        metadata = shown[(dg.AssetKey(["live_scores", "weekly"]), symbol)]
         assert metadata["n_labelled"].value == 0
         assert not [k for k in metadata if k.startswith(("live_", "window_", "p_value"))]
         if champion is None:

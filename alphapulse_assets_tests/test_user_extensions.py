@@ -33,7 +33,7 @@ from alphapulse_assets.training.champion_events import held_alert_key
 from alphapulse_assets.training.estimators import EstimatorError, trusted_type_names
 from alphapulse_assets.training.promotion import GateConfig, plausibility
 from alphapulse_assets.training.registry import ArtifactIntegrityError, ModelRegistry
-from alphapulse_assets_tests.candles import ingest
+from alphapulse_assets_tests.candles import ingest, symbol_tags
 
 MODULE = "ap_user_ext"  # the user's own package, written to a temporary folder put on sys.path
 
@@ -367,7 +367,7 @@ def test_a_planted_leak_is_held_for_review_not_promoted_and_approval_promotes_it
     env(ALPHAPULSE_FEATURES__EXTRA=f'["{user_module}:next_return"]')
     result = dg.materialize(
         build_cadence_assets("weekly"),
-        partition_key="2024-05-26",
+        tags=symbol_tags(project["instance"], "2024-05-26"),
         instance=project["instance"],
         resources=project["resources"],
         raise_on_error=False,
@@ -375,7 +375,7 @@ def test_a_planted_leak_is_held_for_review_not_promoted_and_approval_promotes_it
     assert result.success  # a hold is not a failure
     assert not [m for m in result.get_asset_materialization_events() if m.asset_key.path[0] == "champions"]
     symbols = list(get_settings().symbols)
-    gates = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    gates = {e.partition.split("|")[1]: e for e in result.get_asset_check_evaluations()}
     assert set(gates) == set(symbols)
     for gate in gates.values():
         assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
@@ -388,7 +388,9 @@ def test_a_planted_leak_is_held_for_review_not_promoted_and_approval_promotes_it
         assert [d.action for d in registry.history(symbol, "weekly")] == ["held"]
         assert "next_return" in registry.get(symbol, "weekly", 1).info["features"]
     meta = next(
-        m for m in result.get_asset_materialization_events() if m.asset_key.path == ["models", "weekly", "BTCUSDT"]
+        m
+        for m in result.get_asset_materialization_events()
+        if m.asset_key.path == ["models", "weekly"] and m.partition.endswith("|BTCUSDT")
     ).materialization.metadata
     assert "next_return" in meta["features"].value and meta["gate"].value.startswith("held for review")
     store = build_router_from_env(project["url"]).store
@@ -438,7 +440,7 @@ def test_a_champion_with_user_features_and_estimator_is_served_on_the_same_input
     resource = ModelRegistryResource(artifact_root=str(root / "models_own"), db_url=f"sqlite:///{root}/own.db")
     result = dg.materialize(
         build_cadence_assets("weekly"),
-        partition_key="2024-05-26",
+        tags=symbol_tags(project["instance"], "2024-05-26"),
         instance=project["instance"],
         resources={**project["resources"], "model_registry": resource},
         raise_on_error=False,

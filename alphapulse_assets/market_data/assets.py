@@ -170,23 +170,24 @@ def market_candles(context: dg.AssetExecutionContext, market_data: MarketDataRes
     ):
         window = context.partition_time_window
         start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+        symbols = market_data.symbols_for(context.instance)  # the active symbols now: symbols are data
         context.log.info(
-            f"fetching {len(market_data.symbols)} symbol(s) from {start:%Y-%m-%d} to {end:%Y-%m-%d} "
+            f"fetching {len(symbols)} symbol(s) from {start:%Y-%m-%d} to {end:%Y-%m-%d} "
             f"through {' -> '.join(market_data.sources)}"
         )
-        result = market_data.fetch(start, end)
+        result = market_data.fetch(start, end, symbols)
         candles = result.candles
         for source, symbol, message in result.fallbacks:
             context.log.warning(f"fallback: {source} could not serve {symbol} ({message}); the next source was used")
         rules = dict(
-            symbols=[s.upper() for s in market_data.symbols],
+            symbols=symbols,
             timeframe=market_data.base_timeframe,
             max_missing_fraction=SETTINGS.quality.max_missing_fraction,
             outlier_zscore=SETTINGS.quality.outlier_zscore,
             max_outlier_fraction=SETTINGS.quality.max_outlier_fraction,
             max_bar_move_factor=SETTINGS.quality.max_bar_move_factor,
             # Coverage follows each symbol's market calendar: an exchange's weekend is not missing data.
-            calendars={s.upper(): market_data.calendar_for(s) for s in market_data.symbols},
+            calendars={s: market_data.calendar_for(s) for s in symbols},
             session_hours=market_data.session_hours,
         )
         checks = quality.run_all(candles, start=start, end=end, **rules)

@@ -11,6 +11,7 @@ import pyarrow as pa
 from alphapulse_assets.market_data.schema import CANDLE_COLUMNS, to_arrow
 from alphapulse_assets.market_data.sources import FetchResult, build_chain
 from alphapulse_assets.market_data.storage import ParquetPartitionStore
+from alphapulse_assets.market_data.symbols import ensure_seeded
 from alphapulse_assets.recovery.policies import classified_failures
 from alphapulse_assets.settings import get_settings
 
@@ -19,7 +20,8 @@ class MarketDataResource(dg.ConfigurableResource):
     """Where candles come from. Defaults come from ``AlphaPulseSettings``; run config can override them."""
 
     sources: list[str] = list(get_settings().sources)
-    symbols: list[str] = list(get_settings().symbols)
+    # None: the instance's active symbols when the run starts (``symbols.py``); a list pins them for this run.
+    symbols: list[str] | None = None
     base_timeframe: str = get_settings().base_timeframe
     files_dir: str | None = str(get_settings().files_dir) if get_settings().files_dir else None
     # Market calendar per symbol (crypto, fx, exchange) for the coverage check; a symbol not named here, or
@@ -35,11 +37,17 @@ class MarketDataResource(dg.ConfigurableResource):
         chosen = self.calendars.get(symbol.upper()) or get_settings().calendar.for_symbol(symbol)
         return "crypto" if chosen == "auto" else chosen
 
-    def fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> FetchResult:
+    def symbols_for(self, instance: dg.DagsterInstance) -> list[str]:
+        """The symbols a run fetches: those configured on the resource, else the instance's active symbols."""
+        if self.symbols is not None:
+            return [s.upper() for s in self.symbols]
+        return ensure_seeded(instance)
+
+    def fetch(self, start: pd.Timestamp, end: pd.Timestamp, symbols: list[str]) -> FetchResult:
         settings = get_settings().model_copy(
             update={
                 "sources": tuple(self.sources),
-                "symbols": tuple(s.upper() for s in self.symbols),
+                "symbols": tuple(s.upper() for s in symbols),
                 "base_timeframe": self.base_timeframe,
                 "files_dir": self.files_dir,
             }
@@ -95,7 +103,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     @staticmethod
     def _key(context: dg.OutputContext | dg.InputContext) -> str:
-        keys = context.asset_partition_keys
+        # A time x symbol key "2024-05-26|BTCUSDT" is stored as "2024-05-26+BTCUSDT" ('|' is awkward in URLs).
+        keys = [str(k).replace("|", "+") for k in context.asset_partition_keys]
         return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
 
     def _handoff_key(self, context: dg.OutputContext | dg.InputContext, run_id: str):

@@ -18,6 +18,7 @@ from dagster import DagsterEventType
 
 from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets.market_data.sources import build_source
+from alphapulse_assets.market_data.symbols import active_symbols, split_keys
 from alphapulse_assets.monitoring import health as hl
 from alphapulse_assets.monitoring.metrics import SampleStore
 from alphapulse_assets.monitoring.report import DecisionRecord, RunRecord, StepRecord, TripRecord
@@ -210,7 +211,9 @@ def freshness(
         keys = pdef.get_partition_keys()
     index = {k: i for i, k in enumerate(keys)}
     target = index[expected]
-    newest = newest_model_partitions(instance, cadence, settings.symbols, index, target)
+    # The active symbols (a retired one is not stale); on an instance not seeded yet, the seed it will train.
+    symbols = active_symbols(instance) or list(settings.symbols)
+    newest = newest_model_partitions(instance, cadence, symbols, index, target)
     behind = {s: None if n is None else max(0, target - n) for s, n in newest.items()}
     return hl.freshness_check(cadence, expected, behind)
 
@@ -218,28 +221,15 @@ def freshness(
 def newest_model_partitions(
     instance: dg.DagsterInstance, cadence: str, symbols: Sequence[str], index: dict[str, int], target: int
 ) -> dict[str, int | None]:
-    """Per symbol, the index (in ``index``) of the newest partition of ``models/<cadence>/<SYMBOL>`` that was
-    materialized, exact at least up to ``target``: None when none was.
-
-    One query for every symbol (the assets' latest materializations, ``get_asset_records``) instead of one per
-    symbol per cadence on every tick. The latest materialization is the newest partition unless an older one
-    was re-run after it; only a symbol whose latest one is not at ``target`` yet is asked for its partitions.
-    """
-    keys = {symbol: dg.AssetKey(["models", cadence, symbol]) for symbol in symbols}
-    entries = {
-        record.asset_entry.asset_key: record.asset_entry for record in instance.get_asset_records(list(keys.values()))
-    }
-    newest: dict[str, int | None] = {}
-    for symbol, key in keys.items():
-        entry = entries.get(key)
-        last = entry.last_materialization if entry is not None else None
-        event = last.dagster_event if last is not None else None
-        newest[symbol] = index.get(event.partition) if event is not None and event.partition else None
-        if newest[symbol] is None or newest[symbol] < target:
-            if last is None:
-                continue  # never materialized: nothing more to ask
-            done = instance.get_materialized_partitions(key)
-            newest[symbol] = max((index[k] for k in done if k in index), default=None)
+    """Per symbol, the index (in ``index``) of the newest time partition of ``models/<cadence>`` materialized for
+    it: None when none was. One query for every symbol and the whole grid: the asset's materialized (time, symbol)
+    partitions (``target`` is kept for callers that stop looking once it is reached)."""
+    newest: dict[str, int | None] = dict.fromkeys(symbols)
+    for key in instance.get_materialized_partitions(dg.AssetKey(["models", cadence])):
+        times, owners = split_keys([key])
+        i, symbol = index.get(times[0]), owners[0]
+        if i is not None and symbol in newest and (newest[symbol] is None or i > newest[symbol]):
+            newest[symbol] = i
     return newest
 
 
@@ -383,13 +373,21 @@ _MODEL_EVENTS = {DagsterEventType.ASSET_MATERIALIZATION_PLANNED, DagsterEventTyp
 
 
 def _model_symbols(instance: dg.DagsterInstance, run_id: str, cadence: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(planned, trained): symbols whose ``models/<cadence>/<SYMBOL>`` the run planned / materialized."""
+    """(planned, trained): symbols whose ``models/<cadence>`` partitions the run planned / materialized."""
     planned, trained = set(), set()
+    model_asset = dg.AssetKey(["models", cadence])
     for record in instance.get_records_for_run(run_id, of_type=_MODEL_EVENTS, limit=100_000).records:
         event = record.event_log_entry.dagster_event
-        path = event.asset_key.path if event is not None and event.asset_key is not None else []
-        if len(path) == 3 and path[0] == "models" and path[1] == cadence:
-            (trained if event.event_type == DagsterEventType.ASSET_MATERIALIZATION else planned).add(path[2])
+        if event is None or event.asset_key != model_asset:
+            continue
+        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            partition = event.event_specific_data.materialization.partition
+            trained.update(split_keys([partition])[1] if partition else ())
+            continue
+        data = event.event_specific_data  # a run over a range plans its partitions as one subset
+        subset = getattr(data, "partitions_subset", None)
+        keys = list(subset.get_partition_keys()) if subset is not None else [data.partition] if data.partition else []
+        planned.update(split_keys(keys)[1])
     return frozenset(planned), frozenset(trained)
 
 
@@ -498,6 +496,41 @@ def latest_check_executions(instance: dg.DagsterInstance, check_keys) -> dict:
             "partition": rec.partition,
         }
     return out
+
+
+def check_executions_since(instance: dg.DagsterInstance, check_key, after_id: int, limit: int = 100_000) -> list[dict]:
+    """Completed evaluations of one check with a record id above ``after_id``, newest first, with their partition:
+    each symbol of a symbol-partitioned check has its own verdict among them."""
+    records = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=limit)
+    out = []
+    for rec in records:
+        if rec.id <= after_id:
+            break
+        if rec.status.value not in ("SUCCEEDED", "FAILED") or rec.event is None:
+            continue
+        ev = rec.event.dagster_event.event_specific_data
+        out.append(
+            {
+                "id": rec.id,
+                "status": rec.status.value,
+                "passed": rec.status.value == "SUCCEEDED",
+                "severity": ev.severity.value,
+                "description": ev.description or "",
+                "at": rec.event.timestamp,
+                "run_id": rec.run_id,
+                "partition": rec.partition,
+            }
+        )
+    return out
+
+
+def symbol_of_partition(partition: str | None) -> str | None:
+    """The symbol of a (time, symbol) or symbol partition key; None for a time-only key."""
+    if not partition:
+        return None
+    if "|" in partition:
+        return split_keys([partition])[1][0]
+    return None if partition[:1].isdigit() else partition
 
 
 def latest_check_failures(instance: dg.DagsterInstance, check_keys) -> list[dict]:

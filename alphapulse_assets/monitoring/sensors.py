@@ -30,6 +30,7 @@ import dagster as dg
 from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets.alerting.alerts import Alert, AlertRouter, build_router_from_env
 from alphapulse_assets.atomic_files import atomic_write
+from alphapulse_assets.market_data.symbols import active_symbols
 from alphapulse_assets.monitoring import readers
 from alphapulse_assets.monitoring.health import Status
 from alphapulse_assets.monitoring.metrics import Counters, ResourceSampler, SampleStore
@@ -288,34 +289,51 @@ def build_check_failure_alert_sensor(
         for check_key, rec in latest.items():
             cursor_key = f"{check_key.asset_key.to_user_string()}:{check_key.name}"
             mark = [rec["id"], rec["status"]]
-            if seen.get(cursor_key) == mark:
+            previous = seen.get(cursor_key)
+            if previous == mark:
                 continue
             seen[cursor_key] = mark
             handled += 1
-            key = f"check:{cursor_key}"
-            if rec["passed"]:
-                router.get().resolve(key, at=rec["at"])
-                continue
-            asset = check_key.asset_key.to_user_string()
-            where = asset + (f" partition {rec['partition']}" if rec["partition"] else "")
-            router.get().raise_alert(
-                Alert(
-                    key=key,
-                    severity=check_alert_severity(asset, check_key.name, rec["severity"]),
-                    title=f"check {check_key.name} failed on {where}",
-                    body=(rec["description"] or "no description") + f"\nrun {rec['run_id']}"
-                    "\nSee docs/runbook.md#failed-asset-checks",
-                    source=name,
-                    labels={"group": "checks", "asset": asset, "check": check_key.name},
-                    at=rec["at"],
-                )
-            )
+            for subject, verdict in _verdicts_to_handle(context.instance, check_key, rec, previous):
+                _route_check_verdict(router, name, check_key, cursor_key, subject, verdict)
         router.flush()
         if not handled:
             return dg.SkipReason("no new check evaluations")
         return dg.SensorResult(cursor=json.dumps(seen, sort_keys=True))
 
     return _sensor
+
+
+def _verdicts_to_handle(instance, check_key, latest: dict, previous) -> list[tuple[str | None, dict]]:
+    """(symbol or None, verdict): the newest verdict per symbol since the last tick for a check on a
+    symbol-partitioned asset (one alert per symbol), else the check's newest verdict."""
+    if readers.symbol_of_partition(latest["partition"]) is None:
+        return [(None, latest)]
+    newest: dict[str, dict] = {}
+    for rec in readers.check_executions_since(instance, check_key, previous[0] - 1 if previous else 0):
+        newest.setdefault(readers.symbol_of_partition(rec["partition"]) or "", rec)
+    return list(newest.items()) or [(readers.symbol_of_partition(latest["partition"]), latest)]
+
+
+def _route_check_verdict(router, name: str, check_key, cursor_key: str, subject: str | None, rec: dict) -> None:
+    key = f"check:{cursor_key}" + (f":{subject}" if subject else "")
+    if rec["passed"]:
+        router.get().resolve(key, at=rec["at"])
+        return
+    asset = check_key.asset_key.to_user_string()
+    where = asset + (f" partition {rec['partition']}" if rec["partition"] else "")
+    router.get().raise_alert(
+        Alert(
+            key=key,
+            severity=check_alert_severity(asset, check_key.name, rec["severity"]),
+            title=f"check {check_key.name} failed on {where}",
+            body=(rec["description"] or "no description") + f"\nrun {rec['run_id']}"
+            "\nSee docs/runbook.md#failed-asset-checks",
+            source=name,
+            labels={"group": "checks", "asset": asset, "check": check_key.name, "symbol": subject or ""},
+            at=rec["at"],
+        )
+    )
 
 
 # -- runs -----------------------------------------------------------------------------------------------
@@ -479,7 +497,7 @@ def compute_report(
 ) -> dict:
     url = db_url or platform_db_url()
     runs = [r for c in readers.CADENCE_NAMES for r in readers.cadence_runs(instance, c, start, end)]
-    symbols = list(get_settings().symbols)
+    symbols = active_symbols(instance)  # the active symbols now, then any a run of the day trained
     symbols += sorted({s for r in runs for s in r.planned | r.trained if s not in symbols})
     return build_report(
         partition_key,

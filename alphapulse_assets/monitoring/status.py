@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from alphapulse_assets.market_data.symbols import active_symbols, ledger
 from alphapulse_assets.monitoring import health as hl
 from alphapulse_assets.monitoring import readers
 from alphapulse_assets.monitoring.health import Status
@@ -44,6 +45,16 @@ def _champions(url: str) -> list[dict]:
             }
         )
     return out
+
+
+def _symbols(instance, url: str) -> dict:
+    """The active symbols (the instance's dynamic partitions) and the retired ones, with when and why."""
+    retired = [
+        {"symbol": r.symbol, "since": r.since.isoformat(), "by": r.retired_by, "reason": r.reason}
+        for r in ledger(url).records().values()
+        if r.status == "retired"
+    ]
+    return {"active": active_symbols(instance), "retired": retired}
 
 
 def _resources(url: str, now: float, instance_home: str | None = None) -> dict | None:
@@ -80,6 +91,7 @@ def collect_status(
         "open_alerts": facts["open_alerts"],
     }
     for name, reader in (
+        ("symbols", lambda: _symbols(instance, url)),
         ("cadences", lambda: readers.last_runs(instance)),
         ("champions", lambda: _champions(url)),
         ("failed_checks", lambda: readers.latest_check_failures(instance, check_keys)),
@@ -180,8 +192,16 @@ def render_status(status: dict) -> str:
             ("left", "left", "left", "left", "right", "left"),
         )
 
+    symbols = status.get("symbols") or {}
+    if symbols:
+        active = symbols.get("active") or []
+        lines += ["", f"Symbols: {len(active)} active ({', '.join(active) or 'none'})"]
+        for r in symbols.get("retired") or []:
+            lines.append(f"  retired {r['symbol']} since {r['since'][:16]} by {r['by']}: {r['reason']}")
+
     lines += ["", "Champions"]
     champions = status.get("champions") or []
+    retired = {r["symbol"] for r in symbols.get("retired") or []}
     if not champions:
         lines.append("  none yet (no challenger has passed its gate)")
     else:
@@ -189,7 +209,7 @@ def render_status(status: dict) -> str:
             ("symbol", "cadence", "version", "since", "log_loss", "auc", "f1", "sharpe"),
             [
                 [
-                    c["symbol"],
+                    c["symbol"] + (" (retired)" if c["symbol"] in retired else ""),
                     c["cadence"],
                     f"v{c['version']}",
                     _ts(datetime.fromisoformat(c["since"]).timestamp()),

@@ -17,6 +17,7 @@ import pandas as pd
 from alphapulse_assets.dagster_previews import known_previews
 from alphapulse_assets.market_data.assets import DAILY, quality_verdicts
 from alphapulse_assets.market_data.resources import CandleStoreResource
+from alphapulse_assets.market_data.symbols import active_symbols
 from alphapulse_assets.recovery.policies import classified_failures
 from alphapulse_assets.recovery.runs import stop_on_interrupt
 from alphapulse_assets.serving.predictor import CADENCES, ChampionRefusedError, NoChampionError, Predictor
@@ -100,7 +101,8 @@ def _signals_asset(cadence: str) -> dg.AssetsDefinition:
                 refused_days=lambda days: quality_verdicts(context.instance, days),
             )
             days = context.partition_keys
-            frame, problems = predictor.predict_days(cadence, days)
+            # The active symbols when the run starts: an added one is served, a retired one no longer.
+            frame, problems = predictor.predict_days(cadence, days, active_symbols(context.instance) or None)
             # No champion yet is a state, not a fault; a refused file or missing candles are faults.
             failures = {
                 s: e

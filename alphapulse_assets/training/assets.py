@@ -1,19 +1,23 @@
 """Retraining cadences as Dagster assets: training sets, per-symbol challengers gated by checks, champions.
 
-For each cadence (nightly / weekly / monthly), partitioned by day / week / month:
+For each cadence (nightly / weekly / monthly), every asset is partitioned by the cadence's time partitions (day /
+week / month) x the instance's ``symbols`` (dynamic partitions, ``market_data/symbols.py``): the UI shows a
+time x symbol grid per asset, and the number of assets does not depend on the symbols.
 
-    candles_* --> training_sets/<cadence> --> models/<cadence>/<SYMBOL> --> champions/<cadence>/<SYMBOL>
+    candles_* --> training_sets/<cadence> --> models/<cadence> --> champions/<cadence>
 
-- ``training_sets/<cadence>``: features and labels for every symbol over the cadence's window;
-- ``models/<cadence>/<SYMBOL>``: the challenger, trained and evaluated out of sample, registered in the
-  model registry, with one check, ``promotion_gate`` (four rules, each reported in it), evaluated in the same
-  step. A failing gate means no champion materialization for that symbol: the current champion keeps serving
-  (and stays green); the rejection and its reasons are recorded in the registry and in the check result. A
-  rejection is the gate doing its job, not a fault: the check is not blocking, so the run still succeeds.
-- ``champions/<cadence>/<SYMBOL>``: promotes the challenger that passed its gate.
+- ``training_sets/<cadence>``: features and labels of the run's symbols over the cadence's window;
+- ``models/<cadence>``: each symbol's challenger, trained and evaluated out of sample, registered in the
+  model registry, with one check, ``promotion_gate`` (its rules reported in it), evaluated per (time, symbol)
+  partition in the same step. A failing gate means no champion materialization for that partition: the current
+  champion keeps serving; the rejection and its reasons are recorded in the registry and in the check verdict.
+  A rejection is the gate doing its job, not a fault: the check is not blocking, so the run still succeeds.
+- ``champions/<cadence>``: the challengers that passed their gate, promoted.
 
-One symbol's rejection does not block another's promotion: each symbol has its own steps, all in one
-run, so the per-run overhead is paid once per cadence, not once per symbol.
+A run is a rectangle: a time partition (or a backfill's range) x a contiguous range of the active symbols; by
+default one run per cadence partition covers every symbol (``ALPHAPULSE_SCALE__SYMBOLS_PER_RUN`` splits it),
+so the per-run overhead is paid once per cadence, not once per symbol. Each symbol's materialization and
+verdict land on its own partition (``AssetMaterialization`` / ``AssetCheckEvaluation`` with ``partition=``).
 """
 
 import math
@@ -29,6 +33,7 @@ from alphapulse_assets.dagster_previews import known_previews
 from alphapulse_assets.market_data.assets import BASE_ASSET, quality_verdicts
 from alphapulse_assets.market_data.resources import CandleStoreResource
 from alphapulse_assets.market_data.schema import timeframe_to_timedelta
+from alphapulse_assets.market_data.symbols import multi_key, split_keys, time_by_symbol
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery.errors import Classification, classify, worst
 from alphapulse_assets.recovery.policies import (
@@ -39,22 +44,23 @@ from alphapulse_assets.recovery.policies import (
 )
 from alphapulse_assets.recovery.runs import stop_on_interrupt
 from alphapulse_assets.settings import get_settings
-from alphapulse_assets.training.cadence import train_symbols
+from alphapulse_assets.training.cadence import SymbolRun, train_symbols
 from alphapulse_assets.training.challenger import CadenceSpec, Dataset, cadence_spec, candle_dataset, make_dataset
 from alphapulse_assets.training.champion_events import ChampionChangeReporter, champion_change_metadata
 from alphapulse_assets.training.display import model_fields
 from alphapulse_assets.training.estimators import trusted_type_names
 from alphapulse_assets.training.fanout import worker_count
 from alphapulse_assets.training.metadata import as_metadata
-from alphapulse_assets.training.promotion import GATE_CHECK, GATE_RULES, GateConfig
+from alphapulse_assets.training.promotion import GATE_CHECK, GateConfig
 from alphapulse_assets.training.registry import ModelRegistry
 
 SETTINGS = get_settings()
 CADENCES = ("nightly", "weekly", "monthly")
 CODE_VERSION = "training-1"
-# A backfill of a year of nightly partitions runs as a few runs of up to 92 days, each processing its days in
-# order (the nightly model is warm-started day after day), so cost grows with the days, not the runs.
-BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=92)
+# An asset backfill over a rectangle of days x symbols runs as one run, each symbol processing its days in order
+# (the nightly model is warm-started day after day), so cost grows with days and symbols, not runs. (A multi-run
+# policy counts time x symbol partitions, and its chunks of a grid need not be rectangles.)
+BACKFILL_POLICY = dg.BackfillPolicy.single_run()
 
 # The promotion gate is one check per challenger, its four rules reported inside it (pass/fail,
 # reason and figures per rule in the check's metadata). Four checks per symbol cost Dagster four planned
@@ -141,6 +147,19 @@ def partitions_for(name: str) -> dg.PartitionsDefinition:
     return dg.MonthlyPartitionsDefinition(start_date=first.isoformat(), timezone="UTC")
 
 
+def cadence_partitions(name: str) -> dg.MultiPartitionsDefinition:
+    """The cadence's time partitions x the instance's symbols: every cadence asset's partitions."""
+    return time_by_symbol(partitions_for(name))
+
+
+def model_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["models", name])
+
+
+def champion_asset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["champions", name])
+
+
 def _training_window(spec: CadenceSpec, window_end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
     warmup = spec.warmup_bars * timeframe_to_timedelta(spec.timeframe)
     start = (window_end - pd.Timedelta(days=spec.window_days) - warmup).floor("D")
@@ -155,9 +174,11 @@ def _build_training_set(
     context, candle_store: CandleStoreResource, name: str, spec: CadenceSpec, candle_asset: str
 ) -> tuple[Dataset, list[str]]:
     # A backfill run covers a range of partitions: its data starts where the first partition's window starts.
-    first = partitions_for(name).time_window_for_partition_key(context.partition_keys[0])
+    times, symbols = split_keys(context.partition_keys)
+    time_partitions = partitions_for(name)
+    first = time_partitions.time_window_for_partition_key(times[0])
     start, _ = _training_window(spec, pd.Timestamp(first.end))
-    end = pd.Timestamp(context.partition_time_window.end)
+    end = pd.Timestamp(time_partitions.time_window_for_partition_key(times[-1]).end)
     days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
     store = candle_store.store
     missing = store.missing_days(candle_asset, days)
@@ -183,13 +204,13 @@ def _build_training_set(
         )
     with classified_failures(f"building the {name} training set"):
         candles = store.read_days(candle_asset, days)
-        candles = candles[candles["symbol"].isin(SETTINGS.symbols)]
+        candles = candles[candles["symbol"].isin(symbols)]
         return make_dataset(candles, spec), days
 
 
 def build_cadence_assets(name: str) -> list:
     spec = spec_for(name)
-    partitions = partitions_for(name)
+    partitions = cadence_partitions(name)
     gate_cfg = gate_config(name)
     group = f"{name}_cadence"
     candle_asset = _candle_asset_for(spec.timeframe)
@@ -205,7 +226,7 @@ def build_cadence_assets(name: str) -> list:
         kinds={"pandas", "parquet"},
         tags=tags,
         code_version=CODE_VERSION,
-        description=f"Features and '{spec.label['name']}' labels for every symbol over the {name} window "
+        description=f"Features and '{spec.label['name']}' labels per symbol over the {name} window "
         f"({spec.window_days} days of {spec.timeframe} bars, plus feature warm-up).",
     )
     @stop_on_interrupt
@@ -217,7 +238,7 @@ def build_cadence_assets(name: str) -> list:
         except Exception as exc:
             # The whole cadence fails for every symbol: each champion keeps serving, and that is recorded.
             registry = model_registry.get()
-            for symbol in SETTINGS.symbols:
+            for symbol in split_keys(context.partition_keys)[1]:
                 registry.keep_champion(symbol, name, reason=f"{name} training set failed: {exc}")
             raise
         frame = ds.to_frame()
@@ -249,52 +270,43 @@ def training_queue_tag() -> dict[str, str]:
 
 
 def _models_step(name, spec, partitions, gate_cfg, group, tags):
-    """models/<cadence>/<SYMBOL> and champions/<cadence>/<SYMBOL> for every symbol, produced by one step.
+    """models/<cadence> and champions/<cadence> for the run's symbols and time partitions, produced by one step.
 
     One step for all symbols: Dagster's cost per step (events written to the instance) is most of a
-    nightly run's time, and one symbol's work is small. Each symbol is still its own pair of assets with
-    its own gate check: a symbol whose gate fails gets no champion materialization (the champion output is
-    optional; its current champion keeps serving) while the others are promoted. The check is not blocking:
-    the promotion decision is taken here, so a rejection needs no failed step to hold the champion back, and
-    a run whose challengers were only rejected succeeds. A symbol whose training raises is recorded as
+    nightly run's time, and one symbol's work is small. Each (time, symbol) partition still gets its own
+    materialization and its own gate verdict, logged with its partition: a symbol whose gate fails gets no
+    champion materialization (its current champion keeps serving) while the others are promoted. The check is
+    not blocking: the promotion decision is taken here, so a rejection needs no failed step to hold the champion
+    back, and a run whose challengers were only rejected succeeds. A symbol whose training raises is recorded as
     "champion kept" and does not stop the others; the step then fails, because something broke.
     """
-
-    def keys(symbol):
-        return dg.AssetKey(["models", name, symbol]), dg.AssetKey(["champions", name, symbol])
-
-    specs, checks = [], []
-    for symbol in SETTINGS.symbols:
-        model_key, champion_key = keys(symbol)
-        asset_tags = {**tags, "alphapulse/symbol": symbol}
-        specs += [
-            dg.AssetSpec(
-                model_key,
-                deps=[dg.AssetKey(["training_sets", name])],
-                group_name=group,
-                kinds={"scikitlearn"},
-                tags=asset_tags,
-                code_version=CODE_VERSION,
-                skippable=True,
-                description=f"{symbol} {name} challenger: trained, evaluated out of sample against naive "
-                "baselines and the champion, registered, and gated by its promotion_gate check.",
-            ),
-            dg.AssetSpec(
-                champion_key,
-                deps=[model_key],
-                group_name=group,
-                kinds={"scikitlearn"},
-                tags=asset_tags,
-                skippable=True,
-                description=f"The {symbol} {name} model in service: materialized when a challenger passes "
-                "its gate and is promoted.",
-            ),
-        ]
-        # Partitioned like its asset: the verdict lands on the row Dagster planned for the run's partition
-        # (without it, each run leaves a planned row behind, shown as a stray "skipped"/"execution failed").
-        checks.append(
-            dg.AssetCheckSpec(GATE_CHECK, asset=model_key, description=GATE_DESCRIPTION, partitions_def=partitions)
-        )
+    models_key, champions_key = model_key(name), champion_asset_key(name)
+    time_partitions = partitions_for(name)
+    specs = [
+        dg.AssetSpec(
+            models_key,
+            deps=[dg.AssetKey(["training_sets", name])],
+            group_name=group,
+            kinds={"scikitlearn"},
+            tags=tags,
+            code_version=CODE_VERSION,
+            skippable=True,
+            description=f"Each symbol's {name} challenger: trained, evaluated out of sample against naive "
+            "baselines and the champion, registered, and gated by its promotion_gate check (per partition).",
+        ),
+        dg.AssetSpec(
+            champions_key,
+            deps=[models_key],
+            group_name=group,
+            kinds={"scikitlearn"},
+            tags=tags,
+            skippable=True,
+            description=f"Each symbol's {name} model in service: a partition is materialized when its challenger "
+            "passes the gate and is promoted (or an operator or a rollback changes the champion).",
+        ),
+    ]
+    # Partitioned like its asset: each verdict lands on the (time, symbol) row Dagster planned for it.
+    checks = [dg.AssetCheckSpec(GATE_CHECK, asset=models_key, description=GATE_DESCRIPTION, partitions_def=partitions)]
 
     @dg.multi_asset(
         name=f"{name}_models",
@@ -314,34 +326,45 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
         with classified_failures(f"the {name} models step"):
             registry = model_registry.get(context.instance)
             dataset = Dataset.from_frame(training_set)
-            selected = context.selected_asset_keys
-            partition_keys = context.partition_keys
-            backfill = len(partition_keys) > 1
+            promote_too = champions_key in context.selected_asset_keys
+            times, symbols = split_keys(context.partition_keys)
+            backfill = len(times) > 1
             failed: list[str] = []
             failed_classes: list[Classification] = []
             transient: list[Exception] = []
-            windows = {
-                key: (pd.Timestamp(w.end) - pd.Timedelta(days=spec.window_days), pd.Timestamp(w.end))
-                for key, w in ((k, partitions.time_window_for_partition_key(k)) for k in partition_keys)
-            }
+            windows = {}  # time key -> (start, end) of its rows, in time order (each turn starts from the last)
+            for key in sorted(times):
+                end = pd.Timestamp(time_partitions.time_window_for_partition_key(key).end)
+                windows[key] = (end - pd.Timedelta(days=spec.window_days), end)
+            scale = get_settings().scale
             runs = train_symbols(
                 registry,
                 dataset,
                 spec,
                 gate_cfg,
-                [s for s in SETTINGS.symbols if keys(s)[0] in selected],
+                symbols,
                 windows,
                 code_version=CODE_VERSION,
                 git_revision=GIT_REVISION,
                 run_id=context.run_id,
-                may_promote=lambda s: keys(s)[1] in selected,
-                workers=worker_count(SETTINGS.scale.workers),
-                min_pool_seconds=SETTINGS.scale.min_pool_seconds,
+                may_promote=lambda symbol: promote_too,
+                workers=worker_count(scale.workers),
+                min_pool_seconds=scale.min_pool_seconds,
                 progress=context.log.info,
             )
             with closing(runs):  # a stop or a failure here stops the worker processes too
                 for run in runs:  # in the order the symbols finish
-                    yield from _symbol_events(context, name, run, backfill, failed, failed_classes, transient)
+                    for key, exc in run.errors:
+                        failure = failure_for(f"training the {name} model for {run.symbol} ({key})", exc)
+                        if failure is None:  # transient: finish the others, then let the retry policy act
+                            context.log.warning(f"{run.symbol} {key}: {exc}; will be retried")
+                            transient.append(exc)
+                        else:  # recorded as "champion kept"; the others go on
+                            context.log.error(f"{run.symbol} {key}: {failure.description}")
+                            failed.append(f"{run.symbol} {key}: {failure.description}")
+                            failed_classes.append(classify(exc))
+                    for event in run_events(name, run, backfill):
+                        context.log_event(event)
             if transient:
                 raise transient[0]
             if failed:
@@ -351,58 +374,43 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
                     allow_retries=False,
                     metadata=classification_metadata(worst(failed_classes)),
                 )
+        yield from ()  # every event is logged above, with its partition: no output adds a second materialization
 
     return models
 
 
-def _symbol_events(context, name: str, run, backfill: bool, failed: list, failed_classes: list, transient: list):
-    """One symbol's events (its model and gate check, its champion when promoted); its failed turns noted
-    in ``failed`` (permanent and system errors, with their classes) or ``transient`` (retried by the policy)."""
-    symbol = run.symbol
-    model_key, champion_key = dg.AssetKey(["models", name, symbol]), dg.AssetKey(["champions", name, symbol])
-    for key, exc in run.errors:
-        failure = failure_for(f"training the {name} model for {symbol} ({key})", exc)
-        if failure is None:  # transient: finish the others, then let the retry policy act
-            context.log.warning(f"{symbol} {key}: {exc}; will be retried")
-            transient.append(exc)
-        else:  # recorded as "champion kept"; the others go on
-            context.log.error(f"{symbol} {key}: {failure.description}")
-            failed.append(f"{symbol} {key}: {failure.description}")
-            failed_classes.append(classify(exc))
-    if not run.outcomes:
-        return
-    outcomes, promoted = run.outcomes, run.promoted
-    last = outcomes[-1]
-    metadata = as_metadata(model_fields(last, f"{CODE_VERSION} ({GIT_REVISION})"))
-    metadata["artifact"] = dg.MetadataValue.path(last.version.uri)
-    if backfill:
-        metadata.update(
-            {
-                "backfill_days": len(outcomes),
-                "promoted_days": len(promoted),
-                "versions": f"v{outcomes[0].version.version}..v{last.version.version}",
-            }
-        )
-    yield dg.MaterializeResult(asset_key=model_key, metadata=metadata)
-    yield gate_check_result(model_key, outcomes, backfill)
-    if promoted:
-        decision, _previous = promoted[-1]
-        yield dg.MaterializeResult(
-            asset_key=champion_key,
-            metadata=champion_change_metadata(
-                decision,
-                next(o.version for o in outcomes if o.version.version == decision.version),
-                promotions_in_run=len(promoted),
-            ),
-        )
+def run_events(name: str, run: SymbolRun, backfill: bool) -> list:
+    """Per (time, symbol) partition of one symbol's turns: the model's materialization, its gate verdict, and the
+    champion's materialization when it was promoted: what the UI shows on that cell of the grid. Each outcome's
+    time partition is the one its version was registered for (``info["partition"]``)."""
+    events = []
+    promoted = {decision.version: decision for decision, _previous in run.promoted}
+    for outcome in run.outcomes:
+        partition = multi_key(outcome.version.info["partition"], run.symbol)
+        metadata = as_metadata(model_fields(outcome, f"{CODE_VERSION} ({GIT_REVISION})"))
+        metadata["artifact"] = dg.MetadataValue.path(outcome.version.uri)
+        events.append(dg.AssetMaterialization(asset_key=model_key(name), partition=partition, metadata=metadata))
+        events.append(gate_check_result(model_key(name), outcome, backfill, partition=partition))
+        decision = promoted.get(outcome.version.version)
+        if decision is not None:
+            events.append(
+                dg.AssetMaterialization(
+                    asset_key=champion_asset_key(name),
+                    partition=partition,
+                    metadata=champion_change_metadata(decision, outcome.version),
+                )
+            )
+    return events
 
 
-def gate_check_result(model_key: dg.AssetKey, outcomes: list, backfill: bool) -> dg.AssetCheckResult:
-    """The gate's verdict on the newest challenger: failed rules and their reasons in the description, every
-    rule's verdict and figures in the metadata. A backfill reports (WARN), it does not block: its decisions
-    were taken day by day, and the description says on how many days each rule passed."""
-    gate = outcomes[-1].gate
-    metadata: dict = {}
+def gate_check_result(
+    model_asset: dg.AssetKey, outcome, backfill: bool, *, partition: dg.MultiPartitionKey | str | None = None
+) -> dg.AssetCheckEvaluation:
+    """The gate's verdict on one challenger, for its (time, symbol) partition: failed rules and their reasons in
+    the description, every rule's verdict and figures in the metadata. A hold is a WARN (an operator reviews it),
+    and so is a backfill's verdict: it reports, it does not page anyone."""
+    gate = outcome.gate
+    metadata: dict = {"symbol": outcome.symbol, "version": f"v{outcome.version.version}"}
     for rule in gate.rules:
         metadata[rule.rule] = "passed" if rule.passed else "FAILED: " + rule.description
         for key, value in rule.metadata.items():
@@ -414,20 +422,15 @@ def gate_check_result(model_key: dg.AssetKey, outcomes: list, backfill: bool) ->
     else:
         description = "rejected: " + gate.reason
     if backfill:
-        per_rule = ", ".join(
-            f"{rule} {sum(1 for o in outcomes for r in o.gate.rules if r.rule == rule and r.passed)}/{len(outcomes)}"
-            for rule in GATE_RULES
-        )
-        description = f"backfill, days passed per rule: {per_rule}; last day {description}"
-        metadata["promoted_days"] = sum(1 for o in outcomes if o.gate.passed)
-        metadata["held_days"] = sum(1 for o in outcomes if o.gate.held)
-    return dg.AssetCheckResult(
-        asset_key=model_key,
+        description = "backfill: " + description
+    return dg.AssetCheckEvaluation(
+        asset_key=model_asset,
         check_name=GATE_CHECK,
         passed=gate.passed,
         severity=dg.AssetCheckSeverity.WARN if backfill or gate.held else dg.AssetCheckSeverity.ERROR,
         description=description,
         metadata=metadata,
+        partition=str(partition) if partition is not None else None,
     )
 
 

@@ -3,8 +3,9 @@
 The registry (``registry.py``, no Dagster) passes every champion change to one listener, built here:
 
 - a rollback (automatic or by an operator), a fall-back, or a promotion by an operator (``approve``,
-  ``promote-shadow``) is reported to the instance as a materialization of ``champions/<cadence>/<SYMBOL>`` (an
-  observation when no version serves any more), carrying the version, the previous version, who and why; the
+  ``promote-shadow``) is reported to the instance as a materialization of ``champions/<cadence>``, on the
+  (time, symbol) partition of the version that serves now (an observation when no version serves any more),
+  carrying the version, the previous version, who and why; the
   gate's promotions are materialized by the models step itself, with the same metadata
   (``champion_change_metadata``);
 - a fall-back (the champion's file was tampered or missing) raises one critical alert,
@@ -20,14 +21,21 @@ from __future__ import annotations
 import dagster as dg
 
 from alphapulse_assets.alerting.alerts import Alert, build_router_from_env
+from alphapulse_assets.market_data.symbols import multi_key
 from alphapulse_assets.recovery.errors import Severity
 from alphapulse_assets.training.display import champion_fields
 from alphapulse_assets.training.metadata import as_metadata
 from alphapulse_assets.training.registry import Decision, ModelVersion
 
 
-def champion_key(symbol: str, cadence: str) -> dg.AssetKey:
-    return dg.AssetKey(["champions", cadence, symbol])
+def champion_key(cadence: str) -> dg.AssetKey:
+    return dg.AssetKey(["champions", cadence])
+
+
+def champion_partition(symbol: str, version: ModelVersion | None) -> str | None:
+    """The (time, symbol) partition a champion change shows on: that of the run that trained the version."""
+    trained_for = version.info.get("partition") if version is not None else None
+    return str(multi_key(trained_for, symbol)) if trained_for else None
 
 
 def artifact_alert_key(symbol: str, cadence: str) -> str:
@@ -103,8 +111,9 @@ class ChampionChangeReporter:
                     router.resolve(key)
         if self.instance is None or (decision.action == "promoted" and decision.by == "promotion-gate"):
             return  # the gate's promotions: the models step materializes them itself
-        key = champion_key(decision.symbol, decision.cadence)
-        metadata = champion_change_metadata(decision, version)
+        key = champion_key(decision.cadence)
+        metadata = {**champion_change_metadata(decision, version), "symbol": decision.symbol}
+        partition = champion_partition(decision.symbol, version)  # None: a version no cadence run trained
         if version is None:
             event = dg.AssetObservation(asset_key=key, description=decision.reason, metadata=metadata)
         else:
@@ -112,6 +121,6 @@ class ChampionChangeReporter:
                 asset_key=key,
                 description=decision.reason,
                 metadata=metadata,
-                partition=(version.info.get("partition") if version else None),
+                partition=partition,
             )
         self.instance.report_runless_asset_event(event)

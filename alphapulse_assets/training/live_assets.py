@@ -1,8 +1,8 @@
-"""Live scores as Dagster assets: ``live_scores/<cadence>/<SYMBOL>``, one step for all of them, and its schedule.
+"""Live scores as Dagster assets: ``live_scores/<cadence>`` partitioned by symbol, one step for all, and its schedule.
 
 A thin wrapper around ``live_scoring.py``: for every cadence and symbol it reads the stored candles at the
 cadence's bar size, replays and scores the champion in force at each bar (and the shadow challengers), applies
-the rollback rule, and materializes the symbol's asset with numeric metadata that the UI plots across
+the rollback rule, and materializes the symbol's partition with numeric metadata that the UI plots across
 materializations (live log loss, best baseline's log loss, accuracy, Sharpe net of fees, labelled bars, p-value)
 and a table. The per-bar frame is written to ``<ALPHAPULSE_HOME>/live_scores/<cadence>/<SYMBOL>.parquet``.
 
@@ -21,7 +21,9 @@ import pandas as pd
 
 from alphapulse_assets import atomic_files
 from alphapulse_assets.alerting.alerts import build_router_from_env
+from alphapulse_assets.dagster_previews import known_previews
 from alphapulse_assets.market_data.resources import CandleStoreResource
+from alphapulse_assets.market_data.symbols import SYMBOLS, ensure_seeded, symbol_range_tags
 from alphapulse_assets.platform_db import platform_db_url
 from alphapulse_assets.recovery.policies import classified_failures
 from alphapulse_assets.settings import get_settings
@@ -47,8 +49,8 @@ def live_config() -> live_scoring.LiveConfig:
     )
 
 
-def live_key(cadence: str, symbol: str) -> dg.AssetKey:
-    return dg.AssetKey(["live_scores", cadence, symbol])
+def live_key(cadence: str) -> dg.AssetKey:
+    return dg.AssetKey(["live_scores", cadence])
 
 
 def _scores_row(name: str, s: dict) -> dict:
@@ -157,23 +159,23 @@ def read_candles(store, spec, registry, symbol_list, cfg, now, shadows=None) -> 
 
 SPECS = [
     dg.AssetSpec(
-        live_key(cadence, symbol),
-        deps=[dg.AssetKey(["champions", cadence, symbol])],
+        live_key(cadence),
+        # Each symbol's scores read its champion in force, whatever time partition promoted it (Dagster maps the
+        # symbol to that dimension of the champions' time x symbol partitions).
+        deps=[dg.AssetKey(["champions", cadence])],
         group_name=GROUP,
         kinds={"pandas"},
-        tags={"alphapulse/cadence": cadence, "alphapulse/symbol": symbol},
+        tags={"alphapulse/cadence": cadence},
         skippable=True,
-        description=f"Live (prequential) scores of the {symbol} {cadence} champion since its promotion and over a "
+        description=f"Live (prequential) scores of each symbol's {cadence} champion since its promotion and over a "
         "rolling window, next to the naive baselines, with shadow challengers; an underperforming champion is "
         "rolled back (see README, Live scores).",
     )
     for cadence in CADENCES
-    for symbol in SETTINGS.symbols
 ]
 
 
-@dg.multi_asset(name="live_scores", specs=SPECS, can_subset=True)
-def live_scores(
+def _live_scores(
     context: dg.AssetExecutionContext, candle_store: CandleStoreResource, model_registry: ModelRegistryResource
 ):
     cfg = live_config()
@@ -183,8 +185,9 @@ def live_scores(
     selected = context.selected_asset_keys
     failed: list[str] = []
     with build_router_from_env(model_registry.db_url or platform_db_url()) as router:  # the registry's database
+        run_symbols = list(context.partition_keys)  # a range of the active symbols
         for cadence in CADENCES:
-            symbols = [s for s in SETTINGS.symbols if live_key(cadence, s) in selected]
+            symbols = run_symbols if live_key(cadence) in selected else []
             if not symbols:
                 continue
             spec = spec_for(cadence)
@@ -200,9 +203,12 @@ def live_scores(
                     failed.append(f"{symbol} {cadence}: {exc}")
                     continue
                 context.log.info(f"{symbol} {cadence}: {scores.status}; {scores.action}")
-                yield dg.MaterializeResult(
-                    asset_key=live_key(cadence, symbol), metadata=score_metadata(scores, cfg, path)
+                context.log_event(
+                    dg.AssetMaterialization(
+                        asset_key=live_key(cadence), partition=symbol, metadata=score_metadata(scores, cfg, path)
+                    )
                 )
+    yield from ()  # every materialization is logged above, on its symbol's partition
     if failed:
         raise dg.Failure(
             description=f"live scores failed for {len(failed)} champion(s): " + "; ".join(failed[:10]),
@@ -210,9 +216,19 @@ def live_scores(
         )
 
 
+with known_previews():  # backfill_policy (one run over a range of symbols), relied on knowingly
+    live_scores = dg.multi_asset(
+        name="live_scores",
+        specs=SPECS,
+        partitions_def=SYMBOLS,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        can_subset=True,
+    )(_live_scores)
+
 live_scoring_job = dg.define_asset_job(
     "live_scoring",
     selection=dg.AssetSelection.assets(live_scores),
+    partitions_def=SYMBOLS,
     description="Live scores of every champion (and its shadows), and the rollback rule.",
 )
 
@@ -227,4 +243,8 @@ live_scoring_job = dg.define_asset_job(
 )
 def live_scoring_schedule(context: dg.ScheduleEvaluationContext):
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=f"live:{day}", tags={"alphapulse/trigger": "schedule"})
+    symbols = ensure_seeded(context.instance)  # read at the tick (the seed on a new instance): symbols are data
+    if not symbols:
+        return dg.SkipReason("no active symbol: add one with `alphapulse symbols add SYMBOL`")
+    tags = {**symbol_range_tags(symbols[0], symbols[-1]), "alphapulse/trigger": "schedule"}
+    return dg.RunRequest(run_key=f"live:{day}", tags=tags)

@@ -11,10 +11,11 @@ from datetime import timedelta
 
 import dagster as dg
 
+from alphapulse_assets.market_data.symbols import ensure_seeded, range_tags, symbol_ranges
 from alphapulse_assets.recovery.config import SCHEDULE_DEPENDENCIES, load_recovery_config
 from alphapulse_assets.recovery.gating import gate_schedule
 from alphapulse_assets.settings import get_settings
-from alphapulse_assets.training.assets import CADENCES, cadence_assets, partitions_for
+from alphapulse_assets.training.assets import CADENCES, cadence_assets, cadence_partitions, partitions_for
 
 SETTINGS = get_settings()
 # The ingestion schedule runs at 01:30 UTC; with 30 minutes for it to finish, a UTC day is usable from 02:00 UTC.
@@ -25,7 +26,7 @@ def cadence_job(name: str):
     return dg.define_asset_job(
         f"{name}_cadence",
         selection=dg.AssetSelection.assets(*cadence_assets[name]),
-        partitions_def=partitions_for(name),
+        partitions_def=cadence_partitions(name),
         tags={"alphapulse/cadence": name},
         description=f"The {name} retraining cadence: training set, challengers, gate, champions, for every symbol.",
     )
@@ -38,6 +39,13 @@ def latest_partition_key(name: str, now) -> str | None:
     """The newest partition whose window has ended at ``now``."""
     with dg.partition_loading_context(effective_dt=now):
         return partitions_for(name).get_last_partition_key()
+
+
+def cadence_run_tags(name: str, key: str, symbols: list[str], per_run: int | None = None) -> list[dict[str, str]]:
+    """The runs of one cadence partition: its time key x contiguous ranges of the active symbols, one run for all of
+    them unless ALPHAPULSE_SCALE__SYMBOLS_PER_RUN says how many per run."""
+    per_run = get_settings().scale.symbols_per_run if per_run is None else per_run
+    return [range_tags(key, key, first, last) for first, last in symbol_ranges(symbols, per_run)]
 
 
 def cadence_schedule(name: str) -> dg.ScheduleDefinition:
@@ -55,10 +63,24 @@ def cadence_schedule(name: str) -> dg.ScheduleDefinition:
         key = latest_partition_key(name, context.scheduled_execution_time - INGESTION_LAG)
         if key is None:
             return dg.SkipReason(f"no complete {name} partition yet")
-        request = dg.RunRequest(run_key=f"{name}:{key}", partition_key=key, tags={"alphapulse/trigger": "schedule"})
-        # The circuit breakers decide: the request, the request as a probe, or a skip with the reason.
+        symbols = ensure_seeded(context.instance)  # the active symbols now, not those known at import
+        if not symbols:
+            return dg.SkipReason("no active symbol: add one with `alphapulse symbols add SYMBOL`")
+        runs = cadence_run_tags(name, key, symbols)
         deps = SCHEDULE_DEPENDENCIES.get(f"{name}_schedule", ("training",))
-        return gate_schedule(deps, request, heavy=name in load_recovery_config().heavy_cadences)
+        heavy = name in load_recovery_config().heavy_cadences
+        requests = [
+            dg.RunRequest(
+                run_key=f"{name}:{key}" if len(runs) == 1 else f"{name}:{key}:{i + 1}/{len(runs)}",
+                tags={**tags, "alphapulse/trigger": "schedule"},
+            )
+            for i, tags in enumerate(runs)
+        ]
+        # The circuit breakers decide: the requests, the first as a probe (alone), or a skip with the reason.
+        gated = gate_schedule(deps, requests[0], heavy=heavy)
+        if isinstance(gated, dg.SkipReason) or gated.tags != requests[0].tags:
+            return gated
+        return requests
 
     return _schedule
 

@@ -56,7 +56,8 @@ def test_scheduled_tick_of_each_cadence_goes_through_queue_and_materializes(live
         (run,) = _runs_of_schedule(instance, f"{name}_schedule")[:1]
         status = d.wait_for_run(run.run_id, timeout=300)
         summary = RunSummary(instance, run.run_id)
-        key = run.tags["dagster/partition"]
+        key, first = run.tags["dagster/asset_partition_range_start"].split("|")
+        assert (first, run.tags["dagster/asset_partition_range_end"]) == (SYMBOLS[0], f"{key}|{SYMBOLS[-1]}")
         assert summary.went_through_queue, (
             f"{name}: run was not enqueued and dequeued by the daemon: {summary.event_types}"
         )
@@ -80,25 +81,28 @@ def test_scheduled_tick_of_each_cadence_goes_through_queue_and_materializes(live
     assert ("models/weekly/BTCUSDT", "promotion_gate", False) in weekly.checks
     # Through GraphQL, as the UI reads it: the rejected symbol's champion is not "failed", its latest run
     # succeeded, and the gate check shows the rejection.
-    node = d.graphql(CHAMPION_QUERY, {"path": ["champions", "weekly", "BTCUSDT"]})["assetNodeOrError"]
+    week = weekly.run.tags["dagster/asset_partition_range_start"].split("|")[0]
+    variables = {"path": ["champions", "weekly"], "partitions": [f"{week}|BTCUSDT"]}
+    node = d.graphql(CHAMPION_QUERY, variables)["assetNodeOrError"]
     assert node["__typename"] == "AssetNode"
-    info = d.graphql(LATEST_INFO_QUERY, {"keys": [{"path": ["champions", "weekly", "BTCUSDT"]}]})["assetsLatestInfo"]
+    info = d.graphql(LATEST_INFO_QUERY, {"keys": [{"path": ["champions", "weekly"]}]})["assetsLatestInfo"]
     assert info and (info[0]["latestRun"] or {}).get("status") in (None, "SUCCESS"), info
-    assert not node["assetMaterializations"] or node["assetMaterializations"][0]["runId"] != weekly.run.run_id
-    executions = d.graphql(CHECK_HISTORY_QUERY, {"path": ["models", "weekly", "BTCUSDT"]})["assetCheckExecutions"]
-    # The verdict only, no "execution failed" row: one row for this run, and only verdicts in the whole
-    # history (other tests of the session may have run the same check on their own runs).
-    assert [e["status"] for e in executions if e["runId"] == weekly.run.run_id] == ["FAILED"], executions
+    assert not node["assetMaterializations"]  # the rejected symbol's week has no champion materialization
+    executions = d.graphql(CHECK_HISTORY_QUERY, {"path": ["models", "weekly"]})["assetCheckExecutions"]
+    # One verdict per symbol on its own partition, no "execution failed" row: the run's rows are verdicts, one
+    # per symbol, and only verdicts in the whole history (other tests of the session ran the same check).
+    mine = {e["partition"]: e["status"] for e in executions if e["runId"] == weekly.run.run_id}
+    assert mine == {f"{week}|{s}": "FAILED" for s in SYMBOLS}, executions
     assert {e["status"] for e in executions} <= {"FAILED", "SUCCEEDED"}, executions
 
 
 CHAMPION_QUERY = """
-query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
-  __typename ... on AssetNode { assetMaterializations(limit: 1) { runId } } } }
+query ($path: [String!]!, $partitions: [String!]) { assetNodeOrError(assetKey: {path: $path}) {
+  __typename ... on AssetNode { assetMaterializations(limit: 1, partitions: $partitions) { runId } } } }
 """
 CHECK_HISTORY_QUERY = """
-query ($path: [String!]!) { assetCheckExecutions(assetKey: {path: $path}, checkName: "promotion_gate", limit: 10) {
-  status runId } }
+query ($path: [String!]!) { assetCheckExecutions(assetKey: {path: $path}, checkName: "promotion_gate", limit: 100) {
+  status runId partition } }
 """
 LATEST_INFO_QUERY = """
 query ($keys: [AssetKeyInput!]!) { assetsLatestInfo(assetKeys: $keys) { latestRun { id status } } }

@@ -21,7 +21,7 @@ import pytest
 
 from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets.training.registry import ArtifactIntegrityError
-from alphapulse_assets_tests.dagster_harness import BIN_DIR, RunSummary
+from alphapulse_assets_tests.dagster_harness import BIN_DIR, RunSummary, cadence_tags
 from alphapulse_assets_tests.e2e.conftest import START, SYMBOLS
 from alphapulse_assets_tests.e2e.test_e2e_faults import registry
 
@@ -126,7 +126,9 @@ def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(quiet_dep
     with pytest.raises(ArtifactIntegrityError):
         reg.load(champion)
 
-    run_id = d.submit("nightly_cadence", tags={"dagster/partition": key, "alphapulse/test": "corrupt-model"})
+    run_id = d.submit(
+        "nightly_cadence", tags={**cadence_tags(instance, key, SYMBOLS), "alphapulse/test": "corrupt-model"}
+    )
     d.wait_for_run(run_id, timeout=300)
     summary = RunSummary(instance, run_id)
     # The run refused the file without failing on it: recorded, and no earlier champion verifies, so none serves
@@ -142,5 +144,6 @@ def test_corrupted_champion_is_refused_recorded_alerted_and_never_read(quiet_dep
     # One critical alert, and the change on the champion asset (an observation: no version serves).
     alerts = AlertStore(d.database_url)
     assert len(alerts.history(key=f"model_artifact:{symbol}/nightly", event="raised")) == 1
-    observed = instance.fetch_observations(dg.AssetKey(["champions", "nightly", symbol]), limit=5).records
+    observed = instance.fetch_observations(dg.AssetKey(["champions", "nightly"]), limit=5).records
+    observed = [r for r in observed if r.event_log_entry.asset_observation.metadata["symbol"].value == symbol]
     assert [r.event_log_entry.asset_observation.metadata["change"].value for r in observed] == ["fell_back"]

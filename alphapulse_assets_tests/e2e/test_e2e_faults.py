@@ -17,7 +17,7 @@ from dagster._core.storage.dagster_run import RunsFilter
 
 from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.training.registry import ModelRegistry
-from alphapulse_assets_tests.dagster_harness import RunSummary
+from alphapulse_assets_tests.dagster_harness import RunSummary, cadence_tags
 from alphapulse_assets_tests.e2e.conftest import SYMBOLS, YESTERDAY
 from alphapulse_assets_tests.fake_exchange import KLINES
 
@@ -51,7 +51,7 @@ def test_run_worker_killed_with_sigkill_during_training_is_detected_and_retried(
     d = live_deployment
     instance = d.instance()
     key = d.latest_key("weekly")
-    run_id = d.submit("weekly_cadence", tags={"dagster/partition": key, "alphapulse/test": "sigkill"})
+    run_id = d.submit("weekly_cadence", tags={**cadence_tags(instance, key, SYMBOLS), "alphapulse/test": "sigkill"})
     pid = d.wait_until(
         lambda: RunSummary(instance, run_id).worker_pid, timeout=120, what="the run worker's pid", interval=0.2
     )
@@ -87,7 +87,8 @@ def test_run_worker_killed_with_sigkill_during_training_is_detected_and_retried(
     retry = d.wait_until(lambda: _retry_of(instance, run_id), timeout=120, what="the retry of the killed run")
     d.wait_for_run(retry.run_id, timeout=300)
     again = RunSummary(instance, retry.run_id)
-    assert retry.tags["dagster/partition"] == key and retry.tags.get("dagster/retry_number") == "1"
+    assert retry.tags["dagster/asset_partition_range_start"] == f"{key}|{SYMBOLS[0]}"  # the same rectangle
+    assert retry.tags.get("dagster/retry_number") == "1"
     assert again.went_through_queue
     assert not again.step_failures, again.step_failures
     # The retry trained every model the killed run had not finished (from the training set it had stored).
@@ -224,9 +225,9 @@ def test_source_that_hangs_or_returns_garbage_fails_cleanly_and_writes_nothing(l
 
 
 CHAMPION_EVENTS = """
-query ($key: AssetKeyInput!) {
+query ($key: AssetKeyInput!, $partitions: [String!]) {
   assetOrError(assetKey: $key) { __typename ... on Asset {
-    assetMaterializations(limit: 10) { metadataEntries { label ... on TextMetadataEntry { text } } } } }
+    assetMaterializations(limit: 10, partitions: $partitions) { metadataEntries { label ... on TextMetadataEntry { text } } } } }
 }
 """
 
@@ -246,7 +247,7 @@ def test_a_cli_rollback_shows_on_the_champion_asset_in_the_ui(live_deployment):
             symbol,
             "weekly",
             LogisticRegression(C=c).fit([[0.0], [1.0], [0.2], [0.8]], [0, 1, 0, 1]),
-            info={"gate_passed": True},
+            info={"gate_passed": True, "partition": "2024-05-26"},
         )
         reg.promote(mv, reason="seeded")
         versions.append(mv.version)
@@ -256,7 +257,8 @@ def test_a_cli_rollback_shows_on_the_champion_asset_in_the_ui(live_deployment):
     done = d.cli("models", "rollback", symbol, "weekly", "--to", str(versions[0]), "--reason", "bad week for v2")
     assert done.returncode == 0, done.stderr
 
-    found = d.graphql(CHAMPION_EVENTS, {"key": {"path": ["champions", "weekly", symbol]}})["assetOrError"]
+    variables = {"key": {"path": ["champions", "weekly"]}, "partitions": [f"2024-05-26|{symbol}"]}
+    found = d.graphql(CHAMPION_EVENTS, variables)["assetOrError"]
     assert found["__typename"] == "Asset", found
     [shown] = [{e["label"]: e.get("text") for e in m["metadataEntries"]} for m in found["assetMaterializations"]]
     assert shown["change"] == "rolled_back" and shown["reason"] == "bad week for v2"

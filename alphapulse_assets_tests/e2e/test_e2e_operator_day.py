@@ -40,7 +40,7 @@ import pytest
 from alphapulse_assets.alerting.alert_store import RAISED, RESOLVED, AlertStore
 from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.training.registry import ModelRegistry
-from alphapulse_assets_tests.dagster_harness import UNFINISHED_STATUSES, RunSummary
+from alphapulse_assets_tests.dagster_harness import UNFINISHED_STATUSES, RunSummary, cadence_tags
 from alphapulse_assets_tests.e2e.conftest import START, SYMBOLS, YESTERDAY, cadence_setting, seeded_deployment
 from alphapulse_assets_tests.pg_harness import free_port
 
@@ -238,7 +238,7 @@ def phase_cadences(day: OperatorDay, keys: dict) -> None:
     for name in names:  # the day before first: a nightly warm-starts from the previous day's champion
         job = f"{name.split('_')[0]}_cadence"
         day.runs[f"cadence:{name}"] = d.submit(
-            job, tags={"dagster/partition": keys[name], "alphapulse/test": "operator-day"}
+            job, tags={**cadence_tags(d.instance(), keys[name], SYMBOLS), "alphapulse/test": "operator-day"}
         )
     instance = d.instance()
     for name in names:
@@ -377,7 +377,8 @@ def phase_sigkill(day: OperatorDay, keys: dict) -> None:
     killed_at = time.time()
     # The next monthly run, through the daemon, right away: it must not wait for the dead run forever.
     day.runs["after sigkill"] = d.submit(
-        "monthly_cadence", tags={"dagster/partition": keys["monthly"], "alphapulse/test": "operator-day"}
+        "monthly_cadence",
+        tags={**cadence_tags(d.instance(), keys["monthly"], SYMBOLS), "alphapulse/test": "operator-day"},
     )
     status = day.poll(
         lambda: (s := d.run_status(run_id)) not in UNFINISHED_STATUSES and s, DEAD_RUN_BOUND, interval=1.0
@@ -443,7 +444,8 @@ def phase_bad_day(day: OperatorDay, keys: dict) -> None:
     # The nightly cadence, whose window holds both days, must refuse to train on them.
     refused_at = time.time()
     run_id = day.runs["refused nightly"] = d.submit(
-        "nightly_cadence", tags={"dagster/partition": keys["nightly"], "alphapulse/test": "operator-day"}
+        "nightly_cadence",
+        tags={**cadence_tags(d.instance(), keys["nightly"], SYMBOLS), "alphapulse/test": "operator-day"},
     )
     status = day.wait_run(run_id)
     summary = RunSummary(instance, run_id)
@@ -467,7 +469,8 @@ def phase_bad_day(day: OperatorDay, keys: dict) -> None:
     )
     day.at["bad day fixed"] = time.time()
     again = day.runs["nightly again"] = d.submit(
-        "nightly_cadence", tags={"dagster/partition": keys["nightly"], "alphapulse/test": "operator-day"}
+        "nightly_cadence",
+        tags={**cadence_tags(d.instance(), keys["nightly"], SYMBOLS), "alphapulse/test": "operator-day"},
     )
     status = day.wait_run(again)
     failures = [m[:300] for _s, _c, m in RunSummary(instance, again).step_failures]
@@ -502,16 +505,17 @@ def phase_rollback(day: OperatorDay) -> None:
         phase,
         f"`alphapulse models history` shows the rollback to v{target} with its reason:\n{history.stdout[-800:]}",
     )
-    events = d.latest_asset_events(["champions", cadence, symbol])
+    events = d.latest_asset_events(["champions", cadence])  # one asset; the rollback is its newest event
     latest = events[0] if events else None
     shown = json.dumps(latest, default=str) if latest else ""
     day.expect(
         latest is not None
         and float(latest["timestamp"]) / 1000 >= day.at[phase]
         and {str(target), f"v{target}"} & {str(v) for v in latest["metadata"].values()}
-        and reason in shown,
+        and reason in shown
+        and symbol in shown,
         phase,
-        f"the champions/{cadence}/{symbol} asset page's newest event is the rollback to v{target} with its "
+        f"the champions/{cadence} asset page's newest event is the rollback to v{target} with its "
         f"reason (newest event: {shown[:600]})",
     )
 

@@ -449,10 +449,10 @@ def _health_tick_statements(tmp_path, n_symbols: int) -> tuple[int, dict[str, st
             expected = readers.expected_partition(cadence, now, settings, settings.monitoring)
             keys = readers.partitions_for(cadence).get_partition_keys()
             older = keys[keys.index(expected) - 2]
+            key = dg.AssetKey(["models", cadence])  # one asset: a (time, symbol) partition per symbol's model
             for symbol in symbols:
-                key = dg.AssetKey(["models", cadence, symbol])
                 for partition in {"S000USDT": [expected, older], "S001USDT": [older]}.get(symbol, [expected]):
-                    instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+                    instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=f"{partition}|{symbol}"))
         statements: list[str] = []
 
         def record(conn, cursor, statement, *args):

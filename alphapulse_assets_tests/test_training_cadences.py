@@ -400,17 +400,17 @@ def test_drift_reads_the_candles_once_per_run_whatever_the_number_of_symbols(pro
     monkeypatch.setattr(ParquetPartitionStore, "_segments", counting_listing)
     result = dg.materialize(
         drift_assets.drift_assets,
-        partition_key="2024-06-08",
+        tags=range_tags("2024-06-08", "2024-06-08", SYMBOLS[0], SYMBOLS[-1]),
         instance=project["instance"],
         resources=project["resources"],
     )
     assert result.success
     assert calls == {"read_days": 1, "listings": 2}  # the week's days: listed once, read once, for 5 symbols
-    checks = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    checks = {symbol_of(e): e for e in result.get_asset_check_evaluations()}
     assert set(checks) == set(SYMBOLS) and {e.check_name for e in checks.values()} == {"feature_drift"}
     crowned = {s for s in SYMBOLS if registry.champion(s, "weekly") is not None}
     assert crowned and crowned != set(SYMBOLS)
-    meta = {m.asset_key.path[-1]: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    meta = {symbol_of(m): m.materialization.metadata for m in result.get_asset_materialization_events()}
     for symbol in crowned:  # compared with its champion's reference, on a week of hourly rows
         assert meta[symbol]["reference_version"].value == registry.champion(symbol, "weekly").version
         assert meta[symbol]["recent_rows"].value >= 100 and meta[symbol]["max_psi"].value >= 0

@@ -111,9 +111,9 @@ def health_tick(root: Path, n_symbols: int) -> dict:
     with dg.instance_for_test(temp_dir=str(folder)) as instance:
         for cadence in readers.CADENCE_NAMES:
             expected = readers.expected_partition(cadence, now, settings, settings.monitoring)
-            for symbol in symbols:
+            for symbol in symbols:  # one asset per cadence, a (time, symbol) partition per symbol's model
                 instance.report_runless_asset_event(
-                    dg.AssetMaterialization(dg.AssetKey(["models", cadence, symbol]), partition=expected)
+                    dg.AssetMaterialization(dg.AssetKey(["models", cadence]), partition=f"{expected}|{symbol}")
                 )
         with Statements() as tick:
             readers.collect_health(
@@ -121,8 +121,8 @@ def health_tick(root: Path, n_symbols: int) -> dict:
             )
         with Statements() as per_symbol:  # the freshness reads it replaced: one per symbol per cadence
             for cadence in readers.CADENCE_NAMES:
-                for symbol in symbols:
-                    instance.get_materialized_partitions(dg.AssetKey(["models", cadence, symbol]))
+                for _symbol in symbols:
+                    instance.get_materialized_partitions(dg.AssetKey(["models", cadence]))
     return {
         "symbols": n_symbols,
         "statements_now": len(tick.sql),

@@ -85,7 +85,9 @@ def make_healthy(project) -> None:
         for cadence in readers.CADENCE_NAMES:
             key = readers.expected_partition(cadence, now, settings, get_settings().monitoring)
             for symbol in settings.symbols:
-                instance.report_runless_asset_event(dg.AssetMaterialization(["models", cadence, symbol], partition=key))
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(["models", cadence], partition=f"{key}|{symbol}")
+                )
         nightly_cadence_stub.execute_in_process(instance=instance, tags={"dagster/partition": "2026-01-01"})
     registry = ModelRegistry(str(settings.home / "models"), platform_db_url())  # where status verifies them
     model = LogisticRegression().fit([[0.0], [1.0], [0.2], [0.9]], [0, 1, 0, 1])

@@ -15,6 +15,7 @@ from alphapulse_assets.recovery.config import (
 )
 from alphapulse_assets.recovery.errors import ErrorClass
 from alphapulse_assets.recovery.gating import default_store
+from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training.schedules import SCHEDULES
 from alphapulse_assets_tests.recovery_harness import FakeClock
 
@@ -41,7 +42,8 @@ def test_closed_breaker_passes_the_request_through(env):
     instance, *_ = env
     request = evaluate(instance)
     assert isinstance(request, dg.RunRequest) and PROBE_TAG not in request.tags
-    assert request.tags["alphapulse/trigger"] == "schedule" and request.partition_key
+    assert request.tags["alphapulse/trigger"] == "schedule"
+    assert request.tags["dagster/asset_partition_range_start"].endswith(f"|{get_settings().symbols[0]}")
 
 
 def test_open_breaker_skips_naming_it_since_when_and_the_probe_time(env):

@@ -87,7 +87,6 @@ def test_schedules_have_the_documented_crons_and_ask_for_the_newest_complete_par
             dg.build_schedule_context(instance=instance, scheduled_execution_time=sunday)
         )
         # One run for the week x every active symbol (the seed, on a new instance): a contiguous range.
-        [request] = request
         assert request.run_key == "weekly:2026-10-25"
         assert request.tags["dagster/asset_partition_range_start"] == f"2026-10-25|{SYMBOLS[0]}"
         assert request.tags["dagster/asset_partition_range_end"] == f"2026-10-25|{SYMBOLS[-1]}"

@@ -78,7 +78,7 @@ def cadence_schedule(name: str) -> dg.ScheduleDefinition:
         ]
         # The circuit breakers decide: the requests, the first as a probe (alone), or a skip with the reason.
         gated = gate_schedule(deps, requests[0], heavy=heavy)
-        if isinstance(gated, dg.SkipReason) or gated.tags != requests[0].tags:
+        if isinstance(gated, dg.SkipReason) or gated.tags != requests[0].tags or len(requests) == 1:
             return gated
         return requests
 

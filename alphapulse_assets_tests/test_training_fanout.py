@@ -21,6 +21,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
+from alphapulse_assets.market_data.symbols import SYMBOLS_NAME, range_tags
 from alphapulse_assets.recovery.errors import (
     DataValidationError,
     ErrorClass,
@@ -321,6 +322,7 @@ def test_a_cadence_over_worker_processes_gives_exactly_the_in_process_results(tm
 
     symbols = training_assets.SETTINGS.symbols
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(SYMBOLS_NAME, list(symbols))
     ingest(instance, str(tmp_path / "candles"), "2024-03-01", "2024-06-09", symbols=symbols)
     seen = {}
     for mode, workers, min_seconds in (("here", 1, 0.0), ("pool", 2, 0.0)):
@@ -328,15 +330,11 @@ def test_a_cadence_over_worker_processes_gives_exactly_the_in_process_results(tm
         monkeypatch.setattr(training_assets.SETTINGS.scale, "min_pool_seconds", min_seconds)
         root = tmp_path / mode
         root.mkdir()
-        weekly, registry = _cadence_run(instance, root, "weekly", partition_key="2024-05-26")
+        weekly, registry = _cadence_run(
+            instance, root, "weekly", tags=range_tags("2024-05-26", "2024-05-26", symbols[0], symbols[-1])
+        )
         nightly, _ = _cadence_run(
-            instance,
-            root,
-            "nightly",
-            tags={
-                "dagster/asset_partition_range_start": "2024-06-01",
-                "dagster/asset_partition_range_end": "2024-06-03",
-            },
+            instance, root, "nightly", tags=range_tags("2024-06-01", "2024-06-03", symbols[0], symbols[-1])
         )
         assert weekly.success and nightly.success
         messages = [e.message for e in instance.all_logs(weekly.run_id) if e.message]
@@ -345,12 +343,14 @@ def test_a_cadence_over_worker_processes_gives_exactly_the_in_process_results(tm
             "weekly": _what_the_registry_says(registry, symbols, "weekly"),
             "nightly": _what_the_registry_says(registry, symbols, "nightly"),
             "checks": sorted(
-                (c.asset_key.to_user_string(), c.passed, c.description)
+                (c.asset_key.to_user_string(), str(c.partition), c.passed, c.description)
                 for r in (weekly, nightly)
                 for c in r.get_asset_check_evaluations()
             ),
             "materialized": sorted(
-                m.asset_key.to_user_string() for r in (weekly, nightly) for m in r.get_asset_materialization_events()
+                (m.asset_key.to_user_string(), str(m.partition))
+                for r in (weekly, nightly)
+                for m in r.get_asset_materialization_events()
             ),
         }
     assert seen["pool"] == seen["here"]

@@ -79,6 +79,7 @@ def main() -> None:
 
     from alphapulse_assets.cli import ingest
     from alphapulse_assets.definitions import defs
+    from alphapulse_assets.market_data.symbols import SYMBOLS_NAME, range_tags
     from alphapulse_assets.training.assets import _build_training_set, _candle_asset_for, gate_config, spec_for
     from alphapulse_assets.training.cadence import promote, train_symbol
     from alphapulse_assets.training.registry import ModelRegistry
@@ -90,6 +91,9 @@ def main() -> None:
     # One instance for the whole benchmark, as a run worker has one for its run: opening an instance (Dagster
     # checks each database's schema revision) is part of the worker's start, measured apart below.
     instance = dg.DagsterInstance.get()
+    # The run's symbols are the instance's (dynamic partitions): add those it does not hold yet, in this order.
+    known = set(instance.get_dynamic_partitions(SYMBOLS_NAME))
+    instance.add_dynamic_partitions(SYMBOLS_NAME, [s for s in symbols if s not in known])
     # Candles go in as the platform ingests them (quality checks recorded per day): a training set reads only
     # days whose blocking checks passed.
     t0 = time.perf_counter()
@@ -119,7 +123,7 @@ def main() -> None:
         instance = dg.DagsterInstance.get()
 
         def __init__(self, partitions_def, key):
-            self.partition_keys = [key]
+            self.partition_keys = [f"{key}|{s}" for s in symbols]  # the time key x the run's symbols
             self.partition_time_window = partitions_def.time_window_for_partition_key(key)
 
     def plain(name: str, registry_dir: Path) -> None:
@@ -151,7 +155,7 @@ def main() -> None:
         job = defs.resolve_job_def(f"{name}_cadence")
         result = job.execute_in_process(
             instance=instance,
-            partition_key=keys[name],
+            tags=range_tags(keys[name], keys[name], symbols[0], symbols[-1]),
             resources={
                 "model_registry": ModelRegistryResource(
                     artifact_root=str(registry_dir / "models"), db_url=f"sqlite:///{registry_dir}/platform.db"
@@ -195,7 +199,7 @@ def main() -> None:
         pdef = partitions_for("nightly")
 
         class Range:
-            partition_keys = days
+            partition_keys = [f"{d}|{s}" for d in days for s in symbols]
             partition_time_window = type("W", (), {"end": pdef.time_window_for_partition_key(days[-1]).end})
 
         ds, _ = _build_training_set(Range(), CandleStoreResource(), "nightly", spec, "market_candles")
@@ -224,7 +228,7 @@ def main() -> None:
             chunk = days[i : i + 92]
             result = job.execute_in_process(
                 instance=instance,
-                tags={"dagster/asset_partition_range_start": chunk[0], "dagster/asset_partition_range_end": chunk[-1]},
+                tags=range_tags(chunk[0], chunk[-1], symbols[0], symbols[-1]),
                 resources={
                     "model_registry": ModelRegistryResource(
                         artifact_root=str(registry_dir / "models"), db_url=f"sqlite:///{registry_dir}/platform.db"

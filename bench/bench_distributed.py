@@ -34,7 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from alphapulse_assets_tests.dagster_harness import BIN_DIR, DagsterDeployment  # noqa: E402
+from alphapulse_assets.market_data.symbols import range_tags, symbol_ranges  # noqa: E402
+from alphapulse_assets_tests.dagster_harness import BIN_DIR, DagsterDeployment, cadence_tags  # noqa: E402
 from alphapulse_assets_tests.pg_harness import PostgresServer  # noqa: E402
 from alphapulse_assets_tests.service_harness import RedisServer  # noqa: E402
 
@@ -146,7 +147,8 @@ def one_pass(pg: PostgresServer, redis: RedisServer, symbols: list[str], workers
         if concurrency.returncode != 0:
             raise RuntimeError(concurrency.stderr[-2000:])
         procs = start_workers(deployment, workers)
-        tags = {"dagster/partition": WEEK}
+        # The week x every symbol (the ingestion seeded them, in this order), as the schedule asks for it.
+        tags = cadence_tags(deployment.instance(), WEEK, symbols)
 
         start = time.perf_counter()
         retries = wait_all(deployment, [deployment.submit("weekly_cadence", tags=tags)])
@@ -157,9 +159,11 @@ def one_pass(pg: PostgresServer, redis: RedisServer, symbols: list[str], workers
         retries += wait_all(deployment, [first])
         size = -(-len(symbols) // ranges)
         run_ids = []
-        for i in range(0, len(symbols), size):
-            keys = [[kind, "weekly", s] for s in symbols[i : i + size] for kind in ("models", "champions")]
-            run_ids.append(deployment.submit("weekly_cadence", tags=tags, asset_selection=keys))
+        keys = [["models", "weekly"], ["champions", "weekly"]]
+        for first, last in symbol_ranges(symbols, size):  # contiguous symbol ranges of the week
+            run_ids.append(
+                deployment.submit("weekly_cadence", tags=range_tags(WEEK, WEEK, first, last), asset_selection=keys)
+            )
         retries += wait_all(deployment, run_ids)
         split = time.perf_counter() - start
         result = {

@@ -130,6 +130,7 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
     from alphapulse_assets.cli import ingest
     from alphapulse_assets.definitions import defs
     from alphapulse_assets.market_data.resources import CandleStoreResource
+    from alphapulse_assets.market_data.symbols import SYMBOLS_NAME, range_tags
     from alphapulse_assets.settings import get_settings
     from alphapulse_assets.training.assets import (
         ModelRegistryResource,
@@ -146,6 +147,9 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
 
     load_start = os.getloadavg()
     instance = dg.DagsterInstance.get()
+    # The run's symbols are the instance's (dynamic partitions): add those it does not hold yet, in this order.
+    known = set(instance.get_dynamic_partitions(SYMBOLS_NAME))
+    instance.add_dynamic_partitions(SYMBOLS_NAME, [s for s in symbols if s not in known])
     first = min(FIRST_DAY[c] for c in cadences)
     marker = work / "ingested.json"
     done = json.loads(marker.read_text()) if marker.exists() else {"symbols": 0, "first": LAST_DAY}
@@ -235,7 +239,7 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
             profiler.enable()
         result = job.execute_in_process(
             instance=instance,
-            partition_key=KEYS[name],
+            tags=range_tags(KEYS[name], KEYS[name], symbols[0], symbols[-1]),  # the time key x the run's symbols
             resources={"model_registry": ModelRegistryResource(artifact_root=root, db_url=url)},
             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             raise_on_error=False,

@@ -336,7 +336,6 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
             for key in sorted(times):
                 end = pd.Timestamp(time_partitions.time_window_for_partition_key(key).end)
                 windows[key] = (end - pd.Timedelta(days=spec.window_days), end)
-            scale = get_settings().scale
             runs = train_symbols(
                 registry,
                 dataset,
@@ -348,8 +347,8 @@ def _models_step(name, spec, partitions, gate_cfg, group, tags):
                 git_revision=GIT_REVISION,
                 run_id=context.run_id,
                 may_promote=lambda symbol: promote_too,
-                workers=worker_count(scale.workers),
-                min_pool_seconds=scale.min_pool_seconds,
+                workers=worker_count(SETTINGS.scale.workers),
+                min_pool_seconds=SETTINGS.scale.min_pool_seconds,
                 progress=context.log.info,
             )
             with closing(runs):  # a stop or a failure here stops the worker processes too

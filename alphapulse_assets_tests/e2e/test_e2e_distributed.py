@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import s3fs
 
-from alphapulse_assets_tests.dagster_harness import BIN_DIR, REPO_ROOT, DagsterDeployment
+from alphapulse_assets_tests.dagster_harness import BIN_DIR, REPO_ROOT, DagsterDeployment, cadence_tags
 from alphapulse_assets_tests.service_harness import BUCKET, CREDENTIALS, RedisServer
 
 SYMBOLS = "ETHUSDT,BTCUSDT"
@@ -76,8 +76,12 @@ result = defs.get_job_def("ingest_market_data").execute_in_process(
     tags={"dagster/asset_partition_range_start": sys.argv[1], "dagster/asset_partition_range_end": sys.argv[2]},
 )
 assert result.success
+from alphapulse_assets.market_data.symbols import ensure_seeded
+from alphapulse_assets.training.schedules import cadence_run_tags
+
 for week in sys.argv[3:]:
-    assert defs.get_job_def("weekly_cadence").execute_in_process(instance=instance, partition_key=week).success
+    [tags] = cadence_run_tags("weekly", week, ensure_seeded(instance), per_run=0)  # as the schedule asks
+    assert defs.get_job_def("weekly_cadence").execute_in_process(instance=instance, tags=tags).success
 """
 
 
@@ -176,7 +180,7 @@ def _step_workers(deployment: DagsterDeployment, run_id: str) -> dict[str, str]:
 
 
 def _run_week(deployment: DagsterDeployment, week: str) -> tuple[str, dict[str, str]]:
-    run_id = deployment.submit("weekly_cadence", tags={"dagster/partition": week})
+    run_id = deployment.submit("weekly_cadence", tags=cadence_tags(deployment.instance(), week, SYMBOLS.split(",")))
     status = deployment.wait_for_run(run_id, timeout=600)
     assert status == "SUCCESS", f"{week}: {status}\n{deployment.logs(120)}"
     return run_id, _step_workers(deployment, run_id)

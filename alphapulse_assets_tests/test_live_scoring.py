@@ -363,11 +363,9 @@ def test_live_scoring_runs_daily_after_the_ingestion():
 
     assert live_assets.live_scoring_schedule.cron_schedule == "45 3 * * *"
     with dg.instance_for_test() as instance:
-        request = live_assets.live_scoring_schedule(
-            dg.build_schedule_context(
-                instance=instance, scheduled_execution_time=datetime(2026, 11, 2, 3, 45, tzinfo=timezone.utc)
-            )
-        )
+        when = datetime(2026, 11, 2, 3, 45, tzinfo=timezone.utc)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context:
+            request = live_assets.live_scoring_schedule(context)
     assert request.run_key == "live:2026-11-02" and request.job_name in (None, "live_scoring")
     symbols = get_settings().symbols  # every active symbol in one run: the seed, on a new instance
     assert request.tags["dagster/asset_partition_range_start"] == symbols[0]

@@ -43,7 +43,8 @@ def platform(tmp_path, monkeypatch):
 
 def schedule_tick(instance, day: int):
     when = datetime(2024, 3, day, 1, 30, tzinfo=timezone.utc)
-    return ingest_market_data_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context:
+        return ingest_market_data_schedule(context)
 
 
 def observed_states(instance) -> list[str]:

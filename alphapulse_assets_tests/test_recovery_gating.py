@@ -35,7 +35,9 @@ def env(tmp_path, monkeypatch):
 
 
 def evaluate(instance, name="nightly_schedule"):
-    return SCHEDULE[name](dg.build_schedule_context(instance=instance, scheduled_execution_time=WHEN))
+    # Closed here: a context left open keeps the instance it opened from the ref as Dagster's current one.
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=WHEN) as context:
+        return SCHEDULE[name](context)
 
 
 def test_closed_breaker_passes_the_request_through(env):
@@ -101,8 +103,8 @@ def test_market_data_breaker_gates_the_ingestion_schedule(env):
 
     instance, clock, store, _ = env
     store.force_open("market_data", "bob", "exchange maintenance", clock())
-    ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=WHEN)
-    skip = ingest_market_data_schedule(ctx)
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=WHEN) as ctx:
+        skip = ingest_market_data_schedule(ctx)
     assert isinstance(skip, dg.SkipReason) and "'market_data' is FORCED_OPEN" in skip.skip_message
     assert isinstance(evaluate(instance), dg.RunRequest)  # training is not gated by market_data
 

@@ -83,9 +83,10 @@ def test_schedules_have_the_documented_crons_and_ask_for_the_newest_complete_par
     assert latest_partition_key("monthly", sunday) == "2026-10-01"
     with dg.instance_for_test() as instance:
         by_name = {s.name: s for s in SCHEDULES}
-        request = by_name["weekly_schedule"](
-            dg.build_schedule_context(instance=instance, scheduled_execution_time=sunday)
-        )
+        # Closed before the instance: a context built from a persistent instance opens its own from the
+        # instance's ref, and left open it would stay Dagster's current one for later tests.
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=sunday) as context:
+            request = by_name["weekly_schedule"](context)
         # One run for the week x every active symbol (the seed, on a new instance): a contiguous range.
         assert request.run_key == "weekly:2026-10-25"
         assert request.tags["dagster/asset_partition_range_start"] == f"2026-10-25|{SYMBOLS[0]}"

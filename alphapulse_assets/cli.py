@@ -561,6 +561,10 @@ def cmd_symbols(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     by = getpass.getuser()
     if args.symbols_command == "add":
+        until = args.until or (datetime.now(timezone.utc).date() - timedelta(days=1))  # the last complete day
+        if (args.until is not None and args.backfill is None) or (args.backfill and until < args.backfill):
+            print(f"alphapulse: --until {until} needs --backfill START on or before it", file=sys.stderr)
+            return 2
         try:
             added, already = sym.add_symbols(instance, args.symbols, by=by, reason=args.reason)
         except ValueError as exc:
@@ -571,7 +575,7 @@ def cmd_symbols(args: argparse.Namespace) -> int:
         for symbol in added:
             print(f"{symbol}: added (trained from the next run of each cadence; no redeploy)")
         if args.backfill and added:
-            return _backfill_symbols(added, args.backfill)
+            return _backfill_symbols(added, args.backfill, until)
         return 0
     if args.symbols_command == "retire":
         try:
@@ -613,32 +617,45 @@ def cmd_symbols(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backfill_symbols(symbols: list[str], start: date) -> int:
-    """Ingest the days since ``start`` (every active symbol: a day's candles are one partition) and run each
-    cadence's partitions since then for the new symbols, one run per cadence."""
+def backfill_keys(name: str, start: date, end: date) -> list[str]:
+    """The cadence's partitions that the candle days [start, end] fully cover: complete by ``end`` and with their
+    whole training window (feature warm-up included) on or after ``start``."""
     import dagster as dg
+    import pandas as pd
 
+    from alphapulse_assets.training.assets import _training_window, partitions_for, spec_for
+
+    spec, partitions = spec_for(name), partitions_for(name)
+    first, after_end = pd.Timestamp(start, tz="UTC"), pd.Timestamp(end + timedelta(days=1), tz="UTC")
+    with dg.partition_loading_context(effective_dt=after_end.to_pydatetime()):
+        keys = partitions.get_partition_keys()
+    out = []
+    for key in keys:
+        window_end = pd.Timestamp(partitions.time_window_for_partition_key(key).end)
+        if window_end <= after_end and _training_window(spec, window_end)[0] >= first:
+            out.append(key)
+    return out
+
+
+def _backfill_symbols(symbols: list[str], start: date, end: date) -> int:
+    """Ingest the days [start, end] (every active symbol: a day's candles are one partition) and run, for the
+    new symbols, each cadence's partitions that those days cover (their whole window), one run per cadence."""
     from alphapulse_assets.definitions import defs
     from alphapulse_assets.market_data.symbols import range_tags
-    from alphapulse_assets.training.assets import partitions_for
-    from alphapulse_assets.training.schedules import CADENCES, latest_partition_key
+    from alphapulse_assets.training.schedules import CADENCES
 
-    end = datetime.now(timezone.utc).date() - timedelta(days=1)
     ingest(start, end)
     failed = 0
-    now = datetime.now(timezone.utc)
     for name in CADENCES:
-        last = latest_partition_key(name, now)
-        with dg.partition_loading_context(effective_dt=now):
-            keys = [k for k in partitions_for(name).get_partition_keys() if k >= str(start)]
-        if last is None or not keys:
-            print(f"{name}: no partition since {start}")
+        keys = backfill_keys(name, start, end)
+        if not keys:
+            print(f"{name}: no partition whose whole window lies in {start}..{end}")
             continue
         t0 = time.perf_counter()
-        print(f"{name} backfill {keys[0]}..{last} for {', '.join(symbols)} ...", end=" ", flush=True)
+        print(f"{name} backfill {keys[0]}..{keys[-1]} for {', '.join(symbols)} ...", end=" ", flush=True)
         result = execute(
             defs.resolve_job_def(f"{name}_cadence"),
-            tags={**range_tags(keys[0], last, symbols[0], symbols[-1]), "alphapulse/trigger": "cli-backfill"},
+            tags={**range_tags(keys[0], keys[-1], symbols[0], symbols[-1]), "alphapulse/trigger": "cli-backfill"},
         )
         failed += not result.success
         status = "done" if result.success else "FAILED: " + ("; ".join(failure_lines(result)) or "see the UI")
@@ -911,7 +928,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_date,
         default=None,
         metavar="START",
-        help="ingest since START and train every cadence's partitions since then",
+        help="ingest since START and train each cadence's partitions whose whole window lies in that history",
+    )
+    sy_add.add_argument(
+        "--until", type=_date, default=None, metavar="END", help="with --backfill: the last day (default: yesterday)"
     )
     sy_ret = sy_sub.add_parser("retire", help="stop training and serving a symbol; its history stays")
     sy_ret.add_argument("symbol")

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from alphapulse_assets.market_data.symbol_ledger import validate_symbol
@@ -86,7 +87,10 @@ DRIVER = textwrap.dedent(
     for argv in steps:
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = main(argv)
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse's refusals and the commands' own exits, kept as the code
+                code = exc.code
         out.append({"argv": argv, "code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()})
     print(json.dumps(out))
     """
@@ -219,3 +223,81 @@ def test_a_symbol_added_and_retired_at_run_time_is_trained_gated_shown_and_then_
     assert "Symbols: 2 active (BTCUSDT, ETHUSDT)" in status
     assert "retired DOTUSDT since " in status and "by alice: delisted" in status
     assert first["symbols sync"]["stdout"].strip() == "nothing to add"  # a seed does not re-add a retired symbol
+
+
+@pytest.mark.slow
+def test_a_symbol_added_with_a_backfill_gets_its_history_and_its_cadence_partitions_trained_and_gated(tmp_path):
+    """`symbols add SYM --backfill START --until END`: the days [START, END] are ingested with the new symbol in
+    them, and each cadence's partitions whose whole window lies in those days are trained and gated for that symbol
+    alone, one run per cadence; `models`, `models history` and `status` show it. (The weekly window is 28 days here
+    so that one weekly partition fits in five weeks of history.)"""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAPULSE_", "DAGSTER_"))}
+    env |= {
+        "DAGSTER_HOME": str(home),
+        "ALPHAPULSE_SYMBOLS": "BTCUSDT,ETHUSDT",  # the seed
+        "ALPHAPULSE_HOME": str(tmp_path / "ap"),
+        "ALPHAPULSE_STORE__URL": str(tmp_path / "store"),
+        "ALPHAPULSE_PLATFORM_DB_URL": f"sqlite:///{tmp_path}/platform.db",
+        "ALPHAPULSE_WEEKLY__WINDOW_DAYS": "28",
+        "USER": "alice",
+    }
+    add = ["symbols", "add", "DOTUSDT", "--backfill", "2024-04-20", "--until", "2024-05-25", "--reason", "listed"]
+    backwards = ["symbols", "add", "SOLUSDT", "--backfill", "2024-05-26", "--until", "2024-05-25"]
+    out = _run_cli(
+        home,
+        env,
+        [
+            add,
+            backwards,
+            ["models", "list"],
+            ["models", "history", "DOTUSDT", "--cadence", "nightly"],
+            ["status", "--no-sources"],
+        ],
+    )
+    added = out[" ".join(add)]
+    assert added["code"] == 0, added
+    lines = added["stdout"].splitlines()
+    assert "DOTUSDT: added" in added["stdout"]
+    # Nightly: 16 days of bars plus the features' warm-up (104 bars of 15 min) after 2024-04-20, so the first
+    # day whose window is all in the ingested history is 2024-05-07. Weekly (28 days + 104 hourly bars): the week
+    # of 2024-05-19 (it ends 2024-05-26, after --until 2024-05-25's last bar). Monthly (548 days): none.
+    assert any(line.startswith("nightly backfill 2024-05-07..2024-05-25 for DOTUSDT ... done") for line in lines)
+    assert any(line.startswith("weekly backfill 2024-05-19..2024-05-19 for DOTUSDT ... done") for line in lines)
+    assert "monthly: no partition whose whole window lies in 2024-04-20..2024-05-25" in lines
+    refused = out[" ".join(backwards)]
+    assert refused["code"] == 2 and "--until 2024-05-25 needs --backfill START on or before it" in refused["stderr"]
+
+    nightly_days = [f"2024-05-{d:02d}" for d in range(7, 26)]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_dynamic_partitions("symbols") == ["BTCUSDT", "ETHUSDT", "DOTUSDT"]  # SOLUSDT refused
+        # Its history: every day of [START, END] ingested, with the new symbol among the day's symbols.
+        candles = instance.fetch_materializations(dg.AssetKey("market_candles"), limit=100).records
+        days = {r.asset_materialization.partition: r.asset_materialization.metadata["symbols"].value for r in candles}
+        assert days == {str(d.date()): 3 for d in pd.date_range("2024-04-20", "2024-05-25")}
+        # Its cadence partitions, and only the new symbol's: the seed's symbols were not retrained.
+        for cadence, keys in (("nightly", nightly_days), ("weekly", ["2024-05-19"]), ("monthly", [])):
+            models = dg.AssetKey(["models", cadence])
+            expected = {f"{k}|DOTUSDT" for k in keys}
+            assert instance.get_materialized_partitions(models) == expected, cadence
+            verdicts = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(models, "promotion_gate"), limit=100
+            )
+            assert {v.partition for v in verdicts} == expected, cadence  # one gate verdict per partition
+            for v in verdicts:
+                assert v.status.value in ("SUCCEEDED", "FAILED"), (cadence, v.partition, v.status)
+                assert v.event.dagster_event.event_specific_data.metadata["symbol"].value == "DOTUSDT"
+                # A backfill's verdicts report (WARN): each day's decision was taken in order, none pages anyone.
+                assert v.event.dagster_event.event_specific_data.description.startswith("backfill: ") == (len(keys) > 1)
+
+    # What an operator sees: its champions' rows, each nightly challenger's decision, the symbol in service.
+    rows = {line.split()[1]: line for line in out["models list"]["stdout"].splitlines() if line.startswith("DOTUSDT ")}
+    assert rows["nightly"].split()[3] == f"v{len(nightly_days)}" and rows["weekly"].split()[3] == "v1", rows
+    assert "not trained yet" in rows["monthly"]
+    history = out["models history DOTUSDT --cadence nightly"]["stdout"].splitlines()
+    decided = [line for line in history if " DOTUSDT " in line and " nightly " in line]
+    assert len(decided) == len(nightly_days), history  # promoted, rejected or held: one per day
+    status = out["status --no-sources"]["stdout"]
+    assert "Symbols: 3 active (BTCUSDT, ETHUSDT, DOTUSDT)" in status

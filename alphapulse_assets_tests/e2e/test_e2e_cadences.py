@@ -63,9 +63,11 @@ def test_scheduled_tick_of_each_cadence_goes_through_queue_and_materializes(live
         )
         assert run.tags.get("alphapulse/trigger") == "schedule"
         assert not summary.step_failures, f"{name}: {summary.step_failures}\n{d.logs()}"
-        materialized = set(summary.materialized)
-        assert (f"training_sets/{name}", key) in materialized, (name, materialized)
+        # Rejections included: a rejected challenger is not a failure.
+        assert status == "SUCCESS", f"{name}: run {run.run_id} {status}: {summary.event_types}\n{d.logs()}"
+        materialized = set(summary.materialized)  # (asset/SYMBOL, time key) for each (time, symbol) partition
         for symbol in SYMBOLS:
+            assert (f"training_sets/{name}/{symbol}", key) in materialized, (name, symbol, materialized)
             assert (f"models/{name}/{symbol}", key) in materialized, (name, symbol, materialized)
             checks = {c: p for a, c, p in summary.checks if a == f"models/{name}/{symbol}"}
             assert list(checks) == ["promotion_gate"], checks  # the gate was evaluated
@@ -75,7 +77,6 @@ def test_scheduled_tick_of_each_cadence_goes_through_queue_and_materializes(live
             # The registry (platform tables in the same PostgreSQL database) has this partition's challenger.
             versions = registry.versions(symbol, name)
             assert any(v.info.get("partition") == key for v in versions), (name, symbol)
-        assert status == "SUCCESS"  # rejections included: a rejected challenger is not a failure
     # The weekly gate is set to need more rows than exist: its rejection must be recorded, not promoted.
     weekly = RunSummary(instance, _runs_of_schedule(instance, "weekly_schedule")[0].run_id)
     assert ("models/weekly/BTCUSDT", "promotion_gate", False) in weekly.checks

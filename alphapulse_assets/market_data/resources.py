@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import dagster as dg
@@ -103,12 +104,20 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     @staticmethod
     def _key(context: dg.OutputContext | dg.InputContext) -> str:
-        # A time x symbol key "2024-05-26|BTCUSDT" is stored as "2024-05-26+BTCUSDT" ('|' is awkward in URLs).
-        keys = [str(k).replace("|", "+") for k in context.asset_partition_keys]
-        return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
+        """The file name of the partition keys a step writes or reads: the same for the same set of keys.
+
+        Sorted, because Dagster lists a time x symbol range in one order to the writing step and may list it in
+        another to a reading step (the retry of a killed run read ``ETHUSDT..BTCUSDT`` as ``BTCUSDT..ETHUSDT``);
+        with a digest of the whole set, because two ranges of symbols can share their first and last key.
+        A time x symbol key "2024-05-26|BTCUSDT" is stored as "2024-05-26+BTCUSDT" ('|' is awkward in URLs)."""
+        keys = sorted(str(k).replace("|", "+") for k in context.asset_partition_keys)
+        if len(keys) == 1:
+            return keys[0]
+        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:10]
+        return f"{keys[0]}..{keys[-1]}.{len(keys)}-{digest}"
 
     def _handoff_key(self, context: dg.OutputContext | dg.InputContext, run_id: str):
-        return run_id, f"{self.base_url}/{self._dataset(context)}", tuple(context.asset_partition_keys)
+        return run_id, f"{self.base_url}/{self._dataset(context)}", tuple(sorted(context.asset_partition_keys))
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not context.has_asset_partitions:

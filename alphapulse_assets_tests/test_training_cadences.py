@@ -17,7 +17,12 @@ from alphapulse_assets.market_data.symbols import SYMBOLS_NAME, range_tags
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training import drift_assets
 from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
-from alphapulse_assets.training.challenger import DEFAULT_SPECS, make_dataset, train_challenger
+from alphapulse_assets.training.challenger import (
+    DEFAULT_SPECS,
+    NothingNewerThanChampion,
+    make_dataset,
+    train_challenger,
+)
 from alphapulse_assets.training.promotion import GateConfig, evaluate_gate
 from alphapulse_assets.training.schedules import SCHEDULES, latest_partition_key
 from alphapulse_assets_tests.candles import ingest
@@ -417,3 +422,42 @@ def test_drift_reads_the_candles_once_per_run_whatever_the_number_of_symbols(pro
         assert checks[symbol].description.startswith("max PSI ")
     for symbol in set(SYMBOLS) - crowned:
         assert checks[symbol].passed and "no weekly champion" in checks[symbol].description
+
+
+@pytest.mark.slow
+def test_a_nightly_rerun_of_a_window_its_champion_already_saw_is_rejected_not_a_failed_training(hourly, tmp_path):
+    """The same nightly partition trained again after its challenger was promoted (a schedule tick after an
+    operator's launch of that day): no bar is newer than the champion's data, so there is nothing to update it
+    with. The challenger is trained afresh and gated like any other (against the champion on rows neither
+    trained on): a verdict, not a failed training that alerts (it was a DataValidationError)."""
+    from alphapulse_assets.training.cadence import fit_symbol
+    from alphapulse_assets.training.registry import ModelRegistry
+
+    nightly = dataclasses.replace(DEFAULT_SPECS["nightly"], timeframe="1h")  # warm-startable (sgd)
+    ds = make_dataset(hourly[hourly.symbol == "ETHUSDT"], nightly)
+    first = fit_symbol(ds, nightly, DEFAULT_GATE, symbol="ETHUSDT", champion=None, champion_model=None)
+    registry = ModelRegistry(str(tmp_path / "models"), f"sqlite:///{tmp_path / 'platform.db'}")
+    champion = registry.register(
+        "ETHUSDT",
+        "nightly",
+        first.challenger.model,
+        info={"data_end": str(first.challenger.data_end), "features": first.features},
+    )
+    # Updating it from this window is impossible: it has seen every training bar (the step failed here before).
+    with pytest.raises(NothingNewerThanChampion):
+        train_challenger(
+            ds,
+            nightly,
+            symbol="ETHUSDT",
+            warm_model=registry.load(champion),
+            warm_version=champion.version,
+            warm_data_end=pd.Timestamp(champion.info["data_end"]),
+        )
+
+    again = fit_symbol(
+        ds, nightly, DEFAULT_GATE, symbol="ETHUSDT", champion=champion, champion_model=registry.load(champion)
+    )
+    assert again.challenger.warm_started_from is None  # trained afresh, not from the champion
+    # ... and judged like any challenger, against the champion too, on rows neither has trained on.
+    [rule] = [r for r in again.gate.rules if r.rule == "not_worse_than_champion"]
+    assert rule.metadata["champion_version"] == champion.version, rule

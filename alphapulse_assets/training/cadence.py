@@ -23,6 +23,7 @@ from alphapulse_assets.training.challenger import (
     CadenceSpec,
     Challenger,
     Dataset,
+    NothingNewerThanChampion,
     naive_utc,
     predict_dataset,
     train_challenger,
@@ -132,14 +133,20 @@ def fit_symbol(
         spec.features.names
     )
     warm = champion_model if (same_inputs and spec.estimator == "sgd") else None
-    challenger = train_challenger(
-        ds,
-        spec,
-        symbol=symbol,
-        warm_model=warm,
-        warm_version=champion.version if warm is not None else None,
-        warm_data_end=pd.Timestamp(champion.info["data_end"]) if warm is not None else None,
-    )
+    try:
+        challenger = train_challenger(
+            ds,
+            spec,
+            symbol=symbol,
+            warm_model=warm,
+            warm_version=champion.version if warm is not None else None,
+            warm_data_end=pd.Timestamp(champion.info["data_end"]) if warm is not None else None,
+        )
+    except NothingNewerThanChampion:
+        # A re-run of a window the champion was already trained on (a schedule tick after an operator's launch
+        # of the same partition): nothing to update it with. Trained afresh instead, the challenger is gated like
+        # any other (against the champion on rows neither trained on): a verdict, not a failed training.
+        challenger = train_challenger(ds, spec, symbol=symbol)
     comparison, realized = None, {}
     if champion is not None:
         comparison, realized = _champion_on_new_rows(ds, challenger, champion, champion_model)

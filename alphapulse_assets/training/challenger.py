@@ -45,6 +45,10 @@ from alphapulse_assets.training.significance import SignificanceResult, paired_b
 from alphapulse_assets.training.splits import required_embargo, split_by_time
 
 
+class NothingNewerThanChampion(DataValidationError):
+    """A warm start was asked for, but the champion has already seen every training bar of the window."""
+
+
 @dataclass(frozen=True)
 class CadenceSpec:
     name: str
@@ -311,7 +315,7 @@ def _walk_forward(
             # A warm-started learner has already seen everything up to its data end: train on what is newer.
             train = train[ts[train] > np.datetime64(warm_data_end.tz_convert("UTC").tz_localize(None))]
             if len(train) == 0:
-                raise DataValidationError(
+                raise NothingNewerThanChampion(
                     "no bars newer than the champion's training data to update it with", where=f"{spec.name} training"
                 )
         model = _fit(spec, X[train], ds.y[train], params, warm)

@@ -111,10 +111,9 @@ def _run_cli(home: Path, env: dict, steps: list[list[str]]) -> dict[str, dict]:
     return {" ".join(r["argv"]): r for r in results}
 
 
-@pytest.mark.slow
-def test_a_symbol_added_and_retired_at_run_time_is_trained_gated_shown_and_then_no_longer(tmp_path, monkeypatch):
-    """No code change and no reload: `symbols add` makes the next ingestion fetch it and the next cadence run
-    train and gate it, shown per symbol partition; `symbols retire` stops both, and its history stays."""
+def _cli_env(tmp_path, **extra: str) -> dict[str, str]:
+    """A local instance of its own (SQLite, a store under ``tmp_path``) seeded with BTCUSDT and ETHUSDT, run by
+    user alice, for the CLI in a subprocess; ``extra`` settings on top."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -126,7 +125,17 @@ def test_a_symbol_added_and_retired_at_run_time_is_trained_gated_shown_and_then_
         "ALPHAPULSE_STORE__URL": str(tmp_path / "store"),
         "ALPHAPULSE_PLATFORM_DB_URL": f"sqlite:///{tmp_path}/platform.db",
         "USER": "alice",
+        **extra,
     }
+    return env
+
+
+@pytest.mark.slow
+def test_a_symbol_added_and_retired_at_run_time_is_trained_gated_shown_and_then_no_longer(tmp_path, monkeypatch):
+    """No code change and no reload: `symbols add` makes the next ingestion fetch it and the next cadence run
+    train and gate it, shown per symbol partition; `symbols retire` stops both, and its history stays."""
+    env = _cli_env(tmp_path)
+    home = Path(env["DAGSTER_HOME"])
     first = _run_cli(
         home,
         env,
@@ -231,19 +240,8 @@ def test_a_symbol_added_with_a_backfill_gets_its_history_and_its_cadence_partiti
     them, and each cadence's partitions whose whole window lies in those days are trained and gated for that symbol
     alone, one run per cadence; `models`, `models history` and `status` show it. (The weekly window is 28 days here
     so that one weekly partition fits in five weeks of history.)"""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAPULSE_", "DAGSTER_"))}
-    env |= {
-        "DAGSTER_HOME": str(home),
-        "ALPHAPULSE_SYMBOLS": "BTCUSDT,ETHUSDT",  # the seed
-        "ALPHAPULSE_HOME": str(tmp_path / "ap"),
-        "ALPHAPULSE_STORE__URL": str(tmp_path / "store"),
-        "ALPHAPULSE_PLATFORM_DB_URL": f"sqlite:///{tmp_path}/platform.db",
-        "ALPHAPULSE_WEEKLY__WINDOW_DAYS": "28",
-        "USER": "alice",
-    }
+    env = _cli_env(tmp_path, ALPHAPULSE_WEEKLY__WINDOW_DAYS="28")
+    home = Path(env["DAGSTER_HOME"])
     add = ["symbols", "add", "DOTUSDT", "--backfill", "2024-04-20", "--until", "2024-05-25", "--reason", "listed"]
     backwards = ["symbols", "add", "SOLUSDT", "--backfill", "2024-05-26", "--until", "2024-05-25"]
     out = _run_cli(

@@ -481,21 +481,28 @@ def latest_check_executions(instance: dg.DagsterInstance, check_keys) -> dict:
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
     out = {}
     for key, rec in latest.items():
-        # Status values of Dagster's check record: PLANNED (still running), SUCCEEDED, FAILED.
-        if rec.status.value not in ("SUCCEEDED", "FAILED") or rec.event is None:
-            continue  # planned or still running: handled when it completes
-        ev = rec.event.dagster_event.event_specific_data
-        out[key] = {
-            "id": rec.id,
-            "status": rec.status.value,
-            "passed": rec.status.value == "SUCCEEDED",
-            "severity": ev.severity.value,
-            "description": ev.description or "",
-            "at": rec.event.timestamp,
-            "run_id": rec.run_id,
-            "partition": rec.partition,
-        }
+        verdict = _verdict(rec)
+        if verdict is not None:  # planned or still running: handled when it completes
+            out[key] = verdict
     return out
+
+
+def _verdict(rec) -> dict | None:
+    """A completed check record as a verdict, or None while it is planned or running (Dagster's statuses:
+    PLANNED, SUCCEEDED, FAILED)."""
+    if rec.status.value not in ("SUCCEEDED", "FAILED") or rec.event is None:
+        return None
+    ev = rec.event.dagster_event.event_specific_data
+    return {
+        "id": rec.id,
+        "status": rec.status.value,
+        "passed": rec.status.value == "SUCCEEDED",
+        "severity": ev.severity.value,
+        "description": ev.description or "",
+        "at": rec.event.timestamp,
+        "run_id": rec.run_id,
+        "partition": rec.partition,
+    }
 
 
 def check_executions_since(instance: dg.DagsterInstance, check_key, after_id: int, limit: int = 100_000) -> list[dict]:
@@ -506,21 +513,9 @@ def check_executions_since(instance: dg.DagsterInstance, check_key, after_id: in
     for rec in records:
         if rec.id <= after_id:
             break
-        if rec.status.value not in ("SUCCEEDED", "FAILED") or rec.event is None:
-            continue
-        ev = rec.event.dagster_event.event_specific_data
-        out.append(
-            {
-                "id": rec.id,
-                "status": rec.status.value,
-                "passed": rec.status.value == "SUCCEEDED",
-                "severity": ev.severity.value,
-                "description": ev.description or "",
-                "at": rec.event.timestamp,
-                "run_id": rec.run_id,
-                "partition": rec.partition,
-            }
-        )
+        verdict = _verdict(rec)
+        if verdict is not None:
+            out.append(verdict)
     return out
 
 

@@ -232,7 +232,7 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
         root, url = new_registry()
         job = defs.resolve_job_def(f"{name}_cadence")
         profiler = None
-        if args.profile and not events:
+        if args.profile and name not in events:  # the first platform run of this cadence
             import cProfile
 
             profiler = cProfile.Profile()

@@ -50,6 +50,66 @@ def _one_thread() -> None:
     threadpool_limits(limits=1)
 
 
+def plain_cadence(name: str, key: str, symbols: list[str], root: str, url: str, *, pooled: bool, cores: int) -> None:
+    """The cadence's work for ``symbols`` at time partition ``key`` without Dagster, on an empty registry at
+    (``root``, ``url``): the window read from the candle store (``ALPHAPULSE_HOME``), ``make_dataset``, then
+    ``fit_symbol`` per symbol with one numeric thread (in this process, or over ``cores`` forked processes) and
+    ``record_symbol`` / ``promote`` here. Also the baseline of ``bench_daemon.py``."""
+    import pandas as pd
+
+    from alphapulse_assets.market_data.resources import CandleStoreResource
+    from alphapulse_assets.training.assets import (
+        _candle_asset_for,
+        _training_window,
+        gate_config,
+        partitions_for,
+        spec_for,
+    )
+    from alphapulse_assets.training.cadence import fit_symbol, promote, record_symbol
+    from alphapulse_assets.training.challenger import make_dataset
+    from alphapulse_assets.training.registry import ModelRegistry
+
+    spec, cfg = spec_for(name), gate_config(name)
+    registry = ModelRegistry(root, url)
+    window = partitions_for(name).time_window_for_partition_key(key)
+    start, end = _training_window(spec, pd.Timestamp(window.end))
+    days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
+    candles = CandleStoreResource().store.read_days(_candle_asset_for(spec.timeframe), days)
+    rows = make_dataset(candles[candles["symbol"].isin(symbols)], spec)
+    lo = pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days)
+    parts = rows.by_symbol(symbols)
+
+    def record(symbol, fitted):
+        outcome = record_symbol(registry, fitted, spec, symbol=symbol, partition=key, code_version="bench")
+        if outcome.gate.passed:
+            promote(registry, symbol, name, outcome.version.version, key)
+
+    for symbol in symbols:  # an empty registry: no champion, as in the platform's runs here
+        assert registry.serving_champion(symbol, name) is None
+    if not pooled:
+        _one_thread()
+        for symbol in symbols:
+            ds = parts[symbol].between(lo, pd.Timestamp(window.end))
+            record(symbol, fit_symbol(ds, spec, cfg, symbol=symbol, champion=None, champion_model=None))
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=cores, mp_context=context, initializer=_one_thread) as pool:
+        futures = {
+            pool.submit(
+                fit_symbol,
+                parts[s].between(lo, pd.Timestamp(window.end)),
+                spec,
+                cfg,
+                symbol=s,
+                champion=None,
+                champion_model=None,
+            ): s
+            for s in symbols
+        }
+        for future in as_completed(futures):
+            record(futures[future], future.result())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--symbols", type=int, default=5)
@@ -129,21 +189,12 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
 
     from alphapulse_assets.cli import ingest
     from alphapulse_assets.definitions import defs
-    from alphapulse_assets.market_data.resources import CandleStoreResource
     from alphapulse_assets.market_data.symbols import SYMBOLS_NAME, range_tags
     from alphapulse_assets.settings import get_settings
     from alphapulse_assets.training.assets import (
         ModelRegistryResource,
-        _candle_asset_for,
-        _training_window,
-        gate_config,
-        partitions_for,
-        spec_for,
     )
-    from alphapulse_assets.training.cadence import fit_symbol, promote, record_symbol
-    from alphapulse_assets.training.challenger import make_dataset
     from alphapulse_assets.training.fanout import usable_cores, worker_count
-    from alphapulse_assets.training.registry import ModelRegistry
 
     load_start = os.getloadavg()
     instance = dg.DagsterInstance.get()
@@ -185,46 +236,7 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
         return str(root / "models"), server.password_url(server.create_database(f"registry_{n}"))
 
     def plain(name: str, pooled: bool) -> None:
-        spec, cfg = spec_for(name), gate_config(name)
-        root, url = new_registry()
-        registry = ModelRegistry(root, url)
-        window = partitions_for(name).time_window_for_partition_key(KEYS[name])
-        start, end = _training_window(spec, pd.Timestamp(window.end))
-        days = [str(d.date()) for d in pd.date_range(start, end, freq="D", inclusive="left")]
-        candles = CandleStoreResource().store.read_days(_candle_asset_for(spec.timeframe), days)
-        rows = make_dataset(candles[candles["symbol"].isin(symbols)], spec)
-        lo = pd.Timestamp(window.end) - pd.Timedelta(days=spec.window_days)
-        parts = rows.by_symbol(symbols)
-
-        def record(symbol, fitted):
-            outcome = record_symbol(registry, fitted, spec, symbol=symbol, partition=KEYS[name], code_version="bench")
-            if outcome.gate.passed:
-                promote(registry, symbol, name, outcome.version.version, KEYS[name])
-
-        for symbol in symbols:  # an empty registry: no champion, as in the platform's runs here
-            assert registry.serving_champion(symbol, name) is None
-        if not pooled:
-            _one_thread()
-            for symbol in symbols:
-                ds = parts[symbol].between(lo, pd.Timestamp(window.end))
-                record(symbol, fit_symbol(ds, spec, cfg, symbol=symbol, champion=None, champion_model=None))
-            return
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=cores, mp_context=context, initializer=_one_thread) as pool:
-            futures = {
-                pool.submit(
-                    fit_symbol,
-                    parts[s].between(lo, pd.Timestamp(window.end)),
-                    spec,
-                    cfg,
-                    symbol=s,
-                    champion=None,
-                    champion_model=None,
-                ): s
-                for s in symbols
-            }
-            for future in as_completed(futures):
-                record(futures[future], future.result())
+        plain_cadence(name, KEYS[name], symbols, *new_registry(), pooled=pooled, cores=cores)
 
     events: dict[str, int] = {}
 

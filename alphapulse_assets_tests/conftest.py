@@ -13,7 +13,9 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,18 @@ def _checkout_files() -> dict[str, float]:
 _checkout_key = pytest.StashKey[dict]()
 _written_key = pytest.StashKey[list]()
 _slow_unmarked: list[tuple[str, float]] = []
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def pytest_configure(config):
+    # A SIGTERM (a CI timeout, `kill`, a second Ctrl-C's wrapper) ends the session as Ctrl-C does: pytest then
+    # runs the fixtures' finalizers, which stop the PostgreSQL servers, daemons, code servers and brokers the
+    # session started. Its default action would end the process at once and leave all of them running.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def pytest_sessionstart(session):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +53,48 @@ def test_a_test_that_writes_into_the_checkout_fails_the_run_and_is_named(tmp_pat
     assert "1 passed" in done.stdout  # the test itself passed: the run fails on what it left behind
     assert "the suite wrote into the checkout" in done.stdout and stray.name in done.stdout, done.stdout
     assert f"{stray.name} appeared after test_inner.py::test_writes_into_the_checkout" in done.stdout, done.stdout
+
+
+HOLDING_TEST = """
+import time
+from pathlib import Path
+
+
+def test_holds_the_session_server(postgres_server):
+    Path({mark!r}).write_text(str(postgres_server.data_dir))
+    time.sleep(600)
+"""
+
+
+@pytest.mark.postgres
+def test_a_sigterm_to_the_test_session_stops_the_servers_it_started(tmp_path):
+    """pytest killed with SIGTERM mid-test (a CI timeout, `kill`) still stops its session's PostgreSQL server:
+    nothing it started outlives it."""
+    mark = tmp_path / "server-data-dir"
+    (tmp_path / "test_inner.py").write_text(HOLDING_TEST.format(mark=str(mark)))
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "alphapulse_assets_tests.conftest"]
+        + ["--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not mark.exists() and inner.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert mark.exists(), "the inner session never started its server"
+        pid_file = Path(mark.read_text()) / "postmaster.pid"
+        server_pid = int(pid_file.read_text().splitlines()[0])
+        inner.send_signal(signal.SIGTERM)
+        out, _ = inner.communicate(timeout=60)
+    finally:
+        if inner.poll() is None:
+            inner.kill()
+            inner.communicate()
+    assert inner.returncode == pytest.ExitCode.INTERRUPTED, out
+    with pytest.raises(ProcessLookupError):  # the server is gone, not orphaned
+        os.kill(server_pid, 0)
+    assert not pid_file.parent.exists(), out  # and its data directory removed

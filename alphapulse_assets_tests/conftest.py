@@ -13,14 +13,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import signal
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
-from alphapulse_assets_tests.pg_harness import PG_BIN_DIR, PostgresServer, pg_binaries_present
+from alphapulse_assets_tests.pg_harness import PG_BIN_DIR, PostgresServer, end_on_sigterm, pg_binaries_present
 from alphapulse_assets_tests.service_harness import S3Server
 
 _db_counter = itertools.count(1)
@@ -64,16 +62,10 @@ _written_key = pytest.StashKey[list]()
 _slow_unmarked: list[tuple[str, float]] = []
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
 def pytest_configure(config):
-    # A SIGTERM (a CI timeout, `kill`, a second Ctrl-C's wrapper) ends the session as Ctrl-C does: pytest then
-    # runs the fixtures' finalizers, which stop the PostgreSQL servers, daemons, code servers and brokers the
-    # session started. Its default action would end the process at once and leave all of them running.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
+    # A SIGTERM ends the session as Ctrl-C does: pytest then runs the fixtures' finalizers, which stop the
+    # PostgreSQL servers, daemons, code servers and brokers the session started.
+    end_on_sigterm()
 
 
 def pytest_sessionstart(session):

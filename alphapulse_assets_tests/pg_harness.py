@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -46,6 +47,17 @@ class PostgresStartError(RuntimeError):
 
 def pg_binaries_present(bin_dir: Path = PG_BIN_DIR) -> bool:
     return all((bin_dir / name).is_file() for name in ("initdb", "pg_ctl", "postgres"))
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def end_on_sigterm() -> None:
+    """Make a SIGTERM (a CI timeout, `kill`) end this process as Ctrl-C does, so its ``finally`` blocks and
+    fixture finalizers stop the servers it started; by default a SIGTERM ends it at once and leaves them running."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def free_port() -> int:

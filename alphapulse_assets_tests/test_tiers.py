@@ -67,6 +67,7 @@ def test_holds_the_session_server(postgres_server):
 
 
 @pytest.mark.postgres
+@pytest.mark.slow  # a second pytest session and its PostgreSQL server
 def test_a_sigterm_to_the_test_session_stops_the_servers_it_started(tmp_path):
     """pytest killed with SIGTERM mid-test (a CI timeout, `kill`) still stops its session's PostgreSQL server:
     nothing it started outlives it."""

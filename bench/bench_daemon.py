@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_scale import FIRST_DAY, KEYS, LAST_DAY, plain_cadence  # noqa: E402
 
 from alphapulse_assets_tests.dagster_harness import DagsterDeployment, RunSummary, cadence_tags  # noqa: E402
-from alphapulse_assets_tests.pg_harness import PostgresServer  # noqa: E402
+from alphapulse_assets_tests.pg_harness import PostgresServer, end_on_sigterm  # noqa: E402
 
 
 def main() -> None:
@@ -101,4 +101,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    end_on_sigterm()  # a `kill` stops the servers this started, as Ctrl-C does
     main()

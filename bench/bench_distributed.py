@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from alphapulse_assets.market_data.symbols import range_tags, symbol_ranges  # noqa: E402
 from alphapulse_assets_tests.dagster_harness import BIN_DIR, DagsterDeployment, cadence_tags  # noqa: E402
-from alphapulse_assets_tests.pg_harness import PostgresServer  # noqa: E402
+from alphapulse_assets_tests.pg_harness import PostgresServer, end_on_sigterm  # noqa: E402
 from alphapulse_assets_tests.service_harness import RedisServer  # noqa: E402
 
 ALL_SYMBOLS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "DOTUSDT", "LINKUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT",
@@ -216,4 +216,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    end_on_sigterm()  # a `kill` stops the servers this started, as Ctrl-C does
     main()

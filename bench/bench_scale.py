@@ -332,4 +332,8 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    from alphapulse_assets_tests.pg_harness import end_on_sigterm
+
+    end_on_sigterm()  # a `kill` stops the servers this started, as Ctrl-C does
     main()

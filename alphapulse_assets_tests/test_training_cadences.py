@@ -16,7 +16,7 @@ from alphapulse_assets.market_data.sources.sample import SampleSource
 from alphapulse_assets.market_data.symbols import SYMBOLS_NAME, range_tags
 from alphapulse_assets.settings import get_settings
 from alphapulse_assets.training import drift_assets
-from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets
+from alphapulse_assets.training.assets import ModelRegistryResource, cadence_assets, model_key
 from alphapulse_assets.training.challenger import (
     DEFAULT_SPECS,
     NothingNewerThanChampion,
@@ -461,3 +461,36 @@ def test_a_nightly_rerun_of_a_window_its_champion_already_saw_is_rejected_not_a_
     # ... and judged like any challenger, against the champion too, on rows neither has trained on.
     [rule] = [r for r in again.gate.rules if r.rule == "not_worse_than_champion"]
     assert rule.metadata["champion_version"] == champion.version, rule
+
+
+@pytest.mark.slow
+def test_a_run_over_some_symbols_reads_their_rows_of_the_training_set_a_run_over_all_of_them_wrote(project):
+    """An operator re-runs a few symbols' models (a partition selection in the UI, the training set not selected)
+    after the cadence run over every symbol built the training set: the models step reads those symbols' rows of
+    that run's file (it failed with "partition ... has not been written"), and trains only them."""
+    key, some = "2024-05-26", SYMBOLS[1:3]
+    assert run_weekly(project, key).success
+    again = dg.materialize(
+        cadence_assets["weekly"],
+        selection=[model_key("weekly")],
+        instance=project["instance"],
+        resources=project["resources"],
+        tags=range_tags(key, key, some[0], some[-1]),
+        raise_on_error=False,
+    )
+    assert again.success, [e.step_failure_data.error.message for e in again.all_events if e.is_step_failure]
+    trained = [m for m in again.get_asset_materialization_events() if m.asset_key == model_key("weekly")]
+    assert sorted(symbol_of(m) for m in trained) == sorted(some)
+    assert all(m.partition.startswith(f"{key}|") for m in trained)
+    # Another window's file is never read for this one: a week nobody built still fails, naming what is missing.
+    missing = dg.materialize(
+        cadence_assets["weekly"],
+        selection=[model_key("weekly")],
+        instance=project["instance"],
+        resources=project["resources"],
+        tags=range_tags("2024-05-19", "2024-05-19", some[0], some[-1]),
+        raise_on_error=False,
+    )
+    assert not missing.success
+    failure = next(e for e in missing.all_events if e.is_step_failure).step_failure_data.error
+    assert "training_sets/weekly 2024-05-19+" in failure.message and "has not been written" in failure.message

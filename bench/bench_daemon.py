@@ -74,7 +74,10 @@ def main() -> None:
                 "checks": len(summary.checks),
             }
             print(f"{name}: {wall:.1f} s through the daemon, {len(summary.events)} events", flush=True)
-        # The baseline: the same work on the same candles, without Dagster, each on an empty registry.
+        # The baseline: the same work on the same candles, without Dagster, each on an empty registry, with the
+        # deployment's processes stopped (an idle daemon still ticks its sensors) and its candles kept.
+        for name in ("daemon", "webserver"):
+            deployment.stop_process(name)
         os.environ.update({"ALPHAPULSE_HOME": str(deployment.alphapulse_home), **settings})
         from alphapulse_assets.training.fanout import usable_cores
 

@@ -13,6 +13,7 @@ from alphapulse_assets.market_data.schema import CANDLE_COLUMNS, to_arrow
 from alphapulse_assets.market_data.sources import FetchResult, build_chain
 from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.market_data.symbols import ensure_seeded
+from alphapulse_assets.recovery.errors import DataValidationError
 from alphapulse_assets.recovery.policies import classified_failures
 from alphapulse_assets.settings import get_settings
 
@@ -110,7 +111,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         another to a reading step (the retry of a killed run read ``ETHUSDT..BTCUSDT`` as ``BTCUSDT..ETHUSDT``);
         with a digest of the whole set, because two ranges of symbols can share their first and last key.
         A time x symbol key "2024-05-26|BTCUSDT" is stored as "2024-05-26+BTCUSDT" ('|' is awkward in URLs)."""
-        keys = sorted(str(k).replace("|", "+") for k in context.asset_partition_keys)
+        keys = PartitionedParquetIOManager._stored_keys(context)
         if len(keys) == 1:
             return keys[0]
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:10]
@@ -131,7 +132,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         started = time.perf_counter()
         if not self._is_daily(context):  # one file per partition key (or per key range, for a backfill run)
             path = self.store.write_key(
-                self._dataset(context), self._key(context), pa.Table.from_pandas(obj, preserve_index=False)
+                self._dataset(context),
+                self._key(context),
+                pa.Table.from_pandas(obj, preserve_index=False),
+                holds=self._stored_keys(context),
             )
             context.add_output_metadata(
                 {"storage": dg.MetadataValue.path(path), "write_seconds": round(time.perf_counter() - started, 4)}
@@ -163,5 +167,30 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             return written
         with classified_failures(f"loading {self._dataset(context)} {self._key(context)} from {self.base_url}"):
             if not self._is_daily(context):
-                return self.store.read_key(self._dataset(context), self._key(context))
+                return self._read_keys(context)
             return self.store.read_days(self._dataset(context), context.asset_partition_keys)
+
+    @staticmethod
+    def _stored_keys(context: dg.OutputContext | dg.InputContext) -> list[str]:
+        return sorted(str(k).replace("|", "+") for k in context.asset_partition_keys)
+
+    def _read_keys(self, context: dg.InputContext) -> pd.DataFrame:
+        """The file of exactly these keys; else, for time x symbol keys, the rows of these symbols from the newest
+        file written for the same time partitions and more symbols (a run over some of the symbols whose
+        training set a run over all of them wrote: an operator re-running a few symbols' models from the UI)."""
+        dataset = self._dataset(context)
+        try:
+            return self.store.read_key(dataset, self._key(context))
+        except DataValidationError as exc:
+            keys = self._stored_keys(context)
+            if not isinstance(exc.__cause__, FileNotFoundError) or not all("+" in k for k in keys):
+                raise  # unreadable, or not time x symbol keys
+            times = {k.split("+", 1)[0] for k in keys}
+            found = self.store.read_covering(dataset, keys, prefix=f"{min(times)}+")
+            if found is None:
+                raise
+            frame, held = found
+            if {k.split("+", 1)[0] for k in held} != times or "symbol" not in frame.columns:
+                raise  # other windows' rows, or rows that do not say their symbol: not this input
+            symbols = {k.split("+", 1)[1] for k in keys}
+            return frame[frame["symbol"].isin(symbols)].reset_index(drop=True)

@@ -37,6 +37,9 @@ from alphapulse_assets.store_fs import forget_listing, list_names, open_store
 
 NS_PER_DAY = 86_400 * 10**9
 _DAYS_KEY = b"alphapulse.days"
+# The partition keys a per-key file holds, and when it was written: a later read of some of them finds it.
+_KEYS_KEY = b"alphapulse.keys"
+_WRITTEN_KEY = b"alphapulse.written_at"
 
 
 @dataclass(frozen=True, order=True)
@@ -193,10 +196,18 @@ class ParquetPartitionStore:
         return Segment(generation, first, last, name)
 
     # -- one file per key (weekly / monthly partitions, training sets) -------------------------------
-    def write_key(self, dataset: str, key: str, table: pa.Table) -> str:
-        """Write ``table`` as the whole content of partition ``key``, atomically; returns its path."""
+    def write_key(self, dataset: str, key: str, table: pa.Table, *, holds: Sequence[str] = ()) -> str:
+        """Write ``table`` as the whole content of partition ``key``, atomically; returns its path. ``holds``: the
+        partition keys it holds when ``key`` names several (kept in its metadata for ``read_covering``)."""
         safe = key.replace("/", "_")
         target = f"{self._dir(dataset)}/by_key/{safe}.parquet"
+        table = table.replace_schema_metadata(
+            {
+                **(table.schema.metadata or {}),
+                _KEYS_KEY: json.dumps(list(holds or [key])).encode(),
+                _WRITTEN_KEY: str(time.time()).encode(),
+            }
+        )
         atomic_write(
             self.fs,
             self.is_local,
@@ -216,6 +227,32 @@ class ParquetPartitionStore:
             raise DataValidationError(f"partition {key} of {dataset} has not been written", where=path) from exc
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataValidationError(f"partition {key} of {dataset} is unreadable: {exc}", where=path) from exc
+
+    def read_covering(self, dataset: str, keys: Sequence[str], prefix: str) -> tuple[pd.DataFrame, list[str]] | None:
+        """The newest per-key file whose name starts with ``prefix`` and that holds every one of ``keys`` (a run
+        over some of the partitions another run wrote together), with the keys it holds; None if there is none.
+        Only the files' footers are read to choose."""
+        directory = f"{self._dir(dataset)}/by_key"
+        try:
+            names = [n for n in list_names(self.fs, directory) if n.startswith(prefix) and n.endswith(".parquet")]
+        except FileNotFoundError:
+            return None
+        wanted, best = set(keys), None
+        for name in names:
+            path = f"{directory}/{name}"
+            try:
+                with self.fs.open(path, "rb") as fh:
+                    meta = pq.read_schema(fh).metadata or {}
+            except (FileNotFoundError, pa.ArrowInvalid, OSError):  # replaced or removed meanwhile: not a candidate
+                continue
+            held = json.loads(meta.get(_KEYS_KEY, b"[]"))
+            written = float(meta.get(_WRITTEN_KEY, b"0"))
+            if wanted <= set(held) and (best is None or written > best[0]):
+                best = (written, path, held)
+        if best is None:
+            return None
+        with self.fs.open(best[1], "rb") as fh:
+            return pq.read_table(fh).to_pandas(), best[2]
 
     def _write_row_groups(self, fh, schema: pa.Schema, table: pa.Table, nonempty) -> None:
         with pq.ParquetWriter(fh, schema, compression=self.compression) as writer:

@@ -111,10 +111,46 @@ def seeded_deployment(postgres_server, seed, settings: dict[str, str] | None = N
         d.stop()
 
 
+#: How many of the selected tests still need the session deployment, and the deployment itself: it is stopped
+#: after the last of them rather than at the end of the session. Idle, it still takes CPU from every later test
+#: (its daemon ticks the sensors every 5 s through the code server; the webserver).
+_users_left = pytest.StashKey[int]()
+_session_deployment = pytest.StashKey[DagsterDeployment]()
+
+
+def _uses_session_deployment(item) -> bool:
+    return "deployment" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: count only the tests that will run
+def pytest_collection_modifyitems(config, items):
+    # The tests using the session deployment run first among the end-to-end tests (otherwise in their order), so
+    # that it is stopped before the tests that start deployments of their own.
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if here in Path(str(item.fspath)).parents]
+    ordered = sorted((items[i] for i in slots), key=lambda item: not _uses_session_deployment(item))
+    for i, item in zip(slots, ordered, strict=True):
+        items[i] = item
+    config.stash[_users_left] = sum(_uses_session_deployment(item) for item in items)
+
+
+def pytest_runtest_teardown(item, nextitem):
+    # Under xdist a worker runs only some of the items counted, so the count never reaches 0 there: the deployment
+    # then ends with the session, as before.
+    if not _uses_session_deployment(item) or _users_left not in item.config.stash:
+        return
+    item.config.stash[_users_left] -= 1
+    shared = item.config.stash.get(_session_deployment, None)
+    if item.config.stash[_users_left] == 0 and shared is not None:
+        shared.stop()  # idempotent: the fixture's own stop at the end of the session finds nothing left
+
+
 @pytest.fixture(scope="session")
-def deployment(postgres_server, candle_seed):
-    """Daemon + web UI on deploy/dagster.yaml and PostgreSQL, with START..YESTERDAY ingested by the CLI."""
+def deployment(request, postgres_server, candle_seed):
+    """Daemon + web UI on deploy/dagster.yaml and PostgreSQL, with START..YESTERDAY ingested by the CLI; stopped
+    after the last selected test that uses it."""
     with seeded_deployment(postgres_server, candle_seed) as d:
+        request.config.stash[_session_deployment] = d
         yield d
 
 

@@ -174,3 +174,40 @@ def test_open_breaker_is_visible_on_the_breakers_asset(page, live_deployment, ar
         _shot(page, artifacts_dir, "breaker_open_overview")
     finally:
         store.reset("market_data", by="operator-e2e", reason="browser test finished")
+
+
+def _partitions_selected(page) -> int:
+    """The count the asset's Partitions tab shows over its time x symbol grid ("336 Partitions Selected")."""
+    text = page.get_by_text(re.compile(r"^[\d,]+ Partitions Selected$")).first.inner_text()
+    return int(text.split()[0].replace(",", ""))
+
+
+def test_a_symbol_added_by_command_is_a_new_row_of_every_grid_and_retired_leaves_it(
+    page, live_deployment, artifacts_dir
+):
+    """Symbols are data: `alphapulse symbols add` puts the symbol in the symbol column of each cadence asset's
+    time x symbol grid (Partitions tab) with no redeploy or reload; `alphapulse symbols retire` takes it out."""
+    d, new = live_deployment, "SOLUSDT"
+    page.goto("/assets/models/nightly?view=partitions")
+    page.get_by_placeholder(re.compile("Filter by symbol")).wait_for()
+    for symbol in SYMBOLS:
+        page.get_by_text(symbol, exact=True).first.wait_for()
+    before = _partitions_selected(page)
+    assert page.get_by_text(new, exact=True).count() == 0
+    added = d.cli("symbols", "add", new, "--reason", "browser test: a new market")
+    assert added.returncode == 0, added.stdout + added.stderr
+    try:
+        for asset in ("training_sets/monthly", "champions/weekly", "models/nightly"):
+            page.goto(f"/assets/{asset}?view=partitions")
+            page.get_by_text(new, exact=True).first.wait_for()
+        # One more row: the grid has a cell for every time partition of the new symbol.
+        assert _partitions_selected(page) == before // len(SYMBOLS) * (len(SYMBOLS) + 1)
+        _shot(page, artifacts_dir, "grid_symbol_added")
+    finally:
+        retired = d.cli("symbols", "retire", new, "--reason", "browser test finished")
+    assert retired.returncode == 0, retired.stdout + retired.stderr
+    page.goto("/assets/models/nightly?view=partitions")
+    page.get_by_text(SYMBOLS[0], exact=True).first.wait_for()
+    assert page.get_by_text(new, exact=True).count() == 0
+    assert _partitions_selected(page) == before
+    _shot(page, artifacts_dir, "grid_symbol_retired")

@@ -24,6 +24,13 @@ def test_tests_using_a_tier_fixture_carry_its_mark(request):
     assert unmarked == []
 
 
+def _inner_session(tmp_path) -> list[str]:
+    """A pytest session of its own over ``tmp_path/test_inner.py``, with this suite's conftest (its fixtures and
+    guards) loaded as a plugin."""
+    plugin = ["-p", "no:cacheprovider", "-p", "alphapulse_assets_tests.conftest"]
+    return [sys.executable, "-m", "pytest", "-q", *plugin, "--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")]
+
+
 INNER_TEST = """
 from pathlib import Path
 
@@ -39,8 +46,7 @@ def test_a_test_that_writes_into_the_checkout_fails_the_run_and_is_named(tmp_pat
     (tmp_path / "test_inner.py").write_text(INNER_TEST.format(path=str(stray)))
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "alphapulse_assets_tests.conftest"]
-            + ["--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")],
+            _inner_session(tmp_path),
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             capture_output=True,
@@ -74,8 +80,7 @@ def test_a_sigterm_to_the_test_session_stops_the_servers_it_started(tmp_path):
     mark = tmp_path / "server-data-dir"
     (tmp_path / "test_inner.py").write_text(HOLDING_TEST.format(mark=str(mark)))
     inner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "alphapulse_assets_tests.conftest"]
-        + ["--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")],
+        _inner_session(tmp_path),
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdout=subprocess.PIPE,

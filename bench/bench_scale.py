@@ -239,12 +239,13 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
         plain_cadence(name, KEYS[name], symbols, *new_registry(), pooled=pooled, cores=cores)
 
     events: dict[str, int] = {}
+    profiled: list[str] = []
 
     def platform(name: str) -> None:
         root, url = new_registry()
         job = defs.resolve_job_def(f"{name}_cadence")
         profiler = None
-        if args.profile and name not in events:  # the first platform run of this cadence
+        if args.profile and not profiled:  # the first platform run only
             import cProfile
 
             profiler = cProfile.Profile()
@@ -259,6 +260,7 @@ def run(args, cadences, symbols, work: Path, server) -> dict:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(str(args.profile))
+            profiled.append(name)
         if not result.success:
             raise SystemExit(f"platform run failed: {[e.step_key for e in result.all_events if e.is_step_failure]}")
         events[name] = len(instance.all_logs(result.run_id))

@@ -29,8 +29,9 @@ E2E_DIR = Path(__file__).resolve().parent / "e2e"
 SLOW_SECONDS = 5.0
 #: Fixtures that make a test a tier: using the first (directly or through another fixture) adds the mark.
 TIER_FIXTURES = {"postgres_server": "postgres", "browser": "browser", "deployment": "e2e"}
-#: Fixtures that start a Dagster deployment: the tests using one form an xdist group (one worker starts it).
-DEPLOYMENT_FIXTURES = ("day_deployment", "quiet_deployment", "deployment")
+#: The xdist group of the end-to-end tier: under `-n 2` one worker runs all of it, in its order, while the other
+#: runs the rest. Two workers each starting deployments (daemons, code servers, run workers) overloaded 2 cores.
+E2E_GROUP = "e2e"
 #: Not the suite's output: the venv, caches and build metadata that installing and importing create.
 _NOT_OUTPUT = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
 
@@ -81,11 +82,10 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(mark)
         if E2E_DIR in Path(str(item.fspath)).parents and item.get_closest_marker("e2e") is None:
             item.add_marker("e2e")
-        # Under pytest-xdist (`make test XDIST="-n 2 --dist loadgroup"`), the tests sharing a deployment run on
-        # one worker, so each deployment starts once; the other worker meanwhile runs the rest.
-        group = next((f for f in DEPLOYMENT_FIXTURES if f in used), None)
-        if group and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        # Under pytest-xdist (`-n 2 --dist loadgroup`), the whole e2e tier is one group: one worker runs it, so each
+        # deployment starts once and only one is alive at a time; the other worker meanwhile runs the rest.
+        if item.get_closest_marker("e2e") is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(E2E_GROUP))
 
 
 def pytest_runtest_setup(item):

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import skops.io as sio
 import sqlalchemy as sa
 
 from alphapulse_assets import atomic_files
@@ -124,14 +123,23 @@ def _is_trusted_type(name: str, extra: frozenset[str] = frozenset()) -> bool:
     return isinstance(obj, type)
 
 
+def _skops():
+    """skops.io, imported on first use: its import costs every process that loads the definitions about 0.45 s
+    (bench/README.md, "Import time"), and most of them never save or load a model."""
+    import skops.io
+
+    return skops.io
+
+
 def _foreign_types(data: bytes, extra: frozenset[str] = frozenset()) -> list[str]:
     """The types in a skops dump that we do not trust. Reads the schema only; constructs nothing."""
-    return [t for t in sio.get_untrusted_types(data=data) if not _is_trusted_type(t, extra)]
+    return [t for t in _skops().get_untrusted_types(data=data) if not _is_trusted_type(t, extra)]
 
 
 def load_verified(data: bytes) -> Any:
     """The estimator in ``data``, which ``ModelRegistry.verified_bytes`` returned (digest and types checked)."""
-    return sio.load(io.BytesIO(data), trusted=sio.get_untrusted_types(data=data))
+    skops = _skops()
+    return skops.load(io.BytesIO(data), trusted=skops.get_untrusted_types(data=data))
 
 
 class ArtifactIntegrityError(PermanentError):
@@ -244,7 +252,7 @@ class ModelRegistry:
 
     def register(self, symbol: str, cadence: str, model: Any, info: dict[str, Any] | None = None) -> ModelVersion:
         """Save ``model`` as the next version of (symbol, cadence). It is not champion until promoted."""
-        data = sio.dumps(model)
+        data = _skops().dumps(model)
         foreign = _foreign_types(data, self.trusted_types)
         if foreign:  # refuse now rather than store a model that ``load`` would refuse later
             raise ArtifactIntegrityError(

@@ -30,7 +30,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from alphapulse_assets.market_data.schema import CANDLE_COLUMNS, empty_candles, timeframe_to_timedelta
 from alphapulse_assets.market_data.sources.base import CandleSource
@@ -98,10 +97,18 @@ def _daily_path(symbol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for i in range(HORIZON_DAYS):
         regimes[i] = state
         state = int(np.searchsorted(cumulative[state], u[i]))
-    log_vol_shock = lfilter([1.0], [1.0, -0.85], rng.normal(0, 0.18, HORIZON_DAYS))
+    log_vol_shock = _lfilter([1.0], [1.0, -0.85], rng.normal(0, 0.18, HORIZON_DAYS))
     vol = vol0 * _REGIME_VOL[regimes] * np.exp(log_vol_shock)
     drift = np.where(regimes == 1, TREND_DRIFT_PER_DAY, np.where(regimes == 2, -TREND_DRIFT_PER_DAY, 0.0))
     return regimes, vol, drift
+
+
+def _lfilter(b, a, x, axis: int = -1) -> np.ndarray:
+    """scipy.signal.lfilter, imported on first use: importing scipy.signal costs every process that loads the
+    definitions about 0.6 s (bench/README.md, "Import time"), and most of them never make sample candles."""
+    from scipy.signal import lfilter as scipy_lfilter
+
+    return scipy_lfilter(b, a, x, axis=axis)
 
 
 def _intraday_profile(n: int) -> np.ndarray:
@@ -120,7 +127,7 @@ def _momentum_filter(n: int, strength: float) -> tuple[list[float], list[float],
     """
     a = MOMENTUM_DECAY ** (96 / n)  # the same memory in hours whatever the bar size
     rho = a + strength * (1 - a)
-    impulse = lfilter([1.0, -a], [1.0, -rho], np.r_[1.0, np.zeros(n - 1)])
+    impulse = _lfilter([1.0, -a], [1.0, -rho], np.r_[1.0, np.zeros(n - 1)])
     tail = np.cumsum(impulse)[::-1]  # effect of a shock at bar j on the day's total return
     variance_ratio = float(np.mean(tail**2))
     return [1.0, -a], [1.0, -rho], 1.0 / np.sqrt(variance_ratio)
@@ -146,7 +153,7 @@ def _year_bars(symbol: str, year: int, n: int) -> dict[str, np.ndarray]:
     ):
         if mask.any() and strength:
             num, den, scale = _momentum_filter(n, strength)
-            r[mask] = lfilter(num, den, eps[mask] * scale, axis=1)
+            r[mask] = _lfilter(num, den, eps[mask] * scale, axis=1)
     r += drift[idx, None] / n
     return {
         "r": r,

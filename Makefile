@@ -25,10 +25,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# `make test XDIST="-n 2 --dist loadgroup"` runs the suite on two processes (pytest-xdist): the tests that share a
-# Dagster deployment run on one of them (conftest.py groups them), so each deployment starts once. Off by default:
-# its whole-suite run is not yet measured to pass on this 2-core machine (bench/README.md, "Test suite wall time").
-XDIST ?=
+# `make test` runs the suite on two processes (pytest-xdist): one runs the whole end-to-end tier (one xdist group,
+# conftest.py), the other the rest meanwhile. `make test XDIST=` runs it in one process.
+XDIST ?= -n 2 --dist loadgroup
 
 # pytest exits 5 when it collected no test: say so, and fail.
 test: setup
@@ -36,7 +35,7 @@ test: setup
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 test-fast: setup
-	@$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -m "$(FAST_TIER)" $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; fi; exit $$rc
 
 # The quick benchmarks, as recorded in bench/README.md (the 50-symbol and one-year runs are listed there).

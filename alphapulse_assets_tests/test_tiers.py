@@ -116,3 +116,47 @@ def _ends_within(pid: int, seconds: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+GROUPED_TESTS = """
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize("n", range(6))
+@pytest.mark.e2e
+def test_end_to_end(n):
+    time.sleep(0.3)
+    Path({out!r}, f"e2e-{{n}}").write_text(os.environ["PYTEST_XDIST_WORKER"])
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_unit(n):
+    time.sleep(0.3)
+    Path({out!r}, f"unit-{{n}}").write_text(os.environ["PYTEST_XDIST_WORKER"])
+"""
+
+
+@pytest.mark.slow  # a second pytest session on two xdist workers
+def test_under_two_workers_one_runs_every_end_to_end_test_and_the_other_shares_the_rest(tmp_path):
+    """`make test`'s `-n 2 --dist loadgroup`: the e2e tier is one group, so one deployment is alive at a time."""
+    out = tmp_path / "workers"
+    out.mkdir()
+    (tmp_path / "test_inner.py").write_text(GROUPED_TESTS.format(out=str(out)))
+    done = subprocess.run(
+        [*_inner_session(tmp_path), "-n", "2", "--dist", "loadgroup"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == pytest.ExitCode.OK, done.stdout + done.stderr
+    worker = {p.name: p.read_text() for p in out.iterdir()}
+    e2e_workers = {w for name, w in worker.items() if name.startswith("e2e-")}
+    unit_workers = {w for name, w in worker.items() if name.startswith("unit-")}
+    assert len(worker) == 12 and len(e2e_workers) == 1, worker
+    assert unit_workers - e2e_workers, f"the other worker ran no test: {worker}"

@@ -25,14 +25,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import SGDClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from alphapulse_assets.features.labels import forward_returns, last_direction, make_labels
 from alphapulse_assets.features.user import BUILT_IN, FeatureSet, configured_feature_set
@@ -43,6 +39,9 @@ from alphapulse_assets.training.estimators import is_built_in, make_user_estimat
 from alphapulse_assets.training.evaluation import EvaluationReport, evaluate, naive_baselines, per_sample_log_loss
 from alphapulse_assets.training.significance import SignificanceResult, paired_bootstrap
 from alphapulse_assets.training.splits import required_embargo, split_by_time
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 class NothingNewerThanChampion(DataValidationError):
@@ -240,6 +239,13 @@ def make_dataset(candles: pd.DataFrame, spec: CadenceSpec) -> Dataset:
 
 
 def new_estimator(kind: str, seed: int, **params: Any) -> Any:
+    # scikit-learn is imported here, on first use: its import is about 1 s of the 3 s that every process loading
+    # the definitions pays (bench/README.md, "Import time"), and only training steps build an estimator.
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if kind == "sgd":
         return Pipeline(
             [

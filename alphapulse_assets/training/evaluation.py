@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from alphapulse_assets.recovery.errors import DataValidationError
 
@@ -55,6 +54,10 @@ PER_SAMPLE_LOSSES = {"log_loss": per_sample_log_loss, "brier": per_sample_brier}
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC as the Mann-Whitney statistic (ties count one half)."""
+    # Imported on first use: scipy.stats is 0.57 s of every definitions load (bench/README.md, "Import time"),
+    # and only training steps score a model; they import it with scikit-learn anyway.
+    from scipy.stats import rankdata
+
     n_pos = y.sum()
     n_neg = len(y) - n_pos
     ranks = rankdata(p)

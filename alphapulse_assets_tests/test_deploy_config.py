@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -50,6 +51,7 @@ def pg_env(monkeypatch):
 
 
 def test_production_instance_reads_every_connection_setting_from_the_environment(tmp_path, pg_env):
+    # Internal: no public way to load an instance from a given dagster.yaml without opening its storage.
     from dagster._core.instance.ref import InstanceRef
 
     ref = InstanceRef.from_dir(str(_home_with(tmp_path, DEPLOY / "dagster.yaml")))
@@ -72,6 +74,7 @@ def test_production_instance_reads_every_connection_setting_from_the_environment
 
 
 def _storage_url(config: dict) -> str:
+    # Internal: Dagster's own config schema for postgres storage, to resolve the env-var settings the way it does.
     from dagster._config import process_config
     from dagster._core.storage.config import pg_config
     from dagster_postgres.utils import pg_url_from_config
@@ -90,6 +93,7 @@ def test_production_instance_refuses_to_start_without_its_password(tmp_path, pg_
 
 
 def test_local_instance_config_is_valid_and_uses_the_same_run_policies(tmp_path):
+    # Internal: the validator Dagster runs on dagster.yaml; no public function checks a file without an instance.
     from dagster._core.instance.config import dagster_instance_config
 
     local, _ = dagster_instance_config(str(REPO))
@@ -101,6 +105,7 @@ def test_local_instance_config_is_valid_and_uses_the_same_run_policies(tmp_path)
 
 def test_k8s_instance_loads_with_dagster_k8s_without_contacting_a_cluster(tmp_path, pg_env):
     pytest.importorskip("dagster_k8s")
+    # Internal: no public way to load an instance from a given dagster.yaml without opening its storage.
     from dagster._core.instance.ref import InstanceRef
     from dagster_k8s import K8sRunLauncher
 
@@ -154,6 +159,7 @@ def test_dockerfile_copies_what_exists_and_runs_the_definitions_module():
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_image_entry_point_serves_the_definitions_over_grpc(tmp_path):
+    # Internal: Dagster's own gRPC client, the only way to ask the image's code server what it serves.
     from dagster._grpc.client import DagsterGrpcClient
 
     cmd = _dockerfile_cmd()
@@ -182,9 +188,8 @@ def test_image_entry_point_serves_the_definitions_over_grpc(tmp_path):
             except Exception:
                 assert time.monotonic() < deadline, "code server did not answer within 90 s"
                 time.sleep(0.5)
-        from dagster._serdes import deserialize_value
 
-        response = deserialize_value(client.list_repositories())
+        response = dg.deserialize_value(client.list_repositories())
         assert list(response.repository_code_pointer_dict) == ["__repository__"]
         pointers = str(response.repository_code_pointer_dict)
         assert "alphapulse_assets.definitions" in pointers, pointers

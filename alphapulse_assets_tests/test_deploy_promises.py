@@ -40,6 +40,7 @@ def helm_instance_config(values: dict) -> dict:
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
     }
     scheduler = values.get("scheduler", {"type": "DagsterDaemonScheduler"})
+    # Module paths as Dagster's own instance config names its classes (strings, not imports).
     if scheduler["type"] == "DagsterDaemonScheduler":
         out["scheduler"] = {"module": "dagster._core.scheduler", "class": "DagsterDaemonScheduler"}
         config = _snake(
@@ -99,6 +100,7 @@ SHIPPED = {
 @pytest.fixture(params=sorted(SHIPPED))
 def instance_ref(request, tmp_path, monkeypatch):
     """The shipped config as Dagster loads it from $DAGSTER_HOME/dagster.yaml."""
+    # Internal: no public way to load an instance from a given dagster.yaml without opening its storage.
     from dagster._core.instance.ref import InstanceRef
 
     for key, value in PG_ENV.items():

@@ -15,8 +15,7 @@ from types import SimpleNamespace
 
 import dagster as dg
 import pytest
-from dagster._core.events import DagsterEventType
-from dagster._daemon.types import DaemonHeartbeat
+from dagster._daemon.types import DaemonHeartbeat  # internal: no public type; tests write heartbeats as the daemon does
 
 from alphapulse_assets.alerting.alert_store import AlertStore
 from alphapulse_assets.monitoring import health as hl
@@ -323,7 +322,7 @@ def test_run_failure_alert_is_classified_and_resolved_by_success(platform_db, er
             sensor_name="run_failure_alert_sensor",
             dagster_instance=instance,
             dagster_run=dagster_run,
-            dagster_event=_status_event(instance, run.run_id, DagsterEventType.RUN_FAILURE),
+            dagster_event=_status_event(instance, run.run_id, dg.DagsterEventType.RUN_FAILURE),
         ).for_run_failure()
         failure_sensor(ctx)
         [alert] = store.open_alerts()
@@ -336,7 +335,7 @@ def test_run_failure_alert_is_classified_and_resolved_by_success(platform_db, er
             sensor_name="run_success_resolve_sensor",
             dagster_instance=instance,
             dagster_run=instance.get_run_by_id(ok.run_id),
-            dagster_event=_status_event(instance, ok.run_id, DagsterEventType.RUN_SUCCESS),
+            dagster_event=_status_event(instance, ok.run_id, dg.DagsterEventType.RUN_SUCCESS),
         )
         success_sensor(ctx)
     assert store.open_alerts() == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import psutil
 import pytest
-from dagster._daemon.types import DaemonHeartbeat
+from dagster._daemon.types import DaemonHeartbeat  # internal: no public type; tests write heartbeats as the daemon does
 from sklearn.linear_model import LogisticRegression
 
 from alphapulse_assets import cli

@@ -140,6 +140,7 @@ def test_system_fault_fails_at_once_marked_critical():
 def _as_recorded(exc: BaseException, retried: bool = True) -> FailureRecord:
     """``exc`` as Dagster stores a failed step's error after its retries (Dagster's "Exceeded max_retries"
     wrapper around the user's error), read back the way the breakers, alerts, report and CLI read it."""
+    # Internal: how Dagster serialises a step's error; the test builds one exactly as the event log stores it.
     from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
 
     try:

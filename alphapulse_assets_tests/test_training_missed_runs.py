@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
+
+# Internal: the scheduler's tick function under a frozen clock; no public API runs a schedule tick at a chosen time.
 import dagster._daemon  # noqa: F401  (import order: the scheduler module needs the daemon package first)
 import pytest
 from dagster._core.definitions.run_request import InstigatorType

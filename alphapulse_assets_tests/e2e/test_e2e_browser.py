@@ -11,6 +11,7 @@ import re
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from alphapulse_assets_tests.dagster_harness import RunSummary, cadence_tags
@@ -60,12 +61,10 @@ def page(browser, live_deployment):
 @pytest.fixture(scope="module")
 def cadence_runs(deployment):
     """One run of every cadence for its newest partition, launched through the queue (module scope)."""
-    from dagster._core.storage.dagster_run import RunsFilter
-
     instance = deployment.instance()
     runs = {}
     for name in CADENCES:
-        done = [r for r in instance.get_runs(filters=RunsFilter(job_name=f"{name}_cadence")) if r.is_finished]
+        done = [r for r in instance.get_runs(filters=dg.RunsFilter(job_name=f"{name}_cadence")) if r.is_finished]
         if done:
             runs[name] = done[0].run_id
             continue

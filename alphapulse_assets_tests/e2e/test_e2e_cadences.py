@@ -7,7 +7,6 @@ from itertools import pairwise
 
 import dagster as dg
 import pytest
-from dagster._core.storage.dagster_run import RunsFilter
 
 from alphapulse_assets.training.registry import ModelRegistry
 from alphapulse_assets_tests.dagster_harness import RunSummary
@@ -28,7 +27,7 @@ def _selector(name: str) -> dict:
 
 
 def _runs_of_schedule(instance, schedule: str):
-    return instance.get_runs(filters=RunsFilter(tags={"dagster/schedule_name": schedule}))
+    return instance.get_runs(filters=dg.RunsFilter(tags={"dagster/schedule_name": schedule}))
 
 
 def test_scheduled_tick_of_each_cadence_goes_through_queue_and_materializes(live_deployment):

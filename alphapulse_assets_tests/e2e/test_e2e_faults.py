@@ -13,7 +13,6 @@ import time
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster._core.storage.dagster_run import RunsFilter
 
 from alphapulse_assets.market_data.storage import ParquetPartitionStore
 from alphapulse_assets.training.registry import ModelRegistry
@@ -43,7 +42,7 @@ def _step_states(instance, run_id: str) -> dict[str, str]:
 
 
 def _retry_of(instance, run_id: str):
-    runs = instance.get_runs(filters=RunsFilter(tags={"dagster/parent_run_id": run_id}))
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id}))
     return runs[0] if runs else None
 
 

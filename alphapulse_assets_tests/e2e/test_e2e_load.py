@@ -17,7 +17,6 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 import yaml
-from dagster._core.storage.dagster_run import RunsFilter
 
 from alphapulse_assets_tests.dagster_harness import PRODUCTION_YAML, RunSummary
 from alphapulse_assets_tests.e2e.conftest import YESTERDAY
@@ -94,7 +93,7 @@ def test_partition_runs_queued_at_once_far_above_the_limit_complete_once_each(li
     for (asset, day), count in before.items():
         assert _materializations(instance, asset, day) == count + 1, (asset, day)
     # No other run was created for these partitions (no double launch, no spurious retry).
-    assert len(instance.get_runs(filters=RunsFilter(tags={"alphapulse/test": "load"}))) == N_RUNS
+    assert len(instance.get_runs(filters=dg.RunsFilter(tags={"alphapulse/test": "load"}))) == N_RUNS
 
     # The sensor daemon kept its heartbeat during the load, and every running sensor ticked after it began.
     assert len(heartbeats) >= 2 or load_finished - load_started < 30, heartbeats

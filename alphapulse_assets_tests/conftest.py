@@ -88,22 +88,30 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(E2E_GROUP))
 
 
+_ungrouped = pytest.StashKey[bool]()
+
+
 def pytest_collection_finish(session):
     # xdist groups a test by a suffix it writes into the test's id; a pytest or xdist release that drops it leaves
     # the groups unenforced without a word (both workers then start deployments at once and overload 2 cores).
-    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.getoption("dist", "no") == "loadgroup":
-        ungrouped = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
-        if ungrouped:
-            raise pytest.UsageError(
-                f"pytest-xdist ignored the xdist_group of {len(ungrouped)} tests (e.g. {ungrouped[0]}): "
-                "pytest and pytest-xdist disagree on where a test's id is kept; see pyproject.toml's pin of pytest"
-            )
+    # Such a test fails at set-up, saying why. (On a worker `--dist loadgroup` is the `loadgroup` option: xdist
+    # resets `dist` to "no" there.)
+    if os.environ.get("PYTEST_XDIST_WORKER") and getattr(session.config.option, "loadgroup", False):
+        for item in session.items:
+            item.stash[_ungrouped] = bool(item.get_closest_marker("xdist_group")) and "@" not in item.nodeid
 
 
 def pytest_runtest_setup(item):
     # The check behind the automatic marks: a test that reaches the server some other way must say so.
     if "postgres_server" in getattr(item, "fixturenames", ()) and item.get_closest_marker("postgres") is None:
         pytest.fail(f"{item.nodeid} uses PostgreSQL but is not marked postgres", pytrace=False)
+    if item.stash.get(_ungrouped, False):
+        pytest.fail(
+            "pytest-xdist ignored this test's xdist_group (`--dist loadgroup`): pytest and pytest-xdist disagree on "
+            "where a test's id is kept, so the e2e tier would be spread over both workers; see pyproject.toml's pin "
+            "of pytest, or run `make test XDIST=`",
+            pytrace=False,
+        )
 
 
 def pytest_runtest_logreport(report):

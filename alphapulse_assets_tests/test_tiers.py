@@ -160,3 +160,33 @@ def test_under_two_workers_one_runs_every_end_to_end_test_and_the_other_shares_t
     unit_workers = {w for name, w in worker.items() if name.startswith("unit-")}
     assert len(worker) == 12 and len(e2e_workers) == 1, worker
     assert unit_workers - e2e_workers, f"the other worker ran no test: {worker}"
+
+
+# What a pytest / pytest-xdist pair that disagree on where a test's id is kept does: the group suffix is gone.
+LOST_GROUPS_PLUGIN = """
+import pytest
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item._nodeid = item.nodeid.split("@")[0]
+"""
+
+
+@pytest.mark.slow  # a second pytest session on two xdist workers
+def test_an_end_to_end_test_whose_xdist_group_is_lost_fails_saying_why(tmp_path):
+    (tmp_path / "lost_groups.py").write_text(LOST_GROUPS_PLUGIN)
+    (tmp_path / "test_inner.py").write_text(GROUPED_TESTS.format(out=str(tmp_path)))
+    done = subprocess.run(
+        [*_inner_session(tmp_path), "-p", "lost_groups", "-n", "2", "--dist", "loadgroup"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join((str(REPO_ROOT), str(tmp_path)))},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout + done.stderr
+    summary = done.stdout.strip().splitlines()[-1]
+    assert "6 passed" in summary and "6 errors" in summary, done.stdout  # every unit test ran; every e2e refused
+    assert "pytest-xdist ignored this test's xdist_group" in done.stdout, done.stdout

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 
 from alphapulse_assets.market_data.schema import CANDLE_COLUMNS, normalize_candles, schema_problems
+from alphapulse_assets.market_data.sources.fallback import FallbackChain
 from alphapulse_assets.market_data.sources.postgres import PostgresSource, write_ohlcv
 from alphapulse_assets.market_data.sources.sample import SampleSource
 from alphapulse_assets.recovery.errors import (
@@ -216,3 +217,66 @@ def test_from_env(monkeypatch, seeded):
     source = PostgresSource.from_env("AP_TEST_MARKET_DB", timeout_seconds=5)
     assert source.name == "postgres" and source.timeout_seconds == 5
     pd.testing.assert_frame_equal(source.fetch(SYMBOLS, DAY1, DAY3), frame)
+
+
+class CountingPostgres(PostgresSource):
+    """The real source, counting the calls (each is a connection and a query) and the symbols asked for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[list[str]] = []
+
+    def fetch(self, symbols, start, end):
+        self.calls.append(list(symbols))
+        return super().fetch(symbols, start, end)
+
+
+def _one_by_one(url: str) -> FallbackChain:
+    source = PostgresSource(url)
+    source.serves_many_at_once = False  # the chain as it was: one call per symbol
+    return FallbackChain([source, SampleSource()])
+
+
+def test_a_chain_led_by_postgres_asks_it_once_for_every_symbol_and_gets_what_one_by_one_got(seeded):
+    url, frame = seeded
+    source = CountingPostgres(url)
+    result = FallbackChain([source, SampleSource()]).fetch(SYMBOLS, DAY1, DAY3)
+    assert source.calls == [SYMBOLS]
+    assert result.source_by_symbol == {s: "postgres" for s in SYMBOLS} and result.fallbacks == []
+    pd.testing.assert_frame_equal(result.candles, frame)
+    pd.testing.assert_frame_equal(result.candles, _one_by_one(url).fetch(SYMBOLS, DAY1, DAY3).candles)
+
+
+def test_symbols_the_database_lacks_fall_back_one_by_one_and_each_failure_names_its_symbol(seeded):
+    url, frame = seeded
+    asked = ["ETHUSDT", "ADAUSDT", "BTCUSDT"]  # ADAUSDT is not in the table: the one query fails for all
+    source = CountingPostgres(url)
+    result = FallbackChain([source, SampleSource()]).fetch(asked, DAY1, DAY3)
+    assert source.calls == [asked, ["ETHUSDT"], ["ADAUSDT"], ["BTCUSDT"]]
+    assert result.source_by_symbol == {"ETHUSDT": "postgres", "ADAUSDT": "sample", "BTCUSDT": "postgres"}
+    assert [(src, sym) for src, sym, _ in result.fallbacks] == [("postgres", "ADAUSDT")]
+    assert "unknown symbol" in result.fallbacks[0][2]
+    assert list(result.candles["symbol"].unique()) == asked  # in the order asked, as one by one
+    pd.testing.assert_frame_equal(result.candles, _one_by_one(url).fetch(asked, DAY1, DAY3).candles)
+    day4 = DAY3 + pd.Timedelta(days=1)  # known symbols, no rows in the window: each is served by the next source
+    empty = FallbackChain([CountingPostgres(url), SampleSource()]).fetch(SYMBOLS, DAY3, day4)
+    assert empty.source_by_symbol == {s: "sample" for s in SYMBOLS}
+    assert [(src, sym, msg) for src, sym, msg in empty.fallbacks] == [
+        ("postgres", s, "permanent: no rows for the window") for s in SYMBOLS
+    ]
+
+
+def test_with_the_database_down_each_symbol_records_the_outage_and_it_is_asked_once(seeded, postgres_server):
+    url, _ = seeded
+    source = CountingPostgres(url, timeout_seconds=5)
+    postgres_server.stop_server_only()
+    try:
+        result = FallbackChain([source, SampleSource()]).fetch(SYMBOLS, DAY1, DAY3)
+        with pytest.raises(TransientError, match="no source could serve BTCUSDT"):  # a chain of one: retry later
+            FallbackChain([source]).fetch(SYMBOLS, DAY1, DAY3)
+    finally:
+        postgres_server.start()
+    assert source.calls == [SYMBOLS, SYMBOLS]  # once per chain, not once more per symbol
+    assert result.source_by_symbol == {s: "sample" for s in SYMBOLS}
+    assert [(src, sym) for src, sym, _ in result.fallbacks] == [("postgres", s) for s in SYMBOLS]
+    assert all(msg.startswith("transient: ") and "cannot reach" in msg for _, _, msg in result.fallbacks)

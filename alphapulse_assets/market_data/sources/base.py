@@ -32,6 +32,10 @@ class CandleSource(ABC):
     #: How many symbols a fallback chain may fetch from this source at once (threads): 1 unless the source
     #: is safe to call from several threads and gains from it (a remote API whose latency dominates).
     concurrency: int = 1
+    #: True for a source that serves many symbols in one call for about the cost of one (a database query): a
+    #: fallback chain led by it asks it once for every symbol, and walks the chain symbol by symbol only for
+    #: the symbols that call did not serve.
+    serves_many_at_once: bool = False
 
     @abstractmethod
     def fetch(self, symbols: Sequence[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

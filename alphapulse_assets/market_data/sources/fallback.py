@@ -9,6 +9,12 @@ entered by at most its own ``concurrency`` threads at once (a source of 1 is cal
 The exchange's rate limit is kept by the exchange source itself, across its threads. Results, failures and
 errors come out in the symbols' order, as when they were served one after another.
 
+A chain led by a source that serves many symbols at once (``CandleSource.serves_many_at_once``: a database)
+first asks it for every symbol in one call. The symbols it served are done; the others walk the chain one by
+one as usual. If that call fails as a whole, a source-wide outage (transient) counts as the first source's
+failure for every symbol and they walk the rest of the chain; any other error (e.g. one unknown symbol fails the
+query) sends every symbol back through the whole chain one by one, so each failure is told apart per symbol.
+
 The fetch threads are daemon threads, not a ``ThreadPoolExecutor``'s: an executor's threads are joined when
 its block ends and again at interpreter exit, so a SIGTERM or Ctrl-C of a run would wait for a stalled
 request's timeout before the process could end. A daemon thread is abandoned with its request instead.
@@ -47,10 +53,11 @@ class FallbackChain:
         """Symbols served at once: the most any source of the chain allows."""
         return max(max(1, int(getattr(s, "concurrency", 1) or 1)) for s in self.sources)
 
-    def _serve(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp):
-        """(frame or None, source name or None, failures) for one symbol; SYSTEM errors propagate."""
-        failures: list[tuple[str, str, str, ErrorClass]] = []
-        for source, gate in zip(self.sources, self._gates, strict=True):
+    def _serve(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp, first: int = 0, failures=None):
+        """(frame or None, source name or None, failures) for one symbol, from the chain's ``first`` source on
+        (``failures``: those already met before it); SYSTEM errors propagate."""
+        failures: list[tuple[str, str, str, ErrorClass]] = list(failures or [])
+        for source, gate in zip(self.sources[first:], self._gates[first:], strict=True):
             try:
                 with gate:
                     frame = source.fetch([symbol], start, end)
@@ -68,6 +75,8 @@ class FallbackChain:
 
     def fetch(self, symbols: Sequence[str], start: pd.Timestamp, end: pd.Timestamp) -> FetchResult:
         symbols = list(symbols)
+        if len(symbols) > 1 and self.sources[0].serves_many_at_once:
+            return self._collect(symbols, self._serve_batch_first(symbols, start, end))
         workers = min(self.concurrency, len(symbols))
         if workers <= 1:  # one after another: a symbol no source serves stops the fetch there
             served = (self._serve(s, start, end) for s in symbols)
@@ -77,6 +86,33 @@ class FallbackChain:
             return self._collect(symbols, served)  # errors in symbol order
         finally:
             served.close()  # an error stops what has not started yet
+
+    def _serve_batch_first(self, symbols: list[str], start: pd.Timestamp, end: pd.Timestamp) -> Iterator:
+        """Each symbol's ``_serve`` result in symbol order, the first source asked once for all of them."""
+        source, gate = self.sources[0], self._gates[0]
+        try:
+            with gate:
+                frame = source.fetch(symbols, start, end)
+        except Exception as exc:  # classified below; nothing is swallowed silently
+            c = classify(exc)
+            if c.error_class is ErrorClass.SYSTEM:
+                raise
+            if c.error_class is ErrorClass.TRANSIENT:  # the source is out for every symbol: asking again won't help
+                for symbol in symbols:
+                    failed = [(source.name, symbol, f"{c.error_class.value}: {exc}", c.error_class)]
+                    yield self._serve(symbol, start, end, first=1, failures=failed)
+            else:  # which symbol it refused, and why, is told apart one symbol at a time
+                for symbol in symbols:
+                    yield self._serve(symbol, start, end)
+            return
+        by_symbol = dict(tuple(frame.groupby("symbol", sort=False))) if not frame.empty else {}
+        for symbol in symbols:
+            rows = by_symbol.get(symbol)
+            if rows is not None and not rows.empty:
+                yield rows.reset_index(drop=True), source.name, []
+            else:
+                failed = [(source.name, symbol, "permanent: no rows for the window", ErrorClass.PERMANENT)]
+                yield self._serve(symbol, start, end, first=1, failures=failed)
 
     def _serve_in_threads(self, symbols: list[str], start: pd.Timestamp, end: pd.Timestamp, workers: int) -> Iterator:
         """Each symbol's ``_serve`` result in symbol order, from ``workers`` daemon threads; an exception raised

@@ -96,6 +96,7 @@ class PostgresSource(CandleSource):
     """Candles from a PostgreSQL ``ohlcv`` table (see the module docstring)."""
 
     name = "postgres"
+    serves_many_at_once = True  # one query (``symbol = ANY(...)``) and one connection for every symbol
 
     def __init__(self, url: str, table: str = "ohlcv", timeout_seconds: float = 30):
         if timeout_seconds <= 0:

@@ -10,10 +10,11 @@ The exchange's rate limit is kept by the exchange source itself, across its thre
 errors come out in the symbols' order, as when they were served one after another.
 
 A chain led by a source that serves many symbols at once (``CandleSource.serves_many_at_once``: a database)
-first asks it for every symbol in one call. The symbols it served are done; the others walk the chain one by
-one as usual. If that call fails as a whole, a source-wide outage (transient) counts as the first source's
-failure for every symbol and they walk the rest of the chain; any other error (e.g. one unknown symbol fails the
-query) sends every symbol back through the whole chain one by one, so each failure is told apart per symbol.
+first asks it for every symbol in one call. The symbols it served are done; the others walk the chain one after
+another (not in threads: a database at the head of the chain is expected to serve nearly all of them). If that
+call fails as a whole, a source-wide outage (transient) counts as the first source's failure for every symbol
+and they walk the rest of the chain; any other error (e.g. one unknown symbol fails the query) sends every
+symbol back through the whole chain one by one, so each failure is told apart per symbol.
 
 The fetch threads are daemon threads, not a ``ThreadPoolExecutor``'s: an executor's threads are joined when
 its block ends and again at interpreter exit, so a SIGTERM or Ctrl-C of a run would wait for a stalled

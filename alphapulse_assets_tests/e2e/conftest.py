@@ -1,7 +1,7 @@
 """Fixtures for the end-to-end tests: one production-shaped deployment for the whole session.
 
 The deployment (``dagster_harness.DagsterDeployment``) runs ``deploy/dagster.yaml`` unchanged on the test
-PostgreSQL server, with AlphaPulse settings scaled down for speed (the env vars below): two symbols, three
+PostgreSQL server, with AlphaPulse settings scaled down for speed (the env vars below): two symbols, four
 months of sample candles, small training windows, every cadence's cron set to every minute so that a
 started schedule ticks within a minute, and the weekly gate asking for more validation rows than exist,
 so that a failed blocking check is always there to look at.
@@ -24,10 +24,10 @@ from alphapulse_assets_tests.fake_exchange import FakeBinance
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 TODAY = datetime.now(timezone.utc).date()
 YESTERDAY = TODAY - timedelta(days=1)
-# Long enough for the newest complete monthly partition's window: on a month's last day that partition ended a
-# month ago, so its 35 days of 1h bars reach 66 days back, plus the features' warm-up. Every e2e deployment starts
-# from a copy of these days, ingested once per session (120 days took a quarter longer for nothing).
-START = TODAY - timedelta(days=90)
+# Long enough for the newest complete monthly partition of every e2e deployment: the operator's day trains monthly
+# on 60 days, and a cadence's first partition starts one window after START; on a month's last day the newest
+# complete month began about 60 days ago, so START must be 120 days back (90 left it without one: tried).
+START = TODAY - timedelta(days=120)
 # Screenshots and logs for a failed run to look at: outside the checkout (the suite writes nothing into it).
 ARTIFACTS = Path(
     os.environ.get("ALPHAPULSE_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "alphapulse-test-artifacts"

@@ -137,8 +137,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_runtest_teardown(item, nextitem):
-    # Under xdist a worker runs only some of the items counted, so the count never reaches 0 there: the deployment
-    # then ends with the session, as before.
+    # Under xdist every worker counts all users, and the one that runs the e2e group (all of them) reaches 0; the
+    # other never starts the deployment.
     if not _uses_session_deployment(item) or _users_left not in item.config.stash:
         return
     item.config.stash[_users_left] -= 1

@@ -287,6 +287,45 @@ def test_a_failure_found_after_the_job_succeeded_again_is_alerted_and_resolved(p
     assert events.count("raised") == 1 and events.count("resolved") == 1, events
 
 
+def test_a_failed_run_seen_by_the_cli_and_the_sensor_at_once_is_alerted_once(project):
+    """The CLI that ran a job and the daemon's run-failure sensor look at its failure at the same moment: both
+    read the run before either tagged it (CI once saw two alerts for one run). Eight such lookers, each with
+    the run as read before any tag and a router of its own, start together: one alert is raised, and the run's
+    tag and every other looker name the one that raised it."""
+    import threading
+
+    from alphapulse_assets.alerting.alert_store import AlertStore
+    from alphapulse_assets.alerting.alerts import build_router_from_env
+    from alphapulse_assets.monitoring.sensors import run_failure_alert
+
+    make_healthy(project)
+    with instance_for(project) as instance:
+        failed = ingest_stub.execute_in_process(instance=instance, raise_on_error=False)
+        seen = instance.get_run_by_id(failed.run_id)  # the snapshot each looker holds: no tag yet
+        routers = [build_router_from_env(platform_db_url()) for _ in range(8)]
+        start = threading.Barrier(len(routers))
+        said: dict[int, str] = {}
+
+        def look(i: int) -> None:
+            start.wait(30)
+            said[i] = run_failure_alert(instance, seen, routers[i], by=f"looker {i}")
+
+        threads = [threading.Thread(target=look, args=(i,)) for i in range(len(routers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        # A looker that comes later still holds the stale snapshot: it must not raise either.
+        said[len(routers)] = run_failure_alert(instance, seen, routers[0], by="late sensor")
+        tag = instance.get_run_by_id(failed.run_id).tags["alphapulse/alerted"]
+
+    raised = [i for i, text in said.items() if text.startswith("raised")]
+    assert len(raised) == 1, said
+    assert tag == f"looker {raised[0]}"
+    assert all(text == f"already alerted by {tag}" for i, text in said.items() if i != raised[0]), said
+    assert len(AlertStore(platform_db_url()).history("run:ingest_market_data", event="raised")) == 1
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 64 MiB file system (tmpfs) for the project, to be filled; skipped where it cannot be mounted."""

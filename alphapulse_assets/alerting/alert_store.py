@@ -7,6 +7,8 @@ Sensors run in fresh processes, so everything the router must remember between c
 - ``alphapulse_alert_open``: the alerts firing now, one row per key.
 - ``alphapulse_alert_dedupe``: per (key, channel) what was last sent and when. Claims on this table are
   single conditional statements, so two processes raising the same alert at once send it once.
+- ``alphapulse_alert_run_claims``: which process raised a failed run's alert (the CLI that ran it or the
+  run-failure sensor); one row per run, so a run is alerted once however many look at it together.
 
 Claims use ``RETURNING`` rather than ``rowcount`` (psycopg reports -1 for ``INSERT .. ON CONFLICT``).
 Every write is one statement in its own transaction: on SQLite this avoids the read-then-write lock
@@ -70,6 +72,14 @@ dedupe_table = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("last_sent_at", sa.Float),
     sa.Column("claim_id", sa.String(32)),
+)
+
+run_claims_table = sa.Table(
+    "alphapulse_alert_run_claims",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("claimed_by", sa.String(128), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
 )
 
 # History event names.
@@ -171,10 +181,12 @@ class AlertStore:
     def prune_history(self, before: float) -> int:
         """Delete history older than ``before`` (epoch seconds); returns how many rows went.
 
-        Open alerts and dedupe state are kept: they are what de-duplication needs.
+        Open alerts and dedupe state are kept: they are what de-duplication needs. Run claims go with the
+        history of their time: a run that old is not alerted again (its run tag says so too).
         """
         with self.engine.begin() as conn:
             gone = conn.execute(history_table.delete().where(history_table.c.at < before).returning(history_table.c.id))
+            conn.execute(run_claims_table.delete().where(run_claims_table.c.at < before))
             return len(gone.all())
 
     def last_raised(self, key: str) -> HistoryEntry | None:
@@ -330,6 +342,18 @@ class AlertStore:
                 .where(c.key == key, c.channel == channel, c.claim_id == token)
                 .values(status="firing")
             )
+
+    # -- once per run ---------------------------------------------------------------------------------
+
+    def claim_run(self, run_id: str, by: str, at: float) -> str | None:
+        """Claim raising the alert of failed run ``run_id``: None when this caller won, else who holds it."""
+        c = run_claims_table.c
+        stmt = self._insert(run_claims_table).values(run_id=run_id, claimed_by=by, at=at)
+        stmt = stmt.on_conflict_do_nothing(index_elements=[c.run_id]).returning(c.run_id)
+        with self.engine.begin() as conn:
+            if conn.execute(stmt).first() is not None:
+                return None
+            return conn.execute(sa.select(c.claimed_by).where(c.run_id == run_id)).scalar_one()
 
     def last_sent(self, key: str, channel: str) -> float | None:
         c = dedupe_table.c

@@ -355,10 +355,17 @@ def run_failure_alert(
     limit: int = 5,
 ) -> str:
     """Raise the job's run alert, once per run, classified by the platform's one classifier; returns what it
-    did."""
+    did.
+
+    Once per run even when the CLI that ran it and the daemon's sensor look at the same moment: the claim is
+    one INSERT in the platform database, taken before raising. The run tag only shows the operator who raised
+    it (and spares a database round trip to a caller that already sees it)."""
     if run.tags.get(ALERTED_TAG):
         return f"already alerted by {run.tags[ALERTED_TAG]}"
-    instance.add_run_tags(run.run_id, {ALERTED_TAG: by})  # claimed before raising: once per run
+    holder = router.store.claim_run(run.run_id, by, time.time())
+    if holder is not None:
+        return f"already alerted by {holder}"
+    instance.add_run_tags(run.run_id, {ALERTED_TAG: by})
     failures = readers.step_failures(instance, run.run_id)
     c = classify_run(failures, run.tags.get("dagster/failure_reason", ""))
     key = run_alert_key(run.job_name)

@@ -14,6 +14,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -114,9 +115,20 @@ def pytest_runtest_setup(item):
         )
 
 
+#: Per xdist worker (seen by the controller): tests run, and seconds since the session began at its last report.
+#: CI's wall time is the busiest worker's; this shows how far apart the two end.
+_worker_load: dict[str, list[float]] = {}
+_session_began = time.monotonic()
+
+
 def pytest_runtest_logreport(report):
     if report.when == "call" and report.duration > SLOW_SECONDS and "slow" not in report.keywords:
         _slow_unmarked.append((report.nodeid, report.duration))
+    node = getattr(report, "node", None)  # set by xdist on the controller's copy of a worker's report
+    if node is not None and report.when == "teardown":
+        load = _worker_load.setdefault(node.gateway.id, [0, 0.0])
+        load[0] += 1
+        load[1] = time.monotonic() - _session_began
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -146,6 +158,10 @@ def pytest_runtest_teardown(item):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _worker_load:
+        terminalreporter.section("xdist workers: tests run, and when each finished its last")
+        for worker, (count, last) in sorted(_worker_load.items()):
+            terminalreporter.write_line(f"{worker}: {count:.0f} tests, last done {last:.0f} s into the session")
     if _slow_unmarked:
         terminalreporter.section(f"unmarked tests slower than {SLOW_SECONDS:.0f} s (mark them slow)")
         for nodeid, seconds in sorted(_slow_unmarked, key=lambda x: -x[1]):

@@ -26,8 +26,10 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 # `make test` runs the suite on two processes (pytest-xdist): one runs the whole end-to-end tier (one xdist group,
-# conftest.py), the other the rest meanwhile. `make test XDIST=` runs it in one process.
-XDIST ?= -n 2 --dist loadgroup
+# conftest.py), the other the rest meanwhile, a module at a time. The groups are handed out in collection order,
+# not largest first, so the e2e tier (collected first, and the longest by far) starts at once.
+# `make test XDIST=` runs it in one process.
+XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 
 # pytest exits 5 when it collected no test: say so, and fail.
 test: setup

@@ -84,9 +84,14 @@ def pytest_collection_modifyitems(config, items):
         if E2E_DIR in Path(str(item.fspath)).parents and item.get_closest_marker("e2e") is None:
             item.add_marker("e2e")
         # Under pytest-xdist (`-n 2 --dist loadgroup`), the whole e2e tier is one group: one worker runs it, so each
-        # deployment starts once and only one is alive at a time; the other worker meanwhile runs the rest.
-        if item.get_closest_marker("e2e") is not None and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(E2E_GROUP))
+        # deployment starts once and only one is alive at a time; the other worker meanwhile runs the rest. Every
+        # other module is a group of its own: its tests run in their order on one worker, as in one process (a
+        # module's later tests may build on what its module-scoped fixture and earlier tests made; CI once ran
+        # such a test on the other worker, without the champion it expected), and its module-scoped fixtures are
+        # set up once, not once per worker.
+        if item.get_closest_marker("xdist_group") is None:
+            e2e = item.get_closest_marker("e2e") is not None
+            item.add_marker(pytest.mark.xdist_group(E2E_GROUP if e2e else Path(str(item.fspath)).stem))
 
 
 _ungrouped = pytest.StashKey[bool]()
@@ -94,7 +99,8 @@ _ungrouped = pytest.StashKey[bool]()
 
 def pytest_collection_finish(session):
     # xdist groups a test by a suffix it writes into the test's id; a pytest or xdist release that drops it leaves
-    # the groups unenforced without a word (both workers then start deployments at once and overload 2 cores).
+    # the groups unenforced without a word (both workers then start deployments at once and overload 2 cores, and
+    # a module's tests are split between workers).
     # Such a test fails at set-up, saying why. (On a worker `--dist loadgroup` is the `loadgroup` option: xdist
     # resets `dist` to "no" there.)
     if os.environ.get("PYTEST_XDIST_WORKER") and getattr(session.config.option, "loadgroup", False):
@@ -109,7 +115,8 @@ def pytest_runtest_setup(item):
     if item.stash.get(_ungrouped, False):
         pytest.fail(
             "pytest-xdist ignored this test's xdist_group (`--dist loadgroup`): pytest and pytest-xdist disagree on "
-            "where a test's id is kept, so the e2e tier would be spread over both workers; see pyproject.toml's pin "
+            "where a test's id is kept, so the e2e tier and each module's tests would be spread over both workers; see "
+            "pyproject.toml's pin "
             "of pytest, or run `make test XDIST=`",
             pytrace=False,
         )

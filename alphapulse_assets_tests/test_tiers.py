@@ -118,12 +118,16 @@ def _ends_within(pid: int, seconds: float) -> bool:
     return False
 
 
+# Two modules, each with six e2e tests and six tests that build on the one before (as a module whose fixture and
+# earlier tests make what its later tests read). Each test records its worker (the e2e files: the last to write).
 GROUPED_TESTS = """
 import os
 import time
 from pathlib import Path
 
 import pytest
+
+MADE = []
 
 
 @pytest.mark.parametrize("n", range(6))
@@ -134,20 +138,39 @@ def test_end_to_end(n):
 
 
 @pytest.mark.parametrize("n", range(6))
-def test_unit(n):
+def test_builds_on_the_one_before(n):
+    assert len(MADE) == n, f"test {{n}} ran without the {{n}} before it on its worker"
+    MADE.append(n)
     time.sleep(0.3)
-    Path({out!r}, f"unit-{{n}}").write_text(os.environ["PYTEST_XDIST_WORKER"])
+    Path({out!r}, f"{{Path(__file__).stem}}-{{n}}").write_text(os.environ["PYTEST_XDIST_WORKER"])
 """
 
 
+def _make_test_xdist_args() -> list[str]:
+    """The pytest-xdist arguments `make test` passes (the Makefile's XDIST default)."""
+    for line in (REPO_ROOT / "Makefile").read_text().splitlines():
+        if line.startswith("XDIST ?="):
+            return line.split("?=", 1)[1].split()
+    raise AssertionError("the Makefile sets no XDIST default")
+
+
+def _grouped_modules(tmp_path: Path, out: Path) -> list[str]:
+    modules = []
+    for name in ("test_inner", "test_inner_other"):
+        (tmp_path / f"{name}.py").write_text(GROUPED_TESTS.format(out=str(out)))
+        modules.append(str(tmp_path / f"{name}.py"))
+    return modules
+
+
 @pytest.mark.slow  # a second pytest session on two xdist workers
-def test_under_two_workers_one_runs_every_end_to_end_test_and_the_other_shares_the_rest(tmp_path):
-    """`make test`'s `-n 2 --dist loadgroup`: the e2e tier is one group, so one deployment is alive at a time."""
+def test_under_two_workers_one_runs_every_end_to_end_test_and_each_module_runs_whole_on_one(tmp_path):
+    """`make test`'s xdist arguments: the e2e tier is one group, so one deployment is alive at a time, and every
+    other module runs whole, in order, on one worker."""
     out = tmp_path / "workers"
     out.mkdir()
-    (tmp_path / "test_inner.py").write_text(GROUPED_TESTS.format(out=str(out)))
+    modules = _grouped_modules(tmp_path, out)
     done = subprocess.run(
-        [*_inner_session(tmp_path), "-n", "2", "--dist", "loadgroup"],
+        [*_inner_session(tmp_path)[:-1], *modules, *_make_test_xdist_args()],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
@@ -156,10 +179,13 @@ def test_under_two_workers_one_runs_every_end_to_end_test_and_the_other_shares_t
     )
     assert done.returncode == pytest.ExitCode.OK, done.stdout + done.stderr
     worker = {p.name: p.read_text() for p in out.iterdir()}
-    e2e_workers = {w for name, w in worker.items() if name.startswith("e2e-")}
-    unit_workers = {w for name, w in worker.items() if name.startswith("unit-")}
-    assert len(worker) == 12 and len(e2e_workers) == 1, worker
-    assert unit_workers - e2e_workers, f"the other worker ran no test: {worker}"
+    assert len(worker) == 18, worker
+    ran_on = {
+        group: {w for name, w in worker.items() if name.startswith(group + "-")}
+        for group in ("e2e", "test_inner", "test_inner_other")
+    }
+    assert all(len(workers) == 1 for workers in ran_on.values()), ran_on
+    assert len(set().union(*ran_on.values())) == 2, f"one worker ran every test: {ran_on}"
 
 
 # What a pytest / pytest-xdist pair that disagree on where a test's id is kept does: the group suffix is gone.
@@ -175,11 +201,11 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.mark.slow  # a second pytest session on two xdist workers
-def test_an_end_to_end_test_whose_xdist_group_is_lost_fails_saying_why(tmp_path):
+def test_a_test_whose_xdist_group_is_lost_fails_saying_why(tmp_path):
     (tmp_path / "lost_groups.py").write_text(LOST_GROUPS_PLUGIN)
-    (tmp_path / "test_inner.py").write_text(GROUPED_TESTS.format(out=str(tmp_path)))
+    modules = _grouped_modules(tmp_path, tmp_path)
     done = subprocess.run(
-        [*_inner_session(tmp_path), "-p", "lost_groups", "-n", "2", "--dist", "loadgroup"],
+        [*_inner_session(tmp_path)[:-1], *modules, "-p", "lost_groups", *_make_test_xdist_args()],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": os.pathsep.join((str(REPO_ROOT), str(tmp_path)))},
         capture_output=True,
@@ -188,5 +214,5 @@ def test_an_end_to_end_test_whose_xdist_group_is_lost_fails_saying_why(tmp_path)
     )
     assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout + done.stderr
     summary = done.stdout.strip().splitlines()[-1]
-    assert "6 passed" in summary and "6 errors" in summary, done.stdout  # every unit test ran; every e2e refused
+    assert "passed" not in summary and "24 errors" in summary, done.stdout  # every grouped test refused
     assert "pytest-xdist ignored this test's xdist_group" in done.stdout, done.stdout

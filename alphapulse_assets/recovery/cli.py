@@ -9,7 +9,8 @@
 Actions are recorded with ``by`` = ``$USER`` and the reason, in the breaker's events (the breaker sensor
 alerts on them and shows them in the UI). Names are the protected dependencies of the recovery
 configuration (``market_data``, ``training`` by default) or breakers already stored; anything else is
-refused so that a typo does not create a breaker nobody reads.
+refused so that a typo does not create a breaker nobody reads. The arguments are parsed by ``alphapulse_assets.cli``
+(building the parser imports nothing of the platform, so ``alphapulse --help`` answers at once).
 """
 
 from __future__ import annotations
@@ -35,25 +36,6 @@ def _operator() -> str:
         return getpass.getuser()
     except Exception:  # pragma: no cover - no passwd entry in a container
         return "unknown"
-
-
-def add_breaker_parser(sub, prepare: Callable[[], object]) -> None:
-    """Add ``breaker`` to the CLI; ``prepare`` sets up DAGSTER_HOME before the store is opened."""
-    brk = sub.add_parser("breaker", help="show and control the circuit breakers")
-    brk_sub = brk.add_subparsers(dest="breaker_command", required=True)
-    brk_sub.add_parser("list", help="every breaker with its state, since, retry_at and reason")
-    hist = brk_sub.add_parser("history", help="recent breaker transitions")
-    hist.add_argument("name", nargs="?", default=None)
-    hist.add_argument("--limit", type=int, default=20)
-    for action, text in (
-        ("force-open", "hold a breaker open until reset: its schedules skip"),
-        ("disable", "switch a breaker off (never trips) until reset"),
-        ("reset", "close a breaker again"),
-    ):
-        p = brk_sub.add_parser(action, help=text)
-        p.add_argument("name")
-        p.add_argument("--reason", required=True, help="why (recorded with your user name)")
-    brk.set_defaults(func=lambda args: cmd_breaker(args, prepare))
 
 
 def _known_names(store, config) -> list[str]:
@@ -119,4 +101,4 @@ def cmd_breaker(
     return 0
 
 
-__all__ = ["add_breaker_parser", "cmd_breaker"]
+__all__ = ["cmd_breaker"]

@@ -96,7 +96,12 @@ def end_dead_runs(instance: dg.DagsterInstance) -> list[str]:
         # Slots first: whoever sees the run ended must find its slots free (the owner is dead; nothing
         # re-claims them, and a failed report is retried on the next pass, freeing again harmlessly).
         free_pool_slots(instance, run.run_id)
-        instance.report_run_failed(run, message=reason)
+        # Read again just before: a CLI starting and the daemon's sensor may find the same dead run; the one that
+        # comes second sees it ended and does not end it twice (the run's alert is once per run in any case).
+        now = instance.get_run_by_id(run.run_id)
+        if now is None or now.status not in ACTIVE:
+            continue
+        instance.report_run_failed(now, message=reason)
         ended.append(f"run {run.run_id} ({run.job_name}): {reason}")
     return ended
 

@@ -120,3 +120,41 @@ def test_host_pressure_rules():
 def test_real_host_usage_reads_percentages():
     memory, disk = gating.host_usage()
     assert 0 < memory <= 100 and 0 < disk <= 100
+
+
+@dg.op
+def _cadence_stub_op():
+    if _CADENCE_STUB["fail"]:
+        raise RuntimeError("the earlier tick's run failed")
+
+
+_CADENCE_STUB = {"fail": False}
+
+
+@dg.job(name="nightly_cadence")  # the cadence job's name: the schedule looks for earlier runs of its job
+def _nightly_cadence_stub():
+    _cadence_stub_op()
+
+
+def test_a_later_tick_for_a_partition_an_earlier_tick_ran_skips_unless_that_run_failed(env):
+    """A run key dedupes a schedule's runs within one tick only; a cron ticking again on the same newest partition
+    must not train it twice, but may ask again once the earlier run failed."""
+    instance, *_ = env
+    first = evaluate(instance)
+    assert isinstance(first, dg.RunRequest)
+    done = _nightly_cadence_stub.execute_in_process(instance=instance, tags=first.tags)
+    again = evaluate(instance)
+    assert isinstance(again, dg.SkipReason), again
+    assert done.run_id in again.skip_message and "SUCCESS" in again.skip_message
+    assert "already asked for by an earlier tick" in again.skip_message
+    assert isinstance(evaluate(instance, "weekly_schedule"), dg.RunRequest)  # another cadence: its own partitions
+
+    _CADENCE_STUB["fail"] = True
+    try:
+        failed = _nightly_cadence_stub.execute_in_process(instance=instance, tags=first.tags, raise_on_error=False)
+    finally:
+        _CADENCE_STUB["fail"] = False
+    assert not failed.success
+    instance.delete_run(done.run_id)  # only the failed run is left for this partition
+    retry = evaluate(instance)
+    assert isinstance(retry, dg.RunRequest) and retry.tags == first.tags

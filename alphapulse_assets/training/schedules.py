@@ -4,7 +4,8 @@ The crons run in ``ALPHAPULSE_TIMEZONE`` (an IANA name, UTC by default); partiti
 and months. Each schedule asks for the newest partition that was complete ``INGESTION_LAG`` before its tick:
 a UTC day's candles are ingested at 01:30 UTC, and a tick in another time zone may come before that. When the daemon was down over one or
 more scheduled times, it evaluates only the newest of them when it returns, so a cadence catches up once
-rather than once per missed tick: a missed nightly run is superseded by the next night's anyway.
+rather than once per missed tick: a missed nightly run is superseded by the next night's anyway. A tick asks for a
+partition once: when an earlier tick's run of it is going or has succeeded, it skips and names that run.
 """
 
 from datetime import timedelta
@@ -48,6 +49,24 @@ def cadence_run_tags(name: str, key: str, symbols: list[str], per_run: int | Non
     return [range_tags(key, key, first, last) for first, last in symbol_ranges(symbols, per_run)]
 
 
+#: A scheduled run in one of these asks nothing more of its partition; after a failure or a cancel, a later tick
+#: may ask again (Dagster's run retries, when enabled, have already had their turn by then).
+_SETTLED_OR_GOING = [
+    s for s in dg.DagsterRunStatus if s not in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+]
+
+
+def _scheduled_run(instance: dg.DagsterInstance, name: str, request: dg.RunRequest) -> dg.DagsterRun | None:
+    """A run an earlier tick of the ``name`` schedule made for the same partition and symbols, still going or
+    succeeded (a retry of it included: it carries its tags)."""
+    keys = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end", "alphapulse/trigger")
+    runs = instance.get_runs(
+        dg.RunsFilter(job_name=JOBS[name].name, tags={k: request.tags[k] for k in keys}, statuses=_SETTLED_OR_GOING),
+        limit=1,
+    )
+    return runs[0] if runs else None
+
+
 def cadence_schedule(name: str) -> dg.ScheduleDefinition:
     settings = getattr(SETTINGS, name)
 
@@ -76,6 +95,13 @@ def cadence_schedule(name: str) -> dg.ScheduleDefinition:
             )
             for i, tags in enumerate(runs)
         ]
+        # A run key makes a schedule's run once per tick, not once per partition: a later tick that finds the same
+        # newest partition (a cron more frequent than the partitions) would train it again.
+        done = {r.run_key: run for r in requests if (run := _scheduled_run(context.instance, name, r)) is not None}
+        requests = [r for r in requests if r.run_key not in done]
+        if not requests:
+            held = ", ".join(f"{run.run_id} ({run.status.value})" for run in done.values())
+            return dg.SkipReason(f"{name} partition {key} was already asked for by an earlier tick: run {held}")
         # The circuit breakers decide: the requests, the first as a probe (alone), or a skip with the reason.
         gated = gate_schedule(deps, requests[0], heavy=heavy)
         if isinstance(gated, dg.SkipReason) or gated.tags != requests[0].tags or len(requests) == 1:

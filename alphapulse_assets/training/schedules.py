@@ -51,7 +51,7 @@ def cadence_run_tags(name: str, key: str, symbols: list[str], per_run: int | Non
 
 #: A scheduled run in one of these asks nothing more of its partition; after a failure or a cancel, a later tick
 #: may ask again. A retry Dagster has already made of a failed run counts as going (it carries the run's tags); a
-#: tick between the failure and the retry's creation may still ask, and the gate rejects a window already seen.
+#: tick between the failure and the retry's creation may still ask for the partition once more.
 _SETTLED_OR_GOING = [
     s for s in dg.DagsterRunStatus if s not in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 ]
